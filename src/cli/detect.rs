@@ -1,0 +1,129 @@
+//! `cimlake detect`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Args;
+use datafusion::physical_plan::displayable;
+
+use super::SqlArgs;
+use crate::detect::{self, Mode, Window};
+use crate::engine;
+use crate::lake::Lake;
+use crate::output::{self, Format};
+use crate::time::{parse_duration, parse_time};
+
+#[derive(Debug, Clone, Args)]
+pub struct DetectArgs {
+    /// Detection to run (directory name or display name), or `all`.
+    #[arg(long, default_value = "all")]
+    pub detection: String,
+
+    /// Window start, inclusive: Splunk relative time (-70m@m, -1d@d, now) or RFC 3339.
+    #[arg(long, allow_hyphen_values = true)]
+    pub earliest: Option<String>,
+
+    /// Window end, exclusive: Splunk relative time (-10m@m, now) or RFC 3339.
+    #[arg(long, allow_hyphen_values = true)]
+    pub latest: Option<String>,
+
+    /// Join semantics.
+    #[arg(long, value_enum, default_value_t = Mode::Cimlake)]
+    pub mode: Mode,
+
+    /// How far before the window a process may have started (cimlake mode), e.g. 24h, 7d, 0.
+    #[arg(long, default_value = "24h")]
+    pub lookback: String,
+
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Write results to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print the physical plan instead of running.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// List the detections and exit.
+    #[arg(long)]
+    pub list: bool,
+
+    #[command(flatten)]
+    pub sql: SqlArgs,
+}
+
+impl DetectArgs {
+    /// All-time defaults, as used by `cimlake run`.
+    pub fn all_time(sql: SqlArgs, mode: Mode, format: Format) -> Self {
+        DetectArgs {
+            detection: "all".into(),
+            earliest: None,
+            latest: None,
+            mode,
+            lookback: "24h".into(),
+            format,
+            output: None,
+            explain: false,
+            list: false,
+            sql,
+        }
+    }
+
+    pub fn window(&self) -> anyhow::Result<Window> {
+        let now = Utc::now();
+        let earliest = self.earliest.as_deref().map(|s| parse_time(s, now)).transpose().context("--earliest")?;
+        let latest = self.latest.as_deref().map(|s| parse_time(s, now)).transpose().context("--latest")?;
+        if let (Some(e), Some(l)) = (earliest, latest) {
+            anyhow::ensure!(e < l, "--earliest ({e}) must be before --latest ({l})");
+        }
+        let lookback = parse_duration(&self.lookback).context("--lookback")?;
+        Ok(Window { earliest, latest, lookback })
+    }
+}
+
+pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let catalog = args.sql.catalog()?;
+    if args.list {
+        let mut out = std::io::stdout().lock();
+        for d in &catalog.detections {
+            writeln!(out, "{}\t{}\t{}", d.name, d.meta.mitre_attack_id.join(","), d.meta.name)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let window = args.window()?;
+    let selected = catalog.select(&args.detection)?;
+    anyhow::ensure!(
+        selected.len() <= 1 || (args.format == Format::Table && args.output.is_none()) || args.explain,
+        "{} detections selected: --format {:?} and -o take one (use --detection NAME)",
+        selected.len(),
+        args.format
+    );
+    let lake = Lake::new(lake_dir);
+    if !lake.exists() {
+        eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
+    }
+    let ctx = engine::session(&lake, None).await?;
+    for d in selected {
+        let df = detect::plan(&ctx, &catalog, d, args.mode, &window).await?;
+        if args.explain {
+            let plan = df.create_physical_plan().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "-- {} ({} mode)", d.name, args.mode)?;
+            writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
+            continue;
+        }
+        let schema = df.schema().inner().clone();
+        let batches = df.collect().await.with_context(|| format!("running {}", d.name))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if args.format == Format::Table && args.output.is_none() {
+            println!("{} — {} mode — {} results", d.meta.search_name, args.mode, rows);
+        }
+        output::write(&batches, schema, args.format, args.output.as_deref())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

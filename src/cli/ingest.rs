@@ -1,0 +1,110 @@
+//! `cimlake ingest PATH…`
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cim::Table;
+use crate::convert::Sourcetype;
+use crate::lake::Lake;
+use crate::lake::ingest::{IngestOptions, IngestReport, InputOutcome, ingest};
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Files, directories (read recursively) or glob patterns.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Read every input as this shape instead of detecting it.
+    #[arg(long, value_enum)]
+    pub sourcetype: Option<Sourcetype>,
+
+    /// Stop at the first record that cannot be read.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Rows per record batch.
+    #[arg(long, default_value_t = crate::convert::DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+}
+
+pub fn run(lake_dir: &Path, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let report = ingest_and_report(lake_dir, &args)?;
+    Ok(if report.failed() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Ingests and prints the report; shared with `cimlake run`.
+pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<IngestReport> {
+    let lake = Lake::new(lake_dir);
+    let opts = IngestOptions {
+        sourcetype: args.sourcetype,
+        batch_size: args.batch_size as usize,
+        strict: args.strict,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = ingest(&lake, &args.paths, &opts)?;
+    print_report(&lake, &report)?;
+    Ok(report)
+}
+
+fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let (mut new, mut old) = (0, 0);
+    for i in &report.inputs {
+        match i {
+            InputOutcome::Ingested { path, commit } => {
+                new += 1;
+                let s = &commit.input.stats;
+                writeln!(
+                    out,
+                    "ingested {} ({}): {} records, {} processes, {} flows, {} skipped, {} bad",
+                    path.display(),
+                    commit.input.sourcetype,
+                    s.records,
+                    s.rows(Table::Processes),
+                    s.rows(Table::AllTraffic),
+                    s.skipped_total(),
+                    s.bad
+                )?;
+            }
+            InputOutcome::AlreadyIngested { path, commit_id, as_path } => {
+                old += 1;
+                writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {as_path})", path.display())?;
+            }
+            InputOutcome::Failed { path: _, error } => {
+                writeln!(err, "error: {error}")?;
+            }
+        }
+    }
+    let total = report.stats();
+    writeln!(
+        out,
+        "\n{} inputs: {new} ingested, {old} already in the lake, {} failed; lake {}",
+        report.inputs.len(),
+        report.failed(),
+        lake.root().display()
+    )?;
+    writeln!(out, "rows written:")?;
+    for t in Table::ALL {
+        writeln!(out, "  {:<48} {:>8}", t.qualified_name(), total.rows(t))?;
+    }
+    if !total.skipped.is_empty() {
+        writeln!(out, "records skipped:")?;
+        for (reason, n) in &total.skipped {
+            writeln!(out, "  {reason:<48} {n:>8}")?;
+        }
+    }
+    if total.bad > 0 {
+        writeln!(out, "bad records: {}", total.bad)?;
+        for b in &total.bad_records {
+            writeln!(out, "  {b}")?;
+        }
+        if total.bad as usize > total.bad_records.len() {
+            writeln!(out, "  … and {} more", total.bad as usize - total.bad_records.len())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The command line: argument types (clap derive) and one module per subcommand.
+
+pub mod detect;
+pub mod ingest;
+pub mod query;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Splunk-style security detections over an open Arrow/Parquet log lake.
+#[derive(Debug, Parser)]
+#[command(name = "cimlake", version, about, long_about = None)]
+pub struct Cli {
+    /// The lake directory.
+    #[arg(long, global = true, env = "CIMLAKE_LAKE", default_value = "cimlake-lake")]
+    pub lake: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert raw logs (files, directories, globs) into the lake.
+    Ingest(ingest::IngestArgs),
+    /// Run detections over the lake.
+    Detect(detect::DetectArgs),
+    /// Run SQL over the lake tables and detection views.
+    Query(query::QueryArgs),
+    /// Ingest into the lake, then run every detection over all time.
+    Run(run::RunArgs),
+}
+
+/// Where detections come from.
+#[derive(Debug, Clone, Args)]
+pub struct SqlArgs {
+    /// Directory of detections and macros [default: ./sql if present, else the built-in copy].
+    #[arg(long, env = "CIMLAKE_SQL", value_name = "DIR")]
+    pub sql_dir: Option<PathBuf>,
+
+    /// Replace a macro for this run: NAME=SQL (repeatable).
+    #[arg(long = "macro", value_name = "NAME=SQL", value_parser = parse_macro)]
+    pub macros: Vec<(String, String)>,
+}
+
+impl SqlArgs {
+    pub fn catalog(&self) -> anyhow::Result<crate::detect::Catalog> {
+        let mut c = crate::detect::Catalog::load_default(self.sql_dir.as_deref())?;
+        for (name, sql) in &self.macros {
+            c.override_macro(name, sql)?;
+        }
+        Ok(c)
+    }
+}
+
+fn parse_macro(s: &str) -> Result<(String, String), String> {
+    let (name, sql) = s.split_once('=').ok_or("expected NAME=SQL")?;
+    if name.is_empty() {
+        return Err("expected NAME=SQL".into());
+    }
+    Ok((name.trim().to_string(), sql.to_string()))
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&cli.lake, args),
+        Command::Detect(args) => detect::run(&cli.lake, args).await,
+        Command::Query(args) => query::run(&cli.lake, args).await,
+        Command::Run(args) => run::run(&cli.lake, args).await,
+    }
+}

@@ -1,0 +1,59 @@
+//! Windows `.evtx` files, read with the `evtx` crate. Each record is rendered as XML and goes
+//! through the same parser and mapping as `XmlWinEventLog` text. A chunk or record that cannot be
+//! read is a bad record (reported with its location) and every readable record is kept.
+
+use std::path::Path;
+
+use evtx::{EvtxParser, ParserSettings};
+
+use super::xml_event::{self, WinEvent};
+use super::{BadRecord, ConvertError, Emitter, sysmon};
+use crate::cim::provenance::Provenance;
+
+pub const SOURCETYPE: &str = "evtx";
+
+pub fn convert_file(path: &Path, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    let mut parser = EvtxParser::from_path(path)
+        .map_err(|e| ConvertError::Evtx { path: path.to_path_buf(), reason: error_chain(&e) })?
+        .with_configuration(ParserSettings::new().num_threads(1));
+    let mut parsed = WinEvent::default();
+    for record in parser.records() {
+        out.record();
+        match record {
+            Ok(r) => {
+                let id = i64::try_from(r.event_record_id).ok();
+                let bad = |reason: String| BadRecord {
+                    source: source.to_string(),
+                    record: id,
+                    offset: None,
+                    reason,
+                };
+                if let Err(reason) = xml_event::parse_into(&r.data, &mut parsed) {
+                    out.bad(bad(reason))?;
+                    continue;
+                }
+                let prov = Provenance { source, sourcetype: SOURCETYPE, record: id, offset: None };
+                sysmon::convert_event(&parsed, prov, out)?;
+            }
+            Err(e) => out.bad(BadRecord {
+                source: source.to_string(),
+                record: None,
+                offset: None,
+                reason: error_chain(&e),
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// `outer: inner: innermost`, from an error and its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

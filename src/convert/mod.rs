@@ -1,0 +1,289 @@
+//! Converters: raw log bytes in, CIM rows out.
+//!
+//! Each source format has a module that parses raw bytes into a plain event and maps it to rows
+//! of the CIM tables ([`builder`]). Rows go to an [`Emitter`], which batches them and hands the
+//! batches to a [`BatchSink`] (the lake writer, or a test). Records that cimlake does not map are
+//! counted by reason; records that cannot be read are counted as bad, with their location, and
+//! the conversion goes on (unless `strict`).
+
+pub mod builder;
+pub mod evtx;
+pub mod sysmon;
+pub mod xml_event;
+pub mod xmlwineventlog;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::cim::Table;
+use builder::{AllTrafficBuilder, ProcessRow, ProcessesBuilder, TrafficRow};
+
+/// Rows per record batch handed to the sink.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// How many bad records are kept with their location (all are counted).
+pub const MAX_BAD_EXAMPLES: usize = 100;
+
+/// The shape of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Sourcetype {
+    /// Splunk `XmlWinEventLog` text: `<Event>` XML records, one per line or pretty-printed,
+    /// possibly mixed with plain-text `WinEventLog` records.
+    #[serde(rename = "XmlWinEventLog")]
+    #[value(name = "xmlwineventlog")]
+    XmlWinEventLog,
+    /// A Windows `.evtx` event log file.
+    #[serde(rename = "evtx")]
+    #[value(name = "evtx")]
+    Evtx,
+}
+
+impl Sourcetype {
+    /// The name written to the `sourcetype` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sourcetype::XmlWinEventLog => "XmlWinEventLog",
+            Sourcetype::Evtx => "evtx",
+        }
+    }
+
+    /// Recognises a file's shape from its first bytes.
+    pub fn sniff(head: &[u8]) -> Option<Sourcetype> {
+        if head.starts_with(b"ElfFile\0") {
+            return Some(Sourcetype::Evtx);
+        }
+        if xmlwineventlog::looks_like(head) {
+            return Some(Sourcetype::XmlWinEventLog);
+        }
+        None
+    }
+}
+
+impl fmt::Display for Sourcetype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A record that could not be read, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRecord {
+    pub source: String,
+    /// Line number (text) or record id (EVTX), when known.
+    pub record: Option<i64>,
+    /// Byte offset in a text file, when known.
+    pub offset: Option<i64>,
+    pub reason: String,
+}
+
+impl fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.record, self.offset) {
+            (Some(line), Some(_)) => write!(f, "{}:{}: {}", self.source, line, self.reason),
+            (Some(rec), None) => write!(f, "{}: record {}: {}", self.source, rec, self.reason),
+            (None, Some(off)) => write!(f, "{}: byte {}: {}", self.source, off, self.reason),
+            (None, None) => write!(f, "{}: {}", self.source, self.reason),
+        }
+    }
+}
+
+/// What a conversion saw: rows written per table, records skipped per reason, bad records.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Records read (events, text records and unreadable records alike).
+    pub records: u64,
+    /// Rows produced per table (`endpoint.processes`, …).
+    pub rows: BTreeMap<String, u64>,
+    /// Records read but not mapped, per reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Records that could not be read.
+    pub bad: u64,
+    /// The first [`MAX_BAD_EXAMPLES`] bad records, with their location.
+    pub bad_records: Vec<BadRecord>,
+}
+
+impl Stats {
+    pub fn rows(&self, table: Table) -> u64 {
+        self.rows.get(table.qualified_name()).copied().unwrap_or(0)
+    }
+
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        self.records += other.records;
+        for (k, v) in &other.rows {
+            *self.rows.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.skipped {
+            *self.skipped.entry(k.clone()).or_default() += v;
+        }
+        self.bad += other.bad;
+        for b in &other.bad_records {
+            if self.bad_records.len() < MAX_BAD_EXAMPLES {
+                self.bad_records.push(b.clone());
+            }
+        }
+    }
+}
+
+/// Errors that stop a conversion.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a readable EVTX file: {reason}")]
+    Evtx { path: PathBuf, reason: String },
+    #[error("{0} (--strict)")]
+    Strict(BadRecord),
+    #[error("writing converted rows: {0}")]
+    Sink(String),
+    #[error("building a record batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl ConvertError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ConvertError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Where converted batches go.
+pub trait BatchSink {
+    fn write_batch(&mut self, table: Table, batch: RecordBatch) -> Result<(), ConvertError>;
+}
+
+/// Collects batches in memory (tests, small inputs).
+#[derive(Debug, Default)]
+pub struct VecSink {
+    pub batches: Vec<(Table, RecordBatch)>,
+}
+
+impl BatchSink for VecSink {
+    fn write_batch(&mut self, table: Table, batch: RecordBatch) -> Result<(), ConvertError> {
+        self.batches.push((table, batch));
+        Ok(())
+    }
+}
+
+impl VecSink {
+    /// All batches of one table, concatenated.
+    pub fn table(&self, table: Table) -> RecordBatch {
+        let batches: Vec<_> =
+            self.batches.iter().filter(|(t, _)| *t == table).map(|(_, b)| b.clone()).collect();
+        arrow::compute::concat_batches(&table.schema(), &batches).expect("same schema")
+    }
+}
+
+/// Batches rows for a sink and keeps the [`Stats`].
+pub struct Emitter<'s> {
+    processes: ProcessesBuilder,
+    traffic: AllTrafficBuilder,
+    batch_size: usize,
+    strict: bool,
+    sink: &'s mut dyn BatchSink,
+    pub stats: Stats,
+}
+
+impl<'s> Emitter<'s> {
+    pub fn new(sink: &'s mut dyn BatchSink) -> Self {
+        Emitter {
+            processes: ProcessesBuilder::default(),
+            traffic: AllTrafficBuilder::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            strict: false,
+            sink,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Rows per batch (at least 1).
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Make the first bad record an error.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    pub fn record(&mut self) {
+        self.stats.records += 1;
+    }
+
+    pub fn process(&mut self, row: &ProcessRow<'_>) -> Result<(), ConvertError> {
+        self.processes.append(row);
+        *self.stats.rows.entry(Table::Processes.qualified_name().into()).or_default() += 1;
+        if self.processes.len() >= self.batch_size {
+            let b = self.processes.finish()?;
+            self.sink.write_batch(Table::Processes, b)?;
+        }
+        Ok(())
+    }
+
+    pub fn traffic(&mut self, row: &TrafficRow<'_>) -> Result<(), ConvertError> {
+        self.traffic.append(row);
+        *self.stats.rows.entry(Table::AllTraffic.qualified_name().into()).or_default() += 1;
+        if self.traffic.len() >= self.batch_size {
+            let b = self.traffic.finish()?;
+            self.sink.write_batch(Table::AllTraffic, b)?;
+        }
+        Ok(())
+    }
+
+    pub fn skip(&mut self, reason: impl Into<String>) {
+        *self.stats.skipped.entry(reason.into()).or_default() += 1;
+    }
+
+    pub fn bad(&mut self, bad: BadRecord) -> Result<(), ConvertError> {
+        if self.strict {
+            return Err(ConvertError::Strict(bad));
+        }
+        self.stats.bad += 1;
+        if self.stats.bad_records.len() < MAX_BAD_EXAMPLES {
+            self.stats.bad_records.push(bad);
+        }
+        Ok(())
+    }
+
+    /// Flushes the last partial batches and returns the stats.
+    pub fn finish(mut self) -> Result<Stats, ConvertError> {
+        if !self.processes.is_empty() {
+            let b = self.processes.finish()?;
+            self.sink.write_batch(Table::Processes, b)?;
+        }
+        if !self.traffic.is_empty() {
+            let b = self.traffic.finish()?;
+            self.sink.write_batch(Table::AllTraffic, b)?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Converts one file of a known shape, streaming, into `sink`. `source` is the name written to
+/// the provenance column.
+pub fn convert_file(
+    path: &Path,
+    source: &str,
+    sourcetype: Sourcetype,
+    emitter: &mut Emitter<'_>,
+) -> Result<(), ConvertError> {
+    match sourcetype {
+        Sourcetype::Evtx => evtx::convert_file(path, source, emitter),
+        Sourcetype::XmlWinEventLog => {
+            let f = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
+            let reader = std::io::BufReader::with_capacity(1 << 20, f);
+            xmlwineventlog::convert(reader, source, emitter)
+                .map_err(|e| match e {
+                    ConvertError::Io { source: err, .. } => ConvertError::io(path, err),
+                    other => other,
+                })
+        }
+    }
+}

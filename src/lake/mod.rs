@@ -1,0 +1,196 @@
+//! The lake: Parquet files laid out by table and hour, and a commit log that says which files
+//! are part of it and which inputs they came from.
+//!
+//! ```text
+//! LAKE/
+//!   endpoint/processes/date=2026-11-03/hour=14/<input-hash>-<n>.parquet
+//!   network_traffic/all_traffic/date=2026-11-03/hour=14/…
+//!   _cimlake/commits/00000001.json     one per ingested input: its content hash, stats, files
+//!   _cimlake/staging/                  files being written (never read)
+//! ```
+//!
+//! A file becomes part of the lake only when a commit naming it is published, and a commit is
+//! published by one atomic link of a complete file: readers see a whole input or nothing of it.
+//! The commits together are the manifest of ingested inputs, keyed by content hash, so ingesting
+//! the same bytes twice adds nothing.
+
+pub mod ingest;
+pub mod table;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cim::Table;
+use crate::convert::{Sourcetype, Stats};
+
+const META_DIR: &str = "_cimlake";
+const COMMITS_DIR: &str = "_cimlake/commits";
+const STAGING_DIR: &str = "_cimlake/staging";
+
+/// Errors of the lake layer, each naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: unreadable commit: {source}")]
+    BadCommit { path: PathBuf, source: serde_json::Error },
+    #[error("writing Parquet {path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+}
+
+impl LakeError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        LakeError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// One Parquet file of the lake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// `endpoint.processes` or `network_traffic.all_traffic`.
+    pub table: String,
+    /// Path relative to the lake root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Smallest and largest `_time` in the file (µs since the epoch, UTC).
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+/// An ingested input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// The path as given when it was ingested.
+    pub path: String,
+    /// BLAKE3 of the file's bytes, hex.
+    pub hash: String,
+    pub bytes: u64,
+    pub sourcetype: Sourcetype,
+    pub stats: Stats,
+}
+
+/// One published commit: an input and the files it added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub committed_at: String,
+    pub input: InputRecord,
+    pub files: Vec<DataFile>,
+}
+
+/// A lake rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: PathBuf,
+}
+
+impl Lake {
+    /// A lake at `root`; nothing is created until something is written.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Lake { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn commits_dir(&self) -> PathBuf {
+        self.root.join(COMMITS_DIR)
+    }
+
+    pub(crate) fn staging_dir(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+
+    /// Whether the lake has a commit log yet.
+    pub fn exists(&self) -> bool {
+        self.root.join(META_DIR).is_dir()
+    }
+
+    /// Every published commit, in commit order.
+    pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
+        let dir = self.commits_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(LakeError::io(&dir, e)),
+        };
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| LakeError::io(&dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                paths.push(entry.path());
+            }
+        }
+        paths.sort();
+        let mut commits = Vec::with_capacity(paths.len());
+        for path in paths {
+            let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
+            let commit: Commit = serde_json::from_slice(&bytes)
+                .map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
+            commits.push(commit);
+        }
+        Ok(commits)
+    }
+
+    /// Ingested inputs by content hash.
+    pub fn manifest(&self) -> Result<HashMap<String, Commit>, LakeError> {
+        Ok(self.commits()?.into_iter().map(|c| (c.input.hash.clone(), c)).collect())
+    }
+
+    /// The data files of one table, from every commit.
+    pub fn files(&self, table: Table) -> Result<Vec<DataFile>, LakeError> {
+        Ok(self
+            .commits()?
+            .into_iter()
+            .flat_map(|c| c.files)
+            .filter(|f| f.table == table.qualified_name())
+            .collect())
+    }
+
+    /// Publishes a commit: its files must already be at their final paths. Takes the next free
+    /// commit number; the commit appears whole or not at all.
+    pub(crate) fn publish(&self, mut commit: Commit) -> Result<Commit, LakeError> {
+        let dir = self.commits_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+        let mut id = self.commits()?.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+        let tmp = dir.join(format!(".tmp-{}-{}.json", std::process::id(), commit.input.hash));
+        loop {
+            commit.id = id;
+            let json = serde_json::to_vec_pretty(&commit).expect("commit serialises");
+            {
+                let mut f = std::fs::File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
+                f.write_all(&json).map_err(|e| LakeError::io(&tmp, e))?;
+                f.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
+            }
+            let target = dir.join(format!("{id:08}.json"));
+            match std::fs::hard_link(&tmp, &target) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    sync_dir(&dir);
+                    return Ok(commit);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(LakeError::io(&target, e));
+                }
+            }
+        }
+    }
+}
+
+/// Makes a rename or link in `dir` durable (best effort: not every platform allows it).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

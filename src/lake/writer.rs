@@ -1,0 +1,174 @@
+//! Writes converted batches as Parquet (zstd), one file per table and hour, into a staging
+//! directory; [`PartitionedWriter::finish`] moves the closed files to their partitions for the
+//! commit that will publish them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, BooleanArray, TimestampMicrosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+use chrono::DateTime;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{DataFile, Lake, LakeError, sync_dir};
+use crate::cim::Table;
+use crate::convert::{BatchSink, ConvertError};
+
+const HOUR_US: i64 = 3_600_000_000;
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// `date=YYYY-MM-DD/hour=HH` for an hour bucket (µs / 1h).
+pub fn partition_dir(hour_bucket: i64) -> String {
+    let t = DateTime::from_timestamp_micros(hour_bucket * HOUR_US).expect("in range");
+    t.format("date=%Y-%m-%d/hour=%H").to_string()
+}
+
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    staged: PathBuf,
+    final_rel: String,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// A [`BatchSink`] that splits batches by hour and writes one Parquet file per table and hour.
+pub struct PartitionedWriter {
+    lake_root: PathBuf,
+    staging: PathBuf,
+    /// File name stem, unique per input: `<input-hash>`.
+    stem: String,
+    props: WriterProperties,
+    open: BTreeMap<(Table, i64), OpenFile>,
+}
+
+impl PartitionedWriter {
+    /// A writer for one input, staging under the lake's staging directory.
+    pub fn new(lake: &Lake, stem: &str) -> Result<Self, LakeError> {
+        let staging = lake.staging_dir().join(format!("{stem}-{}", std::process::id()));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+        }
+        std::fs::create_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        Ok(PartitionedWriter {
+            lake_root: lake.root().to_path_buf(),
+            staging,
+            stem: stem.to_string(),
+            props,
+            open: BTreeMap::new(),
+        })
+    }
+
+    fn write_part(&mut self, table: Table, hour: i64, batch: &RecordBatch) -> Result<(), LakeError> {
+        let times = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().expect("_time");
+        let (min, max) = (arrow::compute::min(times).unwrap_or(0), arrow::compute::max(times).unwrap_or(0));
+        if !self.open.contains_key(&(table, hour)) {
+            let rel = format!("{}/{}/{}-{}.parquet", table.lake_dir(), partition_dir(hour), self.stem, self.open.len());
+            let staged = self.staging.join(format!("{}.parquet", self.open.len()));
+            let f = File::create(&staged).map_err(|e| LakeError::io(&staged, e))?;
+            let writer = ArrowWriter::try_new(f, table.schema(), Some(self.props.clone()))
+                .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
+            self.open.insert(
+                (table, hour),
+                OpenFile { writer, staged, final_rel: rel, rows: 0, min_time: min, max_time: max },
+            );
+        }
+        let f = self.open.get_mut(&(table, hour)).expect("just inserted");
+        f.writer
+            .write(batch)
+            .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
+        f.rows += batch.num_rows() as u64;
+        f.min_time = f.min_time.min(min);
+        f.max_time = f.max_time.max(max);
+        Ok(())
+    }
+
+    /// Closes every file and moves it to its partition. The files are not part of the lake
+    /// until a commit names them.
+    pub fn finish(self) -> Result<Vec<DataFile>, LakeError> {
+        let mut out = Vec::with_capacity(self.open.len());
+        for ((table, _), f) in self.open {
+            f.writer
+                .close()
+                .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
+            let target = self.lake_root.join(&f.final_rel);
+            let parent = target.parent().expect("partition dir");
+            std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+            File::open(&f.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&f.staged, e))?;
+            std::fs::rename(&f.staged, &target).map_err(|e| LakeError::io(&target, e))?;
+            sync_dir(parent);
+            let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+            out.push(DataFile {
+                table: table.qualified_name().to_string(),
+                path: f.final_rel,
+                rows: f.rows,
+                bytes,
+                min_time: f.min_time,
+                max_time: f.max_time,
+            });
+        }
+        let _ = std::fs::remove_dir_all(&self.staging);
+        Ok(out)
+    }
+
+    /// Drops everything written (the input failed).
+    pub fn abort(self) {
+        drop(self.open);
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+}
+
+impl BatchSink for PartitionedWriter {
+    fn write_batch(&mut self, table: Table, batch: RecordBatch) -> Result<(), ConvertError> {
+        let times = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("_time is the first column");
+        let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(HOUR_US)).collect();
+        let first = hours.first().copied().unwrap_or(0);
+        let result = if hours.iter().all(|h| *h == first) {
+            self.write_part(table, first, &batch)
+        } else {
+            let mut distinct = hours.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let mut r = Ok(());
+            for h in distinct {
+                let mask = BooleanArray::from(hours.iter().map(|x| *x == h).collect::<Vec<_>>());
+                let part = filter_record_batch(&batch, &mask)?;
+                r = self.write_part(table, h, &part);
+                if r.is_err() {
+                    break;
+                }
+            }
+            r
+        };
+        result.map_err(|e| ConvertError::Sink(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names() {
+        assert_eq!(partition_dir(0), "date=1970-01-01/hour=00");
+        let t = 1_602_155_026_617_920i64; // 2020-10-08T11:03:46Z
+        assert_eq!(partition_dir(t.div_euclid(HOUR_US)), "date=2020-10-08/hour=11");
+    }
+}

@@ -1,0 +1,27 @@
+//! cimlake: Splunk-style security detections over an open Arrow/Parquet log lake.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! raw logs ──convert──▶ CIM rows (Arrow) ──lake──▶ Parquet + commit log
+//!                                                    │
+//!           results ◀──detect (SQL, DataFusion)──────┘
+//! ```
+//!
+//! * [`cim`]: the CIM data models as Arrow schemas, field names as constants.
+//! * [`convert`]: Sysmon XmlWinEventLog text and EVTX → CIM rows.
+//! * [`lake`]: Parquet layout, atomic commits, the manifest of ingested inputs, table scans.
+//! * [`detect`]: detections as SQL files with metadata and macros, in two join semantics.
+//! * [`engine`]: the DataFusion session over the lake.
+//! * [`time`]: Splunk relative time syntax.
+//! * [`output`]: result formats.
+//! * [`cli`]: the command line, one module per subcommand.
+
+pub mod cim;
+pub mod cli;
+pub mod convert;
+pub mod detect;
+pub mod engine;
+pub mod lake;
+pub mod output;
+pub mod time;
