@@ -178,3 +178,204 @@ fn finish_event(
     let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
     sysmon::convert_event(parsed, prov, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::BufReader;
+    use std::path::PathBuf;
+
+    use arrow::record_batch::RecordBatch;
+    use arrow::util::display::array_value_to_string;
+
+    use super::*;
+    use crate::cim::Table;
+    use crate::convert::{Stats, VecSink};
+
+    fn data(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sysmon").join(name)
+    }
+
+    fn convert_bytes(bytes: &[u8], batch_size: usize, buffer: usize) -> (VecSink, Stats) {
+        let mut sink = VecSink::default();
+        let stats = {
+            let mut out = Emitter::new(&mut sink).with_batch_size(batch_size);
+            convert(BufReader::with_capacity(buffer, bytes), "test.log", &mut out).unwrap();
+            out.finish().unwrap()
+        };
+        (sink, stats)
+    }
+
+    /// Row `i` of a batch as column name → displayed value (`NULL` for nulls).
+    fn row(batch: &RecordBatch, i: usize) -> BTreeMap<String, String> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let v = if c.is_null(i) { "NULL".to_string() } else { array_value_to_string(c, i).unwrap() };
+                (f.name().clone(), v)
+            })
+            .collect()
+    }
+
+    fn expect(actual: &BTreeMap<String, String>, expected: &[(&str, &str)]) {
+        let want: BTreeMap<String, String> = expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(actual.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "column set");
+        for (k, v) in &want {
+            assert_eq!(&actual[k], v, "column {k}");
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_real_eid1_and_eid3() {
+        let bytes = std::fs::read(data("security_content_example_events.log")).unwrap();
+        let (sink, stats) = convert_bytes(&bytes, DEFAULT_BATCH_SIZE_FOR_TESTS, 8192);
+        assert_eq!(stats.records, 2);
+        let p = sink.table(Table::Processes);
+        assert_eq!(p.num_rows(), 1);
+        expect(&row(&p, 0), &[
+            ("_time", "2020-10-08T11:03:46.617920Z"),
+            ("action", "allowed"),
+            ("dest", "win-dc-6764986.attackrange.local"),
+            ("original_file_name", "Cmd.Exe"),
+            ("parent_process", "\"powershell.exe\" -noninteractive -encodedcommand WwBDAG8AbgBzAG8AbABlAF0AOgA6AEkAbgBwAHUAdABFAG4AYwBvAGQAaQBuAGcAIAA9ACAATgBlAHcALQBPAGIAagBlAGMAdAAgAFQAZQB4AHQALgBVAFQARgA4AEUAbgBjAG8AZABpAG4AZwAgACQAZgBhAGwAcwBlADsAIABJAG0AcABvAHIAdAAtAE0AbwBkAHUAbABlACAAIgBDADoAXABBAHQAbwBtAGkAYwBSAGUAZABUAGUAYQBtAFwAaQBuAHYAbwBrAGUALQBhAHQAbwBtAGkAYwByAGUAZAB0AGUAYQBtAFwASQBuAHYAbwBrAGUALQBBAHQAbwBtAGkAYwBSAGUAZABUAGUAYQBtAC4AcABzAGQAMQAiACAALQBGAG8AcgBjAGUACgBJAG4AdgBvAGsAZQAtAEEAdABvAG0AaQBjAFQAZQBzAHQAIAAiAFQAMQAwADAAMwAuADAAMAAyACIAIAAtAEMAbwBuAGYAaQByAG0AOgAkAGYAYQBsAHMAZQAgAC0AVABpAG0AZQBvAHUAdABTAGUAYwBvAG4AZABzACAAMwAwADAAIAAtAEUAeABlAGMAdQB0AGkAbwBuAEwAbwBnAFAAYQB0AGgAIABDADoAXABBAHQAbwBtAGkAYwBSAGUAZABUAGUAYQBtAFwAYQB0AGMAXwBlAHgAZQBjAHUAdABpAG8AbgAuAGMAcwB2AA=="),
+            ("parent_process_exec", "powershell.exe"),
+            ("parent_process_guid", "{96128EA2-F211-5F7E-DF00-000000007F01}"),
+            ("parent_process_id", "4624"),
+            ("parent_process_name", "powershell.exe"),
+            ("parent_process_path", r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"),
+            // `&amp;` decoded.
+            ("process", r#""C:\Windows\system32\cmd.exe" /c "reg save HKLM\sam %%temp%%\sam & reg save HKLM\system %%temp%%\system & reg save HKLM\security %%temp%%\security" "#),
+            ("process_exec", "cmd.exe"),
+            ("process_guid", "{96128EA2-F212-5F7E-E400-000000007F01}"),
+            ("process_hash", "MD5=F4F684066175B77E0C3A000549D2922C,SHA256=935C1861DF1F4018D698E8B65ABFA02D7E9037D8F68CA3C2065B6CA165D44AD2,IMPHASH=3062ED732D4B25D1C64F084DAC97D37A"),
+            ("process_id", "2296"),
+            ("process_integrity_level", "High"),
+            ("process_current_directory", r"C:\Users\ADMINI~1\AppData\Local\Temp\"),
+            ("process_name", "cmd.exe"),
+            ("process_path", r"C:\Windows\System32\cmd.exe"),
+            ("user", r"ATTACKRANGE\Administrator"),
+            ("user_id", "S-1-5-18"),
+            ("vendor_product", "Microsoft Sysmon"),
+            ("source", "test.log"),
+            ("sourcetype", "XmlWinEventLog"),
+            ("source_record", "1"),
+            ("source_offset", "0"),
+        ]);
+        let first_line_len = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let t = sink.table(Table::AllTraffic);
+        assert_eq!(t.num_rows(), 1);
+        expect(&row(&t, 0), &[
+            ("_time", "2022-09-15T12:56:22.958249Z"),
+            ("action", "allowed"),
+            ("app", r"C:\Temp\agent_tesla-deob.exe"),
+            ("bytes", "NULL"),
+            ("bytes_in", "NULL"),
+            ("bytes_out", "NULL"),
+            ("dest", "youssef5.genious.net"),
+            ("dest_ip", "41.77.117.236"),
+            ("dest_port", "21"),
+            ("dvc", "win-dc-ctus-attack-range-403.attackrange.local"),
+            ("direction", "outbound"),
+            ("protocol", "ip"),
+            ("protocol_version", "4"),
+            ("src", "win-dc-ctus-attack-range-403.attackrange.local"),
+            ("src_ip", "10.0.1.14"),
+            ("src_port", "61722"),
+            ("transport", "tcp"),
+            ("user", r"ATTACKRANGE\Administrator"),
+            ("vendor_product", "Microsoft Sysmon"),
+            ("process_id", "5728"),
+            ("process_guid", "{6820D070-1F1B-6323-E113-000000007402}"),
+            ("process_name", "agent_tesla-deob.exe"),
+            ("process_path", r"C:\Temp\agent_tesla-deob.exe"),
+            ("dest_hostname", "youssef5.genious.net"),
+            ("source", "test.log"),
+            ("sourcetype", "XmlWinEventLog"),
+            ("source_record", "2"),
+            ("source_offset", &first_line_len.to_string()),
+        ]);
+    }
+
+    const DEFAULT_BATCH_SIZE_FOR_TESTS: usize = crate::convert::DEFAULT_BATCH_SIZE;
+
+    /// Every table's rows, concatenated, for comparing runs.
+    fn tables(sink: &VecSink) -> Vec<RecordBatch> {
+        Table::ALL.iter().map(|t| sink.table(*t)).collect()
+    }
+
+    #[test]
+    fn identical_at_any_batch_size_and_read_buffer() {
+        for file in ["t1218_007_msiexec_sysmon.log", "certutil_exe_certificate_extraction.raw"] {
+            let bytes = std::fs::read(data(file)).unwrap();
+            let (base, base_stats) = convert_bytes(&bytes, DEFAULT_BATCH_SIZE_FOR_TESTS, 1 << 16);
+            assert!(base_stats.rows.values().sum::<u64>() > 0, "{file}: no rows");
+            for batch_size in [1, 3, DEFAULT_BATCH_SIZE_FOR_TESTS] {
+                for buffer in [1, 3, 5, 8192] {
+                    let (sink, stats) = convert_bytes(&bytes, batch_size, buffer);
+                    assert_eq!(stats, base_stats, "{file}: stats at batch {batch_size}, buffer {buffer}");
+                    assert_eq!(tables(&sink), tables(&base), "{file}: rows at batch {batch_size}, buffer {buffer}");
+                    if batch_size == 1 {
+                        assert!(sink.batches.iter().all(|(_, b)| b.num_rows() == 1));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_and_lf_give_the_same_rows() {
+        let lf = std::fs::read(data("t1218_007_msiexec_sysmon.log")).unwrap();
+        let text = String::from_utf8(lf.clone()).unwrap().replace("\r\n", "\n");
+        let crlf = text.replace('\n', "\r\n");
+        let (a, sa) = convert_bytes(text.as_bytes(), 8192, 8192);
+        let (b, sb) = convert_bytes(crlf.as_bytes(), 8192, 8192);
+        assert_eq!(sa.rows, sb.rows);
+        assert_eq!(sa.skipped, sb.skipped);
+        let strip = |s: &VecSink| -> Vec<RecordBatch> {
+            // Offsets differ (CR bytes); compare everything else.
+            tables(s).into_iter().map(|b| b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>()).unwrap()).collect()
+        };
+        assert_eq!(strip(&a), strip(&b));
+    }
+
+    #[test]
+    fn garbage_between_events_is_reported_with_its_line() {
+        let good = std::fs::read_to_string(data("security_content_example_events.log")).unwrap();
+        let mut lines: Vec<&str> = good.lines().collect();
+        lines.insert(1, "this line is junk");
+        lines.insert(2, "<Event xmlns='x'><System><EventID>1</Event>");
+        lines.push("<Event xmlns='x'><System>");
+        let input = lines.join("\n");
+        let (sink, stats) = convert_bytes(input.as_bytes(), 8192, 8192);
+        assert_eq!(sink.table(Table::Processes).num_rows(), 1);
+        assert_eq!(sink.table(Table::AllTraffic).num_rows(), 1);
+        assert_eq!(stats.bad, 3);
+        let where_: Vec<_> = stats.bad_records.iter().map(|b| (b.record, b.reason.clone())).collect();
+        assert_eq!(where_[0].0, Some(2));
+        assert!(where_[0].1.contains("this line is junk"));
+        assert_eq!(where_[1].0, Some(3));
+        assert!(where_[1].1.contains("malformed XML"), "{}", where_[1].1);
+        assert_eq!(where_[2].0, Some(5));
+        assert!(where_[2].1.contains("end of file"));
+        assert_eq!(stats.bad_records[0].to_string(), format!("test.log:2: {}", where_[0].1));
+    }
+
+    #[test]
+    fn strict_mode_stops_at_the_first_bad_record() {
+        let mut sink = VecSink::default();
+        let mut out = Emitter::new(&mut sink).with_strict(true);
+        let err = convert(BufReader::new(&b"junk\n"[..]), "x.log", &mut out).unwrap_err();
+        assert!(err.to_string().contains("x.log:1:"), "{err}");
+    }
+
+    #[test]
+    fn recognises_its_format() {
+        assert!(looks_like(b"<Event xmlns='x'>"));
+        assert!(looks_like(b"01/14/2021 11:41:39 PM\r\nLogName=Security"));
+        assert!(!looks_like(b"{\"EventID\": 1}"));
+        assert!(!looks_like(b""));
+    }
+}

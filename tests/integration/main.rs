@@ -1,1 +1,10 @@
+//! cimlake's integration tests: one test binary (one link of DataFusion) with a module per area.
+//!
+//! * `cli`: every subcommand end to end through the `cimlake` binary.
+//! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
+//! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/sysmon`.
 
+mod cli;
+mod common;
+mod corpus;
+mod slt;

@@ -1,0 +1,222 @@
+//! Every subcommand, end to end through the binary.
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const DETECTION: &str = "windows_http_network_communication_from_msiexec";
+const ESCU_COLUMNS: &str = "_time,user,dest,parent_process_name,process_name,process_path,process,process_id,dest_port,dest_ip";
+
+fn count_rows(lake: &std::path::Path) -> (String, String) {
+    let p = query_csv(lake, "SELECT count(*) AS n FROM endpoint.processes", &[]);
+    let t = query_csv(lake, "SELECT count(*) AS n FROM network_traffic.all_traffic", &[]);
+    (p[1].clone(), t[1].clone())
+}
+
+#[test]
+fn run_ingests_the_sample_and_prints_the_detections() {
+    let lake = TempDir::new().unwrap();
+    let out = cimlake_ok(lake.path(), &["run", "data/sysmon"]);
+    assert!(out.contains("ingested data/sysmon/t1218_007_msiexec_sysmon.log (XmlWinEventLog): 22 records, 10 processes, 9 flows, 3 skipped, 0 bad"), "{out}");
+    assert!(out.contains("ESCU - Windows HTTP Network Communication From MSIExec - Rule — cimlake mode — 5 results"), "{out}");
+    for needle in ["objects.githubusercontent.com", "updater.exe", "MsiExec.exe -Embedding", "download.vendor-tools.example"] {
+        assert!(out.contains(needle), "missing {needle} in:\n{out}");
+    }
+    assert!(!out.contains("OneDrive"), "pid reuse must not match in cimlake mode");
+}
+
+#[test]
+fn ingesting_the_same_input_twice_adds_nothing() {
+    let lake = TempDir::new().unwrap();
+    let file = sample_dir().join("t1218_007_msiexec_sysmon.log");
+    cimlake_ok(lake.path(), &["ingest", file.to_str().unwrap()]);
+    let before = count_rows(lake.path());
+    assert_eq!(before, ("10".to_string(), "9".to_string()));
+    let again = cimlake_ok(lake.path(), &["ingest", file.to_str().unwrap()]);
+    assert!(again.contains("already in the lake (commit 1"), "{again}");
+    assert!(again.contains("0 ingested, 1 already in the lake"), "{again}");
+    // Same bytes under another name are the same input.
+    let renamed = TempDir::new().unwrap();
+    let copy = renamed.path().join("copy.xml");
+    std::fs::copy(&file, &copy).unwrap();
+    let third = cimlake_ok(lake.path(), &["ingest", copy.to_str().unwrap()]);
+    assert!(third.contains("already in the lake"), "{third}");
+    assert_eq!(count_rows(lake.path()), before);
+}
+
+#[test]
+fn garbage_lines_are_reported_with_file_and_line_and_good_events_kept() {
+    let dir = TempDir::new().unwrap();
+    let good = std::fs::read_to_string(sample_dir().join("security_content_example_events.log")).unwrap();
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(1, "### rotated at 2026-11-03 00:00 ###");
+    let path = dir.path().join("mixed.log");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let lake = TempDir::new().unwrap();
+    let out = cimlake_ok(lake.path(), &["ingest", path.to_str().unwrap()]);
+    assert!(out.contains("1 processes, 1 flows, 0 skipped, 1 bad"), "{out}");
+    assert!(out.contains(&format!("{}:2: not an XML event", path.display())), "{out}");
+    assert_eq!(count_rows(lake.path()), ("1".to_string(), "1".to_string()));
+}
+
+#[test]
+fn explain_shows_hash_joins_on_the_mode_keys() {
+    let lake = sample_lake();
+    let cim = cimlake_ok(lake, &["detect", "--explain"]);
+    let joins: Vec<&str> = cim.lines().filter(|l| l.contains("HashJoinExec")).collect();
+    assert_eq!(joins.len(), 2, "{cim}");
+    // The planner picks the build side, so keys may print as (dvc, dest) or (dest, dvc).
+    let keyed = |j: &&str, id: &str| j.contains("dest@") && j.contains("dvc@") && j.contains(&format!("({id}@"));
+    assert!(joins.iter().any(|j| keyed(j, "process_guid")), "{cim}");
+    assert!(joins.iter().any(|j| keyed(j, "process_id") && j.contains("filter=process_guid@")), "{cim}");
+    let splunk = cimlake_ok(lake, &["detect", "--explain", "--mode", "splunk"]);
+    let joins: Vec<&str> = splunk.lines().filter(|l| l.contains("HashJoinExec")).collect();
+    assert_eq!(joins.len(), 1, "{splunk}");
+    assert!(joins[0].contains("on=[(process_id@"), "{splunk}");
+    assert!(!joins[0].contains("dvc"), "{splunk}");
+}
+
+#[test]
+fn csv_and_json_name_columns_exactly_as_the_sql_does() {
+    let lake = sample_lake();
+    let csv = cimlake_ok(lake, &["detect", "--format", "csv"]);
+    let header = csv.lines().next().unwrap();
+    assert_eq!(
+        header,
+        format!("{ESCU_COLUMNS},dest_hostname,process_guid,parent_process_id,original_file_name,count,firstTime,lastTime,source,source_record")
+    );
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    let splunk = cimlake_ok(lake, &["detect", "--format", "csv", "--mode", "splunk"]);
+    assert_eq!(splunk.lines().next().unwrap(), ESCU_COLUMNS);
+    assert_eq!(splunk.lines().count(), 7, "{splunk}");
+
+    let json = cimlake_ok(lake, &["detect", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 5);
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert!(keys.iter().any(|k| *k == "firstTime") && keys.iter().any(|k| *k == "_time"), "{keys:?}");
+    let github: Vec<_> = rows.iter().filter(|r| r["dest_ip"] == "185.199.108.133").collect();
+    assert_eq!(github.len(), 1);
+    assert_eq!(github[0]["count"], 2);
+    assert_eq!(github[0]["dest"], "ws-eng-07.corp.acme.example");
+}
+
+#[test]
+fn parquet_output_is_a_readable_file() {
+    let out_dir = TempDir::new().unwrap();
+    let path = out_dir.path().join("results.parquet");
+    cimlake_ok(sample_lake(), &["detect", "--format", "parquet", "-o", path.to_str().unwrap()]);
+    let file = std::fs::File::open(&path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 5);
+    assert_eq!(reader.schema().field(0).name(), "_time");
+    let err = cimlake(sample_lake(), &["detect", "--format", "parquet"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("-o FILE"));
+}
+
+#[test]
+fn window_and_lookback() {
+    let lake = sample_lake();
+    let window = ["detect", "--format", "csv", "--earliest", "2026-11-03T09:00:00Z", "--latest", "2026-11-03T10:00:00Z"];
+    // The install started at 08:59:41 and connected at 09:00:12: the look-back finds it.
+    let cim = cimlake_ok(lake, &window);
+    assert_eq!(cim.lines().count(), 2, "{cim}");
+    assert!(cim.contains(",2604,443,198.51.100.23,"), "{cim}");
+    let mut no_lookback = window.to_vec();
+    no_lookback.extend(["--lookback", "0"]);
+    assert_eq!(cimlake_ok(lake, &no_lookback).lines().count(), 1);
+    // Splunk searches both sides over the window only.
+    let mut splunk = window.to_vec();
+    splunk.extend(["--mode", "splunk"]);
+    assert_eq!(cimlake_ok(lake, &splunk).lines().count(), 1);
+    // Latest is exclusive.
+    let cut = cimlake_ok(lake, &["detect", "--format", "csv", "--earliest", "2026-11-03T09:00:00Z", "--latest", "2026-11-03T09:00:12.091773Z"]);
+    assert_eq!(cut.lines().count(), 1, "{cut}");
+    // Relative times parse (the sample is older than the window, so no rows).
+    let rel = cimlake_ok(lake, &["detect", "--format", "csv", "--earliest", "-70m@m", "--latest", "-10m@m"]);
+    assert_eq!(rel.lines().count(), 1);
+    let bad = cimlake(lake, &["detect", "--earliest", "yesterday"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--earliest: bad time \"yesterday\""));
+}
+
+#[test]
+fn an_edited_filter_macro_removes_rows() {
+    let sql = sql_copy();
+    let filter = sql.path().join(format!("macros/{DETECTION}_filter.sql"));
+    // In LIKE, `\` escapes: a Windows path separator is written `\\`.
+    std::fs::write(&filter, r"-- known good updater
+process_path NOT LIKE 'C:\\Users\\Public\\%'
+").unwrap();
+    let lake = sample_lake();
+    let base = cimlake_ok(lake, &["detect", "--format", "csv"]);
+    let edited = cimlake_ok(lake, &["detect", "--format", "csv", "--sql-dir", sql.path().to_str().unwrap()]);
+    assert_eq!(base.lines().count(), 6);
+    assert_eq!(edited.lines().count(), 5, "{edited}");
+    assert!(!edited.contains("updater.exe"));
+    // The same through --macro, in Splunk mode.
+    let m = format!("--macro={DETECTION}_filter=dest <> '45.77.65.211'");
+    let splunk = cimlake_ok(lake, &["detect", "--format", "csv", "--mode", "splunk", &m]);
+    assert_eq!(splunk.lines().count(), 6, "{splunk}");
+    let unknown = cimlake(lake, &["detect", "--macro", "nope=true"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no macro named \"nope\""));
+}
+
+#[test]
+fn query_reads_lake_tables_and_detection_views() {
+    let lake = sample_lake();
+    let rows = query_csv(lake, "SELECT sourcetype, count(*) AS n FROM endpoint.processes GROUP BY 1 ORDER BY 1", &[]);
+    assert_eq!(rows, vec!["sourcetype,n", "XmlWinEventLog,31", "evtx,227"]);
+    let rows = query_csv(lake, &format!("SELECT count(*) AS n FROM detect_splunk.{DETECTION}"), &[]);
+    assert_eq!(rows, vec!["n", "6"]);
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("q.sql");
+    std::fs::write(&f, "SELECT max(dest_port) AS p FROM network_traffic.all_traffic").unwrap();
+    assert_eq!(cimlake_ok(lake, &["query", "-f", f.to_str().unwrap(), "--format", "csv"]), "p\n8080\n");
+    let err = cimlake(lake, &["query", "SELECT nope FROM endpoint.processes"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("nope"));
+}
+
+#[test]
+fn unknown_and_empty_inputs_are_errors_that_leave_the_lake_unchanged() {
+    let dir = TempDir::new().unwrap();
+    let junk = dir.path().join("notes.log");
+    std::fs::write(&junk, b"\x7fELF\x02\x01\x01\x00binary stuff\n").unwrap();
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, b"").unwrap();
+    let lake = TempDir::new().unwrap();
+    for (file, says) in [(&junk, "not a known input shape"), (&empty, "empty file")] {
+        let out = cimlake(lake.path(), &["ingest", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&file.display().to_string()) && stderr.contains(says), "{stderr}");
+    }
+    assert!(!lake.path().join("_cimlake/commits").exists() || std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count() == 0);
+    let missing = cimlake(lake.path(), &["ingest", "no/such/file.log"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.log: no such file"));
+}
+
+#[test]
+fn the_lake_is_hour_partitioned_parquet() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
+    let mut hours: Vec<String> = std::fs::read_dir(lake.path().join("endpoint/processes/date=2026-11-03"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    hours.sort();
+    assert_eq!(hours, vec!["hour=08", "hour=13", "hour=14"]);
+    let files: Vec<_> = std::fs::read_dir(lake.path().join("network_traffic/all_traffic/date=2026-11-03/hour=14"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    use parquet::file::reader::FileReader;
+    let col = meta.metadata().row_group(0).column(0);
+    // Parquet records the codec, not its level.
+    assert!(col.compression().to_string().starts_with("ZSTD"), "{}", col.compression());
+    assert!(!lake.path().join("_cimlake/staging").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+}

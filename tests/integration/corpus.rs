@@ -1,0 +1,117 @@
+//! The facts measured on `../shared/corpus` with an independent parser (its README): event
+//! counts per id, and the detection's pairs per image with the process filter swapped for `true`,
+//! in cimlake mode (pairs = flows) and Splunk mode (rows).
+
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const DETECTION: &str = "windows_http_network_communication_from_msiexec";
+
+struct Fact {
+    file: &'static str,
+    eid1: u64,
+    eid3: u64,
+    eid3_http: u64,
+    pairs: &'static [(&'static str, u64)],
+    /// None where the corpus does not state it.
+    splunk_rows: Option<&'static [(&'static str, u64)]>,
+}
+
+const FACTS: &[Fact] = &[
+    Fact { file: "evtx/sysmon_corrupt_chunk9.evtx", eid1: 227, eid3: 2, eid3_http: 2, pairs: &[("installer.exe", 2)], splunk_rows: None },
+    Fact { file: "evtx/Exec_sysmon_meterpreter_reversetcp_msipackage.evtx", eid1: 4, eid3: 0, eid3_http: 0, pairs: &[], splunk_rows: Some(&[]) },
+    Fact { file: "evtx/LM_sysmon_3_12_13_1_SharpRDP.evtx", eid1: 8, eid3: 4, eid3_http: 0, pairs: &[], splunk_rows: Some(&[]) },
+    Fact {
+        file: "evtx/PanacheSysmon_vs_AtomicRedTeam01.evtx",
+        eid1: 511,
+        eid3: 4,
+        eid3_http: 4,
+        pairs: &[("powershell.exe", 3), ("regsvr32.exe", 1)],
+        splunk_rows: Some(&[("powershell.exe", 2), ("regsvr32.exe", 1)]),
+    },
+    Fact {
+        file: "evtx/exec_persist_rundll32_mshta_scheduledtask_sysmon_1_3_11.evtx",
+        eid1: 4,
+        eid3: 3,
+        eid3_http: 3,
+        pairs: &[("mshta.exe", 3)],
+        splunk_rows: Some(&[("mshta.exe", 1)]),
+    },
+    Fact {
+        file: "evtx/exec_sysmon_lobin_regsvr32_sct.evtx",
+        eid1: 2,
+        eid3: 1,
+        eid3_http: 1,
+        pairs: &[("regsvr32.exe", 1)],
+        splunk_rows: Some(&[("regsvr32.exe", 1)]),
+    },
+    Fact {
+        file: "evtx/exec_wmic_xsl_internet_sysmon_3_1_11.evtx",
+        eid1: 3,
+        eid3: 2,
+        eid3_http: 2,
+        pairs: &[("WMIC.exe", 2)],
+        splunk_rows: Some(&[("WMIC.exe", 1)]),
+    },
+    Fact { file: "xmlwineventlog/certutil_exe_certificate_extraction.raw", eid1: 20, eid3: 0, eid3_http: 0, pairs: &[], splunk_rows: Some(&[]) },
+    Fact { file: "xmlwineventlog/security_content_example_events.log", eid1: 1, eid3: 1, eid3_http: 0, pairs: &[], splunk_rows: Some(&[]) },
+];
+
+fn per_image(lake: &Path, sql: &str) -> Vec<(String, u64)> {
+    query_csv(lake, sql, &["--macro", "process_msiexec=true"])
+        .into_iter()
+        .skip(1)
+        .map(|l| {
+            let (k, v) = l.rsplit_once(',').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+    v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+#[test]
+fn every_xml_and_evtx_file_reproduces_its_facts() {
+    let corpus = corpus();
+    assert!(corpus.join("README.md").exists(), "the corpus must be at {}", corpus.display());
+    for fact in FACTS {
+        let lake = TempDir::new().unwrap();
+        let input = corpus.join(fact.file);
+        cimlake_ok(lake.path(), &["ingest", input.to_str().unwrap()]);
+        let counts = query_csv(
+            lake.path(),
+            "SELECT (SELECT count(*) FROM endpoint.processes) AS eid1, \
+                    (SELECT count(*) FROM network_traffic.all_traffic) AS eid3, \
+                    (SELECT count(*) FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)) AS http",
+            &[],
+        );
+        assert_eq!(counts[1], format!("{},{},{}", fact.eid1, fact.eid3, fact.eid3_http), "{}", fact.file);
+        let pairs = per_image(
+            lake.path(),
+            &format!("SELECT process_name, sum(count) AS pairs FROM detect.{DETECTION} GROUP BY 1 ORDER BY 1"),
+        );
+        assert_eq!(pairs, owned(fact.pairs), "{}: pairs per image", fact.file);
+        if let Some(rows) = fact.splunk_rows {
+            let got = per_image(
+                lake.path(),
+                &format!("SELECT process_name, count(*) AS n FROM detect_splunk.{DETECTION} GROUP BY 1 ORDER BY 1"),
+            );
+            assert_eq!(got, owned(rows), "{}: Splunk rows per image", fact.file);
+        }
+    }
+}
+
+#[test]
+fn the_corrupt_chunk_is_reported_and_every_readable_record_kept() {
+    let lake = TempDir::new().unwrap();
+    let input = corpus().join("evtx/sysmon_corrupt_chunk9.evtx");
+    let out = cimlake_ok(lake.path(), &["ingest", input.to_str().unwrap()]);
+    // 358 readable records: 227 EID 1 + 2 EID 3 + 129 others.
+    assert!(out.contains("366 records, 227 processes, 2 flows, 129 skipped, 8 bad"), "{out}");
+    assert!(out.contains("Failed to parse chunk number 9"), "{out}");
+}

@@ -1,0 +1,138 @@
+//! Runs `tests/slt/*.slt` (sqllogictest) against a lake built from `data/sysmon`.
+//!
+//! Each file gets a fresh session with the lake tables and the detection views (`detect.*`,
+//! `detect_splunk.*`). A file may edit macros first, exactly as a user edits `sql/macros/*.sql`,
+//! with header lines `# macro NAME: SQL`: the harness copies `sql/`, rewrites those files and
+//! loads the copy.
+//!
+//! `CIMLAKE_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected results.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::Array;
+use arrow::datatypes::DataType;
+use arrow::util::display::array_value_to_string;
+use async_trait::async_trait;
+use cimlake::detect::Catalog;
+use cimlake::lake::Lake;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+use crate::common::*;
+
+struct CimlakeDb {
+    ctx: SessionContext,
+}
+
+#[async_trait]
+impl AsyncDB for CimlakeDb {
+    type Error = DataFusionError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let df = self.ctx.sql(sql).await?;
+        let schema = df.schema().inner().clone();
+        let batches = df.collect().await?;
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                t if t.is_integer() => DefaultColumnType::Integer,
+                DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+                    DefaultColumnType::FloatingPoint
+                }
+                _ => DefaultColumnType::Text,
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                let row = b
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(i) {
+                            "NULL".to_string()
+                        } else {
+                            let s = array_value_to_string(c, i).expect("displayable");
+                            if s.is_empty() { "(empty)".to_string() } else { s }
+                        }
+                    })
+                    .collect();
+                rows.push(row);
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "cimlake"
+    }
+}
+
+/// `# macro NAME: SQL` lines at the top of an .slt file.
+fn macro_edits(slt: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(slt)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("# macro "))
+        .map(|l| {
+            let (name, sql) = l.split_once(':').expect("# macro NAME: SQL");
+            (name.trim().to_string(), sql.trim().to_string())
+        })
+        .collect()
+}
+
+async fn session_for(slt: &Path) -> SessionContext {
+    let edits = macro_edits(slt);
+    let sql_dir = sql_copy();
+    for (name, sql) in &edits {
+        let file = sql_dir.path().join("macros").join(format!("{name}.sql"));
+        assert!(file.exists(), "{}: no macro {name}", slt.display());
+        std::fs::write(file, format!("-- edited by {}\n{sql}\n", slt.display())).unwrap();
+    }
+    let catalog = Catalog::load_dir(sql_dir.path()).unwrap();
+    cimlake::engine::session(&Lake::new(sample_lake()), Some(&catalog)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_files() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/slt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let complete = std::env::var_os("CIMLAKE_SLT_COMPLETE").is_some();
+    let mut failures = Vec::new();
+    for file in &files {
+        let ctx = session_for(file).await;
+        let mut runner = sqllogictest::Runner::new(move || {
+            let ctx = ctx.clone();
+            async move { Ok::<_, DataFusionError>(CimlakeDb { ctx }) }
+        });
+        if complete {
+            runner
+                .update_test_file(
+                    file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+                .unwrap();
+        } else if let Err(e) = runner.run_file_async(file).await {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
