@@ -220,3 +220,54 @@ fn the_lake_is_hour_partitioned_parquet() {
     assert!(col.compression().to_string().starts_with("ZSTD"), "{}", col.compression());
     assert!(!lake.path().join("_cimlake/staging").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
 }
+
+#[test]
+fn a_window_reads_only_the_files_of_its_hours() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
+    let plan = cimlake_ok(
+        lake.path(),
+        &["detect", "--explain", "--earliest", "2026-11-03T14:00:00Z", "--latest", "2026-11-03T15:00:00Z", "--lookback", "1h"],
+    );
+    let scans: Vec<&str> = plan.lines().filter(|l| l.contains("DataSourceExec")).collect();
+    assert!(!scans.is_empty(), "{plan}");
+    for scan in &scans {
+        if scan.contains("all_traffic") {
+            assert!(scan.contains("hour=14") && !scan.contains("hour=13") && !scan.contains("hour=09"), "{scan}");
+        } else {
+            // Processes: the window plus one hour of look-back.
+            assert!(scan.contains("hour=13") && scan.contains("hour=14") && !scan.contains("hour=08"), "{scan}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_input_leaves_nothing_in_the_lake() {
+    let dir = TempDir::new().unwrap();
+    let good = std::fs::read_to_string(sample_dir().join("t1218_007_msiexec_sysmon.log")).unwrap();
+    let path = dir.path().join("bad-at-the-end.log");
+    std::fs::write(&path, format!("{good}<Event xmlns='x'><System>\n")).unwrap();
+    let lake = TempDir::new().unwrap();
+    let out = cimlake(lake.path(), &["ingest", "--strict", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:", path.display())) && stderr.contains("--strict"), "{stderr}");
+    let parquet_files = walk(lake.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count();
+    assert_eq!(parquet_files, 0);
+    assert_eq!(count_rows(lake.path()), ("0".to_string(), "0".to_string()));
+    // Without --strict the same file is ingested, with the bad record reported.
+    let out = cimlake_ok(lake.path(), &["ingest", path.to_str().unwrap()]);
+    assert!(out.contains("10 processes, 9 flows, 3 skipped, 1 bad"), "{out}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

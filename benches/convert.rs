@@ -1,0 +1,90 @@
+//! Converter throughput on the bundled samples, repeated to a few MB.
+//!
+//! `cargo bench --bench convert`. The `quick-xml tokenize` case reads the same bytes with
+//! quick-xml and does nothing else: the floor for any XML-based converter, run side by side.
+
+use std::hint::black_box;
+use std::io::BufReader;
+
+use arrow::record_batch::RecordBatch;
+use cimlake::cim::Table;
+use cimlake::convert::{BatchSink, ConvertError, Emitter, evtx, xmlwineventlog};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// Counts rows and drops the batches.
+#[derive(Default)]
+struct CountSink(usize);
+
+impl BatchSink for CountSink {
+    fn write_batch(&mut self, _: Table, batch: RecordBatch) -> Result<(), ConvertError> {
+        self.0 += batch.num_rows();
+        Ok(())
+    }
+}
+
+fn sample(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sysmon").join(name)
+}
+
+fn xml_input() -> Vec<u8> {
+    let one = std::fs::read(sample("t1218_007_msiexec_sysmon.log")).unwrap();
+    let mut all = Vec::with_capacity(4 << 20);
+    while all.len() < 4 << 20 {
+        all.extend_from_slice(&one);
+    }
+    all
+}
+
+fn bench_xml(c: &mut Criterion) {
+    let input = xml_input();
+    let mut g = c.benchmark_group("xmlwineventlog");
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    g.sample_size(20);
+    g.bench_function("cimlake convert", |b| {
+        b.iter(|| {
+            let mut sink = CountSink::default();
+            let mut out = Emitter::new(&mut sink);
+            xmlwineventlog::convert(BufReader::new(&input[..]), "bench", &mut out).unwrap();
+            out.finish().unwrap();
+            black_box(sink.0)
+        })
+    });
+    g.bench_function("quick-xml tokenize", |b| {
+        b.iter(|| {
+            let mut reader = quick_xml::Reader::from_reader(&input[..]);
+            let mut buf = Vec::new();
+            let mut n = 0usize;
+            loop {
+                match reader.read_event_into(&mut buf) {
+                    Ok(quick_xml::events::Event::Eof) => break,
+                    Ok(_) => n += 1,
+                    Err(_) => break,
+                }
+                buf.clear();
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn bench_evtx(c: &mut Criterion) {
+    let path = sample("sysmon_corrupt_chunk9.evtx");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut g = c.benchmark_group("evtx");
+    g.throughput(Throughput::Bytes(len));
+    g.sample_size(20);
+    g.bench_function("cimlake convert", |b| {
+        b.iter(|| {
+            let mut sink = CountSink::default();
+            let mut out = Emitter::new(&mut sink);
+            evtx::convert_file(&path, "bench", &mut out).unwrap();
+            out.finish().unwrap();
+            black_box(sink.0)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_xml, bench_evtx);
+criterion_main!(benches);
