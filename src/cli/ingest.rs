@@ -82,8 +82,9 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
     let total = report.stats();
     writeln!(
         out,
-        "\n{} inputs: {new} ingested, {old} already in the lake, {} failed; lake {}",
+        "\n{} input{}: {new} ingested, {old} already in the lake, {} failed; lake {}",
         report.inputs.len(),
+        if report.inputs.len() == 1 { "" } else { "s" },
         report.failed(),
         lake.root().display()
     )?;
