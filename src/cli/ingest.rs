@@ -25,6 +25,11 @@ pub struct IngestArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// Keep the records before a truncated or corrupt gzip/tar stream (reported as a bad record)
+    /// instead of failing the input.
+    #[arg(long)]
+    pub salvage: bool,
+
     /// Rows per record batch.
     #[arg(long, default_value_t = crate::convert::DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -42,6 +47,7 @@ pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<I
         sourcetype: args.sourcetype,
         batch_size: args.batch_size as usize,
         strict: args.strict,
+        salvage: args.salvage,
         progress: std::io::stderr().is_terminal(),
     };
     let report = ingest(&lake, &args.paths, &opts)?;
@@ -58,11 +64,16 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
             InputOutcome::Ingested { path, commit } => {
                 new += 1;
                 let s = &commit.input.stats;
+                let shapes: Vec<&str> = commit.input.sourcetypes.iter().map(|s| s.name()).collect();
+                let shapes = match commit.input.container {
+                    Some(c) => format!("{}: {}", c.name(), shapes.join(", ")),
+                    None => shapes.join(", "),
+                };
                 writeln!(
                     out,
                     "ingested {} ({}): {} records, {} processes, {} flows, {} skipped, {} bad",
                     path.display(),
-                    commit.input.sourcetype,
+                    shapes,
                     s.records,
                     s.rows(Table::Processes),
                     s.rows(Table::AllTraffic),

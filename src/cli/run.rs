@@ -33,6 +33,7 @@ pub async fn run(lake_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         paths: args.paths.clone(),
         sourcetype: None,
         strict: false,
+        salvage: false,
         batch_size: crate::convert::DEFAULT_BATCH_SIZE as u64,
     };
     let report = super::ingest::ingest_and_report(lake_dir, &ingest_args)?;

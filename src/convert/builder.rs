@@ -14,7 +14,7 @@ use crate::cim::file_name_of;
 use crate::cim::provenance::Provenance;
 
 /// One `endpoint.processes` row. `process_exec`/`process_name` and their parent counterparts are
-/// derived from the paths by the builder.
+/// the given names, else the file name part of the paths.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessRow<'a> {
     pub time_us: i64,
@@ -32,6 +32,9 @@ pub struct ProcessRow<'a> {
     pub process_integrity_level: Option<&'a str>,
     pub process_current_directory: Option<&'a str>,
     pub process_path: Option<&'a str>,
+    /// Given when the source names the process apart from its path.
+    pub process_name: Option<&'a str>,
+    pub parent_process_name: Option<&'a str>,
     pub user: Option<&'a str>,
     pub user_id: Option<&'a str>,
     pub vendor_product: Option<&'a str>,
@@ -171,8 +174,8 @@ impl ProcessesBuilder {
     }
 
     pub fn append(&mut self, r: &ProcessRow<'_>) {
-        let parent_name = r.parent_process_path.map(file_name_of);
-        let name = r.process_path.map(file_name_of);
+        let parent_name = r.parent_process_name.or(r.parent_process_path.map(file_name_of));
+        let name = r.process_name.or(r.process_path.map(file_name_of));
         self.time.append_value(r.time_us);
         self.action.append_option(r.action);
         self.dest.append_option(r.dest);

@@ -12,10 +12,26 @@ use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "evtx";
 
+/// Converts an EVTX file on disk.
 pub fn convert_file(path: &Path, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-    let mut parser = EvtxParser::from_path(path)
-        .map_err(|e| ConvertError::Evtx { path: path.to_path_buf(), reason: error_chain(&e) })?
-        .with_configuration(ParserSettings::new().num_threads(1));
+    let parser = EvtxParser::from_path(path)
+        .map_err(|e| ConvertError::Evtx { path: path.to_path_buf(), reason: error_chain(&e) })?;
+    convert_parser(parser, source, out)
+}
+
+/// Converts EVTX bytes (a member of an archive).
+pub fn convert_bytes(bytes: Vec<u8>, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    let parser = EvtxParser::from_buffer(bytes)
+        .map_err(|e| ConvertError::Evtx { path: source.into(), reason: error_chain(&e) })?;
+    convert_parser(parser, source, out)
+}
+
+fn convert_parser<T: std::io::Read + std::io::Seek>(
+    parser: EvtxParser<T>,
+    source: &str,
+    out: &mut Emitter<'_>,
+) -> Result<(), ConvertError> {
+    let mut parser = parser.with_configuration(ParserSettings::new().num_threads(1));
     let mut parsed = WinEvent::default();
     for record in parser.records() {
         out.record();

@@ -8,7 +8,11 @@
 
 pub mod builder;
 pub mod evtx;
+pub mod input;
+pub mod jsonlines;
+pub mod nvm;
 pub mod sysmon;
+pub mod winevent_json;
 pub mod xml_event;
 pub mod xmlwineventlog;
 
@@ -39,26 +43,30 @@ pub enum Sourcetype {
     #[serde(rename = "evtx")]
     #[value(name = "evtx")]
     Evtx,
+    /// Windows events as JSON lines: flattened (NXLog), Winlogbeat 6 or Winlogbeat 7+ (`winlog.*`).
+    #[serde(rename = "WinEventLog:json")]
+    #[value(name = "winevent-json")]
+    WinEventJson,
+    /// Cisco NVM flow data, key="value" syslog lines.
+    #[serde(rename = "cisco:nvm:flowdata")]
+    #[value(name = "nvm-kv")]
+    NvmKv,
+    /// Cisco NVM flow data, one JSON object per line.
+    #[serde(rename = "cisco:nvm:flowdata:v2")]
+    #[value(name = "nvm-json")]
+    NvmJson,
 }
 
 impl Sourcetype {
     /// The name written to the `sourcetype` column.
     pub fn name(self) -> &'static str {
         match self {
-            Sourcetype::XmlWinEventLog => "XmlWinEventLog",
-            Sourcetype::Evtx => "evtx",
+            Sourcetype::XmlWinEventLog => xmlwineventlog::SOURCETYPE,
+            Sourcetype::Evtx => evtx::SOURCETYPE,
+            Sourcetype::WinEventJson => winevent_json::SOURCETYPE,
+            Sourcetype::NvmKv => nvm::SOURCETYPE_KV,
+            Sourcetype::NvmJson => nvm::SOURCETYPE_JSON,
         }
-    }
-
-    /// Recognises a file's shape from its first bytes.
-    pub fn sniff(head: &[u8]) -> Option<Sourcetype> {
-        if head.starts_with(b"ElfFile\0") {
-            return Some(Sourcetype::Evtx);
-        }
-        if xmlwineventlog::looks_like(head) {
-            return Some(Sourcetype::XmlWinEventLog);
-        }
-        None
     }
 }
 
@@ -138,6 +146,12 @@ pub enum ConvertError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a readable EVTX file: {reason}")]
     Evtx { path: PathBuf, reason: String },
+    /// No known shape, or empty.
+    #[error("{0}")]
+    Shape(String),
+    /// A container that ends early or is corrupt.
+    #[error("{0}")]
+    Damaged(String),
     #[error("{0} (--strict)")]
     Strict(BadRecord),
     #[error("writing converted rows: {0}")]
@@ -263,27 +277,5 @@ impl<'s> Emitter<'s> {
             self.sink.write_batch(Table::AllTraffic, b)?;
         }
         Ok(self.stats)
-    }
-}
-
-/// Converts one file of a known shape, streaming, into `sink`. `source` is the name written to
-/// the provenance column.
-pub fn convert_file(
-    path: &Path,
-    source: &str,
-    sourcetype: Sourcetype,
-    emitter: &mut Emitter<'_>,
-) -> Result<(), ConvertError> {
-    match sourcetype {
-        Sourcetype::Evtx => evtx::convert_file(path, source, emitter),
-        Sourcetype::XmlWinEventLog => {
-            let f = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
-            let reader = std::io::BufReader::with_capacity(1 << 20, f);
-            xmlwineventlog::convert(reader, source, emitter)
-                .map_err(|e| match e {
-                    ConvertError::Io { source: err, .. } => ConvertError::io(path, err),
-                    other => other,
-                })
-        }
     }
 }

@@ -148,6 +148,8 @@ pub fn convert_event(
             process_integrity_level: ev.data("IntegrityLevel"),
             process_current_directory: ev.data("CurrentDirectory"),
             process_path: ev.data("Image"),
+            process_name: None,
+            parent_process_name: None,
             user: ev.data("User"),
             user_id: ev.user_id.as_deref().filter(|u| !u.is_empty()),
             vendor_product: Some(VENDOR_PRODUCT),

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
+
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::writer::PartitionedWriter;
 use super::{Commit, InputRecord, Lake, LakeError};
+use crate::convert::input::{self, InputOptions};
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats};
 
 /// Options for [`ingest`].
@@ -19,6 +21,8 @@ pub struct IngestOptions {
     pub batch_size: usize,
     /// Stop at the first bad record.
     pub strict: bool,
+    /// Keep the records before a truncated or corrupt gzip/tar stream instead of failing the input.
+    pub salvage: bool,
     /// Draw a progress bar (only where stderr is a terminal).
     pub progress: bool,
 }
@@ -29,6 +33,7 @@ impl Default for IngestOptions {
             sourcetype: None,
             batch_size: convert::DEFAULT_BATCH_SIZE,
             strict: false,
+            salvage: false,
             progress: false,
         }
     }
@@ -159,7 +164,7 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         bar.set_message(path.display().to_string());
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let outcome = ingest_one(lake, &path, opts, &mut manifest, &bar);
-        if let InputOutcome::AlreadyIngested { .. } | InputOutcome::Failed { .. } = outcome {
+        if let InputOutcome::AlreadyIngested { .. } = outcome {
             bar.inc(size);
         }
         report.inputs.push(outcome);
@@ -183,36 +188,22 @@ fn ingest_one(
     if let Some((id, as_path)) = manifest.get(&hash) {
         return InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: *id, as_path: as_path.clone() };
     }
-    let sourcetype = match opts.sourcetype {
-        Some(s) => s,
-        None => match sniff(path) {
-            Ok(s) => s,
-            Err(e) => return failed(e),
-        },
-    };
     let source = path.to_string_lossy().to_string();
     let mut writer = match PartitionedWriter::new(lake, &hash[..16]) {
         Ok(w) => w,
         Err(e) => return failed(e.to_string()),
     };
+    let start_position = bar.position();
+    let input_opts = InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage };
     let converted = {
         let mut emitter = Emitter::new(&mut writer).with_batch_size(opts.batch_size).with_strict(opts.strict);
-        let r = match sourcetype {
-            Sourcetype::XmlWinEventLog => std::fs::File::open(path)
-                .map_err(|e| ConvertError::io(path, e))
-                .and_then(|f| {
-                    let reader = BufReader::with_capacity(1 << 20, ProgressRead { inner: f, bar });
-                    convert::xmlwineventlog::convert(reader, &source, &mut emitter)
-                }),
-            Sourcetype::Evtx => {
-                let r = convert::convert_file(path, &source, sourcetype, &mut emitter);
-                bar.inc(bytes);
-                r
-            }
-        };
-        r.and_then(|()| emitter.finish())
+        std::fs::File::open(path)
+            .map_err(|e| ConvertError::io(path, e))
+            .and_then(|f| input::convert_input(ProgressRead { inner: f, bar }, path, &source, input_opts, &mut emitter))
+            .and_then(|info| emitter.finish().map(|stats| (info, stats)))
     };
-    let stats = match converted {
+    bar.set_position(start_position + bytes);
+    let (info, stats) = match converted {
         Ok(s) => s,
         Err(e) => {
             writer.abort();
@@ -226,7 +217,14 @@ fn ingest_one(
     let commit = Commit {
         id: 0,
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        input: InputRecord { path: source, hash: hash.clone(), bytes, sourcetype, stats },
+        input: InputRecord {
+            path: source,
+            hash: hash.clone(),
+            bytes,
+            container: info.container,
+            sourcetypes: info.sourcetypes,
+            stats,
+        },
         files,
     };
     match lake.publish(commit) {
@@ -236,34 +234,6 @@ fn ingest_one(
         }
         Err(e) => failed(e.to_string()),
     }
-}
-
-/// Detects an input's shape from its first 64 KiB; the error says what was seen.
-fn sniff(path: &Path) -> Result<Sourcetype, String> {
-    let mut head = vec![0u8; 64 * 1024];
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-    }
-    head.truncate(n);
-    if n == 0 {
-        return Err(format!("{}: empty file: nothing to ingest", path.display()));
-    }
-    Sourcetype::sniff(&head).ok_or_else(|| {
-        let first: String = String::from_utf8_lossy(&head[..n.min(48)])
-            .chars()
-            .map(|c| if c.is_control() { '.' } else { c })
-            .collect();
-        format!(
-            "{}: not a known input shape (expected XmlWinEventLog text or EVTX); it starts with {first:?}",
-            path.display()
-        )
-    })
 }
 
 /// Counts bytes read into the progress bar.

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cim::Table;
+use crate::convert::input::Container;
 use crate::convert::{Sourcetype, Stats};
 
 const META_DIR: &str = "_cimlake";
@@ -70,7 +71,10 @@ pub struct InputRecord {
     /// BLAKE3 of the file's bytes, hex.
     pub hash: String,
     pub bytes: u64,
-    pub sourcetype: Sourcetype,
+    /// `gzip`, `zip`, `tar`, `tar.gz`, or none for a plain file.
+    pub container: Option<Container>,
+    /// The shapes of the files it held.
+    pub sourcetypes: Vec<Sourcetype>,
     pub stats: Stats,
 }
 

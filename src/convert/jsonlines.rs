@@ -1,0 +1,68 @@
+//! JSON lines: one object per line. Blank lines are ignored; a line that is not a JSON object is a
+//! bad record with its line number.
+
+use std::io::BufRead;
+
+use serde_json::{Map, Value};
+
+use super::{BadRecord, ConvertError, Emitter};
+
+/// Calls `f(object, line, byte offset, out)` for each object; counts each line as a record.
+pub fn for_each_object<R, F>(mut reader: R, source: &str, out: &mut Emitter<'_>, mut f: F) -> Result<(), ConvertError>
+where
+    R: BufRead,
+    F: FnMut(&Map<String, Value>, i64, i64, &mut Emitter<'_>) -> Result<(), ConvertError>,
+{
+    let mut buf = Vec::with_capacity(4096);
+    let (mut line, mut offset) = (0i64, 0i64);
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| ConvertError::io(std::path::Path::new(source), e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let start = offset;
+        offset += n as i64;
+        let text = trim(&buf);
+        if text.is_empty() {
+            continue;
+        }
+        out.record();
+        match serde_json::from_slice::<Value>(text) {
+            Ok(Value::Object(obj)) => f(&obj, line, start, out)?,
+            Ok(other) => out.bad(BadRecord {
+                source: source.to_string(),
+                record: Some(line),
+                offset: Some(start),
+                reason: format!("a JSON {} where an object was expected", kind(&other)),
+            })?,
+            Err(e) => out.bad(BadRecord {
+                source: source.to_string(),
+                record: Some(line),
+                offset: Some(start),
+                reason: format!("not JSON: {e}"),
+            })?,
+        }
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let b = b.strip_prefix(b"\xef\xbb\xbf").unwrap_or(b);
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

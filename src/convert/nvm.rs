@@ -1,0 +1,430 @@
+//! Cisco Network Visibility Module flow data (`cisco:nvm:flowdata`): each record is a flow together
+//! with the process that made it, so one record yields a `network_traffic.all_traffic` row and an
+//! `endpoint.processes` observation.
+//!
+//! Two raw shapes: key="value" syslog lines (`nvzFlow_v9`; quoted values, `\"` escapes, `''` for
+//! empty) and JSON objects, one per line, every value a string (`nvzFlow_v11`).
+//!
+//! Within one input:
+//! * a connection reported at several stages (`fsg`: 1 start, 2 periodic, 0 end) is one flow, with
+//!   the final figures (the end record, else the latest);
+//! * a process seen in many flows is one process row (by `puid`, else pid and path), timed at its
+//!   first flow;
+//! * the endpoint (`processes.dest`, `all_traffic.dvc`) is the host name (`vsn`) of the input's
+//!   NVM endpoint record for that `udid`, else the `udid` itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+
+use serde_json::Value;
+
+use super::builder::{ProcessRow, TrafficRow};
+use super::{BadRecord, ConvertError, Emitter};
+use crate::cim::provenance::Provenance;
+
+pub const SOURCETYPE_KV: &str = "cisco:nvm:flowdata";
+pub const SOURCETYPE_JSON: &str = "cisco:nvm:flowdata:v2";
+pub const VENDOR_PRODUCT: &str = "Cisco Network Visibility Module";
+
+/// Skip reason for NVM records that are neither flows nor endpoint records.
+pub const OTHER_RECORD: &str = "NVM record that is neither a flow nor an endpoint record";
+
+/// One NVM record: field → value, with `''` and empty values removed.
+pub type Record = BTreeMap<String, String>;
+
+/// Parses the key="value" part of a syslog line. The syslog prefix before the first `key="` is
+/// ignored. Returns an error naming the byte where the line stops making sense.
+pub fn parse_kv(line: &str) -> Result<Record, String> {
+    let b = line.as_bytes();
+    let start = first_key(b).ok_or("no key=\"value\" pairs")?;
+    let mut rec = Record::new();
+    let mut i = start;
+    while i < b.len() {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let k0 = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        if i == k0 || i >= b.len() || b[i] != b'=' {
+            return Err(format!("expected key=\"value\" at byte {k0}"));
+        }
+        let key = &line[k0..i];
+        i += 1;
+        let value = if b.get(i) == Some(&b'"') {
+            i += 1;
+            let mut v = String::new();
+            let mut seg = i;
+            loop {
+                match b.get(i) {
+                    None => return Err(format!("unterminated value of {key}")),
+                    Some(b'\\') if b.get(i + 1) == Some(&b'"') => {
+                        v.push_str(&line[seg..i]);
+                        v.push('"');
+                        i += 2;
+                        seg = i;
+                    }
+                    Some(b'"') => {
+                        v.push_str(&line[seg..i]);
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            v
+        } else {
+            let v0 = i;
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            line[v0..i].to_string()
+        };
+        insert(&mut rec, key, value);
+    }
+    Ok(rec)
+}
+
+fn first_key(b: &[u8]) -> Option<usize> {
+    let eq = b.windows(2).position(|w| w == b"=\"")?;
+    let mut k = eq;
+    while k > 0 && (b[k - 1].is_ascii_alphanumeric() || b[k - 1] == b'_') {
+        k -= 1;
+    }
+    (k < eq).then_some(k)
+}
+
+fn insert(rec: &mut Record, key: &str, value: String) {
+    if !value.is_empty() && value != "''" {
+        rec.insert(key.to_string(), value);
+    }
+}
+
+/// Converts a JSON object (every value a string; numbers are taken too) into a record.
+pub fn from_json(obj: &serde_json::Map<String, Value>) -> Record {
+    let mut rec = Record::new();
+    for (k, v) in obj {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        insert(&mut rec, k, s);
+    }
+    rec
+}
+
+/// Whether a record looks like NVM data at all.
+pub fn is_nvm(rec: &Record) -> bool {
+    rec.get("fv").is_some_and(|v| v.starts_with("nvzFlow"))
+        || (rec.contains_key("udid") && (rec.contains_key("sa") || rec.contains_key("vsn")))
+}
+
+/// `pil`/`ppil`: Windows integrity level RIDs.
+pub fn integrity_level(rid: &str) -> String {
+    match rid.trim() {
+        "0" => "Untrusted".into(),
+        "4096" => "Low".into(),
+        "8192" => "Medium".into(),
+        "8448" => "Medium Plus".into(),
+        "12288" => "High".into(),
+        "16384" => "System".into(),
+        "20480" => "Protected".into(),
+        other => other.into(),
+    }
+}
+
+/// `pr`: IP protocol number → CIM transport.
+pub fn transport(pr: &str) -> String {
+    match pr.trim() {
+        "6" => "tcp".into(),
+        "17" => "udp".into(),
+        "1" => "icmp".into(),
+        "58" => "ipv6-icmp".into(),
+        other => other.into(),
+    }
+}
+
+/// `fd`: flow direction. 1 is a connection the endpoint made (both NVM samples: the endpoint is
+/// `sa`, a web server on 80/443 is `da`), 2 one it accepted.
+pub fn direction(fd: &str) -> &'static str {
+    match fd.trim() {
+        "1" => "outbound",
+        "2" => "inbound",
+        _ => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FlowKey {
+    udid: String,
+    pr: String,
+    sa: String,
+    sp: String,
+    da: String,
+    dp: String,
+    start: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum ProcessKey {
+    Puid(String, String),
+    PidPath(String, String, String),
+}
+
+struct Seen {
+    rec: Record,
+    line: i64,
+    offset: i64,
+}
+
+/// Collects the records of one input and emits its rows at the end.
+pub struct NvmState {
+    sourcetype: &'static str,
+    flows: HashMap<FlowKey, Seen>,
+    processes: HashMap<ProcessKey, (i64, Seen)>,
+    endpoints: HashMap<String, String>,
+}
+
+fn stage_rank(rec: &Record) -> (u8, i64) {
+    // The end record (fsg 0) wins; among the others, the latest end time.
+    let end = rec.get("fsg").map(|s| s.trim() == "0").unwrap_or(true);
+    let fes = rec.get("fems").and_then(|v| v.parse::<i64>().ok()).or_else(|| {
+        rec.get("fes").and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000)
+    });
+    (u8::from(end), fes.unwrap_or(i64::MIN))
+}
+
+/// Flow start in µs: `fsms` (ms) when present, else `fss` (s).
+fn start_us(rec: &Record) -> Option<i64> {
+    if let Some(ms) = rec.get("fsms").and_then(|v| v.trim().parse::<i64>().ok()) {
+        return ms.checked_mul(1000);
+    }
+    rec.get("fss").and_then(|v| v.trim().parse::<i64>().ok()).and_then(|s| s.checked_mul(1_000_000))
+}
+
+impl NvmState {
+    pub fn new(sourcetype: &'static str) -> Self {
+        NvmState { sourcetype, flows: HashMap::new(), processes: HashMap::new(), endpoints: HashMap::new() }
+    }
+
+    /// Takes one record.
+    pub fn add(&mut self, rec: Record, line: i64, offset: i64, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        let bad = |reason: String| BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason };
+        if !is_nvm(&rec) {
+            return out.bad(bad("not an NVM record (no fv=\"nvzFlow…\", udid, sa or vsn)".into()));
+        }
+        let is_flow = rec.contains_key("sa") || rec.contains_key("da");
+        if !is_flow {
+            match (rec.get("udid"), rec.get("vsn")) {
+                (Some(udid), Some(vsn)) => {
+                    self.endpoints.insert(udid.clone(), vsn.clone());
+                    out.skip("NVM endpoint record (host name taken)");
+                }
+                _ => out.skip(OTHER_RECORD),
+            }
+            return Ok(());
+        }
+        let Some(start) = start_us(&rec) else {
+            return out.bad(bad("NVM flow without a valid start time (fss/fsms)".into()));
+        };
+        let udid = rec.get("udid").cloned().unwrap_or_default();
+        let get = |k: &str| rec.get(k).cloned().unwrap_or_default();
+        let pkey = match rec.get("puid") {
+            Some(puid) => Some(ProcessKey::Puid(udid.clone(), puid.clone())),
+            None if rec.contains_key("pid") => Some(ProcessKey::PidPath(udid.clone(), get("pid"), get("ppath"))),
+            None => None,
+        };
+        if let Some(pkey) = pkey {
+            match self.processes.get_mut(&pkey) {
+                Some((first, _)) if *first <= start => {}
+                _ => {
+                    self.processes.insert(pkey, (start, Seen { rec: rec.clone(), line, offset }));
+                }
+            }
+        }
+        let fkey = FlowKey {
+            udid,
+            pr: get("pr"),
+            sa: get("sa"),
+            sp: get("sp"),
+            da: get("da"),
+            dp: get("dp"),
+            start: rec.get("fss").cloned().unwrap_or_else(|| start.to_string()),
+        };
+        match self.flows.get(&fkey) {
+            Some(prev) if stage_rank(&prev.rec) > stage_rank(&rec) => {
+                out.skip("NVM flow stage superseded by a later report");
+            }
+            Some(_) => {
+                out.skip("NVM flow stage superseded by a later report");
+                self.flows.insert(fkey, Seen { rec, line, offset });
+            }
+            None => {
+                self.flows.insert(fkey, Seen { rec, line, offset });
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits one row per flow and per process, in a stable order.
+    pub fn finish(self, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        let endpoint = |rec: &Record| -> Option<String> {
+            let udid = rec.get("udid")?;
+            Some(self.endpoints.get(udid).cloned().unwrap_or_else(|| udid.clone()))
+        };
+        let mut flows: Vec<(&FlowKey, &Seen)> = self.flows.iter().collect();
+        flows.sort_by_key(|(k, s)| (start_us(&s.rec), s.line, (*k).clone()));
+        for (_, seen) in flows {
+            let r = &seen.rec;
+            let g = |k: &str| r.get(k).map(String::as_str);
+            let dvc = endpoint(r);
+            let bytes_in = g("ibc").and_then(|v| v.trim().parse::<i64>().ok());
+            let bytes_out = g("obc").and_then(|v| v.trim().parse::<i64>().ok());
+            let transport = g("pr").map(transport);
+            let ipv6 = g("sa").is_some_and(|a| a.contains(':')) || g("da").is_some_and(|a| a.contains(':'));
+            let row = TrafficRow {
+                time_us: start_us(r).expect("checked in add"),
+                action: Some("allowed"),
+                app: g("ppath").or(g("pn")),
+                bytes: match (bytes_in, bytes_out) {
+                    (Some(a), Some(b)) => a.checked_add(b),
+                    _ => None,
+                },
+                bytes_in,
+                bytes_out,
+                dest: g("dh").or(g("da")),
+                dest_ip: g("da"),
+                dest_port: port(g("dp")),
+                dvc: dvc.as_deref(),
+                direction: Some(g("fd").map_or("unknown", direction)),
+                protocol: Some("ip"),
+                protocol_version: Some(if ipv6 { 6 } else { 4 }),
+                src: g("sa"),
+                src_ip: g("sa"),
+                src_port: port(g("sp")),
+                transport: transport.as_deref(),
+                user: g("liuid"),
+                vendor_product: Some(VENDOR_PRODUCT),
+                process_id: g("pid").and_then(|v| v.trim().parse().ok()),
+                process_guid: g("puid"),
+                process_name: g("pn"),
+                process_path: g("ppath"),
+                dest_hostname: g("dh"),
+                provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
+            };
+            out.traffic(&row)?;
+        }
+        let mut procs: Vec<(&ProcessKey, &(i64, Seen))> = self.processes.iter().collect();
+        procs.sort_by_key(|(k, (t, s))| (*t, s.line, (*k).clone()));
+        for (_, (time_us, seen)) in procs {
+            let r = &seen.rec;
+            let g = |k: &str| r.get(k).map(String::as_str);
+            let dest = endpoint(r);
+            let il = g("pil").map(integrity_level);
+            let row = ProcessRow {
+                time_us: *time_us,
+                action: Some("allowed"),
+                dest: dest.as_deref(),
+                original_file_name: None,
+                parent_process: g("pparg"),
+                parent_process_guid: g("ppuid"),
+                parent_process_id: g("ppid").and_then(|v| v.trim().parse().ok()),
+                parent_process_path: g("pppath"),
+                process: g("parg"),
+                process_guid: g("puid"),
+                process_hash: g("ph"),
+                process_id: g("pid").and_then(|v| v.trim().parse().ok()),
+                process_integrity_level: il.as_deref(),
+                process_current_directory: None,
+                process_path: g("ppath"),
+                process_name: g("pn"),
+                parent_process_name: g("ppn"),
+                user: g("pa").or(g("liuid")),
+                user_id: None,
+                vendor_product: Some(VENDOR_PRODUCT),
+                provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
+            };
+            out.process(&row)?;
+        }
+        Ok(())
+    }
+}
+
+fn port(v: Option<&str>) -> Option<i32> {
+    v.and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| (0..=65535).contains(p))
+}
+
+/// Converts key="value" syslog lines.
+pub fn convert_kv<R: BufRead>(mut reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    let mut state = NvmState::new(SOURCETYPE_KV);
+    let mut buf = Vec::with_capacity(4096);
+    let (mut line, mut offset) = (0i64, 0i64);
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| ConvertError::io(std::path::Path::new(source), e))?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let start = offset;
+        offset += n as i64;
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        out.record();
+        match parse_kv(text) {
+            Ok(rec) => state.add(rec, line, start, source, out)?,
+            Err(reason) => out.bad(BadRecord {
+                source: source.to_string(),
+                record: Some(line),
+                offset: Some(start),
+                reason: format!("not an NVM key=\"value\" record: {reason}"),
+            })?,
+        }
+    }
+    state.finish(source, out)
+}
+
+/// Converts JSON lines.
+pub fn convert_json<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    let mut state = NvmState::new(SOURCETYPE_JSON);
+    super::jsonlines::for_each_object(reader, source, out, |obj, line, offset, out| {
+        state.add(from_json(obj), line, offset, source, out)
+    })?;
+    state.finish(source, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_values_quotes_escapes_and_empties() {
+        let r = parse_kv(r#"Jun 26 16:09:18 127.0.0.1 Jun 26 16:09:18 ip-1  fv="nvzFlow_v9" hh="''" parg=" /i \"https://x/y.msi\"" ppath="C:\Windows\system32\msiexec.exe" n=5"#).unwrap();
+        assert_eq!(r["fv"], "nvzFlow_v9");
+        assert!(!r.contains_key("hh"));
+        assert_eq!(r["parg"], r#" /i "https://x/y.msi""#);
+        assert_eq!(r["ppath"], r"C:\Windows\system32\msiexec.exe");
+        assert_eq!(r["n"], "5");
+        assert!(parse_kv("no pairs here").is_err());
+        assert!(parse_kv(r#"x fv="open"#).unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn code_tables() {
+        assert_eq!(integrity_level("12288"), "High");
+        assert_eq!(integrity_level("8192"), "Medium");
+        assert_eq!(integrity_level("16384"), "System");
+        assert_eq!(transport("17"), "udp");
+        assert_eq!(direction("1"), "outbound");
+        assert_eq!(direction("2"), "inbound");
+    }
+}
