@@ -23,7 +23,7 @@ impl BatchSink for CountSink {
 }
 
 fn sample(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sysmon").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/logs/sysmon").join(name)
 }
 
 fn xml_input() -> Vec<u8> {

@@ -299,3 +299,167 @@ fn convert_stream<R: Read>(reader: R, source: &str, opts: InputOptions, out: &mu
     }
     Ok(shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::cim::Table;
+    use crate::convert::test_util::sample;
+    use crate::convert::{Stats, VecSink};
+
+    fn read(dir: &str, name: &str) -> Vec<u8> {
+        std::fs::read(sample(dir, name)).unwrap()
+    }
+
+    #[test]
+    fn sniffs_every_shape() {
+        let cases = [
+            ("sysmon", "t1218_007_msiexec_sysmon.log", Sourcetype::XmlWinEventLog),
+            ("sysmon", "certutil_exe_certificate_extraction.raw", Sourcetype::XmlWinEventLog),
+            ("sysmon", "sysmon_corrupt_chunk9.evtx", Sourcetype::Evtx),
+            ("nvm", "security_content_example_flow_kv.log", Sourcetype::NvmKv),
+            ("nvm", "security_content_example_flow.json", Sourcetype::NvmJson),
+            ("nvm", "t1218_007_msiexec_nvm_kv.log", Sourcetype::NvmKv),
+        ];
+        for (dir, name, want) in cases {
+            let bytes = read(dir, name);
+            assert_eq!(sniff(&bytes[..bytes.len().min(SNIFF_BYTES)]), Some(want), "{name}");
+        }
+        assert_eq!(sniff(br#"{"@timestamp":"x","winlog":{"event_id":1}}"#), Some(Sourcetype::WinEventJson));
+        assert_eq!(sniff(br#"{"EventID":1,"Channel":"x"}"#), Some(Sourcetype::WinEventJson));
+        assert_eq!(sniff(br#"{"hello":"world"}"#), None);
+        assert_eq!(sniff(b"\x7fELF\x02\x01"), None);
+        assert_eq!(sniff(b"just some text\n"), None);
+    }
+
+    fn convert_path(path: &Path, opts: InputOptions) -> Result<(InputInfo, VecSink, Stats), ConvertError> {
+        let mut sink = VecSink::default();
+        let mut out = Emitter::new(&mut sink);
+        let f = File::open(path).unwrap();
+        let info = convert_input(f, path, "in", opts, &mut out)?;
+        let stats = out.finish()?;
+        Ok((info, sink, stats))
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = ::tar::Builder::new(Vec::new());
+        for (name, bytes) in members {
+            let mut h = ::tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *bytes).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// The batches without the `source` column (members are named `archive!member`).
+    fn without_source(sink: &VecSink, t: Table) -> arrow::record_batch::RecordBatch {
+        let b = sink.table(t);
+        let keep: Vec<usize> = (0..b.num_columns()).filter(|i| b.schema().field(*i).name() != "source").collect();
+        b.project(&keep).unwrap()
+    }
+
+    #[test]
+    fn containers_give_the_same_rows_as_plain_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = read("sysmon", "t1218_007_msiexec_sysmon.log");
+        let nvm = read("nvm", "t1218_007_msiexec_nvm.json");
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let (_, xml_plain, _) = convert_path(&write("x.log", &xml), InputOptions::default()).unwrap();
+        let (_, nvm_plain, _) = convert_path(&write("n.json", &nvm), InputOptions::default()).unwrap();
+
+        let (info, sink, _) = convert_path(&write("x.log.gz", &gzip(&xml)), InputOptions::default()).unwrap();
+        assert_eq!(info.container, Some(Container::Gzip));
+        assert_eq!(info.sourcetypes, vec![Sourcetype::XmlWinEventLog]);
+        for t in Table::ALL {
+            assert_eq!(sink.table(t), xml_plain.table(t), "gzip: {t}");
+        }
+
+        let tgz = gzip(&tar(&[("logs/x.log", &xml), ("logs/n.json", &nvm)]));
+        let (info, sink, _) = convert_path(&write("both.tgz", &tgz), InputOptions::default()).unwrap();
+        assert_eq!(info.container, Some(Container::TarGz));
+        assert_eq!(info.sourcetypes, vec![Sourcetype::XmlWinEventLog, Sourcetype::NvmJson]);
+        let p = sink.table(Table::Processes);
+        let sources: std::collections::BTreeSet<String> =
+            (0..p.num_rows()).map(|i| crate::convert::test_util::row(&p, i)["source"].clone()).collect();
+        assert_eq!(sources.into_iter().collect::<Vec<_>>(), vec!["in!logs/n.json", "in!logs/x.log"]);
+        assert_eq!(
+            p.num_rows(),
+            xml_plain.table(Table::Processes).num_rows() + nvm_plain.table(Table::Processes).num_rows()
+        );
+
+        let mut zbytes = Vec::new();
+        {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zbytes));
+            let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("n.json", o).unwrap();
+            z.write_all(&nvm).unwrap();
+            z.finish().unwrap();
+        }
+        let (info, sink, _) = convert_path(&write("n.zip", &zbytes), InputOptions::default()).unwrap();
+        assert_eq!(info.container, Some(Container::Zip));
+        for t in Table::ALL {
+            assert_eq!(without_source(&sink, t), without_source(&nvm_plain, t), "zip: {t}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_stream_fails_unless_salvaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = read("sysmon", "certutil_exe_certificate_extraction.raw");
+        let gz = gzip(&xml);
+        let cut = dir.path().join("cut.log.gz");
+        std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+        let err = convert_path(&cut, InputOptions::default()).unwrap_err();
+        assert!(matches!(err, ConvertError::Damaged(_)), "{err}");
+        assert!(err.to_string().contains("truncated archive?") && err.to_string().contains("--salvage"), "{err}");
+        let (_, sink, stats) = convert_path(&cut, InputOptions { salvage: true, ..Default::default() }).unwrap();
+        assert!(sink.table(Table::Processes).num_rows() > 0);
+        assert!(sink.table(Table::Processes).num_rows() <= 20);
+        assert_eq!(stats.bad_records.last().unwrap().source, "in");
+        assert!(stats.bad_records.last().unwrap().reason.contains("gzip stream ends early"));
+
+        // A gzip stream whose data is whole but whose trailer is missing is damaged too.
+        let tgz = gzip(&tar(&[("x.log", &xml)]));
+        let no_trailer = dir.path().join("t.tgz");
+        std::fs::write(&no_trailer, &tgz[..tgz.len() - 4]).unwrap();
+        assert!(matches!(convert_path(&no_trailer, InputOptions::default()), Err(ConvertError::Damaged(_))));
+
+        let zip_cut = dir.path().join("z.zip");
+        let mut zbytes = Vec::new();
+        {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zbytes));
+            z.start_file("x.log", zip::write::SimpleFileOptions::default()).unwrap();
+            z.write_all(&xml).unwrap();
+            z.finish().unwrap();
+        }
+        std::fs::write(&zip_cut, &zbytes[..zbytes.len() - 30]).unwrap();
+        let err = convert_path(&zip_cut, InputOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("zip archive"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_empty_members_are_errors_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tgz");
+        std::fs::write(&p, gzip(&tar(&[("notes.txt", b"hello\n")]))).unwrap();
+        let err = convert_path(&p, InputOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("in!notes.txt: not a known input shape") && err.contains("\"hello"), "{err}");
+        let e = dir.path().join("empty.log");
+        std::fs::write(&e, b"").unwrap();
+        assert!(convert_path(&e, InputOptions::default()).unwrap_err().to_string().contains("empty file"));
+    }
+}

@@ -279,3 +279,41 @@ impl<'s> Emitter<'s> {
         Ok(self.stats)
     }
 }
+
+/// Helpers for the converters' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use arrow::record_batch::RecordBatch;
+    use arrow::util::display::array_value_to_string;
+
+    /// `data/logs/<dir>/<name>`.
+    pub fn sample(dir: &str, name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/logs").join(dir).join(name)
+    }
+
+    /// Row `i` of a batch as column name → displayed value (`NULL` for nulls).
+    pub fn row(batch: &RecordBatch, i: usize) -> BTreeMap<String, String> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let v = if c.is_null(i) { "NULL".to_string() } else { array_value_to_string(c, i).unwrap() };
+                (f.name().clone(), v)
+            })
+            .collect()
+    }
+
+    /// Asserts that `actual` has exactly the columns of `expected`, with those values.
+    pub fn expect(actual: &BTreeMap<String, String>, expected: &[(&str, &str)]) {
+        let want: BTreeMap<String, String> = expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(actual.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "column set");
+        for (k, v) in &want {
+            assert_eq!(&actual[k], v, "column {k}");
+        }
+    }
+}

@@ -428,3 +428,200 @@ mod tests {
         assert_eq!(direction("2"), "inbound");
     }
 }
+
+#[cfg(test)]
+mod sample_tests {
+    use std::io::BufReader;
+
+    use super::*;
+    use crate::cim::Table;
+    use crate::convert::test_util::{expect, row, sample};
+    use crate::convert::{Stats, VecSink};
+
+    fn run(file: &str, json: bool) -> (VecSink, Stats) {
+        let bytes = std::fs::read(sample("nvm", file)).unwrap();
+        let mut sink = VecSink::default();
+        let stats = {
+            let mut out = Emitter::new(&mut sink);
+            if json {
+                convert_json(BufReader::new(&bytes[..]), "test", &mut out).unwrap();
+            } else {
+                convert_kv(BufReader::new(&bytes[..]), "test", &mut out).unwrap();
+            }
+            out.finish().unwrap()
+        };
+        (sink, stats)
+    }
+
+    #[test]
+    fn every_field_of_the_kv_corpus_flow() {
+        let (sink, stats) = run("security_content_example_flow_kv.log", false);
+        assert_eq!((stats.records, stats.bad), (1, 0));
+        let t = sink.table(Table::AllTraffic);
+        assert_eq!(t.num_rows(), 1);
+        expect(&row(&t, 0), &[
+            ("_time", "2025-06-26T16:08:54.331Z"),
+            ("action", "allowed"),
+            ("app", r"C:\Windows\system32\msiexec.exe"),
+            ("bytes", "0"),
+            ("bytes_in", "0"),
+            ("bytes_out", "0"),
+            ("dest", "github.com"),
+            ("dest_ip", "140.82.112.3"),
+            ("dest_port", "443"),
+            // No endpoint record in the input: the endpoint is its udid.
+            ("dvc", "10E8A7F940225180BFDB748D2AE336EA7285CB8C"),
+            ("direction", "outbound"),
+            ("protocol", "ip"),
+            ("protocol_version", "4"),
+            ("src", "172.16.3.110"),
+            ("src_ip", "172.16.3.110"),
+            ("src_port", "5203"),
+            ("transport", "tcp"),
+            ("user", r"EC2AMAZ-E56LIG5\Administrator"),
+            ("vendor_product", "Cisco Network Visibility Module"),
+            ("process_id", "8496"),
+            ("process_guid", "071161F29663831BB4A1C0FADA9805E0"),
+            ("process_name", "msiexec.exe"),
+            ("process_path", r"C:\Windows\system32\msiexec.exe"),
+            ("dest_hostname", "github.com"),
+            ("source", "test"),
+            ("sourcetype", "cisco:nvm:flowdata"),
+            ("source_record", "1"),
+            ("source_offset", "0"),
+        ]);
+        let p = sink.table(Table::Processes);
+        assert_eq!(p.num_rows(), 1);
+        expect(&row(&p, 0), &[
+            ("_time", "2025-06-26T16:08:54.331Z"),
+            ("action", "allowed"),
+            ("dest", "10E8A7F940225180BFDB748D2AE336EA7285CB8C"),
+            ("original_file_name", "NULL"),
+            ("parent_process", "NULL"),
+            ("parent_process_exec", "cmd.exe"),
+            ("parent_process_guid", "NULL"),
+            ("parent_process_id", "9232"),
+            ("parent_process_name", "cmd.exe"),
+            ("parent_process_path", r"C:\Windows\system32\cmd.exe"),
+            ("process", r#" /i "https://github.com/redcanaryco/atomic-red-team/raw/master/atomics/T1218.007/src/T1218.007_JScript.msi""#),
+            ("process_exec", "msiexec.exe"),
+            ("process_guid", "071161F29663831BB4A1C0FADA9805E0"),
+            ("process_hash", "23EC37A4DF21893A1B3B6F5F72B2D78918E86C3A90F9664F8248A2C8219F889A"),
+            ("process_id", "8496"),
+            ("process_integrity_level", "High"),
+            ("process_current_directory", "NULL"),
+            ("process_name", "msiexec.exe"),
+            ("process_path", r"C:\Windows\system32\msiexec.exe"),
+            ("user", r"EC2AMAZ-E56LIG5\Administrator"),
+            ("user_id", "NULL"),
+            ("vendor_product", "Cisco Network Visibility Module"),
+            ("source", "test"),
+            ("sourcetype", "cisco:nvm:flowdata"),
+            ("source_record", "1"),
+            ("source_offset", "0"),
+        ]);
+    }
+
+    #[test]
+    fn every_field_of_the_json_corpus_flow() {
+        let (sink, stats) = run("security_content_example_flow.json", true);
+        assert_eq!((stats.records, stats.bad), (1, 0));
+        let t = sink.table(Table::AllTraffic);
+        // fsms is UTC; the record's fst text ("13:58:53") is the collector's local time.
+        expect(&row(&t, 0), &[
+            ("_time", "2026-07-14T08:28:53.536Z"),
+            ("action", "allowed"),
+            ("app", r"C:\Windows\System32\svchost.exe"),
+            ("bytes", "7873"),
+            ("bytes_in", "7660"),
+            ("bytes_out", "213"),
+            ("dest", "tile-service.weather.microsoft.com"),
+            ("dest_ip", "104.114.110.196"),
+            ("dest_port", "80"),
+            ("dvc", "D5E5634FDBEE82655C9C0E7523CDCE62A8249A1C"),
+            ("direction", "outbound"),
+            ("protocol", "ip"),
+            ("protocol_version", "4"),
+            ("src", "10.10.0.38"),
+            ("src_ip", "10.10.0.38"),
+            ("src_port", "37351"),
+            ("transport", "tcp"),
+            ("user", r"WIN-ANIKET\Hostscan"),
+            ("vendor_product", "Cisco Network Visibility Module"),
+            ("process_id", "3040"),
+            ("process_guid", "E89CC0DBD1F48055BB4FA09268E9B51D"),
+            ("process_name", "svchost.exe"),
+            ("process_path", r"C:\Windows\System32\svchost.exe"),
+            ("dest_hostname", "tile-service.weather.microsoft.com"),
+            ("source", "test"),
+            ("sourcetype", "cisco:nvm:flowdata:v2"),
+            ("source_record", "1"),
+            ("source_offset", "0"),
+        ]);
+        let p = sink.table(Table::Processes);
+        expect(&row(&p, 0), &[
+            ("_time", "2026-07-14T08:28:53.536Z"),
+            ("action", "allowed"),
+            ("dest", "D5E5634FDBEE82655C9C0E7523CDCE62A8249A1C"),
+            ("original_file_name", "NULL"),
+            ("parent_process", "NULL"),
+            ("parent_process_exec", "services.exe"),
+            ("parent_process_guid", "NULL"),
+            ("parent_process_id", "684"),
+            ("parent_process_name", "services.exe"),
+            ("parent_process_path", r"C:\Windows\System32\services.exe"),
+            ("process", "-k UnistackSvcGroup -s WpnUserService"),
+            ("process_exec", "svchost.exe"),
+            ("process_guid", "E89CC0DBD1F48055BB4FA09268E9B51D"),
+            ("process_hash", "B0B36BFF7AE4057F687D839CD4B3D81159AB646F1EE1B22106A927E93DECBB61"),
+            ("process_id", "3040"),
+            ("process_integrity_level", "Medium"),
+            ("process_current_directory", "NULL"),
+            ("process_name", "svchost.exe"),
+            ("process_path", r"C:\Windows\System32\svchost.exe"),
+            ("user", r"WIN-ANIKET\Hostscan"),
+            ("user_id", "NULL"),
+            ("vendor_product", "Cisco Network Visibility Module"),
+            ("source", "test"),
+            ("sourcetype", "cisco:nvm:flowdata:v2"),
+            ("source_record", "1"),
+            ("source_offset", "0"),
+        ]);
+    }
+
+    #[test]
+    fn stages_are_one_flow_processes_one_row_and_endpoints_named() {
+        for (file, json) in [("t1218_007_msiexec_nvm_kv.log", false), ("t1218_007_msiexec_nvm.json", true)] {
+            let (sink, stats) = run(file, json);
+            assert_eq!(stats.records, 11, "{file}");
+            assert_eq!(stats.skipped.get("NVM flow stage superseded by a later report"), Some(&2), "{file}");
+            let t = sink.table(Table::AllTraffic);
+            assert_eq!(t.num_rows(), 6, "{file}: 8 flow records, 6 flows");
+            let rows: Vec<_> = (0..t.num_rows()).map(|i| row(&t, i)).collect();
+            let github: Vec<_> = rows.iter().filter(|r| r["dest_hostname"] == "github.com").collect();
+            assert_eq!(github.len(), 1, "{file}");
+            // The end stage's figures.
+            assert_eq!((github[0]["bytes_in"].as_str(), github[0]["bytes_out"].as_str()), ("96422", "2012"));
+            // Host B's endpoint record comes after its flow and still names it.
+            assert!(rows.iter().any(|r| r["process_name"] == "chrome.exe" && r["dvc"].ends_with(".corp.acme.example")), "{file}");
+            assert!(rows.iter().all(|r| r["dvc"].ends_with(".corp.acme.example")), "{file}");
+            let p = sink.table(Table::Processes);
+            // svchost, the ART msiexec (3 flow records, 2 flows), the local msiexec, chrome, OneDrive.
+            assert_eq!(p.num_rows(), 5, "{file}");
+        }
+    }
+
+    #[test]
+    fn garbage_lines_are_bad_records_and_the_rest_is_kept() {
+        let good = std::fs::read_to_string(sample("nvm", "security_content_example_flow_kv.log")).unwrap();
+        let input = format!("garbage without pairs\n{good}not=\"closed\n");
+        let mut sink = VecSink::default();
+        let mut out = Emitter::new(&mut sink);
+        convert_kv(BufReader::new(input.as_bytes()), "x.log", &mut out).unwrap();
+        let stats = out.finish().unwrap();
+        assert_eq!(stats.bad, 2);
+        assert_eq!(stats.bad_records[0].record, Some(1));
+        assert_eq!(stats.bad_records[1].record, Some(3));
+        assert_eq!(sink.table(Table::AllTraffic).num_rows(), 1);
+    }
+}

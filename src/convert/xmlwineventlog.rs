@@ -181,19 +181,17 @@ fn finish_event(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::io::BufReader;
-    use std::path::PathBuf;
 
     use arrow::record_batch::RecordBatch;
-    use arrow::util::display::array_value_to_string;
 
     use super::*;
     use crate::cim::Table;
+    use crate::convert::test_util::{expect, row, sample};
     use crate::convert::{Stats, VecSink};
 
-    fn data(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sysmon").join(name)
+    fn data(name: &str) -> std::path::PathBuf {
+        sample("sysmon", name)
     }
 
     fn convert_bytes(bytes: &[u8], batch_size: usize, buffer: usize) -> (VecSink, Stats) {
@@ -204,28 +202,6 @@ mod tests {
             out.finish().unwrap()
         };
         (sink, stats)
-    }
-
-    /// Row `i` of a batch as column name → displayed value (`NULL` for nulls).
-    fn row(batch: &RecordBatch, i: usize) -> BTreeMap<String, String> {
-        batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(f, c)| {
-                let v = if c.is_null(i) { "NULL".to_string() } else { array_value_to_string(c, i).unwrap() };
-                (f.name().clone(), v)
-            })
-            .collect()
-    }
-
-    fn expect(actual: &BTreeMap<String, String>, expected: &[(&str, &str)]) {
-        let want: BTreeMap<String, String> = expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        assert_eq!(actual.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "column set");
-        for (k, v) in &want {
-            assert_eq!(&actual[k], v, "column {k}");
-        }
     }
 
     #[test]

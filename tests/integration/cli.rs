@@ -16,8 +16,8 @@ fn count_rows(lake: &std::path::Path) -> (String, String) {
 #[test]
 fn run_ingests_the_sample_and_prints_the_detections() {
     let lake = TempDir::new().unwrap();
-    let out = cimlake_ok(lake.path(), &["run", "data/sysmon"]);
-    assert!(out.contains("ingested data/sysmon/t1218_007_msiexec_sysmon.log (XmlWinEventLog): 22 records, 10 processes, 9 flows, 3 skipped, 0 bad"), "{out}");
+    let out = cimlake_ok(lake.path(), &["run", "data/logs/sysmon"]);
+    assert!(out.contains("ingested data/logs/sysmon/t1218_007_msiexec_sysmon.log (XmlWinEventLog): 22 records, 10 processes, 9 flows, 3 skipped, 0 bad"), "{out}");
     assert!(out.contains("ESCU - Windows HTTP Network Communication From MSIExec - Rule — cimlake mode — 5 results"), "{out}");
     for needle in ["objects.githubusercontent.com", "updater.exe", "MsiExec.exe -Embedding", "download.vendor-tools.example"] {
         assert!(out.contains(needle), "missing {needle} in:\n{out}");

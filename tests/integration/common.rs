@@ -18,7 +18,7 @@ pub fn corpus() -> PathBuf {
 
 /// The bundled Sysmon sample directory.
 pub fn sample_dir() -> PathBuf {
-    repo().join("data/sysmon")
+    repo().join("data/logs/sysmon")
 }
 
 /// Runs `cimlake --lake LAKE ARGS…` from the repository root.
@@ -47,13 +47,13 @@ pub fn cimlake_ok(lake: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
-/// A lake holding `data/sysmon`, ingested once through the CLI and shared (read-only) by tests.
+/// A lake holding `data/logs/sysmon`, ingested once through the CLI and shared (read-only) by tests.
 pub fn sample_lake() -> &'static Path {
     static LAKE: OnceLock<TempDir> = OnceLock::new();
     LAKE.get_or_init(|| {
         let dir = TempDir::new().unwrap();
         // A relative path, so provenance columns do not depend on where the checkout is.
-        cimlake_ok(dir.path(), &["ingest", "data/sysmon"]);
+        cimlake_ok(dir.path(), &["ingest", "data/logs/sysmon"]);
         dir
     })
     .path()

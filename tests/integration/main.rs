@@ -2,7 +2,7 @@
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
-//! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/sysmon`.
+//! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
 
 mod cli;
 mod common;

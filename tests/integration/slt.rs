@@ -1,4 +1,4 @@
-//! Runs `tests/slt/*.slt` (sqllogictest) against a lake built from `data/sysmon`.
+//! Runs `tests/slt/*.slt` (sqllogictest) against a lake built from `data/logs/sysmon`.
 //!
 //! Each file gets a fresh session with the lake tables and the detection views (`detect.*`,
 //! `detect_splunk.*`). A file may edit macros first, exactly as a user edits `sql/macros/*.sql`,
