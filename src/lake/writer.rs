@@ -120,10 +120,18 @@ impl PartitionedWriter {
         Ok(out)
     }
 
-    /// Drops everything written (the input failed).
+    /// Drops everything written (the input failed). Staging directories this left empty are
+    /// removed too, so a failed first input leaves no trace.
     pub fn abort(self) {
         drop(self.open);
         let _ = std::fs::remove_dir_all(&self.staging);
+        let mut dir = self.staging.parent();
+        while let Some(d) = dir {
+            if d == self.lake_root || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 
     pub fn staging(&self) -> &Path {

@@ -14,15 +14,29 @@ fn count_rows(lake: &std::path::Path) -> (String, String) {
 }
 
 #[test]
-fn run_ingests_the_sample_and_prints_the_detections() {
+fn run_ingests_the_samples_and_prints_the_detections() {
     let lake = TempDir::new().unwrap();
-    let out = cimlake_ok(lake.path(), &["run", "data/logs/sysmon"]);
-    assert!(out.contains("ingested data/logs/sysmon/t1218_007_msiexec_sysmon.log (XmlWinEventLog): 22 records, 10 processes, 9 flows, 3 skipped, 0 bad"), "{out}");
-    assert!(out.contains("ESCU - Windows HTTP Network Communication From MSIExec - Rule — cimlake mode — 5 results"), "{out}");
-    for needle in ["objects.githubusercontent.com", "updater.exe", "MsiExec.exe -Embedding", "download.vendor-tools.example"] {
+    let out = cimlake_ok(lake.path(), &["run", "data/logs"]);
+    for line in [
+        "ingested data/logs/sysmon/t1218_007_msiexec_sysmon.log (XmlWinEventLog): 22 records, 10 processes, 9 flows, 3 skipped, 0 bad",
+        "ingested data/logs/sysmon/sysmon_corrupt_chunk9.evtx (evtx): 366 records, 227 processes, 2 flows, 129 skipped, 8 bad",
+        "ingested data/logs/nvm/t1218_007_msiexec_nvm_kv.log (cisco:nvm:flowdata): 11 records, 5 processes, 6 flows, 5 skipped, 0 bad",
+        "ingested data/logs/nvm/t1218_007_msiexec_nvm.json (cisco:nvm:flowdata:v2): 11 records, 5 processes, 6 flows, 5 skipped, 0 bad",
+        "ingested data/logs/json/covenant_installutil.zip (zip: WinEventLog:json): 1730 records, 3 processes, 3 flows, 1724 skipped, 0 bad",
+        "ingested data/logs/json/t1218_007_msiexec_winlogbeat8.json (WinEventLog:json): 21 records, 10 processes, 9 flows, 2 skipped, 0 bad",
+        "11 inputs: 11 ingested, 0 already in the lake, 0 failed",
+        "ESCU - Windows HTTP Network Communication From MSIExec - Rule — cimlake mode — 15 results",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    for needle in ["objects.githubusercontent.com", "updater.exe", "MsiExec.exe -Embedding", "download.vendor-tools.example", "lt-sales-14"] {
         assert!(out.contains(needle), "missing {needle} in:\n{out}");
     }
     assert!(!out.contains("OneDrive"), "pid reuse must not match in cimlake mode");
+    // Again: nothing new, same results.
+    let again = cimlake_ok(lake.path(), &["run", "data/logs"]);
+    assert!(again.contains("11 inputs: 0 ingested, 11 already in the lake, 0 failed"), "{again}");
+    assert!(again.contains("cimlake mode — 15 results"), "{again}");
 }
 
 #[test]
@@ -180,25 +194,6 @@ fn query_reads_lake_tables_and_detection_views() {
 }
 
 #[test]
-fn unknown_and_empty_inputs_are_errors_that_leave_the_lake_unchanged() {
-    let dir = TempDir::new().unwrap();
-    let junk = dir.path().join("notes.log");
-    std::fs::write(&junk, b"\x7fELF\x02\x01\x01\x00binary stuff\n").unwrap();
-    let empty = dir.path().join("empty.log");
-    std::fs::write(&empty, b"").unwrap();
-    let lake = TempDir::new().unwrap();
-    for (file, says) in [(&junk, "not a known input shape"), (&empty, "empty file")] {
-        let out = cimlake(lake.path(), &["ingest", file.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&file.display().to_string()) && stderr.contains(says), "{stderr}");
-    }
-    assert!(!lake.path().join("_cimlake/commits").exists() || std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count() == 0);
-    let missing = cimlake(lake.path(), &["ingest", "no/such/file.log"]);
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.log: no such file"));
-}
-
-#[test]
 fn the_lake_is_hour_partitioned_parquet() {
     let lake = TempDir::new().unwrap();
     cimlake_ok(lake.path(), &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
@@ -270,4 +265,68 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Every file under a lake with its size: equal snapshots mean an unchanged lake.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files: Vec<_> = walk(dir).into_iter().map(|p| {
+        let len = std::fs::metadata(&p).unwrap().len();
+        (p, len)
+    }).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn unknown_empty_and_truncated_inputs_leave_the_lake_unchanged() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", sample_dir().join("security_content_example_events.log").to_str().unwrap()]);
+    let before = snapshot(lake.path());
+    let dir = TempDir::new().unwrap();
+    let unknown = dir.path().join("capture.log");
+    std::fs::write(&unknown, b"\x00\x01binary\x02\x03 not a log").unwrap();
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, b"").unwrap();
+    let truncated = dir.path().join("sysmon.log.gz");
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&std::fs::read(sample_dir().join("t1218_007_msiexec_sysmon.log")).unwrap()).unwrap();
+        e.finish().unwrap()
+    };
+    std::fs::write(&truncated, &gz[..gz.len() * 2 / 3]).unwrap();
+    for (file, says) in [
+        (&unknown, "not a known input shape"),
+        (&empty, "empty file"),
+        (&truncated, "gzip stream ends early or is corrupt"),
+    ] {
+        let out = cimlake(lake.path(), &["ingest", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&file.display().to_string()) && stderr.contains(says), "{stderr}");
+        assert_eq!(snapshot(lake.path()), before, "{} changed the lake", file.display());
+        // Into a new lake, a failed input leaves nothing at all.
+        let fresh = TempDir::new().unwrap();
+        assert_eq!(cimlake(fresh.path(), &["ingest", file.to_str().unwrap()]).status.code(), Some(1));
+        assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0, "{}", file.display());
+    }
+    let missing = cimlake(lake.path(), &["ingest", "no/such/file.log"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.log: no such file"));
+    // A good input beside a bad one is still ingested.
+    let out = cimlake(lake.path(), &["ingest", unknown.to_str().unwrap(), sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 inputs: 1 ingested, 0 already in the lake, 1 failed"));
+}
+
+#[test]
+fn the_shape_can_be_forced() {
+    let lake = TempDir::new().unwrap();
+    let nvm = repo().join("data/logs/nvm/t1218_007_msiexec_nvm_kv.log");
+    // Read as XML, an NVM file is all bad records, reported by line.
+    let out = cimlake_ok(lake.path(), &["ingest", "--sourcetype", "xmlwineventlog", nvm.to_str().unwrap()]);
+    assert!(out.contains("(XmlWinEventLog): 11 records, 0 processes, 0 flows, 0 skipped, 11 bad"), "{out}");
+    assert!(out.contains(&format!("{}:1: not an XML event", nvm.display())), "{out}");
+    let lake = TempDir::new().unwrap();
+    let out = cimlake_ok(lake.path(), &["ingest", "--sourcetype", "nvm-kv", nvm.to_str().unwrap()]);
+    assert!(out.contains("(cisco:nvm:flowdata): 11 records, 5 processes, 6 flows"), "{out}");
 }

@@ -115,3 +115,89 @@ fn the_corrupt_chunk_is_reported_and_every_readable_record_kept() {
     assert!(out.contains("366 records, 227 processes, 2 flows, 129 skipped, 8 bad"), "{out}");
     assert!(out.contains("Failed to parse chunk number 9"), "{out}");
 }
+
+struct JsonFact {
+    file: &'static str,
+    salvage: bool,
+    eid1: u64,
+    eid3: u64,
+    eid3_http: u64,
+    pairs: &'static [(&'static str, u64)],
+    splunk_rows: &'static [(&'static str, u64)],
+}
+
+const JSON_FACTS: &[JsonFact] = &[
+    // Sysmon's ProcessId was dropped by the collector: only ProcessGuid links InstallUtil.exe to
+    // its flow, and Splunk's 'null'-filled join matches all three processes to it.
+    JsonFact {
+        file: "otrf_json/covenant_installutil.zip",
+        salvage: false,
+        eid1: 3,
+        eid3: 3,
+        eid3_http: 1,
+        pairs: &[("InstallUtil.exe", 1)],
+        splunk_rows: &[("InstallUtil.exe", 1), ("cmd.exe", 1), ("conhost.exe", 1)],
+    },
+    // No provider name on its records: the channel says Sysmon.
+    JsonFact {
+        file: "otrf_json/wmic_remote_xsl_jscript.zip",
+        salvage: false,
+        eid1: 6,
+        eid3: 1,
+        eid3_http: 1,
+        pairs: &[("WMIC.exe", 1)],
+        splunk_rows: &[("WMIC.exe", 1)],
+    },
+    // Its gzip stream is cut short after the tar's data: ingested with --salvage.
+    JsonFact {
+        file: "winlogbeat_json/empire_enable_rdp.tar.gz",
+        salvage: true,
+        eid1: 11,
+        eid3: 89,
+        eid3_http: 45,
+        pairs: &[("svchost.exe", 4)],
+        splunk_rows: &[("svchost.exe", 1)],
+    },
+];
+
+#[test]
+fn every_json_archive_reproduces_its_facts_read_directly() {
+    for fact in JSON_FACTS {
+        let lake = TempDir::new().unwrap();
+        let input = corpus().join(fact.file);
+        let mut args = vec!["ingest", input.to_str().unwrap()];
+        if fact.salvage {
+            args.push("--salvage");
+        }
+        cimlake_ok(lake.path(), &args);
+        let counts = query_csv(
+            lake.path(),
+            "SELECT (SELECT count(*) FROM endpoint.processes) AS eid1, \
+                    (SELECT count(*) FROM network_traffic.all_traffic) AS eid3, \
+                    (SELECT count(*) FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)) AS http",
+            &[],
+        );
+        assert_eq!(counts[1], format!("{},{},{}", fact.eid1, fact.eid3, fact.eid3_http), "{}", fact.file);
+        let pairs = per_image(
+            lake.path(),
+            &format!("SELECT process_name, sum(count) AS pairs FROM detect.{DETECTION} GROUP BY 1 ORDER BY 1"),
+        );
+        assert_eq!(pairs, owned(fact.pairs), "{}: pairs per image", fact.file);
+        let rows = per_image(
+            lake.path(),
+            &format!("SELECT process_name, count(*) AS n FROM detect_splunk.{DETECTION} GROUP BY 1 ORDER BY 1"),
+        );
+        assert_eq!(rows, owned(fact.splunk_rows), "{}: Splunk rows per image", fact.file);
+    }
+}
+
+#[test]
+fn the_cut_winlogbeat_archive_is_an_error_without_salvage() {
+    let lake = TempDir::new().unwrap();
+    let input = corpus().join("winlogbeat_json/empire_enable_rdp.tar.gz");
+    let out = cimlake(lake.path(), &["ingest", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gzip stream ends early") && stderr.contains("--salvage"), "{stderr}");
+    assert_eq!(query_csv(lake.path(), "SELECT count(*) AS n FROM endpoint.processes", &[])[1], "0");
+}

@@ -1,13 +1,17 @@
 //! Runs `tests/slt/*.slt` (sqllogictest) against a lake built from `data/logs/sysmon`.
 //!
 //! Each file gets a fresh session with the lake tables and the detection views (`detect.*`,
-//! `detect_splunk.*`). A file may edit macros first, exactly as a user edits `sql/macros/*.sql`,
-//! with header lines `# macro NAME: SQL`: the harness copies `sql/`, rewrites those files and
-//! loads the copy.
+//! `detect_splunk.*`). Header comment lines configure it:
+//!
+//! * `# lake: PATH…`: the inputs of its lake, ingested through the CLI (default
+//!   `data/logs/sysmon`); lakes are built once per distinct list and shared.
+//! * `# macro NAME: SQL`: edit a macro first, exactly as a user edits `sql/macros/*.sql`: the
+//!   harness copies `sql/`, rewrites those files and loads the copy.
 //!
 //! `CIMLAKE_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected results.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use arrow::array::Array;
 use arrow::datatypes::DataType;
@@ -18,6 +22,7 @@ use cimlake::lake::Lake;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tempfile::TempDir;
 
 use crate::common::*;
 
@@ -76,18 +81,44 @@ impl AsyncDB for CimlakeDb {
     }
 }
 
-/// `# macro NAME: SQL` lines at the top of an .slt file.
-fn macro_edits(slt: &Path) -> Vec<(String, String)> {
+fn header(slt: &Path) -> Vec<String> {
     std::fs::read_to_string(slt)
         .unwrap()
         .lines()
         .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `# macro NAME: SQL` lines at the top of an .slt file.
+fn macro_edits(slt: &Path) -> Vec<(String, String)> {
+    header(slt)
+        .iter()
         .filter_map(|l| l.strip_prefix("# macro "))
         .map(|l| {
             let (name, sql) = l.split_once(':').expect("# macro NAME: SQL");
             (name.trim().to_string(), sql.trim().to_string())
         })
         .collect()
+}
+
+/// The lake named by `# lake: PATH…` (built once per list of inputs), or the sample lake.
+fn lake_for(slt: &Path) -> PathBuf {
+    static LAKES: Mutex<Vec<(String, TempDir)>> = Mutex::new(Vec::new());
+    let Some(inputs) = header(slt).iter().find_map(|l| l.strip_prefix("# lake: ").map(str::to_string)) else {
+        return sample_lake().to_path_buf();
+    };
+    let mut lakes = LAKES.lock().unwrap();
+    if let Some((_, dir)) = lakes.iter().find(|(k, _)| *k == inputs) {
+        return dir.path().to_path_buf();
+    }
+    let dir = TempDir::new().unwrap();
+    let mut args = vec!["ingest"];
+    args.extend(inputs.split_whitespace());
+    cimlake_ok(dir.path(), &args);
+    let path = dir.path().to_path_buf();
+    lakes.push((inputs, dir));
+    path
 }
 
 async fn session_for(slt: &Path) -> SessionContext {
@@ -99,7 +130,7 @@ async fn session_for(slt: &Path) -> SessionContext {
         std::fs::write(file, format!("-- edited by {}\n{sql}\n", slt.display())).unwrap();
     }
     let catalog = Catalog::load_dir(sql_dir.path()).unwrap();
-    cimlake::engine::session(&Lake::new(sample_lake()), Some(&catalog)).await.unwrap()
+    cimlake::engine::session(&Lake::new(lake_for(slt)), Some(&catalog)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
