@@ -27,7 +27,7 @@ pub const SOURCETYPE_JSON: &str = "cisco:nvm:flowdata:v2";
 pub const VENDOR_PRODUCT: &str = "Cisco Network Visibility Module";
 
 /// Skip reason for NVM records that are neither flows nor endpoint records.
-pub const OTHER_RECORD: &str = "NVM record that is neither a flow nor an endpoint record";
+pub const OTHER_RECORD: &str = "NVM record, not a flow or endpoint";
 
 /// One NVM record: field → value, with `''` and empty values removed.
 pub type Record = BTreeMap<String, String>;
