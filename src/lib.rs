@@ -24,4 +24,5 @@ pub mod detect;
 pub mod engine;
 pub mod lake;
 pub mod output;
+pub mod schedule;
 pub mod time;

@@ -1,8 +1,11 @@
 //! Time arguments as Splunk users write them: relative time modifiers (`now`, `-70m@m`,
 //! `-1d@d`, `@w1`, `-1mon@mon+2h`), RFC 3339 timestamps, `YYYY-MM-DD` dates and epoch seconds.
-//! All arithmetic and snapping is in UTC. Also durations (`24h`, `90m`, `7d`) for look-backs.
+//! Arithmetic and snapping happen in a time zone ([`parse_time_in`]; UTC for [`parse_time`]), as
+//! Splunk does in the user's zone: `@d` is local midnight, `-1d` the same local time a day before.
+//! Also durations (`24h`, `90m`, `7d`) for look-backs.
 
-use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
+use chrono::offset::LocalResult;
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad time {input:?}: {reason} (use e.g. now, -70m@m, -1d@d, 2026-11-03T14:00:00Z)")]
@@ -49,25 +52,53 @@ fn parse_unit(s: &str) -> Option<Unit> {
     })
 }
 
-fn add(t: DateTime<Utc>, n: i64, unit: Unit) -> Option<DateTime<Utc>> {
-    let months = |k: i64| -> Option<DateTime<Utc>> {
+/// A local wall-clock time in `tz`; in a gap (spring forward) the first valid instant after it,
+/// in a fold (fall back) the earlier of the two.
+fn local<Tz: TimeZone>(tz: &Tz, naive: NaiveDateTime) -> DateTime<Tz> {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t,
+        LocalResult::Ambiguous(a, _) => a,
+        LocalResult::None => {
+            // Walk forward minute by minute out of the gap (gaps are at most a few hours).
+            let mut n = naive;
+            loop {
+                n += Duration::minutes(1);
+                if let Some(t) = tz.from_local_datetime(&n).earliest() {
+                    return t;
+                }
+            }
+        }
+    }
+}
+
+fn add<Tz: TimeZone>(t: DateTime<Tz>, n: i64, unit: Unit) -> Option<DateTime<Tz>> {
+    let tz = t.timezone();
+    // Days and longer move the wall clock (as Splunk does), seconds to hours move the instant.
+    let days = |k: i64| -> Option<DateTime<Tz>> {
+        let naive = t.naive_local().checked_add_signed(Duration::try_days(k)?)?;
+        Some(local(&tz, naive))
+    };
+    let months = |k: i64| -> Option<DateTime<Tz>> {
         let m = Months::new(u32::try_from(k.unsigned_abs()).ok()?);
-        if k >= 0 { t.checked_add_months(m) } else { t.checked_sub_months(m) }
+        let naive = t.naive_local();
+        let naive = if k >= 0 { naive.checked_add_months(m) } else { naive.checked_sub_months(m) }?;
+        Some(local(&tz, naive))
     };
     match unit {
         Unit::Second => t.checked_add_signed(Duration::try_seconds(n)?),
         Unit::Minute => t.checked_add_signed(Duration::try_minutes(n)?),
         Unit::Hour => t.checked_add_signed(Duration::try_hours(n)?),
-        Unit::Day => t.checked_add_signed(Duration::try_days(n)?),
-        Unit::Week(_) => t.checked_add_signed(Duration::try_weeks(n)?),
+        Unit::Day => days(n),
+        Unit::Week(_) => days(n.checked_mul(7)?),
         Unit::Month => months(n),
         Unit::Quarter => months(n.checked_mul(3)?),
         Unit::Year => months(n.checked_mul(12)?),
     }
 }
 
-fn snap(t: DateTime<Utc>, unit: Unit) -> DateTime<Utc> {
-    let day = |d: NaiveDate| Utc.from_utc_datetime(&d.and_time(NaiveTime::MIN));
+fn snap<Tz: TimeZone>(t: DateTime<Tz>, unit: Unit) -> DateTime<Tz> {
+    let tz = t.timezone();
+    let day = |d: NaiveDate| local(&tz, d.and_time(NaiveTime::MIN));
     match unit {
         Unit::Second => t.with_nanosecond(0).expect("valid"),
         Unit::Minute => t.with_nanosecond(0).and_then(|t| t.with_second(0)).expect("valid"),
@@ -87,8 +118,15 @@ fn snap(t: DateTime<Utc>, unit: Unit) -> DateTime<Utc> {
     }
 }
 
-/// Parses a time argument relative to `now`.
+/// Parses a time argument relative to `now`, in UTC.
 pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TimeError> {
+    parse_time_in(input, now)
+}
+
+/// Parses a time argument relative to `now`, snapping and moving by days in `now`'s time zone.
+/// Dates without a zone (`YYYY-MM-DD`) are local midnight in that zone.
+pub fn parse_time_in<Tz: TimeZone>(input: &str, now: DateTime<Tz>) -> Result<DateTime<Tz>, TimeError> {
+    let tz = now.timezone();
     let s = input.trim();
     if s.is_empty() {
         return Err(err(input, "empty"));
@@ -97,14 +135,16 @@ pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Time
         return Ok(now);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+        return Ok(t.with_timezone(&tz));
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
+        return Ok(local(&tz, d.and_time(NaiveTime::MIN)));
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
         let secs: i64 = s.parse().map_err(|_| err(input, "epoch seconds out of range"))?;
-        return DateTime::from_timestamp(secs, 0).ok_or_else(|| err(input, "epoch seconds out of range"));
+        return DateTime::from_timestamp(secs, 0)
+            .map(|t| t.with_timezone(&tz))
+            .ok_or_else(|| err(input, "epoch seconds out of range"));
     }
     if !s.starts_with(['+', '-', '@']) {
         return Err(err(input, "not a relative time, RFC 3339 timestamp, date or epoch"));
@@ -206,6 +246,19 @@ mod tests {
         assert_eq!(parse_time("2026-11-03T16:00:00+02:00", now).unwrap(), at("2026-11-03T14:00:00Z"));
         assert_eq!(parse_time("2026-11-03", now).unwrap(), at("2026-11-03T00:00:00Z"));
         assert_eq!(parse_time("0", now).unwrap(), at("1970-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn snapping_in_a_time_zone_across_dst() {
+        let tz = chrono_tz::Europe::Berlin;
+        // 2026-10-25: clocks go back at 03:00 CEST (01:00 UTC) to 02:00 CET.
+        let now = tz.from_utc_datetime(&at("2026-10-25T10:30:00Z").naive_utc()); // 11:30 CET
+        assert_eq!(parse_time_in("@d", now).unwrap().with_timezone(&Utc), at("2026-10-24T22:00:00Z"));
+        assert_eq!(parse_time_in("-1d@d", now).unwrap().with_timezone(&Utc), at("2026-10-23T22:00:00Z"));
+        // -1d is the same wall-clock time the day before: 25 hours earlier across the change.
+        assert_eq!(parse_time_in("-1d", now).unwrap().with_timezone(&Utc), at("2026-10-24T09:30:00Z"));
+        assert_eq!(parse_time_in("-70m@m", now).unwrap().with_timezone(&Utc), at("2026-10-25T09:20:00Z"));
+        assert_eq!(parse_time_in("2026-10-25", now).unwrap().with_timezone(&Utc), at("2026-10-24T22:00:00Z"));
     }
 
     #[test]

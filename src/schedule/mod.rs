@@ -1,0 +1,2 @@
+//! Scheduled batch runs of the detections.
+pub mod window;
