@@ -100,9 +100,16 @@ fn snap<Tz: TimeZone>(t: DateTime<Tz>, unit: Unit) -> DateTime<Tz> {
     let tz = t.timezone();
     let day = |d: NaiveDate| local(&tz, d.and_time(NaiveTime::MIN));
     match unit {
-        Unit::Second => t.with_nanosecond(0).expect("valid"),
-        Unit::Minute => t.with_nanosecond(0).and_then(|t| t.with_second(0)).expect("valid"),
-        Unit::Hour => t.with_nanosecond(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_minute(0)).expect("valid"),
+        // Subtract the local remainder: `with_second(0)` has no answer inside a repeated
+        // (fall-back) hour, where the wall clock is ambiguous.
+        Unit::Second => t.clone() - Duration::nanoseconds(t.nanosecond() as i64),
+        Unit::Minute => t.clone() - Duration::nanoseconds(t.nanosecond() as i64) - Duration::seconds(t.second() as i64),
+        Unit::Hour => {
+            t.clone()
+                - Duration::nanoseconds(t.nanosecond() as i64)
+                - Duration::seconds(t.second() as i64)
+                - Duration::minutes(t.minute() as i64)
+        }
         Unit::Day => day(t.date_naive()),
         Unit::Week(start) => {
             let wd = t.weekday().num_days_from_sunday();
