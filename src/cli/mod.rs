@@ -4,6 +4,7 @@ pub mod detect;
 pub mod ingest;
 pub mod query;
 pub mod run;
+pub mod schedule;
 
 use std::path::PathBuf;
 
@@ -31,17 +32,19 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Ingest into the lake, then run every detection over all time.
     Run(run::RunArgs),
+    /// Run the detections on their schedules, writing results and risk events to the lake.
+    Schedule(schedule::ScheduleArgs),
 }
 
 /// Where detections come from.
 #[derive(Debug, Clone, Args)]
 pub struct SqlArgs {
     /// Directory of detections and macros [default: ./sql if present, else the built-in copy].
-    #[arg(long, env = "CIMLAKE_SQL", value_name = "DIR")]
+    #[arg(long, global = true, env = "CIMLAKE_SQL", value_name = "DIR")]
     pub sql_dir: Option<PathBuf>,
 
     /// Replace a macro for this run: NAME=SQL (repeatable).
-    #[arg(long = "macro", value_name = "NAME=SQL", value_parser = parse_macro)]
+    #[arg(long = "macro", global = true, value_name = "NAME=SQL", value_parser = parse_macro)]
     pub macros: Vec<(String, String)>,
 }
 
@@ -70,5 +73,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Detect(args) => detect::run(&cli.lake, args).await,
         Command::Query(args) => query::run(&cli.lake, args).await,
         Command::Run(args) => run::run(&cli.lake, args).await,
+        Command::Schedule(args) => schedule::run(&cli.lake, args).await,
     }
 }

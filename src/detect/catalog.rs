@@ -22,6 +22,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../sql/detections/windows_http_network_communication_from_msiexec/splunk.sql"),
     ),
     ("macros/process_msiexec.sql", include_str!("../../sql/macros/process_msiexec.sql")),
+    ("risk/incidents.sql", include_str!("../../sql/risk/incidents.sql")),
     (
         "macros/windows_http_network_communication_from_msiexec_filter.sql",
         include_str!("../../sql/macros/windows_http_network_communication_from_msiexec_filter.sql"),
@@ -44,6 +45,8 @@ pub struct Catalog {
     pub origin: String,
     pub detections: Vec<Detection>,
     pub macros: HashMap<String, String>,
+    /// The risk incident rule (`risk/incidents.sql`).
+    pub incidents_sql: String,
 }
 
 impl Catalog {
@@ -70,7 +73,7 @@ impl Catalog {
             return Err(load_err(dir, "not a SQL directory: it has no detections/ folder".into()));
         }
         let mut files = BTreeMap::new();
-        for sub in ["detections", "macros"] {
+        for sub in ["detections", "macros", "risk"] {
             let base = dir.join(sub);
             if !base.is_dir() {
                 continue;
@@ -118,6 +121,10 @@ impl Catalog {
                 detections.push(Detection { name: name.to_string(), meta, sql });
             }
         }
+        let incidents_sql = match files.get("risk/incidents.sql") {
+            Some(sql) => sql.clone(),
+            None => BUILTIN.iter().find(|(p, _)| *p == "risk/incidents.sql").expect("built in").1.to_string(),
+        };
         for d in &detections {
             if !macros.contains_key(&d.meta.filter_macro) {
                 return Err(DetectError::Load {
@@ -126,7 +133,7 @@ impl Catalog {
                 });
             }
         }
-        Ok(Catalog { origin: origin.to_string(), detections, macros })
+        Ok(Catalog { origin: origin.to_string(), detections, macros, incidents_sql })
     }
 
     /// Replaces a macro's SQL for this run (`--macro name=SQL`).
@@ -187,6 +194,7 @@ mod tests {
         let on_disk = Catalog::load_dir(&dir).unwrap();
         let built = Catalog::builtin().unwrap();
         assert_eq!(on_disk.macros, built.macros, "BUILTIN is out of date with sql/");
+        assert_eq!(on_disk.incidents_sql, built.incidents_sql, "BUILTIN is out of date with sql/risk");
         assert_eq!(on_disk.detections.len(), built.detections.len(), "BUILTIN lacks a detection");
     }
 }

@@ -15,6 +15,8 @@
 pub mod catalog;
 pub mod macros;
 pub mod metadata;
+pub mod results;
+pub mod risk;
 
 use std::collections::HashMap;
 

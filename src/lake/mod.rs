@@ -15,6 +15,7 @@
 //! the same bytes twice adds nothing.
 
 pub mod ingest;
+pub mod runs;
 pub mod table;
 pub mod writer;
 
@@ -119,30 +120,7 @@ impl Lake {
 
     /// Every published commit, in commit order.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
-        let dir = self.commits_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(LakeError::io(&dir, e)),
-        };
-        let mut paths = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| LakeError::io(&dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".json") && !name.starts_with('.') {
-                paths.push(entry.path());
-            }
-        }
-        paths.sort();
-        let mut commits = Vec::with_capacity(paths.len());
-        for path in paths {
-            let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
-            let commit: Commit = serde_json::from_slice(&bytes)
-                .map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
-            commits.push(commit);
-        }
-        Ok(commits)
+        read_numbered(&self.commits_dir())
     }
 
     /// Ingested inputs by content hash.
@@ -162,14 +140,30 @@ impl Lake {
 
     /// Publishes a commit: its files must already be at their final paths. Takes the next free
     /// commit number; the commit appears whole or not at all.
-    pub(crate) fn publish(&self, mut commit: Commit) -> Result<Commit, LakeError> {
-        let dir = self.commits_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
-        let mut id = self.commits()?.iter().map(|c| c.id).max().unwrap_or(0) + 1;
-        let tmp = dir.join(format!(".tmp-{}-{}.json", std::process::id(), commit.input.hash));
+    pub(crate) fn publish(&self, commit: Commit) -> Result<Commit, LakeError> {
+        let first = self.commits()?.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+        publish_numbered(&self.commits_dir(), first, commit, |c, id| c.id = id)
+    }
+
+}
+
+/// Writes `item` as `dir/<n>.json` for the first free `n >= first`, atomically: the file is
+/// complete before it is linked into place, and a taken number is never overwritten.
+pub(crate) fn publish_numbered<T: Serialize>(
+    dir: &Path,
+    first: u64,
+    mut item: T,
+    set_number: impl Fn(&mut T, u64),
+) -> Result<T, LakeError> {
+    std::fs::create_dir_all(dir).map_err(|e| LakeError::io(dir, e))?;
+    let mut id = first;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{n}.json", std::process::id()));
+    {
         loop {
-            commit.id = id;
-            let json = serde_json::to_vec_pretty(&commit).expect("commit serialises");
+            set_number(&mut item, id);
+            let json = serde_json::to_vec_pretty(&item).expect("serialises");
             {
                 let mut f = std::fs::File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
                 f.write_all(&json).map_err(|e| LakeError::io(&tmp, e))?;
@@ -179,8 +173,8 @@ impl Lake {
             match std::fs::hard_link(&tmp, &target) {
                 Ok(()) => {
                     let _ = std::fs::remove_file(&tmp);
-                    sync_dir(&dir);
-                    return Ok(commit);
+                    sync_dir(dir);
+                    return Ok(item);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
                 Err(e) => {
@@ -190,6 +184,31 @@ impl Lake {
             }
         }
     }
+}
+
+/// Reads every `dir/*.json` in name order.
+pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, LakeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LakeError::io(dir, e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LakeError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".json") && !name.starts_with('.') {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
+        out.push(serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?);
+    }
+    Ok(out)
 }
 
 /// Makes a rename or link in `dir` durable (best effort: not every platform allows it).

@@ -20,18 +20,20 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 
 use super::DataFile;
-use crate::cim::{TIME, Table};
+use crate::cim::TIME;
 
 #[derive(Debug)]
 pub struct LakeTable {
-    table: Table,
+    schema: SchemaRef,
     root: PathBuf,
     files: Vec<DataFile>,
 }
 
 impl LakeTable {
-    pub fn new(table: Table, root: PathBuf, files: Vec<DataFile>) -> Self {
-        LakeTable { table, root, files }
+    /// A table of `schema` over `files` (paths relative to `root`). A file may lack columns of
+    /// the schema (they read as nulls).
+    pub fn new(schema: SchemaRef, root: PathBuf, files: Vec<DataFile>) -> Self {
+        LakeTable { schema, root, files }
     }
 
     /// The files a scan with these filters reads.
@@ -47,7 +49,7 @@ impl LakeTable {
 #[async_trait]
 impl TableProvider for LakeTable {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -68,8 +70,8 @@ impl TableProvider for LakeTable {
         let selected = self.select_files(filters);
         if selected.is_empty() {
             let schema = match projection {
-                Some(p) => Arc::new(self.table.schema().project(p)?),
-                None => self.table.schema(),
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
@@ -84,7 +86,7 @@ impl TableProvider for LakeTable {
             .with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
-            .with_schema(self.table.schema());
+            .with_schema(self.schema.clone());
         ListingTable::try_new(config)?.scan(state, projection, filters, limit).await
     }
 }
@@ -181,7 +183,7 @@ mod tests {
             min_time: min,
             max_time: max,
         };
-        let t = LakeTable::new(Table::Processes, PathBuf::from("/x"), vec![file(0, 9), file(10, 19), file(20, 29)]);
+        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("/x"), vec![file(0, 9), file(10, 19), file(20, 29)]);
         let f = vec![col("_time").gt_eq(ts(12)).and(col("_time").lt(ts(21)))];
         let picked: Vec<_> = t.select_files(&f).iter().map(|f| f.min_time).collect();
         assert_eq!(picked, vec![10, 20]);

@@ -1,2 +1,415 @@
-//! Scheduled batch runs of the detections.
+//! Scheduled batch runs of the detections, as ESCU runs them in Splunk: each detection on its cron
+//! and window (`detection.toml`), results and risk events written to the lake as tables.
+//!
+//! One *tick* (at a given "now", real or given):
+//! 1. takes the lake's scheduler lock (a second scheduler waits, then finds nothing left to do);
+//! 2. ingests new files from the landing directory, if any (the manifest makes this exactly once);
+//! 3. re-runs the windows already run that newly ingested rows fall into (late data);
+//! 4. runs every window due since the checkpoint, in order (catch-up after downtime), moving the
+//!    checkpoint after each;
+//! 5. computes risk incidents over the 24 hours before each window it ran.
+//!
+//! Each run publishes a record; re-running a window replaces its output ([`crate::lake::runs`]).
+
+pub mod state;
 pub mod window;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+
+use crate::cim::Table;
+use crate::detect::results::{self, RunInfo};
+use crate::detect::{self, Catalog, Detection, Mode, risk};
+use crate::engine;
+use crate::lake::ingest::{IngestOptions, IngestReport, ingest};
+use crate::lake::runs::{self, INCIDENTS_JOB, INCIDENTS_TABLE, RESULTS_TABLE, RISK_TABLE, RunRecord, RunStatus};
+use crate::lake::{Lake, LakeError};
+use state::Checkpoint;
+use window::{Schedule, Window};
+
+/// Environment variable: milliseconds to pause after a run's files are written and before its
+/// record is published. A fault-injection point for crash tests; unset in normal use.
+pub const STALL_ENV: &str = "CIMLAKE_FAULT_STALL_MS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{detection}: {source}")]
+    Window { detection: String, source: window::WindowError },
+    #[error(transparent)]
+    Ingest(#[from] crate::lake::ingest::IngestError),
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub tz: Tz,
+    pub mode: Mode,
+    pub lookback: Duration,
+    /// Risk score over 24 hours above which a risk object becomes an incident.
+    pub risk_threshold: i64,
+    /// A landing directory to ingest from before each tick.
+    pub ingest: Option<PathBuf>,
+}
+
+/// What a tick did.
+#[derive(Debug, Default)]
+pub struct TickReport {
+    pub ingest: Option<IngestReport>,
+    pub runs: Vec<RunRecord>,
+}
+
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn new_run_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{}-{n}", Utc::now().format("%Y%m%dT%H%M%S%.6fZ"), std::process::id())
+}
+
+/// Runs one tick at `now`. With `backfill`, runs every window scheduled in `[from, to)` instead of
+/// what is due (the checkpoint is not moved).
+pub async fn tick(
+    lake: &Lake,
+    catalog: &Catalog,
+    opts: &SchedulerOptions,
+    now: DateTime<Utc>,
+    backfill: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Result<TickReport, ScheduleError> {
+    let _lock = state::lock(lake)?;
+    let mut report = TickReport::default();
+    if let Some(dir) = &opts.ingest {
+        report.ingest = Some(ingest(lake, std::slice::from_ref(dir), &IngestOptions::default())?);
+    }
+    let commits = lake.commits()?;
+    let max_commit = commits.iter().map(|c| c.id).max().unwrap_or(0);
+    let mode = opts.mode.name();
+    let mut ran_windows: BTreeSet<Window> = BTreeSet::new();
+    for d in &catalog.detections {
+        let schedule = Schedule::new(&d.meta.schedule, opts.tz)
+            .map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
+        if let Some((from, to)) = backfill {
+            let start = from - Duration::microseconds(1);
+            for fire in schedule.fire_times(start, to).into_iter().filter(|f| *f < to) {
+                let w = schedule.window(fire).map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
+                let rec = run_detection(lake, catalog, d, opts, w, Some(fire), "backfill").await?;
+                if rec.status == RunStatus::Ok {
+                    ran_windows.insert(w);
+                }
+                report.runs.push(rec);
+            }
+            continue;
+        }
+        let mut ckpt = state::load(lake, &d.name, mode)?;
+        // Late data: windows already run that rows ingested since then fall into.
+        if let Some(c) = &ckpt {
+            let late = late_windows(lake, &commits, c.seen_commit, &d.name, mode, opts.lookback)?;
+            for w in late {
+                let rec = run_detection(lake, catalog, d, opts, w, None, "late-data").await?;
+                if rec.status == RunStatus::Ok {
+                    ran_windows.insert(w);
+                }
+                report.runs.push(rec);
+            }
+        }
+        let due: Vec<DateTime<Utc>> = match &ckpt {
+            Some(c) => schedule.fire_times(c.last_fire, now),
+            None => schedule.last_at_or_before(now).into_iter().collect(),
+        };
+        let n_due = due.len();
+        for (i, fire) in due.into_iter().enumerate() {
+            let w = schedule.window(fire).map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
+            let trigger = if i + 1 < n_due { "catch-up" } else { "scheduled" };
+            let rec = run_detection(lake, catalog, d, opts, w, Some(fire), trigger).await?;
+            let ok = rec.status == RunStatus::Ok;
+            report.runs.push(rec);
+            if !ok {
+                // Retried at the next tick; later windows wait so the order holds.
+                break;
+            }
+            ran_windows.insert(w);
+            let seen = ckpt.as_ref().map_or(max_commit, |c| c.seen_commit);
+            let c = Checkpoint { last_fire: fire, last_earliest: w.earliest, last_latest: w.latest, seen_commit: seen, updated_at: Utc::now() };
+            state::save(lake, &d.name, mode, &c)?;
+            ckpt = Some(c);
+        }
+        if let Some(mut c) = ckpt {
+            if c.seen_commit != max_commit {
+                c.seen_commit = max_commit;
+                c.updated_at = Utc::now();
+                state::save(lake, &d.name, mode, &c)?;
+            }
+        }
+    }
+    for w in ran_windows {
+        report.runs.push(run_incidents(lake, catalog, opts, w).await?);
+    }
+    Ok(report)
+}
+
+/// Windows of current successful runs that rows of commits newer than `seen` fall into: flows by
+/// their time, processes by their time up to the look-back later.
+fn late_windows(
+    lake: &Lake,
+    commits: &[crate::lake::Commit],
+    seen: u64,
+    detection: &str,
+    mode: &str,
+    lookback: Duration,
+) -> Result<Vec<Window>, LakeError> {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for c in commits.iter().filter(|c| c.id > seen) {
+        for f in &c.files {
+            if f.table == Table::AllTraffic.qualified_name() {
+                ranges.push((f.min_time, f.max_time));
+            } else if f.table == Table::Processes.qualified_name() {
+                ranges.push((f.min_time, f.max_time.saturating_add(lookback.num_microseconds().unwrap_or(i64::MAX))));
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = lake.runs()?;
+    let mut out: BTreeSet<Window> = BTreeSet::new();
+    for r in runs::current(&all) {
+        if r.job != detection || r.mode != mode {
+            continue;
+        }
+        if ranges.iter().any(|(lo, hi)| *lo < r.latest_us && *hi >= r.earliest_us) {
+            out.insert(Window {
+                earliest: DateTime::from_timestamp_micros(r.earliest_us).expect("valid"),
+                latest: DateTime::from_timestamp_micros(r.latest_us).expect("valid"),
+            });
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn stall() {
+    if let Some(ms) = std::env::var(STALL_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+async fn count(ctx: &SessionContext, sql: &str, params: Vec<(&str, ScalarValue)>) -> Result<u64, String> {
+    let df = ctx.sql(sql).await.map_err(|e| e.to_string())?.with_param_values(params).map_err(|e| e.to_string())?;
+    let batches = df.collect().await.map_err(|e| e.to_string())?;
+    let v = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(v.max(0) as u64)
+}
+
+fn date_dir(t_us: i64) -> String {
+    DateTime::from_timestamp_micros(t_us).expect("valid").format("date=%Y-%m-%d").to_string()
+}
+
+/// Runs one detection over one window and publishes the run (as an error record if it failed).
+async fn run_detection(
+    lake: &Lake,
+    catalog: &Catalog,
+    d: &Detection,
+    opts: &SchedulerOptions,
+    w: Window,
+    fire: Option<DateTime<Utc>>,
+    trigger: &str,
+) -> Result<RunRecord, ScheduleError> {
+    let started = Utc::now();
+    let run = RunInfo {
+        run_id: new_run_id(),
+        detection: d.name.clone(),
+        search_name: d.meta.search_name.clone(),
+        mode: opts.mode.name().to_string(),
+        earliest_us: us(w.earliest),
+        latest_us: us(w.latest),
+    };
+    let mut rec = RunRecord {
+        seq: 0,
+        run_id: run.run_id.clone(),
+        job: d.name.clone(),
+        search_name: d.meta.search_name.clone(),
+        mode: run.mode.clone(),
+        trigger: trigger.to_string(),
+        scheduled_us: fire.map(us),
+        earliest_us: run.earliest_us,
+        latest_us: run.latest_us,
+        started_us: us(started),
+        finished_us: 0,
+        status: RunStatus::Ok,
+        error: None,
+        rows_read: BTreeMap::new(),
+        results: 0,
+        risk_events: 0,
+        incidents: 0,
+        files: Vec::new(),
+        result_columns: Vec::new(),
+    };
+    if let Err(e) = execute_detection(lake, catalog, d, opts, w, &run, &mut rec).await {
+        rec.status = RunStatus::Error;
+        rec.error = Some(e);
+        rec.files.clear();
+    }
+    rec.finished_us = us(Utc::now());
+    if rec.status == RunStatus::Ok {
+        stall();
+    }
+    Ok(lake.publish_run(rec)?)
+}
+
+async fn execute_detection(
+    lake: &Lake,
+    catalog: &Catalog,
+    d: &Detection,
+    opts: &SchedulerOptions,
+    w: Window,
+    run: &RunInfo,
+    rec: &mut RunRecord,
+) -> Result<(), String> {
+    let ctx = engine::session(lake, None).await.map_err(|e| e.to_string())?;
+    let window = detect::Window { earliest: Some(w.earliest), latest: Some(w.latest), lookback: opts.lookback };
+    let params = window.params();
+    let get = |name: &str| params.iter().find(|(k, _)| *k == name).expect("param").1.clone();
+    let process_from = if opts.mode == Mode::Cimlake { get("process_earliest") } else { get("earliest") };
+    rec.rows_read.insert(
+        Table::Processes.qualified_name().into(),
+        count(&ctx, "SELECT count(*) FROM endpoint.processes WHERE _time >= $from AND _time < $latest", vec![("from", process_from), ("latest", get("latest"))]).await?,
+    );
+    rec.rows_read.insert(
+        Table::AllTraffic.qualified_name().into(),
+        count(&ctx, "SELECT count(*) FROM network_traffic.all_traffic WHERE _time >= $earliest AND _time < $latest", vec![("earliest", get("earliest")), ("latest", get("latest"))]).await?,
+    );
+    let df = detect::plan(&ctx, catalog, d, opts.mode, &window).await.map_err(|e| e.to_string())?;
+    let out_schema = df.schema().inner().clone();
+    let batches = df.collect().await.map_err(|e| e.to_string())?;
+    rec.result_columns = out_schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut result_batches = Vec::new();
+    let mut risk_batches = Vec::new();
+    for b in &batches {
+        result_batches.push(results::to_results(b, run).map_err(|e| e.to_string())?);
+        risk_batches.push(risk::risk_events(b, &d.meta, run).map_err(|e| e.to_string())?);
+    }
+    rec.results = result_batches.iter().map(|b| b.num_rows() as u64).sum();
+    rec.risk_events = risk_batches.iter().map(|b| b.num_rows() as u64).sum();
+    let date = date_dir(run.earliest_us);
+    let results_rel = format!("{}/detection={}/{date}/{}.parquet", RESULTS_TABLE.1, d.name, run.run_id);
+    let schema = results::schema(&rec.result_columns);
+    rec.files.push(lake.write_derived(&results_rel, schema, &result_batches).map_err(|e| e.to_string())?);
+    let risk_rel = format!("{}/{date}/{}.parquet", RISK_TABLE.1, run.run_id);
+    rec.files.push(lake.write_derived(&risk_rel, risk::schema(), &risk_batches).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// Runs the risk incident rule over the 24 hours before `w.latest`.
+async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, w: Window) -> Result<RunRecord, ScheduleError> {
+    let started = Utc::now();
+    let run_id = new_run_id();
+    let earliest = w.latest - Duration::hours(24);
+    let mut rec = RunRecord {
+        seq: 0,
+        run_id: run_id.clone(),
+        job: INCIDENTS_JOB.to_string(),
+        search_name: "Risk incidents: score over 24h or several MITRE tactics".to_string(),
+        mode: String::new(),
+        trigger: "scheduled".to_string(),
+        scheduled_us: None,
+        earliest_us: us(earliest),
+        latest_us: us(w.latest),
+        started_us: us(started),
+        finished_us: 0,
+        status: RunStatus::Ok,
+        error: None,
+        rows_read: BTreeMap::new(),
+        results: 0,
+        risk_events: 0,
+        incidents: 0,
+        files: Vec::new(),
+        result_columns: Vec::new(),
+    };
+    let outcome: Result<(), String> = async {
+        let ctx = engine::session(lake, None).await.map_err(|e| e.to_string())?;
+        let ts = |t: DateTime<Utc>| ScalarValue::TimestampMicrosecond(Some(us(t)), Some("UTC".into()));
+        let params = vec![("earliest", ts(earliest)), ("latest", ts(w.latest)), ("threshold", ScalarValue::Int64(Some(opts.risk_threshold)))];
+        rec.rows_read.insert(
+            RISK_TABLE.0.into(),
+            count(&ctx, "SELECT count(*) FROM risk.all_risk WHERE _time >= $earliest AND _time < $latest", params[..2].to_vec()).await?,
+        );
+        let df = ctx.sql(&catalog.incidents_sql).await.map_err(|e| e.to_string())?.with_param_values(params).map_err(|e| e.to_string())?;
+        let batches = df.collect().await.map_err(|e| e.to_string())?;
+        let info = incidents::Stamp { run_id: run_id.clone(), earliest_us: us(earliest), latest_us: us(w.latest) };
+        let stamped: Vec<_> = batches.iter().map(|b| incidents::stamp(b, &info)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        rec.incidents = stamped.iter().map(|b| b.num_rows() as u64).sum();
+        let rel = format!("{}/{}/{}.parquet", INCIDENTS_TABLE.1, date_dir(us(w.latest)), run_id);
+        rec.files.push(lake.write_derived(&rel, incidents::schema(), &stamped).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        rec.status = RunStatus::Error;
+        rec.error = Some(e);
+        rec.files.clear();
+    }
+    rec.finished_us = us(Utc::now());
+    Ok(lake.publish_run(rec)?)
+}
+
+/// The shape of `risk.incidents`.
+pub mod incidents {
+    use std::sync::{Arc, LazyLock};
+
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    use arrow::compute::cast;
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use arrow::error::ArrowError;
+    use arrow::record_batch::RecordBatch;
+
+    use crate::cim::time_type;
+
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("_time", time_type(), false),
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("window_earliest", time_type(), false),
+            Field::new("window_latest", time_type(), false),
+            Field::new("risk_object", DataType::Utf8, true),
+            Field::new("risk_object_type", DataType::Utf8, true),
+            Field::new("risk_score", DataType::Int64, true),
+            Field::new("risk_events", DataType::Int64, true),
+            Field::new("searches", DataType::Int64, true),
+            Field::new("tactics", DataType::Int64, true),
+            Field::new("firstTime", time_type(), true),
+            Field::new("lastTime", time_type(), true),
+        ]))
+    });
+
+    pub fn schema() -> SchemaRef {
+        SCHEMA.clone()
+    }
+
+    pub struct Stamp {
+        pub run_id: String,
+        pub earliest_us: i64,
+        pub latest_us: i64,
+    }
+
+    /// The rule's output with `_time` (the end of its 24 hours) and the run stamped on.
+    pub fn stamp(b: &RecordBatch, s: &Stamp) -> Result<RecordBatch, ArrowError> {
+        let n = b.num_rows();
+        let ts = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
+        let mut cols: Vec<ArrayRef> = vec![ts(s.latest_us), Arc::new(StringArray::from(vec![s.run_id.as_str(); n])), ts(s.earliest_us), ts(s.latest_us)];
+        for f in schema().fields().iter().skip(4) {
+            let c = b.column(b.schema().index_of(f.name())?);
+            cols.push(cast(c, f.data_type())?);
+        }
+        RecordBatch::try_new(schema(), cols)
+    }
+}

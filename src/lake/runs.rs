@@ -1,0 +1,162 @@
+//! Run records: what each scheduled (or back-filled, or re-run) job did, and the Parquet files of
+//! the derived tables it wrote (`detections.results`, `risk.all_risk`, `risk.incidents`).
+//!
+//! A run writes its files first, then publishes its record (`_cimlake/runs/<n>.json`) atomically.
+//! The *current* output of a job for a window is that of its latest successful run: re-running a
+//! window replaces its results, and a run that died before publishing left only files no record
+//! names, which no query reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use arrow::array::TimestampMicrosecondArray;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::{DataFile, Lake, LakeError, publish_numbered, read_numbered, sync_dir};
+
+const RUNS_DIR: &str = "_cimlake/runs";
+
+/// The derived tables, by SQL name and lake directory.
+pub const RESULTS_TABLE: (&str, &str) = ("detections.results", "detections/results");
+pub const RISK_TABLE: (&str, &str) = ("risk.all_risk", "risk/all_risk");
+pub const INCIDENTS_TABLE: (&str, &str) = ("risk.incidents", "risk/incidents");
+
+/// The job that computes risk incidents.
+pub const INCIDENTS_JOB: &str = "risk_incidents";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Error,
+}
+
+/// One run of one job over one window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Publication order.
+    pub seq: u64,
+    pub run_id: String,
+    /// A detection's name, or [`INCIDENTS_JOB`].
+    pub job: String,
+    pub search_name: String,
+    /// `cimlake` or `splunk` for detections; empty for incidents.
+    pub mode: String,
+    /// `scheduled`, `catch-up`, `backfill`, `late-data`.
+    pub trigger: String,
+    /// The scheduled time the window was computed from (µs, UTC), when scheduled.
+    pub scheduled_us: Option<i64>,
+    pub earliest_us: i64,
+    pub latest_us: i64,
+    pub started_us: i64,
+    pub finished_us: i64,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    /// Rows in the window per input table.
+    pub rows_read: BTreeMap<String, u64>,
+    pub results: u64,
+    pub risk_events: u64,
+    pub incidents: u64,
+    pub files: Vec<DataFile>,
+    /// Output columns of the detection, in order (results table).
+    pub result_columns: Vec<String>,
+}
+
+impl RunRecord {
+    /// What a later run of the same window replaces.
+    pub fn key(&self) -> (String, String, i64, i64) {
+        (self.job.clone(), self.mode.clone(), self.earliest_us, self.latest_us)
+    }
+}
+
+impl Lake {
+    fn runs_dir(&self) -> PathBuf {
+        self.root().join(RUNS_DIR)
+    }
+
+    /// Every run record, in publication order.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, LakeError> {
+        read_numbered(&self.runs_dir())
+    }
+
+    /// Publishes a run record (its files already in place).
+    pub fn publish_run(&self, run: RunRecord) -> Result<RunRecord, LakeError> {
+        let first = self.runs()?.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
+        publish_numbered(&self.runs_dir(), first, run, |r, seq| r.seq = seq)
+    }
+
+    /// Writes `batches` as one Parquet file at `rel` (relative to the lake), through staging.
+    /// `_time`, when the schema has it, gives the file's time range.
+    pub fn write_derived(&self, rel: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<DataFile, LakeError> {
+        let staging = self.staging_dir();
+        std::fs::create_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = staging.join(format!("derived-{}-{n}.parquet", std::process::id()));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .build();
+        let file = std::fs::File::create(&staged).map_err(|e| LakeError::io(&staged, e))?;
+        let parquet_err = |source| LakeError::Parquet { path: staged.clone(), source };
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
+        let (mut rows, mut min, mut max) = (0u64, i64::MAX, i64::MIN);
+        for b in batches {
+            w.write(b).map_err(parquet_err)?;
+            rows += b.num_rows() as u64;
+            if let Ok(i) = schema.index_of(crate::cim::TIME) {
+                if let Some(t) = b.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                    if let Some(v) = arrow::compute::min(t) {
+                        min = min.min(v);
+                    }
+                    if let Some(v) = arrow::compute::max(t) {
+                        max = max.max(v);
+                    }
+                }
+            }
+        }
+        w.close().map_err(parquet_err)?;
+        let target = self.root().join(rel);
+        let parent = target.parent().expect("has a directory");
+        std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+        std::fs::File::open(&staged).and_then(|f| f.sync_all()).map_err(|e| LakeError::io(&staged, e))?;
+        std::fs::rename(&staged, &target).map_err(|e| LakeError::io(&target, e))?;
+        sync_dir(parent);
+        let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+        let table = [RESULTS_TABLE, RISK_TABLE, INCIDENTS_TABLE]
+            .iter()
+            .find(|(_, dir)| rel.starts_with(dir))
+            .map_or("", |(name, _)| name);
+        Ok(DataFile {
+            table: table.to_string(),
+            path: rel.to_string(),
+            rows,
+            bytes,
+            min_time: if rows == 0 || min == i64::MAX { 0 } else { min },
+            max_time: if rows == 0 || max == i64::MIN { 0 } else { max },
+        })
+    }
+}
+
+/// The latest successful run per job, mode and window (the ones whose output counts).
+pub fn current(runs: &[RunRecord]) -> Vec<&RunRecord> {
+    let mut latest: HashMap<(String, String, i64, i64), &RunRecord> = HashMap::new();
+    for r in runs.iter().filter(|r| r.status == RunStatus::Ok) {
+        let k = r.key();
+        if latest.get(&k).is_none_or(|prev| prev.seq < r.seq) {
+            latest.insert(k, r);
+        }
+    }
+    let mut out: Vec<&RunRecord> = latest.into_values().collect();
+    out.sort_by_key(|r| r.seq);
+    out
+}
+
+/// The files of one derived table from the current runs.
+pub fn current_files(runs: &[RunRecord], table: &str) -> Vec<DataFile> {
+    current(runs).into_iter().flat_map(|r| r.files.iter().filter(|f| f.table == table).cloned()).collect()
+}
