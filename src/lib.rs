@@ -13,6 +13,8 @@
 //! * [`lake`]: Parquet layout, atomic commits, the manifest of ingested inputs, table scans.
 //! * [`detect`]: detections as SQL files with metadata and macros, in two join semantics.
 //! * [`engine`]: the DataFusion session over the lake.
+//! * [`schedule`]: scheduled runs, results, risk events, incidents.
+//! * [`generate`]: deterministic test and benchmark data with planted positives.
 //! * [`time`]: Splunk relative time syntax.
 //! * [`output`]: result formats.
 //! * [`cli`]: the command line, one module per subcommand.
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod convert;
 pub mod detect;
 pub mod engine;
+pub mod generate;
 pub mod lake;
 pub mod output;
 pub mod schedule;

@@ -1,6 +1,7 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
 pub mod detect;
+pub mod generate;
 pub mod ingest;
 pub mod query;
 pub mod run;
@@ -34,6 +35,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run the detections on their schedules, writing results and risk events to the lake.
     Schedule(schedule::ScheduleArgs),
+    /// Generate realistic telemetry with planted MSIExec positives (into the lake, or as logs).
+    Gen(generate::GenArgs),
 }
 
 /// Where detections come from.
@@ -74,5 +77,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Query(args) => query::run(&cli.lake, args).await,
         Command::Run(args) => run::run(&cli.lake, args).await,
         Command::Schedule(args) => schedule::run(&cli.lake, args).await,
+        Command::Gen(args) => generate::run(&cli.lake, args),
     }
 }

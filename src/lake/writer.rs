@@ -21,6 +21,10 @@ use crate::convert::{BatchSink, ConvertError};
 const HOUR_US: i64 = 3_600_000_000;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Hours behind the newest row seen after which an hour's file is closed. Time-ordered input
+/// then keeps a handful of files open whatever its size; a row arriving later for a closed hour
+/// starts another file for that hour.
+pub const KEEP_OPEN_HOURS: i64 = 2;
 
 /// `date=YYYY-MM-DD/hour=HH` for an hour bucket (µs / 1h).
 pub fn partition_dir(hour_bucket: i64) -> String {
@@ -37,6 +41,15 @@ struct OpenFile {
     max_time: i64,
 }
 
+struct ClosedFile {
+    table: Table,
+    staged: PathBuf,
+    final_rel: String,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+}
+
 /// A [`BatchSink`] that splits batches by hour and writes one Parquet file per table and hour.
 pub struct PartitionedWriter {
     lake_root: PathBuf,
@@ -45,6 +58,9 @@ pub struct PartitionedWriter {
     stem: String,
     props: WriterProperties,
     open: BTreeMap<(Table, i64), OpenFile>,
+    closed: Vec<ClosedFile>,
+    files_started: usize,
+    newest_hour: i64,
 }
 
 impl PartitionedWriter {
@@ -65,6 +81,9 @@ impl PartitionedWriter {
             stem: stem.to_string(),
             props,
             open: BTreeMap::new(),
+            closed: Vec::new(),
+            files_started: 0,
+            newest_hour: i64::MIN,
         })
     }
 
@@ -72,8 +91,10 @@ impl PartitionedWriter {
         let times = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().expect("_time");
         let (min, max) = (arrow::compute::min(times).unwrap_or(0), arrow::compute::max(times).unwrap_or(0));
         if !self.open.contains_key(&(table, hour)) {
-            let rel = format!("{}/{}/{}-{}.parquet", table.lake_dir(), partition_dir(hour), self.stem, self.open.len());
-            let staged = self.staging.join(format!("{}.parquet", self.open.len()));
+            let n = self.files_started;
+            self.files_started += 1;
+            let rel = format!("{}/{}/{}-{n}.parquet", table.lake_dir(), partition_dir(hour), self.stem);
+            let staged = self.staging.join(format!("{n}.parquet"));
             let f = File::create(&staged).map_err(|e| LakeError::io(&staged, e))?;
             let writer = ArrowWriter::try_new(f, table.schema(), Some(self.props.clone()))
                 .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
@@ -92,14 +113,27 @@ impl PartitionedWriter {
         Ok(())
     }
 
+    /// Closes the files of hours more than [`KEEP_OPEN_HOURS`] behind the newest.
+    fn close_old(&mut self) -> Result<(), LakeError> {
+        let cutoff = self.newest_hour.saturating_sub(KEEP_OPEN_HOURS);
+        let old: Vec<(Table, i64)> = self.open.keys().filter(|(_, h)| *h < cutoff).copied().collect();
+        for key in old {
+            let f = self.open.remove(&key).expect("listed");
+            self.closed.push(close(key.0, f)?);
+        }
+        Ok(())
+    }
+
     /// Closes every file and moves it to its partition. The files are not part of the lake
     /// until a commit names them.
-    pub fn finish(self) -> Result<Vec<DataFile>, LakeError> {
-        let mut out = Vec::with_capacity(self.open.len());
-        for ((table, _), f) in self.open {
-            f.writer
-                .close()
-                .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
+    pub fn finish(mut self) -> Result<Vec<DataFile>, LakeError> {
+        let open = std::mem::take(&mut self.open);
+        for ((table, _), f) in open {
+            self.closed.push(close(table, f)?);
+        }
+        let mut out = Vec::with_capacity(self.closed.len());
+        for f in std::mem::take(&mut self.closed) {
+            let table = f.table;
             let target = self.lake_root.join(&f.final_rel);
             let parent = target.parent().expect("partition dir");
             std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
@@ -122,8 +156,8 @@ impl PartitionedWriter {
 
     /// Drops everything written (the input failed). Staging directories this left empty are
     /// removed too, so a failed first input leaves no trace.
-    pub fn abort(self) {
-        drop(self.open);
+    pub fn abort(mut self) {
+        drop(std::mem::take(&mut self.open));
         let _ = std::fs::remove_dir_all(&self.staging);
         let mut dir = self.staging.parent();
         while let Some(d) = dir {
@@ -139,6 +173,11 @@ impl PartitionedWriter {
     }
 }
 
+fn close(table: Table, f: OpenFile) -> Result<ClosedFile, LakeError> {
+    f.writer.close().map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
+    Ok(ClosedFile { table, staged: f.staged, final_rel: f.final_rel, rows: f.rows, min_time: f.min_time, max_time: f.max_time })
+}
+
 impl BatchSink for PartitionedWriter {
     fn write_batch(&mut self, table: Table, batch: RecordBatch) -> Result<(), ConvertError> {
         let times = batch
@@ -148,6 +187,9 @@ impl BatchSink for PartitionedWriter {
             .expect("_time is the first column");
         let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(HOUR_US)).collect();
         let first = hours.first().copied().unwrap_or(0);
+        if let Some(max) = hours.iter().max() {
+            self.newest_hour = self.newest_hour.max(*max);
+        }
         let result = if hours.iter().all(|h| *h == first) {
             self.write_part(table, first, &batch)
         } else {
@@ -165,7 +207,7 @@ impl BatchSink for PartitionedWriter {
             }
             r
         };
-        result.map_err(|e| ConvertError::Sink(e.to_string()))
+        result.and_then(|()| self.close_old()).map_err(|e| ConvertError::Sink(e.to_string()))
     }
 }
 

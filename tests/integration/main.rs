@@ -7,5 +7,6 @@
 mod cli;
 mod common;
 mod corpus;
+mod generate;
 mod schedule;
 mod slt;
