@@ -11,6 +11,7 @@ use datafusion::physical_plan::displayable;
 
 use super::SqlArgs;
 use crate::detect::{self, Mode, Window};
+
 use crate::engine;
 use crate::lake::Lake;
 use crate::output::{self, Format};
@@ -53,6 +54,10 @@ pub struct DetectArgs {
     #[arg(long)]
     pub list: bool,
 
+    /// Memory for joins, aggregations and sorts (e.g. 512M, 2G); beyond it, work spills to disk.
+    #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<usize>,
+
     #[command(flatten)]
     pub sql: SqlArgs,
 }
@@ -70,6 +75,7 @@ impl DetectArgs {
             output: None,
             explain: false,
             list: false,
+            memory_limit: None,
             sql,
         }
     }
@@ -107,18 +113,30 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     if !lake.exists() {
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
-    let ctx = engine::session(&lake, None).await?;
+    let opts = engine::EngineOptions { memory_limit: args.memory_limit, sort_merge_join: false };
+    let ctx = engine::session_with(&lake, None, opts).await?;
     for d in selected {
-        let df = detect::plan(&ctx, &catalog, d, args.mode, &window).await?;
         if args.explain {
+            let df = detect::plan(&ctx, &catalog, d, args.mode, &window).await?;
             let plan = df.create_physical_plan().await?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "-- {} ({} mode)", d.name, args.mode)?;
             writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
             continue;
         }
-        let schema = df.schema().inner().clone();
-        let batches = df.collect().await.with_context(|| format!("running {}", d.name))?;
+        let run = engine::run_detection(&lake, &catalog, d, args.mode, &window, opts)
+            .await
+            .with_context(|| format!("running {}", d.name))?;
+        if run.fell_back {
+            eprintln!(
+                "note: {}: the hash join's build side did not fit in --memory-limit; ran as a sort-merge join instead",
+                d.name
+            );
+        }
+        if run.spill_count > 0 {
+            eprintln!("note: {}: spilled {} times, {} bytes, to stay within --memory-limit", d.name, run.spill_count, run.spilled_bytes);
+        }
+        let (schema, batches) = (run.schema, run.batches);
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if args.format == Format::Table && args.output.is_none() {
             println!("{} — {} mode — {} results", d.meta.search_name, args.mode, rows);

@@ -138,7 +138,17 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
     }
     loop {
         let now = clock.now();
-        let report = tick(&lake, &catalog, &opts, now, None).await?;
+        let report = match tick(&lake, &catalog, &opts, now, None).await {
+            Ok(r) => r,
+            Err(e) if !args.once => {
+                // A long-running scheduler outlives a bad tick (an unmounted landing directory, a
+                // full disk): nothing was checkpointed past the failure, so it is retried.
+                eprintln!("error: tick at {}: {e:#}; retrying in {}s", now.to_rfc3339_opts(SecondsFormat::Secs, true), args.poll.max(1));
+                tokio::time::sleep(std::time::Duration::from_secs(args.poll.max(1))).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let code = finish(&report)?;
         if args.once {
             return Ok(code);

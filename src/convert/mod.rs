@@ -231,7 +231,24 @@ impl<'s> Emitter<'s> {
         self.stats.records += 1;
     }
 
+    /// A row whose time is outside years 1–9999 (garbage in a time field) is a bad record.
+    fn time_ok(&mut self, time_us: i64, p: &crate::cim::provenance::Provenance<'_>) -> Result<bool, ConvertError> {
+        if (crate::detect::MIN_TIME_US..crate::detect::MAX_TIME_US).contains(&time_us) {
+            return Ok(true);
+        }
+        self.bad(BadRecord {
+            source: p.source.to_string(),
+            record: p.record,
+            offset: p.offset,
+            reason: format!("time out of range ({time_us} µs since 1970)"),
+        })?;
+        Ok(false)
+    }
+
     pub fn process(&mut self, row: &ProcessRow<'_>) -> Result<(), ConvertError> {
+        if !self.time_ok(row.time_us, &row.provenance)? {
+            return Ok(());
+        }
         self.processes.append(row);
         *self.stats.rows.entry(Table::Processes.qualified_name().into()).or_default() += 1;
         if self.processes.len() >= self.batch_size {
@@ -242,6 +259,9 @@ impl<'s> Emitter<'s> {
     }
 
     pub fn traffic(&mut self, row: &TrafficRow<'_>) -> Result<(), ConvertError> {
+        if !self.time_ok(row.time_us, &row.provenance)? {
+            return Ok(());
+        }
         self.traffic.append(row);
         *self.stats.rows.entry(Table::AllTraffic.qualified_name().into()).or_default() += 1;
         if self.traffic.len() >= self.batch_size {

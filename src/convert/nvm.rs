@@ -612,6 +612,19 @@ mod sample_tests {
     }
 
     #[test]
+    fn absurd_times_are_bad_records_not_crashes() {
+        let good = std::fs::read_to_string(sample("nvm", "security_content_example_flow_kv.log")).unwrap();
+        let input = good.replace("fss=\"1750954134\"", "fss=\"9000000000000\"").replace("fsms=\"1750954134331\"", "fsms=\"-9000000000000000\"");
+        let mut sink = VecSink::default();
+        let mut out = Emitter::new(&mut sink);
+        convert_kv(BufReader::new(input.as_bytes()), "x.log", &mut out).unwrap();
+        let stats = out.finish().unwrap();
+        assert_eq!(stats.bad, 2, "{stats:?}");
+        assert!(stats.bad_records[0].reason.contains("time out of range"));
+        assert_eq!(sink.table(Table::AllTraffic).num_rows(), 0);
+    }
+
+    #[test]
     fn garbage_lines_are_bad_records_and_the_rest_is_kept() {
         let good = std::fs::read_to_string(sample("nvm", "security_content_example_flow_kv.log")).unwrap();
         let input = format!("garbage without pairs\n{good}not=\"closed\n");

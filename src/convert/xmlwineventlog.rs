@@ -120,12 +120,31 @@ pub fn convert<R: BufRead>(
         }
 
         if is_event_start(trimmed) {
-            event.clear();
-            event.push_str(trimmed);
-            if trimmed.contains("</Event>") {
-                finish_event(&event, false, source, line_no, line_offset, &mut parsed, out)?;
-            } else {
-                state = State::InEvent { line: line_no, offset: line_offset, too_big: false };
+            // One or more events on this line; the last may go on over the next lines.
+            let mut rest: &str = trimmed;
+            loop {
+                match rest.find("</Event>") {
+                    Some(i) => {
+                        let end = i + "</Event>".len();
+                        finish_event(&rest[..end], false, source, line_no, line_offset, &mut parsed, out)?;
+                        rest = rest[end..].trim();
+                        if rest.is_empty() {
+                            break;
+                        }
+                        if !is_event_start(rest) {
+                            out.record();
+                            let shown: String = rest.chars().take(60).collect();
+                            out.bad(bad(line_no, line_offset, format!("text after </Event>: {shown:?}")))?;
+                            break;
+                        }
+                    }
+                    None => {
+                        event.clear();
+                        event.push_str(rest);
+                        state = State::InEvent { line: line_no, offset: line_offset, too_big: false };
+                        break;
+                    }
+                }
             }
         } else if is_text_record_start(trimmed.trim_end()) {
             out.record();
@@ -337,6 +356,19 @@ mod tests {
         assert_eq!(where_[2].0, Some(5));
         assert!(where_[2].1.contains("end of file"));
         assert_eq!(stats.bad_records[0].to_string(), format!("test.log:2: {}", where_[0].1));
+    }
+
+    #[test]
+    fn several_events_on_one_line_are_all_read() {
+        let good = std::fs::read_to_string(data("security_content_example_events.log")).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let input = format!("{} {}\n{} trailing junk\n", lines[0], lines[1], lines[0]);
+        let (sink, stats) = convert_bytes(input.as_bytes(), 8192, 8192);
+        assert_eq!(sink.table(Table::Processes).num_rows(), 2);
+        assert_eq!(sink.table(Table::AllTraffic).num_rows(), 1);
+        assert_eq!(stats.bad, 1);
+        assert!(stats.bad_records[0].reason.contains("text after </Event>"));
+        assert_eq!(stats.bad_records[0].record, Some(2));
     }
 
     #[test]

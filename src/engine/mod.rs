@@ -10,16 +10,17 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
-use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cim::Table;
 use crate::detect::{self, Catalog, DetectError, Mode, Window};
+use datafusion::error::DataFusionError;
 use crate::lake::runs::{self, INCIDENTS_TABLE, RESULTS_TABLE, RISK_TABLE, RunRecord, RunStatus};
 use crate::lake::table::LakeTable;
 use crate::lake::{Lake, LakeError};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 /// The schema holding detection views per mode.
 pub fn detection_schema(mode: Mode) -> &'static str {
@@ -104,12 +105,47 @@ fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, EngineError> {
     Ok(RecordBatch::try_from_iter(cols).map_err(DataFusionError::from)?)
 }
 
+/// How queries run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Bytes of memory DataFusion may use for joins, aggregations and sorts; beyond it, sorts and
+    /// aggregations spill to disk (see [`run_detection`] for joins).
+    pub memory_limit: Option<usize>,
+    /// Plan joins as sort-merge joins (which spill) instead of hash joins (which do not).
+    pub sort_merge_join: bool,
+}
+
 /// A session over the lake. With a catalog, detections are registered as views too.
 pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionContext, EngineError> {
-    let config = SessionConfig::new()
+    session_with(lake, catalog, EngineOptions::default()).await
+}
+
+/// A session over the lake, with options.
+pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOptions) -> Result<SessionContext, EngineError> {
+    let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
-    let ctx = SessionContext::new_with_config(config);
+    if opts.sort_merge_join {
+        config.options_mut().optimizer.prefer_hash_join = false;
+    }
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(bytes) = opts.memory_limit {
+        // Spilling operators share the pool fairly, so each spills early instead of one starving
+        // the others; smaller batches make each reservation smaller.
+        let pool = datafusion::execution::memory_pool::FairSpillPool::new(bytes);
+        let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(pool, std::num::NonZeroUsize::new(5).expect("5"));
+        runtime = runtime.with_memory_pool(Arc::new(pool));
+        if bytes < 256 << 20 {
+            // Under a small pool, two partitions: few sorts at once, each with a larger share
+            // (sort-merge joins need more than one).
+            config = config.with_batch_size(1024).with_target_partitions(2);
+        }
+        // What each sort sets aside to merge its spills: a small share of the pool (a detection runs
+        // several sorts at once), not a fixed 10 MB.
+        let exec = &mut config.options_mut().execution;
+        exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(bytes / 16);
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     let default_catalog = ctx.catalog("datafusion").expect("default catalog");
     let commits = lake.commits()?;
     for table in Table::ALL {
@@ -137,4 +173,111 @@ pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionCo
         }
     }
     Ok(ctx)
+}
+
+/// A detection's output, and how it was obtained.
+#[derive(Debug)]
+pub struct Executed {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// The hash join ran out of memory and the detection was re-run as a sort-merge join.
+    pub fell_back: bool,
+    pub spill_count: usize,
+    pub spilled_bytes: usize,
+}
+
+/// Whether an error is the memory pool saying no, however deeply it is wrapped (a hash join's
+/// build side reports it through a shared future).
+fn is_resources_exhausted(e: &DataFusionError) -> bool {
+    if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref::<DataFusionError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    e.to_string().contains("Resources exhausted")
+}
+
+/// Sums spill metrics over a physical plan.
+fn spills(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> (usize, usize) {
+    let (mut count, mut bytes) = (0, 0);
+    if let Some(m) = plan.metrics() {
+        count += m.spill_count().unwrap_or(0);
+        bytes += m.spilled_bytes().unwrap_or(0);
+    }
+    for child in plan.children() {
+        let (c, b) = spills(child.as_ref());
+        count += c;
+        bytes += b;
+    }
+    (count, bytes)
+}
+
+async fn execute_once(
+    lake: &Lake,
+    catalog: &Catalog,
+    d: &crate::detect::Detection,
+    mode: Mode,
+    window: &Window,
+    opts: EngineOptions,
+) -> Result<Executed, EngineError> {
+    let ctx = session_with(lake, None, opts).await?;
+    let df = detect::plan(&ctx, catalog, d, mode, window).await?;
+    let schema = df.schema().inner().clone();
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), std::sync::Arc::new(task)).await?;
+    let (spill_count, spilled_bytes) = spills(plan.as_ref());
+    Ok(Executed { schema, batches, fell_back: false, spill_count, spilled_bytes })
+}
+
+/// Runs a detection within `opts.memory_limit`. DataFusion's hash join keeps its build side in
+/// memory and cannot spill; when that side does not fit, the detection is planned again with
+/// sort-merge joins, whose sorts spill to disk, and returns the same rows.
+pub async fn run_detection(
+    lake: &Lake,
+    catalog: &Catalog,
+    d: &crate::detect::Detection,
+    mode: Mode,
+    window: &Window,
+    opts: EngineOptions,
+) -> Result<Executed, EngineError> {
+    match execute_once(lake, catalog, d, mode, window, opts).await {
+        Err(EngineError::DataFusion(e)) if opts.memory_limit.is_some() && !opts.sort_merge_join && is_resources_exhausted(&e) => {
+            let mut again = execute_once(lake, catalog, d, mode, window, EngineOptions { sort_merge_join: true, ..opts }).await?;
+            again.fell_back = true;
+            Ok(again)
+        }
+        Err(EngineError::Detect(crate::detect::DetectError::Sql { source, .. }))
+            if opts.memory_limit.is_some() && !opts.sort_merge_join && is_resources_exhausted(&source) =>
+        {
+            let mut again = execute_once(lake, catalog, d, mode, window, EngineOptions { sort_merge_join: true, ..opts }).await?;
+            again.fell_back = true;
+            Ok(again)
+        }
+        other => other,
+    }
+}
+
+/// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    let n: f64 = t[..digits].parse().map_err(|_| format!("bad size {s:?}: use e.g. 512M or 2G"))?;
+    let mult: f64 = match t[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KB" | "KIB" => 1024.0,
+        "M" | "MB" | "MIB" => 1024.0 * 1024.0,
+        "G" | "GB" | "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("bad size unit {other:?} in {s:?}: use K, M or G")),
+    };
+    let v = n * mult;
+    if !(1.0..=1e15).contains(&v) {
+        return Err(format!("bad size {s:?}"));
+    }
+    Ok(v as usize)
 }

@@ -181,6 +181,8 @@ fn ingest_one(
     bar: &ProgressBar,
 ) -> InputOutcome {
     let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
+    let stamp = |p: &Path| std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).ok();
+    let before = stamp(path);
     let (hash, bytes) = match hash_file(path) {
         Ok(h) => h,
         Err(e) => return failed(e.to_string()),
@@ -210,6 +212,14 @@ fn ingest_one(
             return failed(e.to_string());
         }
     };
+    // A file still being written would be committed half, then again whole under another hash.
+    if stamp(path) != before || before.map(|(len, _)| len) != Some(bytes) {
+        writer.abort();
+        return failed(format!(
+            "{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)",
+            path.display()
+        ));
+    }
     let files = match writer.finish() {
         Ok(f) => f,
         Err(e) => return failed(e.to_string()),

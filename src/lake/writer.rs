@@ -28,8 +28,11 @@ pub const KEEP_OPEN_HOURS: i64 = 2;
 
 /// `date=YYYY-MM-DD/hour=HH` for an hour bucket (µs / 1h).
 pub fn partition_dir(hour_bucket: i64) -> String {
-    let t = DateTime::from_timestamp_micros(hour_bucket * HOUR_US).expect("in range");
-    t.format("date=%Y-%m-%d/hour=%H").to_string()
+    // Converters only emit times in years 1–9999, which chrono represents.
+    match hour_bucket.checked_mul(HOUR_US).and_then(DateTime::from_timestamp_micros) {
+        Some(t) => t.format("date=%Y-%m-%d/hour=%H").to_string(),
+        None => format!("date=out-of-range/hour={hour_bucket}"),
+    }
 }
 
 struct OpenFile {

@@ -109,13 +109,17 @@ pub async fn tick(
             continue;
         }
         let mut ckpt = state::load(lake, &d.name, mode)?;
-        // Late data: windows already run that rows ingested since then fall into.
+        // Late data: windows already run that rows ingested since then fall into. If a re-run
+        // fails, the commits stay unseen so the next tick tries again.
+        let mut late_ok = true;
         if let Some(c) = &ckpt {
             let late = late_windows(lake, &commits, c.seen_commit, &d.name, mode, opts.lookback)?;
             for w in late {
                 let rec = run_detection(lake, catalog, d, opts, w, None, "late-data").await?;
                 if rec.status == RunStatus::Ok {
                     ran_windows.insert(w);
+                } else {
+                    late_ok = false;
                 }
                 report.runs.push(rec);
             }
@@ -132,7 +136,16 @@ pub async fn tick(
             let ok = rec.status == RunStatus::Ok;
             report.runs.push(rec);
             if !ok {
-                // Retried at the next tick; later windows wait so the order holds.
+                // Retried at the next tick; later windows wait so the order holds. A first run
+                // that failed leaves a checkpoint just before it, so it is not skipped.
+                if ckpt.is_none() {
+                    if let Some(prev) = schedule.last_at_or_before(fire - Duration::microseconds(1)) {
+                        let pw = schedule.window(prev).map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
+                        let c = Checkpoint { last_fire: prev, last_earliest: pw.earliest, last_latest: pw.latest, seen_commit: max_commit, updated_at: Utc::now() };
+                        state::save(lake, &d.name, mode, &c)?;
+                        ckpt = Some(c);
+                    }
+                }
                 break;
             }
             ran_windows.insert(w);
@@ -142,7 +155,7 @@ pub async fn tick(
             ckpt = Some(c);
         }
         if let Some(mut c) = ckpt {
-            if c.seen_commit != max_commit {
+            if late_ok && c.seen_commit != max_commit {
                 c.seen_commit = max_commit;
                 c.updated_at = Utc::now();
                 state::save(lake, &d.name, mode, &c)?;

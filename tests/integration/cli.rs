@@ -81,8 +81,8 @@ fn explain_shows_hash_joins_on_the_mode_keys() {
     assert_eq!(joins.len(), 2, "{cim}");
     // The planner picks the build side, so keys may print as (dvc, dest) or (dest, dvc).
     let keyed = |j: &&str, id: &str| j.contains("dest@") && j.contains("dvc@") && j.contains(&format!("({id}@"));
-    assert!(joins.iter().any(|j| keyed(j, "process_guid")), "{cim}");
-    assert!(joins.iter().any(|j| keyed(j, "process_id") && j.contains("filter=process_guid@")), "{cim}");
+    assert!(joins.iter().any(|j| keyed(j, "process_guid") && j.contains("(vendor_product@")), "{cim}");
+    assert!(joins.iter().any(|j| keyed(j, "process_id") && j.contains("filter=(process_guid@")), "{cim}");
     let splunk = cimlake_ok(lake, &["detect", "--explain", "--mode", "splunk"]);
     let joins: Vec<&str> = splunk.lines().filter(|l| l.contains("HashJoinExec")).collect();
     assert_eq!(joins.len(), 1, "{splunk}");
@@ -329,4 +329,28 @@ fn the_shape_can_be_forced() {
     let lake = TempDir::new().unwrap();
     let out = cimlake_ok(lake.path(), &["ingest", "--sourcetype", "nvm-kv", nvm.to_str().unwrap()]);
     assert!(out.contains("(cisco:nvm:flowdata): 11 records, 5 processes, 6 flows"), "{out}");
+}
+
+#[test]
+fn nvm_split_across_files_counts_each_process_and_flow_once() {
+    let kv = std::fs::read_to_string(repo().join("data/logs/nvm/t1218_007_msiexec_nvm_kv.log")).unwrap();
+    let lines: Vec<&str> = kv.lines().collect();
+    assert_eq!(lines.len(), 11);
+    // File one: host A's endpoint record, DNS, the download's start stage, host B's endpoint
+    // record. File two: the endpoint records again and everything else (the download's periodic
+    // and end stages among it).
+    let dir = TempDir::new().unwrap();
+    let one = [lines[0], lines[1], lines[2], lines[10]].join("\n");
+    let mut two = vec![lines[0], lines[10]];
+    two.extend(&lines[3..10]);
+    std::fs::write(dir.path().join("one.log"), one).unwrap();
+    std::fs::write(dir.path().join("two.log"), two.join("\n")).unwrap();
+    let split = TempDir::new().unwrap();
+    cimlake_ok(split.path(), &["ingest", dir.path().to_str().unwrap()]);
+    let whole = TempDir::new().unwrap();
+    cimlake_ok(whole.path(), &["ingest", repo().join("data/logs/nvm/t1218_007_msiexec_nvm_kv.log").to_str().unwrap()]);
+    let q = "SELECT dest, process_id, dest_ip, dest_port, count FROM detect.windows_http_network_communication_from_msiexec ORDER BY 1, 2, 3";
+    let want = query_csv(whole.path(), q, &[]);
+    assert_eq!(want.len(), 3, "{want:?}");
+    assert_eq!(query_csv(split.path(), q, &[]), want);
 }

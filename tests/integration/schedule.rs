@@ -258,3 +258,43 @@ fn the_long_running_scheduler_runs_then_waits() {
     child.wait().unwrap();
     assert_eq!(detection_runs(lake.path()).len(), 1);
 }
+
+/// Makes every run fail (its files cannot be staged) until `unblock`.
+fn block_staging(lake: &Path) {
+    let staging = lake.join("_cimlake/staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(lake.join("_cimlake")).unwrap();
+    std::fs::write(&staging, b"not a directory").unwrap();
+}
+
+fn unblock(lake: &Path) {
+    std::fs::remove_file(lake.join("_cimlake/staging")).unwrap();
+}
+
+#[test]
+fn failed_runs_are_retried_not_skipped() {
+    // A first run that fails is retried by the next tick, before the window then due.
+    let lake = sysmon_lake();
+    block_staging(lake.path());
+    let out = cimlake(lake.path(), &["schedule", "--once", "--now", "2026-11-03T15:00:30Z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED windows_http_network_communication_from_msiexec (cimlake) [2026-11-03T13:50:00Z"));
+    unblock(lake.path());
+    let out = schedule_at(lake.path(), "2026-11-03T16:00:30Z", &[]);
+    assert!(out.contains("[2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) catch-up: 4 results"), "{out}");
+    assert!(out.contains("[2026-11-03T14:50:00Z, 2026-11-03T15:50:00Z) scheduled"), "{out}");
+    let status = cimlake_ok(lake.path(), &["schedule", "status", "--now", "2026-11-03T16:00:30Z"]);
+    assert!(status.contains("runs: 3 (1 failed)") && status.contains("last error: [2026-11-03T13:50:00Z"), "{status}");
+
+    // A late-data re-run that fails is tried again at the next tick.
+    let lake = TempDir::new().unwrap();
+    schedule_at(lake.path(), "2026-11-03T15:00:30Z", &[]);
+    cimlake_ok(lake.path(), &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
+    block_staging(lake.path());
+    let out = cimlake(lake.path(), &["schedule", "--once", "--now", "2026-11-03T15:20:00Z"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(") late-data: "), "{out:?}");
+    unblock(lake.path());
+    let out = schedule_at(lake.path(), "2026-11-03T15:40:00Z", &[]);
+    assert!(out.contains("[2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) late-data: 4 results"), "{out}");
+    assert_eq!(result_rows(lake.path()), "4");
+}

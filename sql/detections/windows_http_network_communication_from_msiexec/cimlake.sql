@@ -6,34 +6,48 @@
 --                        process started before the window still matches its flows
 --
 -- A flow belongs to a process on the same endpoint (processes.dest = all_traffic.dvc) with the
--- same process_guid when both sides carry one, else with the same process_id. One row per process
--- instance and remote endpoint (dest_ip, dest_port), with the number of flows and the first and
--- last flow time. Nulls stay nulls.
+-- same process_guid when both sides carry one from the same product (Sysmon's ProcessGuid and
+-- NVM's puid are different identifiers), else with the same process_id and a process start no
+-- later than the flow. One row per process instance and remote endpoint (dest_ip, dest_port),
+-- with the number of flows and the first and last flow time. Nulls stay nulls.
 WITH processes AS (
-    SELECT *
-    FROM endpoint.processes
-    WHERE _time >= $process_earliest AND _time < $latest
-      AND (`process_msiexec`)
+    -- One row per process instance: a process seen in several inputs (NVM reports it with each
+    -- file of flows) counts once, from its first observation.
+    SELECT * FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY dest, coalesce(process_guid,
+                concat_ws('|', CAST(process_id AS VARCHAR), CAST(_time AS VARCHAR), process_path))
+            ORDER BY _time, source, source_record) AS instance_rank
+        FROM endpoint.processes
+        WHERE _time >= $process_earliest AND _time < $latest
+          AND (`process_msiexec`)
+    ) ranked
+    WHERE instance_rank = 1
 ),
 traffic AS (
-    SELECT *
+    -- One row per connection: a connection reported in several inputs (NVM stages split across
+    -- files) counts once.
+    SELECT DISTINCT _time, dvc, process_id, process_guid, vendor_product, transport, src_ip,
+           src_port, dest_ip, dest_port, dest_hostname
     FROM network_traffic.all_traffic
     WHERE _time >= $earliest AND _time < $latest
       AND dest_port IN (80, 443)
 ),
 pairs AS (
-    -- Both sides carry a GUID: it alone identifies the process instance.
+    -- Both sides carry a GUID from the same product: it alone identifies the process instance.
     SELECT p.*, t._time AS flow_time, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
     FROM processes p
-    JOIN traffic t ON p.dest = t.dvc AND p.process_guid = t.process_guid
+    JOIN traffic t
+      ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
     UNION ALL
-    -- Otherwise: same endpoint and process id.
+    -- Otherwise: same endpoint and process id, the process started by the time of the flow.
     SELECT p.*, t._time AS flow_time, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
     FROM processes p
     JOIN traffic t ON p.dest = t.dvc AND p.process_id = t.process_id
-    WHERE p.process_guid IS NULL OR t.process_guid IS NULL
+    WHERE (p.process_guid IS NULL OR t.process_guid IS NULL OR p.vendor_product <> t.vendor_product)
+      AND p._time <= t._time
 ),
 results AS (
     SELECT
