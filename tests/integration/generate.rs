@@ -71,6 +71,12 @@ fn every_planted_positive_is_found_in_a_million_flow_lake() {
     let want = expected(out.path());
     assert!(want.len() >= 25, "{want:?}");
     assert_eq!(found(lake.path()), want);
+    // Within a 16 MiB memory pool the detection returns the same rows.
+    let unlimited = cimlake_ok(lake.path(), &["detect", "--format", "csv"]);
+    let limited = cimlake_ok(lake.path(), &["detect", "--format", "csv", "--memory-limit", "16M"]);
+    assert_eq!(limited, unlimited);
+    let bad = cimlake(lake.path(), &["detect", "--memory-limit", "lots"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad size"));
     // Generating the same data again adds nothing.
     generate(lake.path(), out.path(), &["--seed", "3", "--hosts", "200", "--processes", "100000", "--flows-per-process", "10.5", "--hours", "24", "--positives", "25"]);
     assert_eq!(query_csv(lake.path(), "SELECT count(*) AS n FROM network_traffic.all_traffic", &[])[1], flows.to_string());

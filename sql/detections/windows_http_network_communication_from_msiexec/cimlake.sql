@@ -25,29 +25,34 @@ WITH processes AS (
     WHERE instance_rank = 1
 ),
 traffic AS (
-    -- One row per connection: a connection reported in several inputs (NVM stages split across
-    -- files) counts once.
-    SELECT DISTINCT _time, dvc, process_id, process_guid, vendor_product, transport, src_ip,
-           src_port, dest_ip, dest_port, dest_hostname
+    SELECT _time, dvc, process_id, process_guid, vendor_product, transport, src_ip, src_port,
+           dest_ip, dest_port, dest_hostname
     FROM network_traffic.all_traffic
     WHERE _time >= $earliest AND _time < $latest
       AND dest_port IN (80, 443)
 ),
 pairs AS (
     -- Both sides carry a GUID from the same product: it alone identifies the process instance.
-    SELECT p.*, t._time AS flow_time, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
+    SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
+           t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
     FROM processes p
     JOIN traffic t
       ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
     UNION ALL
     -- Otherwise: same endpoint and process id, the process started by the time of the flow.
-    SELECT p.*, t._time AS flow_time, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
+    SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
+           t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
     FROM processes p
     JOIN traffic t ON p.dest = t.dvc AND p.process_id = t.process_id
     WHERE (p.process_guid IS NULL OR t.process_guid IS NULL OR p.vendor_product <> t.vendor_product)
       AND p._time <= t._time
+),
+flows AS (
+    -- One row per connection: a connection reported by several inputs (NVM stages split across
+    -- files) counts once. Done on the matched pairs, which are few.
+    SELECT DISTINCT * FROM pairs
 ),
 results AS (
     SELECT
@@ -70,7 +75,7 @@ results AS (
         max(flow_time) AS "lastTime",
         source,
         source_record
-    FROM pairs
+    FROM flows
     GROUP BY _time, user, dest, parent_process_name, process_name, process_path, process,
              process_id, flow_dest_port, flow_dest_ip, process_guid, parent_process_id,
              original_file_name, source, source_record
