@@ -86,5 +86,35 @@ fn bench_evtx(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_xml, bench_evtx);
+/// NVM key="value" and JSON, generated (about 10 MB each).
+fn bench_nvm(c: &mut Criterion) {
+    use cimlake::generate::{GenConfig, GenFormat, generate};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = cimlake::lake::Lake::new(dir.path().join("lake"));
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let mut g = c.benchmark_group("nvm");
+    g.sample_size(10);
+    for (format, name) in [(GenFormat::NvmKv, "key=value"), (GenFormat::NvmJson, "json")] {
+        let cfg = GenConfig { seed: 1, hosts: 100, processes: 2_000, flows_per_process: 5.0, start, hours: 4, msiexec_share: 0.005, positives: 5 };
+        let out = dir.path().join(name);
+        let report = generate(&cfg, format, &lake, &out, &|_| {}).unwrap();
+        let bytes = std::fs::read(report.file.unwrap()).unwrap();
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function(format!("cimlake convert ({name})"), |b| {
+            b.iter(|| {
+                let mut sink = CountSink::default();
+                let mut out = Emitter::new(&mut sink);
+                match format {
+                    GenFormat::NvmKv => cimlake::convert::nvm::convert_kv(BufReader::new(&bytes[..]), "bench", &mut out).unwrap(),
+                    _ => cimlake::convert::nvm::convert_json(BufReader::new(&bytes[..]), "bench", &mut out).unwrap(),
+                }
+                out.finish().unwrap();
+                black_box(sink.0)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_xml, bench_evtx, bench_nvm);
 criterion_main!(benches);

@@ -1,0 +1,52 @@
+//! The MSIExec detection (cimlake mode) over a generated lake: the whole lake and one hourly
+//! window, both within the same run.
+//!
+//! `cargo bench --bench detect`. Scale with `CIMLAKE_BENCH_PROCESSES` (default 100,000 processes,
+//! about 1M flows over 24 hours); the lake is generated once into a temporary directory, outside
+//! the timed loop, and every iteration checks that the planted positives are all found.
+
+use std::hint::black_box;
+
+use chrono::{DateTime, Duration, Utc};
+use cimlake::detect::{Catalog, Mode, Window};
+use cimlake::engine::{EngineOptions, run_detection};
+use cimlake::generate::{GenConfig, GenFormat, generate};
+use cimlake::lake::Lake;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench_detect(c: &mut Criterion) {
+    let processes: u64 = std::env::var("CIMLAKE_BENCH_PROCESSES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(dir.path().join("lake"));
+    let start: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z").unwrap().with_timezone(&Utc);
+    let cfg = GenConfig {
+        seed: 3,
+        hosts: 200.max((processes / 400) as u32),
+        processes,
+        flows_per_process: 10.0,
+        start,
+        hours: 24,
+        msiexec_share: 0.005,
+        positives: 25,
+    };
+    let report = generate(&cfg, GenFormat::Lake, &lake, &dir.path().join("out"), &|_| {}).unwrap();
+    let expected = report.expected.len();
+    let catalog = Catalog::builtin().unwrap();
+    let detection = &catalog.detections[0];
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let run = |window: Window| {
+        let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, EngineOptions::default())).unwrap();
+        out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+    };
+    assert_eq!(run(Window::all_time()), expected, "the planted positives");
+
+    let mut g = c.benchmark_group(format!("detect/{}k_processes_{}k_flows", processes / 1000, report.flows / 1000));
+    g.sample_size(10);
+    g.bench_function("whole lake", |b| b.iter(|| black_box(run(Window::all_time()))));
+    let hour = Window { earliest: Some(start + Duration::hours(12)), latest: Some(start + Duration::hours(13)), lookback: Duration::hours(24) };
+    g.bench_function("one hour", |b| b.iter(|| black_box(run(hour))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_detect);
+criterion_main!(benches);
