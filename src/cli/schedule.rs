@@ -172,14 +172,18 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if let Some(ing) = &report.ingest {
         let stats = ing.stats();
-        let new = ing.inputs.len() - ing.failed();
-        writeln!(out, "landing: {} inputs looked at, {} processes and {} flows ingested", ing.inputs.len(), stats.rows(crate::cim::Table::Processes), stats.rows(crate::cim::Table::AllTraffic))?;
+        writeln!(
+            out,
+            "landing: {} inputs looked at, {} processes and {} flows ingested",
+            ing.inputs.len(),
+            stats.rows(crate::cim::Table::Processes),
+            stats.rows(crate::cim::Table::AllTraffic)
+        )?;
         for i in &ing.inputs {
             if let crate::lake::ingest::InputOutcome::Failed { error, .. } = i {
                 writeln!(out, "landing: error: {error}")?;
             }
         }
-        let _ = new;
     }
     for r in &report.runs {
         print_run(&mut out, r)?;

@@ -246,15 +246,13 @@ pub async fn run_detection(
     window: &Window,
     opts: EngineOptions,
 ) -> Result<Executed, EngineError> {
+    let exhausted = |e: &EngineError| match e {
+        EngineError::DataFusion(e) => is_resources_exhausted(e),
+        EngineError::Detect(crate::detect::DetectError::Sql { source, .. }) => is_resources_exhausted(source),
+        _ => false,
+    };
     match execute_once(lake, catalog, d, mode, window, opts).await {
-        Err(EngineError::DataFusion(e)) if opts.memory_limit.is_some() && !opts.sort_merge_join && is_resources_exhausted(&e) => {
-            let mut again = execute_once(lake, catalog, d, mode, window, EngineOptions { sort_merge_join: true, ..opts }).await?;
-            again.fell_back = true;
-            Ok(again)
-        }
-        Err(EngineError::Detect(crate::detect::DetectError::Sql { source, .. }))
-            if opts.memory_limit.is_some() && !opts.sort_merge_join && is_resources_exhausted(&source) =>
-        {
+        Err(e) if opts.memory_limit.is_some() && !opts.sort_merge_join && exhausted(&e) => {
             let mut again = execute_once(lake, catalog, d, mode, window, EngineOptions { sort_merge_join: true, ..opts }).await?;
             again.fell_back = true;
             Ok(again)

@@ -227,6 +227,41 @@ fn date_dir(t_us: i64) -> String {
     DateTime::from_timestamp_micros(t_us).expect("valid").format("date=%Y-%m-%d").to_string()
 }
 
+/// A run record before the run: status ok, nothing counted yet.
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    run_id: &str,
+    job: &str,
+    search_name: &str,
+    mode: &str,
+    trigger: &str,
+    fire: Option<DateTime<Utc>>,
+    w: Window,
+    started: DateTime<Utc>,
+) -> RunRecord {
+    RunRecord {
+        seq: 0,
+        run_id: run_id.to_string(),
+        job: job.to_string(),
+        search_name: search_name.to_string(),
+        mode: mode.to_string(),
+        trigger: trigger.to_string(),
+        scheduled_us: fire.map(us),
+        earliest_us: us(w.earliest),
+        latest_us: us(w.latest),
+        started_us: us(started),
+        finished_us: 0,
+        status: RunStatus::Ok,
+        error: None,
+        rows_read: BTreeMap::new(),
+        results: 0,
+        risk_events: 0,
+        incidents: 0,
+        files: Vec::new(),
+        result_columns: Vec::new(),
+    }
+}
+
 /// Runs one detection over one window and publishes the run (as an error record if it failed).
 async fn run_detection(
     lake: &Lake,
@@ -246,27 +281,7 @@ async fn run_detection(
         earliest_us: us(w.earliest),
         latest_us: us(w.latest),
     };
-    let mut rec = RunRecord {
-        seq: 0,
-        run_id: run.run_id.clone(),
-        job: d.name.clone(),
-        search_name: d.meta.search_name.clone(),
-        mode: run.mode.clone(),
-        trigger: trigger.to_string(),
-        scheduled_us: fire.map(us),
-        earliest_us: run.earliest_us,
-        latest_us: run.latest_us,
-        started_us: us(started),
-        finished_us: 0,
-        status: RunStatus::Ok,
-        error: None,
-        rows_read: BTreeMap::new(),
-        results: 0,
-        risk_events: 0,
-        incidents: 0,
-        files: Vec::new(),
-        result_columns: Vec::new(),
-    };
+    let mut rec = new_record(&run.run_id, &d.name, &d.meta.search_name, &run.mode, trigger, fire, w, started);
     if let Err(e) = execute_detection(lake, catalog, d, opts, w, &run, &mut rec).await {
         rec.status = RunStatus::Error;
         rec.error = Some(e);
@@ -327,27 +342,8 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
     let started = Utc::now();
     let run_id = new_run_id();
     let earliest = w.latest - Duration::hours(24);
-    let mut rec = RunRecord {
-        seq: 0,
-        run_id: run_id.clone(),
-        job: INCIDENTS_JOB.to_string(),
-        search_name: "Risk incidents: score over 24h or several MITRE tactics".to_string(),
-        mode: String::new(),
-        trigger: "scheduled".to_string(),
-        scheduled_us: None,
-        earliest_us: us(earliest),
-        latest_us: us(w.latest),
-        started_us: us(started),
-        finished_us: 0,
-        status: RunStatus::Ok,
-        error: None,
-        rows_read: BTreeMap::new(),
-        results: 0,
-        risk_events: 0,
-        incidents: 0,
-        files: Vec::new(),
-        result_columns: Vec::new(),
-    };
+    let span = Window { earliest, latest: w.latest };
+    let mut rec = new_record(&run_id, INCIDENTS_JOB, "Risk incidents: score over 24h or several MITRE tactics", "", "scheduled", None, span, started);
     let outcome: Result<(), String> = async {
         let ctx = engine::session(lake, None).await.map_err(|e| e.to_string())?;
         let ts = |t: DateTime<Utc>| ScalarValue::TimestampMicrosecond(Some(us(t)), Some("UTC".into()));
