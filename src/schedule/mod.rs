@@ -93,6 +93,9 @@ pub async fn tick(
     let max_commit = commits.iter().map(|c| c.id).max().unwrap_or(0);
     let mode = opts.mode.name();
     let mut ran_windows: BTreeSet<Window> = BTreeSet::new();
+    // Incident windows (by their end) to compute again because a late re-run changed their input.
+    let mut stale_incidents: BTreeSet<DateTime<Utc>> = BTreeSet::new();
+    let incident_runs = lake.runs()?;
     for d in &catalog.detections {
         let schedule = Schedule::new(&d.meta.schedule, opts.tz)
             .map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
@@ -118,6 +121,11 @@ pub async fn tick(
                 let rec = run_detection(lake, catalog, d, opts, w, None, "late-data").await?;
                 if rec.status == RunStatus::Ok {
                     ran_windows.insert(w);
+                    for r in runs::current(&incident_runs).into_iter().filter(|r| r.job == INCIDENTS_JOB) {
+                        if r.latest_us > us(w.earliest) && r.earliest_us < us(w.latest) {
+                            stale_incidents.insert(DateTime::from_timestamp_micros(r.latest_us).expect("valid"));
+                        }
+                    }
                 } else {
                     late_ok = false;
                 }
@@ -162,7 +170,9 @@ pub async fn tick(
             }
         }
     }
-    for w in ran_windows {
+    let ends: BTreeSet<DateTime<Utc>> = ran_windows.iter().map(|w| w.latest).chain(stale_incidents).collect();
+    for latest in ends {
+        let w = Window { earliest: latest - Duration::hours(24), latest };
         report.runs.push(run_incidents(lake, catalog, opts, w).await?);
     }
     Ok(report)

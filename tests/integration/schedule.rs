@@ -189,6 +189,13 @@ fn late_flows_rerun_their_window_and_appear_exactly_once() {
     assert!(out.contains("landing: 1 inputs looked at, 0 processes and 9 flows ingested"), "{out}");
     assert!(out.contains("[2026-11-05T13:50:00Z, 2026-11-05T14:50:00Z) late-data: 4 results"), "{out}");
     assert_eq!(result_rows(lake.path()), "4");
+    // The incidents over the 24 hours ending 14:50 were computed again with the new risk events.
+    let inc = query_csv(
+        lake.path(),
+        "SELECT rows_read_risk FROM cimlake.runs WHERE job = 'risk_incidents' AND current AND window_latest = '2026-11-05T14:50:00Z'",
+        &[],
+    );
+    assert_eq!(inc[1..], ["8"]);
     // Later ticks neither re-ingest nor re-add.
     let out = schedule_at(lake.path(), "2026-11-05T16:00:30Z", &land);
     assert!(!out.contains("late-data"), "{out}");
