@@ -5,28 +5,18 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
+use super::lines::Lines;
 use super::{BadRecord, ConvertError, Emitter};
 
 /// Calls `f(object, line, byte offset, out)` for each object; counts each line as a record.
-pub fn for_each_object<R, F>(mut reader: R, source: &str, out: &mut Emitter<'_>, mut f: F) -> Result<(), ConvertError>
+pub fn for_each_object<R, F>(reader: R, source: &str, out: &mut Emitter<'_>, mut f: F) -> Result<(), ConvertError>
 where
     R: BufRead,
     F: FnMut(&Map<String, Value>, i64, i64, &mut Emitter<'_>) -> Result<(), ConvertError>,
 {
-    let mut buf = Vec::with_capacity(4096);
-    let (mut line, mut offset) = (0i64, 0i64);
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| ConvertError::io(std::path::Path::new(source), e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        line += 1;
-        let start = offset;
-        offset += n as i64;
-        let text = trim(&buf);
+    let mut lines = Lines::new(reader);
+    while let Some((line, start, bytes)) = lines.next_line(source)? {
+        let text = trim(bytes);
         if text.is_empty() {
             continue;
         }
@@ -47,6 +37,7 @@ where
             })?,
         }
     }
+    Ok(())
 }
 
 fn trim(b: &[u8]) -> &[u8] {

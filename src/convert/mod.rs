@@ -10,6 +10,7 @@ pub mod builder;
 pub mod evtx;
 pub mod input;
 pub mod jsonlines;
+pub mod lines;
 pub mod nvm;
 pub mod sysmon;
 pub mod winevent_json;

@@ -361,20 +361,11 @@ fn port(v: Option<&str>) -> Option<i32> {
 }
 
 /// Converts key="value" syslog lines.
-pub fn convert_kv<R: BufRead>(mut reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+pub fn convert_kv<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
     let mut state = NvmState::new(SOURCETYPE_KV);
-    let mut buf = Vec::with_capacity(4096);
-    let (mut line, mut offset) = (0i64, 0i64);
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| ConvertError::io(std::path::Path::new(source), e))?;
-        if n == 0 {
-            break;
-        }
-        line += 1;
-        let start = offset;
-        offset += n as i64;
-        let text = String::from_utf8_lossy(&buf);
+    let mut lines = super::lines::Lines::new(reader);
+    while let Some((line, start, bytes)) = lines.next_line(source)? {
+        let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;

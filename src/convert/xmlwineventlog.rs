@@ -61,34 +61,21 @@ enum State {
 
 /// Converts a whole stream. `source` names the input in provenance and errors.
 pub fn convert<R: BufRead>(
-    mut reader: R,
+    reader: R,
     source: &str,
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
-    let mut buf = Vec::with_capacity(4096);
+    let mut lines = super::lines::Lines::new(reader);
     let mut event = String::new();
     let mut parsed = WinEvent::default();
     let mut state = State::Outside;
-    let mut line_no: i64 = 0;
-    let mut offset: i64 = 0;
     let bad = |line: i64, offset: i64, reason: String| BadRecord {
         source: source.to_string(),
         record: Some(line),
         offset: Some(offset),
         reason,
     };
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| ConvertError::io(std::path::Path::new(source), e))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let line_offset = offset;
-        offset += n as i64;
-        let mut bytes = &buf[..];
+    while let Some((line_no, line_offset, mut bytes)) = lines.next_line(source)? {
         while let [rest @ .., b'\n' | b'\r'] = bytes {
             bytes = rest;
         }

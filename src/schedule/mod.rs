@@ -95,7 +95,8 @@ pub async fn tick(
     let mut ran_windows: BTreeSet<Window> = BTreeSet::new();
     // Incident windows (by their end) to compute again because a late re-run changed their input.
     let mut stale_incidents: BTreeSet<DateTime<Utc>> = BTreeSet::new();
-    let incident_runs = lake.runs()?;
+    // The runs before this tick: what late data is checked against.
+    let prior_runs = lake.runs()?;
     for d in &catalog.detections {
         let schedule = Schedule::new(&d.meta.schedule, opts.tz)
             .map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
@@ -116,12 +117,12 @@ pub async fn tick(
         // fails, the commits stay unseen so the next tick tries again.
         let mut late_ok = true;
         if let Some(c) = &ckpt {
-            let late = late_windows(lake, &commits, c.seen_commit, &d.name, mode, opts.lookback)?;
+            let late = late_windows(&prior_runs, &commits, c.seen_commit, &d.name, mode, opts.lookback);
             for w in late {
                 let rec = run_detection(lake, catalog, d, opts, w, None, "late-data").await?;
                 if rec.status == RunStatus::Ok {
                     ran_windows.insert(w);
-                    for r in runs::current(&incident_runs).into_iter().filter(|r| r.job == INCIDENTS_JOB) {
+                    for r in runs::current(&prior_runs).into_iter().filter(|r| r.job == INCIDENTS_JOB) {
                         if r.latest_us > us(w.earliest) && r.earliest_us < us(w.latest) {
                             stale_incidents.insert(DateTime::from_timestamp_micros(r.latest_us).expect("valid"));
                         }
@@ -181,13 +182,13 @@ pub async fn tick(
 /// Windows of current successful runs that rows of commits newer than `seen` fall into: flows by
 /// their time, processes by their time up to the look-back later.
 fn late_windows(
-    lake: &Lake,
+    runs_before: &[RunRecord],
     commits: &[crate::lake::Commit],
     seen: u64,
     detection: &str,
     mode: &str,
     lookback: Duration,
-) -> Result<Vec<Window>, LakeError> {
+) -> Vec<Window> {
     let mut ranges: Vec<(i64, i64)> = Vec::new();
     for c in commits.iter().filter(|c| c.id > seen) {
         for f in &c.files {
@@ -199,11 +200,10 @@ fn late_windows(
         }
     }
     if ranges.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let all = lake.runs()?;
     let mut out: BTreeSet<Window> = BTreeSet::new();
-    for r in runs::current(&all) {
+    for r in runs::current(runs_before) {
         if r.job != detection || r.mode != mode {
             continue;
         }
@@ -214,7 +214,7 @@ fn late_windows(
             });
         }
     }
-    Ok(out.into_iter().collect())
+    out.into_iter().collect()
 }
 
 fn stall() {
