@@ -75,6 +75,26 @@ fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
     v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
 
+/// Checks a lake holding one corpus file against its facts: EID 1 / EID 3 / EID 3 to 80 or 443
+/// counts, the pairs per image (cimlake mode, summed counts) and, where stated, the Splunk rows
+/// per image, both with the process filter swapped for `true`.
+fn assert_facts(lake: &Path, file: &str, counts: (u64, u64, u64), pairs: &[(&str, u64)], splunk_rows: Option<&[(&str, u64)]>) {
+    let got = query_csv(
+        lake,
+        "SELECT (SELECT count(*) FROM endpoint.processes) AS eid1, \
+                (SELECT count(*) FROM network_traffic.all_traffic) AS eid3, \
+                (SELECT count(*) FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)) AS http",
+        &[],
+    );
+    assert_eq!(got[1], format!("{},{},{}", counts.0, counts.1, counts.2), "{file}");
+    let got = per_image(lake, &format!("SELECT process_name, sum(count) AS pairs FROM detect.{DETECTION} GROUP BY 1 ORDER BY 1"));
+    assert_eq!(got, owned(pairs), "{file}: pairs per image");
+    if let Some(rows) = splunk_rows {
+        let got = per_image(lake, &format!("SELECT process_name, count(*) AS n FROM detect_splunk.{DETECTION} GROUP BY 1 ORDER BY 1"));
+        assert_eq!(got, owned(rows), "{file}: Splunk rows per image");
+    }
+}
+
 #[test]
 fn every_xml_and_evtx_file_reproduces_its_facts() {
     let corpus = corpus();
@@ -83,26 +103,7 @@ fn every_xml_and_evtx_file_reproduces_its_facts() {
         let lake = TempDir::new().unwrap();
         let input = corpus.join(fact.file);
         cimlake_ok(lake.path(), &["ingest", input.to_str().unwrap()]);
-        let counts = query_csv(
-            lake.path(),
-            "SELECT (SELECT count(*) FROM endpoint.processes) AS eid1, \
-                    (SELECT count(*) FROM network_traffic.all_traffic) AS eid3, \
-                    (SELECT count(*) FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)) AS http",
-            &[],
-        );
-        assert_eq!(counts[1], format!("{},{},{}", fact.eid1, fact.eid3, fact.eid3_http), "{}", fact.file);
-        let pairs = per_image(
-            lake.path(),
-            &format!("SELECT process_name, sum(count) AS pairs FROM detect.{DETECTION} GROUP BY 1 ORDER BY 1"),
-        );
-        assert_eq!(pairs, owned(fact.pairs), "{}: pairs per image", fact.file);
-        if let Some(rows) = fact.splunk_rows {
-            let got = per_image(
-                lake.path(),
-                &format!("SELECT process_name, count(*) AS n FROM detect_splunk.{DETECTION} GROUP BY 1 ORDER BY 1"),
-            );
-            assert_eq!(got, owned(rows), "{}: Splunk rows per image", fact.file);
-        }
+        assert_facts(lake.path(), fact.file, (fact.eid1, fact.eid3, fact.eid3_http), fact.pairs, fact.splunk_rows);
     }
 }
 
@@ -170,24 +171,7 @@ fn every_json_archive_reproduces_its_facts_read_directly() {
             args.push("--salvage");
         }
         cimlake_ok(lake.path(), &args);
-        let counts = query_csv(
-            lake.path(),
-            "SELECT (SELECT count(*) FROM endpoint.processes) AS eid1, \
-                    (SELECT count(*) FROM network_traffic.all_traffic) AS eid3, \
-                    (SELECT count(*) FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)) AS http",
-            &[],
-        );
-        assert_eq!(counts[1], format!("{},{},{}", fact.eid1, fact.eid3, fact.eid3_http), "{}", fact.file);
-        let pairs = per_image(
-            lake.path(),
-            &format!("SELECT process_name, sum(count) AS pairs FROM detect.{DETECTION} GROUP BY 1 ORDER BY 1"),
-        );
-        assert_eq!(pairs, owned(fact.pairs), "{}: pairs per image", fact.file);
-        let rows = per_image(
-            lake.path(),
-            &format!("SELECT process_name, count(*) AS n FROM detect_splunk.{DETECTION} GROUP BY 1 ORDER BY 1"),
-        );
-        assert_eq!(rows, owned(fact.splunk_rows), "{}: Splunk rows per image", fact.file);
+        assert_facts(lake.path(), fact.file, (fact.eid1, fact.eid3, fact.eid3_http), fact.pairs, Some(fact.splunk_rows));
     }
 }
 
