@@ -30,6 +30,16 @@ pub struct IngestArgs {
     #[arg(long)]
     pub salvage: bool,
 
+    /// Inputs converted at once; also the cores one large text input is split across.
+    /// Default: the machine's cores.
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
+
+    /// A plain XmlWinEventLog or Windows event JSON file larger than this is split into pieces of
+    /// about this size, converted in parallel (memory grows with jobs × this size).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::engine::parse_size)]
+    pub piece_size: usize,
+
     /// Rows per record batch.
     #[arg(long, default_value_t = crate::convert::DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -49,6 +59,8 @@ pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<I
         strict: args.strict,
         salvage: args.salvage,
         progress: std::io::stderr().is_terminal(),
+        jobs: args.jobs.map_or_else(crate::lake::ingest::default_jobs, |j| j as usize),
+        piece_bytes: args.piece_size.max(1),
     };
     let report = ingest(&lake, &args.paths, &opts)?;
     print_report(&lake, &report)?;

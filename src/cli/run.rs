@@ -35,6 +35,8 @@ pub async fn run(lake_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         strict: false,
         salvage: false,
         batch_size: crate::convert::DEFAULT_BATCH_SIZE as u64,
+        jobs: None,
+        piece_size: crate::lake::ingest::DEFAULT_PIECE_BYTES,
     };
     let report = super::ingest::ingest_and_report(lake_dir, &ingest_args)?;
     println!();

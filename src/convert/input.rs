@@ -102,6 +102,16 @@ fn damaged(source: &str, what: &str, e: &dyn std::fmt::Display) -> String {
     format!("{source}: {what} ends early or is corrupt ({e}): truncated archive?")
 }
 
+/// The shape of a plain (not packed) text input from its first bytes, or `None` for a container
+/// or an EVTX file or an unknown shape.
+pub fn plain_shape(head: &[u8], forced: Option<Sourcetype>) -> Option<Sourcetype> {
+    let packed = head.starts_with(&[0x1f, 0x8b]) || head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") || is_tar(head);
+    if packed || head.starts_with(b"ElfFile\0") {
+        return None;
+    }
+    forced.or_else(|| sniff(head)).filter(|s| *s != Sourcetype::Evtx)
+}
+
 /// Converts everything in the input at `path` (read through `reader`, which may count progress).
 pub fn convert_input<R: Read>(
     reader: R,

@@ -5,16 +5,17 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
-use super::lines::Lines;
+use super::lines::{Lines, Position};
 use super::{BadRecord, ConvertError, Emitter};
 
 /// Calls `f(object, line, byte offset, out)` for each object; counts each line as a record.
-pub fn for_each_object<R, F>(reader: R, source: &str, out: &mut Emitter<'_>, mut f: F) -> Result<(), ConvertError>
+/// `at` is where the reader starts in the whole input (a line start).
+pub fn for_each_object<R, F>(reader: R, source: &str, at: Position, out: &mut Emitter<'_>, mut f: F) -> Result<(), ConvertError>
 where
     R: BufRead,
     F: FnMut(&Map<String, Value>, i64, i64, &mut Emitter<'_>) -> Result<(), ConvertError>,
 {
-    let mut lines = Lines::new(reader);
+    let mut lines = Lines::starting_at(reader, at);
     while let Some((line, start, bytes)) = lines.next_line(source)? {
         let text = trim(bytes);
         if text.is_empty() {

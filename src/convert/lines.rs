@@ -5,6 +5,13 @@ use std::io::BufRead;
 
 use super::ConvertError;
 
+/// Where a piece of an input starts: the lines before it and its byte offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub lines_before: i64,
+    pub offset: i64,
+}
+
 /// A line reader over a [`BufRead`]: any buffer size gives the same lines.
 pub struct Lines<R> {
     reader: R,
@@ -15,7 +22,13 @@ pub struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     pub fn new(reader: R) -> Self {
-        Lines { reader, buf: Vec::with_capacity(4096), line: 0, offset: 0 }
+        Self::starting_at(reader, Position::default())
+    }
+
+    /// A reader over a piece of a larger input that begins at `at` (line numbers and offsets
+    /// then count from the start of the whole input).
+    pub fn starting_at(reader: R, at: Position) -> Self {
+        Lines { reader, buf: Vec::with_capacity(4096), line: at.lines_before, offset: at.offset }
     }
 
     /// The next line as (1-based line number, byte offset of its start, its bytes with the line

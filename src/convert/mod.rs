@@ -12,6 +12,7 @@ pub mod input;
 pub mod jsonlines;
 pub mod lines;
 pub mod nvm;
+pub mod split;
 pub mod sysmon;
 pub mod winevent_json;
 pub mod xml_event;

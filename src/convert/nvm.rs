@@ -387,7 +387,7 @@ pub fn convert_kv<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) ->
 /// Converts JSON lines.
 pub fn convert_json<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
     let mut state = NvmState::new(SOURCETYPE_JSON);
-    super::jsonlines::for_each_object(reader, source, out, |obj, line, offset, out| {
+    super::jsonlines::for_each_object(reader, source, super::lines::Position::default(), out, |obj, line, offset, out| {
         state.add(from_json(obj), line, offset, source, out)
     })?;
     state.finish(source, out)

@@ -18,6 +18,7 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
+use super::lines::Position;
 use super::xml_event::WinEvent;
 use super::{BadRecord, ConvertError, Emitter, sysmon};
 use crate::cim::provenance::Provenance;
@@ -138,8 +139,13 @@ pub fn to_win_event(obj: &Map<String, Value>, ev: &mut WinEvent) -> Result<Layou
 
 /// Converts a stream of JSON lines.
 pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    convert_part(reader, source, Position::default(), out)
+}
+
+/// Converts the lines of a piece of a stream that begins at `at` (a line start).
+pub fn convert_part<R: BufRead>(reader: R, source: &str, at: Position, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
     let mut ev = WinEvent::default();
-    super::jsonlines::for_each_object(reader, source, out, |obj, line, offset, out| {
+    super::jsonlines::for_each_object(reader, source, at, out, |obj, line, offset, out| {
         let bad = |reason: String| BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason };
         match to_win_event(obj, &mut ev) {
             Ok(_) => {

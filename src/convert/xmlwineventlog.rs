@@ -9,6 +9,7 @@
 
 use std::io::BufRead;
 
+use super::lines::Position;
 use super::xml_event::{self, WinEvent};
 use super::{BadRecord, ConvertError, Emitter, sysmon};
 use crate::cim::provenance::Provenance;
@@ -16,6 +17,8 @@ use crate::cim::provenance::Provenance;
 pub const SOURCETYPE: &str = "XmlWinEventLog";
 /// Largest event accepted, in bytes; a larger one is a bad record.
 pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
+const TRUNCATED_BY_NEXT: &str = "truncated event: a new <Event> began before </Event>";
 
 /// Skip reason for plain-text WinEventLog records.
 pub const PLAIN_TEXT_RECORD: &str = "plain-text WinEventLog record";
@@ -60,12 +63,35 @@ enum State {
 }
 
 /// Converts a whole stream. `source` names the input in provenance and errors.
-pub fn convert<R: BufRead>(
+pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    convert_part(reader, source, Position::default(), false, out)
+}
+
+/// Whether a line (with or without its line end) opens an `<Event>`: the places where an input
+/// may be split ([`super::split`]).
+pub fn starts_event(line: &[u8]) -> bool {
+    let mut b = line;
+    loop {
+        b = match b {
+            [b' ' | b'\t', rest @ ..] => rest,
+            [0xef, 0xbb, 0xbf, rest @ ..] => rest,
+            _ => break,
+        };
+    }
+    matches!(b.strip_prefix(b"<Event"), Some([] | [b' ' | b'>' | b'\t' | b'\r' | b'\n', ..]))
+}
+
+/// Converts a piece of a stream that begins at `at` (on a line that opens an event, or at the
+/// start). `more_follows`: the piece ends where the next event begins, so an event left open at
+/// its end was cut short by that next event, exactly as if the input had been read whole.
+pub fn convert_part<R: BufRead>(
     reader: R,
     source: &str,
+    at: Position,
+    more_follows: bool,
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
-    let mut lines = super::lines::Lines::new(reader);
+    let mut lines = super::lines::Lines::starting_at(reader, at);
     let mut event = String::new();
     let mut parsed = WinEvent::default();
     let mut state = State::Outside;
@@ -86,7 +112,7 @@ pub fn convert<R: BufRead>(
             if is_event_start(trimmed) {
                 // A new event before the previous one closed: the previous one is truncated.
                 out.record();
-                out.bad(bad(*start, *start_off, "truncated event: a new <Event> began before </Event>".into()))?;
+                out.bad(bad(*start, *start_off, TRUNCATED_BY_NEXT.into()))?;
                 state = State::Outside;
             } else {
                 if !*too_big {
@@ -152,7 +178,8 @@ pub fn convert<R: BufRead>(
     }
     if let State::InEvent { line, offset, .. } = state {
         out.record();
-        out.bad(bad(line, offset, "truncated event: end of file before </Event>".into()))?;
+        let reason = if more_follows { TRUNCATED_BY_NEXT } else { "truncated event: end of file before </Event>" };
+        out.bad(bad(line, offset, reason.into()))?;
     }
     Ok(())
 }

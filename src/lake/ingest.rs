@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read};
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::writer::PartitionedWriter;
 use super::{Commit, InputRecord, Lake, LakeError};
-use crate::convert::input::{self, InputOptions};
-use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats};
+use crate::convert::input::{self, InputInfo, InputOptions};
+use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
 
 /// Options for [`ingest`].
 #[derive(Debug, Clone)]
@@ -25,6 +27,18 @@ pub struct IngestOptions {
     pub salvage: bool,
     /// Draw a progress bar (only where stderr is a terminal).
     pub progress: bool,
+    /// Inputs converted at once, and pieces of one large input converted at once.
+    pub jobs: usize,
+    /// A plain text input larger than this is split into pieces of about this size.
+    pub piece_bytes: usize,
+}
+
+/// Default [`IngestOptions::piece_bytes`].
+pub const DEFAULT_PIECE_BYTES: usize = 16 << 20;
+
+/// The machine's cores (1 if unknown): the default [`IngestOptions::jobs`].
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for IngestOptions {
@@ -35,6 +49,8 @@ impl Default for IngestOptions {
             strict: false,
             salvage: false,
             progress: false,
+            jobs: default_jobs(),
+            piece_bytes: DEFAULT_PIECE_BYTES,
         }
     }
 }
@@ -146,6 +162,11 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
 }
 
 /// Ingests `inputs` into `lake`, one commit per new input.
+///
+/// Inputs are hashed, then converted `opts.jobs` at a time. A plain XmlWinEventLog or Windows
+/// event JSON file larger than `opts.piece_bytes` is instead split into pieces converted on every
+/// job at once ([`crate::convert::split`]). Memory then depends on `jobs` and `piece_bytes`, not
+/// on input size.
 pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport, IngestError> {
     let files = expand_inputs(inputs)?;
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
@@ -154,83 +175,177 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}")
             .expect("valid template"),
     );
-    let mut manifest: HashMap<String, (u64, String)> = lake
+    let manifest: HashMap<String, (u64, String)> = lake
         .manifest()?
         .into_iter()
         .map(|(h, c)| (h, (c.id, c.input.path)))
         .collect();
-    let mut report = IngestReport::default();
-    for path in files {
-        bar.set_message(path.display().to_string());
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let outcome = ingest_one(lake, &path, opts, &mut manifest, &bar);
-        if let InputOutcome::AlreadyIngested { .. } = outcome {
-            bar.inc(size);
-        }
-        report.inputs.push(outcome);
+    let jobs = opts.jobs.max(1);
+    let looked = parallel_map(&files, jobs, |p| look(p, opts));
+
+    // What to do with each input: nothing (already in the lake, or the same bytes as an earlier
+    // input of this run), convert it whole, or split it.
+    let mut outcomes: Vec<Option<InputOutcome>> = Vec::with_capacity(files.len());
+    let mut first_with_hash: HashMap<&str, usize> = HashMap::new();
+    let mut same_as: Vec<(usize, usize)> = Vec::new();
+    let (mut whole, mut split) = (Vec::new(), Vec::new());
+    for (i, (path, l)) in files.iter().zip(&looked).enumerate() {
+        let outcome = match l {
+            Err(error) => Some(InputOutcome::Failed { path: path.clone(), error: error.clone() }),
+            Ok(l) => match manifest.get(&l.hash) {
+                Some((id, as_path)) => {
+                    bar.inc(l.bytes);
+                    Some(InputOutcome::AlreadyIngested { path: path.clone(), commit_id: *id, as_path: as_path.clone() })
+                }
+                None => {
+                    match first_with_hash.get(l.hash.as_str()) {
+                        Some(&first) => {
+                            bar.inc(l.bytes);
+                            same_as.push((i, first));
+                        }
+                        None => {
+                            first_with_hash.insert(&l.hash, i);
+                            match l.split {
+                                Some(shape) if jobs > 1 => split.push((i, shape)),
+                                _ => whole.push(i),
+                            }
+                        }
+                    }
+                    None
+                }
+            },
+        };
+        outcomes.push(outcome);
+    }
+
+    let converted = parallel_map(&whole, jobs, |&i| {
+        let l = looked[i].as_ref().expect("looked at");
+        ingest_one(lake, &files[i], l, opts, &bar, |lake, writer_stem, source, convert_opts, counted| {
+            convert_whole(lake, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
+        })
+    });
+    for (&i, outcome) in whole.iter().zip(converted) {
+        outcomes[i] = Some(outcome);
+    }
+    for (i, shape) in split {
+        let l = looked[i].as_ref().expect("looked at");
+        outcomes[i] = Some(ingest_one(lake, &files[i], l, opts, &bar, |lake, writer_stem, source, convert_opts, counted| {
+            convert_split(lake, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
+        }));
+    }
+    for (i, first) in same_as {
+        let path = files[i].clone();
+        outcomes[i] = Some(match outcomes[first].as_ref().expect("converted") {
+            InputOutcome::Ingested { commit, .. } => {
+                InputOutcome::AlreadyIngested { path, commit_id: commit.id, as_path: commit.input.path.clone() }
+            }
+            _ => InputOutcome::Failed {
+                path,
+                error: format!("same bytes as {}, which failed", files[first].display()),
+            },
+        });
     }
     bar.finish_and_clear();
-    Ok(report)
+    Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect() })
 }
 
+/// `f` over `items` on up to `jobs` threads; results in the order of `items`.
+fn parallel_map<T: Sync, U: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    if jobs <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<U>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results.lock().expect("no panics while held")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results.into_inner().expect("no panics while held").into_iter().map(|r| r.expect("every item mapped")).collect()
+}
+
+/// An input before conversion: its content hash, size and state, and whether it can be split.
+struct Looked {
+    hash: String,
+    bytes: u64,
+    stamp: Option<Stamp>,
+    split: Option<Sourcetype>,
+}
+
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+fn stamp(p: &Path) -> Option<Stamp> {
+    std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).ok()
+}
+
+fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
+    let stamp = stamp(path);
+    let (hash, bytes) = hash_file(path).map_err(|e| e.to_string())?;
+    let split = if bytes > opts.piece_bytes as u64 {
+        let mut head = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head))
+            .map_err(|e| LakeError::io(path, e).to_string())?;
+        input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s))
+    } else {
+        None
+    };
+    Ok(Looked { hash, bytes, stamp, split })
+}
+
+/// Converts one input with `convert` and publishes it as one commit.
 fn ingest_one(
     lake: &Lake,
     path: &Path,
+    looked: &Looked,
     opts: &IngestOptions,
-    manifest: &mut HashMap<String, (u64, String)>,
     bar: &ProgressBar,
+    convert: impl FnOnce(&Lake, &str, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
 ) -> InputOutcome {
     let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
-    let stamp = |p: &Path| std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).ok();
-    let before = stamp(path);
-    let (hash, bytes) = match hash_file(path) {
-        Ok(h) => h,
-        Err(e) => return failed(e.to_string()),
-    };
-    if let Some((id, as_path)) = manifest.get(&hash) {
-        return InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: *id, as_path: as_path.clone() };
-    }
     let source = path.to_string_lossy().to_string();
-    let mut writer = match PartitionedWriter::new(lake, &hash[..16]) {
-        Ok(w) => w,
-        Err(e) => return failed(e.to_string()),
-    };
-    let start_position = bar.position();
-    let input_opts = InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage };
-    let converted = {
-        let mut emitter = Emitter::new(&mut writer).with_batch_size(opts.batch_size).with_strict(opts.strict);
-        std::fs::File::open(path)
-            .map_err(|e| ConvertError::io(path, e))
-            .and_then(|f| input::convert_input(ProgressRead { inner: f, bar }, path, &source, input_opts, &mut emitter))
-            .and_then(|info| emitter.finish().map(|stats| (info, stats)))
-    };
-    bar.set_position(start_position + bytes);
-    let (info, stats) = match converted {
-        Ok(s) => s,
-        Err(e) => {
-            writer.abort();
-            return failed(e.to_string());
-        }
+    let counted = AtomicU64::new(0);
+    let convert_opts = ConvertOptions { batch_size: opts.batch_size, piece_bytes: opts.piece_bytes, strict: opts.strict, input: InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage } };
+    let converted = convert(lake, &looked.hash[..16], &source, convert_opts, &counted);
+    // Bytes not read through the counter (an EVTX file is read from disk by its parser).
+    bar.inc(looked.bytes.saturating_sub(counted.load(Ordering::Relaxed)));
+    let Converted { info, stats, writers } = match converted {
+        Ok(c) => c,
+        Err(e) => return failed(e),
     };
     // A file still being written would be committed half, then again whole under another hash.
-    if stamp(path) != before || before.map(|(len, _)| len) != Some(bytes) {
-        writer.abort();
+    if stamp(path) != looked.stamp || looked.stamp.map(|(len, _)| len) != Some(looked.bytes) {
+        writers.into_iter().for_each(PartitionedWriter::abort);
         return failed(format!(
             "{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)",
             path.display()
         ));
     }
-    let files = match writer.finish() {
-        Ok(f) => f,
-        Err(e) => return failed(e.to_string()),
-    };
+    let mut files = Vec::new();
+    let mut writers = writers.into_iter();
+    while let Some(w) = writers.next() {
+        match w.finish() {
+            Ok(f) => files.extend(f),
+            Err(e) => {
+                writers.for_each(PartitionedWriter::abort);
+                return failed(e.to_string());
+            }
+        }
+    }
     let commit = Commit {
         id: 0,
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         input: InputRecord {
             path: source,
-            hash: hash.clone(),
-            bytes,
+            hash: looked.hash.clone(),
+            bytes: looked.bytes,
             container: info.container,
             sourcetypes: info.sourcetypes,
             stats,
@@ -238,24 +353,152 @@ fn ingest_one(
         files,
     };
     match lake.publish(commit) {
-        Ok(commit) => {
-            manifest.insert(hash, (commit.id, commit.input.path.clone()));
-            InputOutcome::Ingested { path: path.to_path_buf(), commit }
-        }
+        Ok(commit) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
         Err(e) => failed(e.to_string()),
     }
+}
+
+#[derive(Clone, Copy)]
+struct ConvertOptions {
+    batch_size: usize,
+    piece_bytes: usize,
+    strict: bool,
+    input: InputOptions,
+}
+
+/// A converted input, its files not yet moved into the lake.
+struct Converted {
+    info: InputInfo,
+    stats: Stats,
+    writers: Vec<PartitionedWriter>,
+}
+
+/// Converts an input on this thread.
+fn convert_whole(lake: &Lake, path: &Path, stem: &str, source: &str, o: ConvertOptions, progress: Progress<'_>) -> Result<Converted, String> {
+    let mut writer = PartitionedWriter::new(lake, stem).map_err(|e| e.to_string())?;
+    let converted = {
+        let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
+        std::fs::File::open(path)
+            .map_err(|e| ConvertError::io(path, e))
+            .and_then(|f| input::convert_input(ProgressRead { inner: f, progress }, path, source, o.input, &mut emitter))
+            .and_then(|info| emitter.finish().map(|stats| (info, stats)))
+    };
+    match converted {
+        Ok((info, stats)) => Ok(Converted { info, stats, writers: vec![writer] }),
+        Err(e) => {
+            writer.abort();
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Converts a plain text input split into pieces, on `jobs` threads, each with its own writer.
+/// The file is read once, on this thread, at most `2 × jobs` pieces ahead of the converters.
+#[allow(clippy::too_many_arguments)]
+fn convert_split(
+    lake: &Lake,
+    path: &Path,
+    shape: Sourcetype,
+    stem: &str,
+    source: &str,
+    o: ConvertOptions,
+    jobs: usize,
+    progress: Progress<'_>,
+) -> Result<Converted, String> {
+    let file = std::fs::File::open(path).map_err(|e| LakeError::io(path, e).to_string())?;
+    let mut splitter = split::Splitter::new(ProgressRead { inner: file, progress }, shape, o.piece_bytes);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
+    let rx = Mutex::new(rx);
+    let stop = AtomicBool::new(false);
+    let worker = |w: usize| -> Result<(PartitionedWriter, Vec<(usize, Stats)>), ConvertError> {
+        let mut writer = PartitionedWriter::new(lake, &format!("{stem}-{w}")).map_err(|e| ConvertError::Sink(e.to_string()))?;
+        let mut stats = Vec::new();
+        let result = (|| {
+            let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
+            loop {
+                let piece = rx.lock().expect("no panics while held").recv();
+                let Ok(piece) = piece else { break };
+                if stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                piece.convert(shape, source, &mut emitter)?;
+                stats.push((piece.index, std::mem::take(&mut emitter.stats)));
+            }
+            let rest = emitter.finish()?;
+            stats.push((usize::MAX, rest));
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok((writer, stats)),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                writer.abort();
+                Err(e)
+            }
+        }
+    };
+    let (read, results) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs).map(|w| s.spawn(move || worker(w))).collect();
+        let read = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            match splitter.next_piece() {
+                Ok(Some(piece)) => {
+                    if tx.send(piece).is_err() {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(tx);
+        let results: Vec<_> = workers.into_iter().map(|h| h.join().expect("converter thread panicked")).collect();
+        (read, results)
+    });
+    let mut writers = Vec::new();
+    let mut pieces = Vec::new();
+    let mut error = read.err().map(|e| LakeError::io(path, e).to_string());
+    for r in results {
+        match r {
+            Ok((w, s)) => {
+                writers.push(w);
+                pieces.extend(s);
+            }
+            Err(e) => error = error.or(Some(e.to_string())),
+        }
+    }
+    if let Some(e) = error {
+        writers.into_iter().for_each(PartitionedWriter::abort);
+        return Err(e);
+    }
+    pieces.sort_by_key(|(i, _)| *i);
+    let mut stats = Stats::default();
+    for (_, s) in &pieces {
+        stats.merge(s);
+    }
+    Ok(Converted { info: InputInfo { container: None, sourcetypes: vec![shape] }, stats, writers })
+}
+
+/// Where bytes read are counted: the run's progress bar and the input's own count.
+#[derive(Clone, Copy)]
+struct Progress<'a> {
+    bar: &'a ProgressBar,
+    counted: &'a AtomicU64,
 }
 
 /// Counts bytes read into the progress bar.
 struct ProgressRead<'a, R> {
     inner: R,
-    bar: &'a ProgressBar,
+    progress: Progress<'a>,
 }
 
 impl<R: Read> Read for ProgressRead<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
+        self.progress.bar.inc(n as u64);
+        self.progress.counted.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

@@ -1,6 +1,7 @@
 //! cimlake's integration tests: one test binary (one link of DataFusion) with a module per area.
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
+//! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
 
@@ -8,5 +9,6 @@ mod cli;
 mod common;
 mod corpus;
 mod generate;
+mod parallel;
 mod schedule;
 mod slt;

@@ -1,0 +1,240 @@
+//! Splitting a large text input into pieces that convert independently, so one file can use every
+//! core.
+//!
+//! A piece always starts on a line where a record starts (an `<Event>` line for
+//! XmlWinEventLog, any line for JSON lines), carries the line number and byte offset it starts
+//! at, and is converted by the same code as a whole file ([`xmlwineventlog::convert_part`],
+//! [`winevent_json::convert_part`]). The rows, record counts and bad records of the pieces,
+//! taken in order, are those of the whole file.
+//!
+//! Shapes whose records depend on each other (Cisco NVM merges flow stages and processes across
+//! the input) and binary or packed inputs are not split.
+
+use std::io::{Cursor, Read};
+
+use super::lines::Position;
+use super::{ConvertError, Emitter, Sourcetype, winevent_json, xmlwineventlog};
+
+/// How far past its target size a piece may grow while looking for a record start before it is
+/// cut at a line end anyway (a record larger than this is a bad record in any case).
+const MAX_OVERRUN: usize = xmlwineventlog::MAX_EVENT_BYTES + (1 << 20);
+
+/// Whether inputs of this shape can be split.
+pub fn splits(shape: Sourcetype) -> bool {
+    matches!(shape, Sourcetype::XmlWinEventLog | Sourcetype::WinEventJson)
+}
+
+/// A piece of an input.
+#[derive(Debug)]
+pub struct Piece {
+    /// 0, 1, 2, … in input order.
+    pub index: usize,
+    pub at: Position,
+    pub bytes: Vec<u8>,
+    /// Another piece follows (this one ends where the next record starts).
+    pub more_follows: bool,
+}
+
+impl Piece {
+    /// Converts the piece as part of an input of shape `shape` named `source`.
+    pub fn convert(&self, shape: Sourcetype, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        let r = Cursor::new(&self.bytes[..]);
+        match shape {
+            Sourcetype::XmlWinEventLog => xmlwineventlog::convert_part(r, source, self.at, self.more_follows, out),
+            Sourcetype::WinEventJson => winevent_json::convert_part(r, source, self.at, out),
+            other => unreachable!("{other} inputs are not split"),
+        }
+    }
+}
+
+/// Cuts a stream into pieces of about `target` bytes, each ending just before a record start.
+pub struct Splitter<R> {
+    reader: R,
+    shape: Sourcetype,
+    target: usize,
+    /// Bytes read past the end of the last piece.
+    carry: Vec<u8>,
+    next: Position,
+    index: usize,
+    eof: bool,
+}
+
+impl<R: Read> Splitter<R> {
+    pub fn new(reader: R, shape: Sourcetype, target: usize) -> Self {
+        assert!(splits(shape), "{shape} inputs are not split");
+        Splitter { reader, shape, target: target.max(1), carry: Vec::new(), next: Position::default(), index: 0, eof: false }
+    }
+
+    fn fill(&mut self, buf: &mut Vec<u8>, upto: usize) -> std::io::Result<()> {
+        while buf.len() < upto && !self.eof {
+            let want = upto - buf.len();
+            let start = buf.len();
+            buf.resize(start + want, 0);
+            let n = loop {
+                match self.reader.read(&mut buf[start..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        buf.truncate(start);
+                        return Err(e);
+                    }
+                }
+            };
+            buf.truncate(start + n);
+            self.eof = n == 0;
+        }
+        Ok(())
+    }
+
+    /// Where to cut `buf` at or after `from`: the start of the first complete line that is a
+    /// record start. `None` when more bytes are needed to know.
+    fn cut(&self, buf: &[u8], from: usize) -> Option<usize> {
+        let from = from.saturating_sub(1).min(buf.len());
+        for nl in memchr::memchr_iter(b'\n', &buf[from..]).map(|i| from + i) {
+            let start = nl + 1;
+            let line_end = memchr::memchr(b'\n', &buf[start..]).map(|i| start + i);
+            let line = match line_end {
+                Some(e) => &buf[start..e],
+                None if self.eof => &buf[start..],
+                None => return None,
+            };
+            if start < buf.len() && self.is_record_start(line) {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    fn is_record_start(&self, line: &[u8]) -> bool {
+        match self.shape {
+            Sourcetype::XmlWinEventLog => xmlwineventlog::starts_event(line),
+            _ => true,
+        }
+    }
+
+    /// The next piece, or `None` at the end of the input.
+    pub fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
+        let mut buf = std::mem::take(&mut self.carry);
+        self.fill(&mut buf, self.target)?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut searched = self.target.min(buf.len());
+        let end = loop {
+            if let Some(at) = self.cut(&buf, searched) {
+                break at;
+            }
+            if self.eof {
+                break buf.len();
+            }
+            if buf.len() >= self.target + MAX_OVERRUN {
+                // No record start in sight: cut at the last line end, or here.
+                break memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+            }
+            // Search again from the last line end seen, with more bytes.
+            searched = memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1).max(searched);
+            let more = buf.len() + (1 << 20);
+            self.fill(&mut buf, more)?;
+        };
+        self.carry = buf.split_off(end);
+        let at = self.next;
+        self.next = Position {
+            lines_before: at.lines_before + memchr::memchr_iter(b'\n', &buf).count() as i64,
+            offset: at.offset + buf.len() as i64,
+        };
+        let index = self.index;
+        self.index += 1;
+        let more_follows = !self.carry.is_empty() || !self.eof;
+        Ok(Some(Piece { index, at, bytes: buf, more_follows }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cim::Table;
+    use crate::convert::test_util::{row, sample};
+    use crate::convert::{Stats, VecSink};
+
+    fn whole(shape: Sourcetype, bytes: &[u8]) -> (Stats, Vec<Vec<String>>) {
+        let mut sink = VecSink::default();
+        let mut out = Emitter::new(&mut sink);
+        match shape {
+            Sourcetype::XmlWinEventLog => xmlwineventlog::convert(Cursor::new(bytes), "in", &mut out).unwrap(),
+            _ => winevent_json::convert(Cursor::new(bytes), "in", &mut out).unwrap(),
+        }
+        let stats = out.finish().unwrap();
+        (stats, rows(&sink))
+    }
+
+    fn pieces(shape: Sourcetype, bytes: &[u8], target: usize) -> (Stats, Vec<Vec<String>>, usize) {
+        let mut split = Splitter::new(Cursor::new(bytes), shape, target);
+        let mut sink = VecSink::default();
+        let mut stats = Stats::default();
+        let mut n = 0;
+        let mut total = 0;
+        while let Some(p) = split.next_piece().unwrap() {
+            assert_eq!(p.index, n);
+            assert_eq!(p.at.offset as usize, total, "pieces are contiguous");
+            total += p.bytes.len();
+            let mut out = Emitter::new(&mut sink);
+            p.convert(shape, "in", &mut out).unwrap();
+            stats.merge(&out.finish().unwrap());
+            n += 1;
+        }
+        assert_eq!(total, bytes.len(), "every byte in one piece");
+        (stats, rows(&sink), n)
+    }
+
+    fn rows(sink: &VecSink) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for t in [Table::Processes, Table::AllTraffic] {
+            let b = sink.table(t);
+            for i in 0..b.num_rows() {
+                out.push(row(&b, i).into_values().collect());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pieces_convert_to_exactly_the_whole_file() {
+        // One-line events, pretty-printed events, CRLF, plain-text records, garbage lines and a
+        // truncated event, cut at every size from tiny to whole.
+        let mut bytes = Vec::new();
+        for name in ["t1218_007_msiexec_sysmon.log", "certutil_exe_certificate_extraction.raw"] {
+            bytes.extend(std::fs::read(sample("sysmon", name)).unwrap());
+        }
+        bytes.extend_from_slice(b"garbage line\r\n<Event xmlns='x'><System><EventID>1</EventID>\n");
+        bytes.extend(std::fs::read(sample("sysmon", "t1218_007_msiexec_sysmon.log")).unwrap());
+        let (want_stats, want_rows) = whole(Sourcetype::XmlWinEventLog, &bytes);
+        assert!(want_stats.bad >= 1 && want_rows.len() > 20, "{want_stats:?}");
+        for target in [1, 100, 4096, 50_000, bytes.len()] {
+            let (stats, got, n) = pieces(Sourcetype::XmlWinEventLog, &bytes, target);
+            assert_eq!(stats, want_stats, "target {target}");
+            assert_eq!(got, want_rows, "target {target}");
+            assert!(target >= bytes.len() || n > 1, "target {target}: {n} pieces");
+        }
+    }
+
+    #[test]
+    fn json_lines_split_at_any_line() {
+        let mut bytes = std::fs::read(sample("json", "t1218_007_msiexec_winlogbeat8.json")).unwrap();
+        bytes.extend_from_slice(b"not json\n");
+        let (want_stats, want_rows) = whole(Sourcetype::WinEventJson, &bytes);
+        for target in [1, 500, bytes.len() / 2] {
+            let (stats, got, _) = pieces(Sourcetype::WinEventJson, &bytes, target);
+            assert_eq!(stats, want_stats, "target {target}");
+            assert_eq!(got, want_rows, "target {target}");
+        }
+    }
+
+    #[test]
+    fn event_starts() {
+        assert!(xmlwineventlog::starts_event(b"<Event xmlns='x'>"));
+        assert!(xmlwineventlog::starts_event(b"  \t<Event>\r\n"));
+        assert!(xmlwineventlog::starts_event(b"\xef\xbb\xbf<Event\n"));
+        assert!(!xmlwineventlog::starts_event(b"<EventData>"));
+        assert!(!xmlwineventlog::starts_event(b"<EventID>1</EventID>"));
+    }
+}
