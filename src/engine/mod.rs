@@ -105,6 +105,9 @@ fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, EngineError> {
     Ok(RecordBatch::try_from_iter(cols).map_err(DataFusionError::from)?)
 }
 
+/// Set to `false` to read Parquet columns whole before filtering (DataFusion's own default).
+pub const PUSHDOWN_ENV: &str = "DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS";
+
 /// How queries run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineOptions {
@@ -122,9 +125,18 @@ pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionCo
 
 /// A session over the lake, with options.
 pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOptions) -> Result<SessionContext, EngineError> {
-    let mut config = SessionConfig::new()
+    // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_…`).
+    let mut config = SessionConfig::from_env()?
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
+    if std::env::var_os(PUSHDOWN_ENV).is_none() {
+        // Filters run inside the Parquet scan, so the other columns are decoded only for the rows
+        // that pass; with the hash join's dynamic filter, a detection decodes the wide columns of
+        // matching flows only (BENCHMARKS.md). Not under a memory limit: the batches such a scan
+        // returns share large decoded buffers, which the memory pool counts in full for each
+        // batch, so sorts run out of their share without holding much.
+        config.options_mut().execution.parquet.pushdown_filters = opts.memory_limit.is_none();
+    }
     if opts.sort_merge_join {
         config.options_mut().optimizer.prefer_hash_join = false;
     }

@@ -78,11 +78,13 @@ fn explain_shows_hash_joins_on_the_mode_keys() {
     let lake = sample_lake();
     let cim = cimlake_ok(lake, &["detect", "--explain"]);
     let joins: Vec<&str> = cim.lines().filter(|l| l.contains("HashJoinExec")).collect();
-    assert_eq!(joins.len(), 2, "{cim}");
+    assert_eq!(joins.len(), 3, "{cim}");
     // The planner picks the build side, so keys may print as (dvc, dest) or (dest, dvc).
     let keyed = |j: &&str, id: &str| j.contains("dest@") && j.contains("dvc@") && j.contains(&format!("({id}@"));
-    assert!(joins.iter().any(|j| keyed(j, "process_guid") && j.contains("(vendor_product@")), "{cim}");
+    // One join on the endpoint and process id, checking the GUID in its filter …
     assert!(joins.iter().any(|j| keyed(j, "process_id") && j.contains("filter=(process_guid@")), "{cim}");
+    // … and two on the GUID, for a side without a process id.
+    assert_eq!(joins.iter().filter(|j| keyed(j, "process_guid") && j.contains("(vendor_product@")).count(), 2, "{cim}");
     let splunk = cimlake_ok(lake, &["detect", "--explain", "--mode", "splunk"]);
     let joins: Vec<&str> = splunk.lines().filter(|l| l.contains("HashJoinExec")).collect();
     assert_eq!(joins.len(), 1, "{splunk}");

@@ -6,9 +6,12 @@
 --                        process started before the window still matches its flows
 --
 -- A flow belongs to a process on the same endpoint (processes.dest = all_traffic.dvc) with the
--- same process_guid when both sides carry one from the same product (Sysmon's ProcessGuid and
--- NVM's puid are different identifiers), else with the same process_id and a process start no
--- later than the flow. One row per process instance and remote endpoint (dest_ip, dest_port),
+-- same process_id, and the same process_guid when both sides carry one from the same product
+-- (Sysmon's ProcessGuid and NVM's puid are different identifiers), else a process start no later
+-- than the flow. Where either side has no process_id, the GUID alone (same product) decides.
+-- (A GUID names one process instance, which has one process id, so this is "the GUID where both
+-- carry one, else the process id" written as one join on the id plus two small joins; the flow
+-- table is then read once, and the scan of flows without an id is skipped by Parquet statistics.) One row per process instance and remote endpoint (dest_ip, dest_port),
 -- with the number of flows and the first and last flow time. Nulls stay nulls.
 WITH processes AS (
     -- One row per process instance: a process seen in several inputs (NVM reports it with each
@@ -32,22 +35,37 @@ traffic AS (
       AND dest_port IN (80, 443)
 ),
 pairs AS (
-    -- Both sides carry a GUID from the same product: it alone identifies the process instance.
-    SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
-           t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
-           t.dest_hostname AS flow_dest_hostname
-    FROM processes p
-    JOIN traffic t
-      ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
-    UNION ALL
-    -- Otherwise: same endpoint and process id, the process started by the time of the flow.
+    -- Both sides carry a process id: one join on the endpoint and the id. When both also carry a
+    -- GUID from the same product, the GUID must match too; otherwise the process must have
+    -- started by the time of the flow.
     SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
            t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
     FROM processes p
     JOIN traffic t ON p.dest = t.dvc AND p.process_id = t.process_id
-    WHERE (p.process_guid IS NULL OR t.process_guid IS NULL OR p.vendor_product <> t.vendor_product)
-      AND p._time <= t._time
+    WHERE CASE
+        WHEN p.process_guid IS NOT NULL AND t.process_guid IS NOT NULL AND p.vendor_product = t.vendor_product
+            THEN p.process_guid = t.process_guid
+        ELSE p._time <= t._time
+    END
+    UNION ALL
+    -- A flow without a process id: its GUID alone (same product). The filter on the flow side
+    -- is read from Parquet statistics, so files without such flows are skipped.
+    SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
+           t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
+           t.dest_hostname AS flow_dest_hostname
+    FROM processes p
+    JOIN (SELECT * FROM traffic WHERE process_id IS NULL) t
+      ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
+    UNION ALL
+    -- A process without a process id: its GUID alone (same product).
+    SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
+           t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
+           t.dest_hostname AS flow_dest_hostname
+    FROM (SELECT * FROM processes WHERE process_id IS NULL) p
+    JOIN traffic t
+      ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
+    WHERE t.process_id IS NOT NULL
 ),
 flows AS (
     -- One row per connection: a connection reported by several inputs (NVM stages split across
