@@ -5,6 +5,7 @@
 
 use std::hint::black_box;
 use std::io::BufReader;
+use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 use cimlake::cim::Table;
@@ -69,11 +70,31 @@ fn bench_xml(c: &mut Criterion) {
 }
 
 fn bench_evtx(c: &mut Criterion) {
-    let path = sample("sysmon_corrupt_chunk9.evtx");
+    // `CIMLAKE_BENCH_EVTX=FILE` to measure another file.
+    let path = std::env::var_os("CIMLAKE_BENCH_EVTX").map_or_else(|| sample("sysmon_corrupt_chunk9.evtx"), PathBuf::from);
     let len = std::fs::metadata(&path).unwrap().len();
     let mut g = c.benchmark_group("evtx");
     g.throughput(Throughput::Bytes(len));
     g.sample_size(20);
+    // The baseline: what `evtx_dump -t 1 -o jsonl` does with the same parser (every record as a
+    // JSON value, written as one line), without the file output.
+    g.bench_function("evtx_dump -o jsonl equivalent", |b| {
+        b.iter(|| {
+            let mut parser = ::evtx::EvtxParser::from_path(&path)
+                .unwrap()
+                .with_configuration(::evtx::ParserSettings::new().num_threads(1));
+            let mut sink = std::io::sink();
+            let mut n = 0u64;
+            for record in parser.records_json_value() {
+                if let Ok(r) = record {
+                    serde_json::to_writer(&mut sink, &r.data).unwrap();
+                    std::io::Write::write_all(&mut sink, b"\n").unwrap();
+                    n += 1;
+                }
+            }
+            black_box(n)
+        })
+    });
     g.bench_function("cimlake convert", |b| {
         b.iter(|| {
             let mut sink = CountSink::default();

@@ -4,6 +4,10 @@
 //! `cargo bench --bench detect`. Scale with `CIMLAKE_BENCH_PROCESSES` (default 100,000 processes,
 //! about 1M flows over 24 hours); the lake is generated once into a temporary directory, outside
 //! the timed loop, and every iteration checks that the planted positives are all found.
+//!
+//! Window pruning on lakes made beforehand with `cimlake gen`: `CIMLAKE_BENCH_LAKES=A,B` and
+//! `CIMLAKE_BENCH_HOUR=2026-11-08T12:00:00Z` time that hour (24 h look-back) on each lake, side by
+//! side in one run, after checking that each lake gives the same rows every time.
 
 use std::hint::black_box;
 
@@ -14,7 +18,32 @@ use cimlake::generate::{GenConfig, GenFormat, generate};
 use cimlake::lake::Lake;
 use criterion::{Criterion, criterion_group, criterion_main};
 
+fn bench_existing_lakes(c: &mut Criterion, lakes: &str) {
+    let hour: DateTime<Utc> = DateTime::parse_from_rfc3339(&std::env::var("CIMLAKE_BENCH_HOUR").expect("CIMLAKE_BENCH_HOUR"))
+        .expect("CIMLAKE_BENCH_HOUR is RFC 3339")
+        .with_timezone(&Utc);
+    let window = Window { earliest: Some(hour), latest: Some(hour + Duration::hours(1)), lookback: Duration::hours(24) };
+    let catalog = Catalog::builtin().unwrap();
+    let detection = &catalog.detections[0];
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut g = c.benchmark_group(format!("detect/hour {}", hour.format("%Y-%m-%dT%H")));
+    g.sample_size(20);
+    for dir in lakes.split(',') {
+        let lake = Lake::new(dir);
+        let run = || {
+            let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, EngineOptions::default())).unwrap();
+            out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+        };
+        let rows = run();
+        g.bench_function(format!("{dir} ({rows} rows)"), |b| b.iter(|| assert_eq!(black_box(run()), rows)));
+    }
+    g.finish();
+}
+
 fn bench_detect(c: &mut Criterion) {
+    if let Ok(lakes) = std::env::var("CIMLAKE_BENCH_LAKES") {
+        return bench_existing_lakes(c, &lakes);
+    }
     let processes: u64 = std::env::var("CIMLAKE_BENCH_PROCESSES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::new(dir.path().join("lake"));
