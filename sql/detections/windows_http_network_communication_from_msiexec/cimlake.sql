@@ -9,13 +9,30 @@
 -- same process_id, and the same process_guid when both sides carry one from the same product
 -- (Sysmon's ProcessGuid and NVM's puid are different identifiers), else a process start no later
 -- than the flow. Where either side has no process_id, the GUID alone (same product) decides.
--- (A GUID names one process instance, which has one process id, so this is "the GUID where both
--- carry one, else the process id" written as one join on the id plus two small joins; the flow
--- table is then read once, and the scan of flows without an id is skipped by Parquet statistics.) One row per process instance and remote endpoint (dest_ip, dest_port),
--- with the number of flows and the first and last flow time. Nulls stay nulls.
+-- A GUID names one process instance, which has one process id, so this is "the GUID where both
+-- carry one, else the process id", written as one join on the id plus two GUID-only joins that
+-- Parquet statistics skip when every row carries an id; the flow table is read once.
+--
+-- One row per process instance and remote endpoint (dest_ip, dest_port), with the number of
+-- flows and the first and last flow time. Nulls stay nulls.
 WITH processes AS (
     -- One row per process instance: a process seen in several inputs (NVM reports it with each
-    -- file of flows) counts once, from its first observation.
+    -- file of flows) counts once, from its first observation (one without a process id first,
+    -- so that an instance is in processes_without_id below exactly when it is here without one).
+    SELECT * FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY dest, coalesce(process_guid,
+                concat_ws('|', CAST(process_id AS VARCHAR), CAST(_time AS VARCHAR), process_path))
+            ORDER BY process_id IS NOT NULL, _time, source, source_record) AS instance_rank
+        FROM endpoint.processes
+        WHERE _time >= $process_earliest AND _time < $latest
+          AND (`process_msiexec`)
+    ) ranked
+    WHERE instance_rank = 1
+),
+processes_without_id AS (
+    -- The instances above whose chosen row has no process id. The filter is applied in the scan,
+    -- so Parquet statistics skip every file whose processes all carry an id.
     SELECT * FROM (
         SELECT *, row_number() OVER (
             PARTITION BY dest, coalesce(process_guid,
@@ -23,6 +40,7 @@ WITH processes AS (
             ORDER BY _time, source, source_record) AS instance_rank
         FROM endpoint.processes
         WHERE _time >= $process_earliest AND _time < $latest
+          AND process_id IS NULL
           AND (`process_msiexec`)
     ) ranked
     WHERE instance_rank = 1
@@ -62,7 +80,7 @@ pairs AS (
     SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
            t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
-    FROM (SELECT * FROM processes WHERE process_id IS NULL) p
+    FROM processes_without_id p
     JOIN traffic t
       ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
     WHERE t.process_id IS NOT NULL
