@@ -127,10 +127,12 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         let run = engine::run_detection(&lake, &catalog, d, args.mode, &window, opts)
             .await
             .with_context(|| format!("running {}", d.name))?;
-        if run.fell_back {
+        if run.passes > 1 {
             eprintln!(
-                "note: {}: the hash join's build side did not fit in --memory-limit; ran as a sort-merge join instead",
-                d.name
+                "note: {}: the join did not fit in --memory-limit; ran in {} passes over hash buckets of {}",
+                d.name,
+                run.passes,
+                d.meta.partition_by.get(args.mode.name()).map(|k| k.values().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
             );
         }
         if run.spill_count > 0 {

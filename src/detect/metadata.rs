@@ -23,6 +23,12 @@ pub struct Metadata {
     pub filter_macro: String,
     pub schedule: Schedule,
     pub risk: Risk,
+    /// Per mode (`cimlake`, `splunk`): for each lake table the detection reads, a column that every
+    /// join, window and grouping of that mode's SQL includes. A detection whose join does not fit
+    /// in `--memory-limit` then runs in passes, each over one hash bucket of these columns, and
+    /// the passes' rows together are the rows of one run.
+    #[serde(default)]
+    pub partition_by: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

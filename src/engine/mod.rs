@@ -192,8 +192,8 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOp
 pub struct Executed {
     pub schema: arrow::datatypes::SchemaRef,
     pub batches: Vec<RecordBatch>,
-    /// The hash join ran out of memory and the detection was re-run as a sort-merge join.
-    pub fell_back: bool,
+    /// 1, or the number of passes the detection ran in because one did not fit in memory.
+    pub passes: u32,
     pub spill_count: usize,
     pub spilled_bytes: usize,
 }
@@ -229,6 +229,64 @@ fn spills(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> (usize, usize)
     (count, bytes)
 }
 
+/// One pass of a detection split into `of` passes: only the rows whose partition columns hash to
+/// bucket `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    index: u32,
+    of: u32,
+}
+
+/// A stable 63-bit hash of a value's text (FNV-1a), for splitting a detection into passes. Nulls
+/// hash to 0.
+fn bucket_udf() -> datafusion::logical_expr::ScalarUDF {
+    use arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "cimlake_partition_hash",
+        vec![arrow::datatypes::DataType::Utf8],
+        arrow::datatypes::DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let values = arrays[0].as_any().downcast_ref::<StringArray>().expect("Utf8 argument");
+            let hashed: Int64Array = (0..values.len())
+                .map(|i| {
+                    if values.is_null(i) {
+                        return Some(0);
+                    }
+                    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                    for b in values.value(i).bytes() {
+                        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                    }
+                    Some((h >> 1) as i64)
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(hashed)))
+        }),
+    )
+}
+
+/// Replaces each lake table named in `keys` by its rows whose key column falls in `pass`.
+async fn restrict_to_pass(ctx: &SessionContext, keys: &std::collections::BTreeMap<String, String>, pass: Pass) -> Result<(), EngineError> {
+    use datafusion::prelude::{cast, col, lit};
+    let hash = Arc::new(bucket_udf());
+    for (table, column) in keys {
+        let name = TableReference::from(table.as_str());
+        let all = ctx.table(name.clone()).await?;
+        let key = hash.call(vec![cast(col(column.as_str()), arrow::datatypes::DataType::Utf8)]);
+        let part = all.filter((key % lit(i64::from(pass.of))).eq(lit(i64::from(pass.index))))?;
+        ctx.deregister_table(name.clone())?;
+        ctx.register_table(name, part.into_view())?;
+    }
+    Ok(())
+}
+
+struct Once {
+    executed: Executed,
+    ordering: Option<datafusion::physical_expr::LexOrdering>,
+}
+
 async fn execute_once(
     lake: &Lake,
     catalog: &Catalog,
@@ -236,20 +294,32 @@ async fn execute_once(
     mode: Mode,
     window: &Window,
     opts: EngineOptions,
-) -> Result<Executed, EngineError> {
+    pass: Option<Pass>,
+) -> Result<Once, EngineError> {
     let ctx = session_with(lake, None, opts).await?;
+    if let (Some(pass), Some(keys)) = (pass, d.meta.partition_by.get(mode.name())) {
+        restrict_to_pass(&ctx, keys, pass).await?;
+    }
     let df = detect::plan(&ctx, catalog, d, mode, window).await?;
     let schema = df.schema().inner().clone();
     let task = df.task_ctx();
     let plan = df.create_physical_plan().await?;
     let batches = datafusion::physical_plan::collect(plan.clone(), std::sync::Arc::new(task)).await?;
     let (spill_count, spilled_bytes) = spills(plan.as_ref());
-    Ok(Executed { schema, batches, fell_back: false, spill_count, spilled_bytes })
+    let ordering = datafusion::physical_plan::ExecutionPlanProperties::output_ordering(&plan).cloned();
+    Ok(Once { executed: Executed { schema, batches, passes: 1, spill_count, spilled_bytes }, ordering })
 }
 
-/// Runs a detection within `opts.memory_limit`. DataFusion's hash join keeps its build side in
-/// memory and cannot spill; when that side does not fit, the detection is planned again with
-/// sort-merge joins, whose sorts spill to disk, and returns the same rows.
+/// Passes tried, in turn, when a detection does not fit in its memory limit.
+const PASS_COUNTS: [u32; 3] = [4, 16, 64];
+
+/// Runs a detection within `opts.memory_limit`.
+///
+/// Sorts and aggregations spill to disk. DataFusion's hash join cannot: it keeps its build side
+/// in memory. When a run does not fit, a detection that declares its partition columns
+/// (`partition_by` in `detection.toml`) runs again in 4, then 16, then 64 passes, each over one
+/// hash bucket of those columns, so each pass's join holds a fraction of the build side. The
+/// passes' rows, sorted as the SQL sorts them, are the rows of one run.
 pub async fn run_detection(
     lake: &Lake,
     catalog: &Catalog,
@@ -263,14 +333,57 @@ pub async fn run_detection(
         EngineError::Detect(crate::detect::DetectError::Sql { source, .. }) => is_resources_exhausted(source),
         _ => false,
     };
-    match execute_once(lake, catalog, d, mode, window, opts).await {
-        Err(e) if opts.memory_limit.is_some() && !opts.sort_merge_join && exhausted(&e) => {
-            let mut again = execute_once(lake, catalog, d, mode, window, EngineOptions { sort_merge_join: true, ..opts }).await?;
-            again.fell_back = true;
-            Ok(again)
+    let first = match execute_once(lake, catalog, d, mode, window, opts, None).await {
+        Err(e) if opts.memory_limit.is_some() && d.meta.partition_by.contains_key(mode.name()) && exhausted(&e) => e,
+        other => return other.map(|o| o.executed),
+    };
+    let mut last = first;
+    'counts: for of in PASS_COUNTS {
+        let mut parts = Vec::new();
+        for index in 0..of {
+            match execute_once(lake, catalog, d, mode, window, opts, Some(Pass { index, of })).await {
+                Ok(once) => parts.push(once),
+                Err(e) if exhausted(&e) => {
+                    last = e;
+                    continue 'counts;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        other => other,
+        return combine(parts, of);
     }
+    Err(last)
+}
+
+/// The rows of all passes, in the order the SQL's `ORDER BY` gives.
+fn combine(parts: Vec<Once>, passes: u32) -> Result<Executed, EngineError> {
+    let schema = parts[0].executed.schema.clone();
+    let ordering = parts[0].ordering.clone();
+    let (mut spill_count, mut spilled_bytes) = (0, 0);
+    let mut batches = Vec::new();
+    for p in parts {
+        spill_count += p.executed.spill_count;
+        spilled_bytes += p.executed.spilled_bytes;
+        batches.extend(p.executed.batches);
+    }
+    let all = arrow::compute::concat_batches(&schema, &batches).map_err(DataFusionError::from)?;
+    let sorted = match ordering {
+        Some(ordering) if all.num_rows() > 1 => {
+            let columns = ordering
+                .iter()
+                .map(|e| {
+                    Ok(arrow::compute::SortColumn {
+                        values: e.expr.evaluate(&all)?.into_array(all.num_rows())?,
+                        options: Some(e.options),
+                    })
+                })
+                .collect::<Result<Vec<_>, DataFusionError>>()?;
+            let indices = arrow::compute::lexsort_to_indices(&columns, None).map_err(DataFusionError::from)?;
+            arrow::compute::take_record_batch(&all, &indices).map_err(DataFusionError::from)?
+        }
+        _ => all,
+    };
+    Ok(Executed { schema, batches: vec![sorted], passes, spill_count, spilled_bytes })
 }
 
 /// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.

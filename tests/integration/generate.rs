@@ -96,3 +96,29 @@ fn raw_logs_round_trip_through_the_converters() {
         assert_eq!(found(lake.path()), want, "{format}");
     }
 }
+
+#[test]
+fn a_detection_too_big_for_its_memory_limit_runs_in_passes_and_returns_the_same_rows() {
+    // Half of all processes are msiexec.exe: the join's build side is 10,000 process rows.
+    let lake = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    generate(
+        lake.path(),
+        out.path(),
+        &["--seed", "9", "--hosts", "60", "--processes", "20000", "--flows-per-process", "10", "--hours", "12", "--msiexec-share", "0.5", "--positives", "15"],
+    );
+    let unlimited = cimlake_ok(lake.path(), &["detect", "--format", "csv"]);
+    assert!(unlimited.lines().count() > 15, "{unlimited}");
+    let limited = cimlake(lake.path(), &["detect", "--format", "csv", "--memory-limit", "64M"]);
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(limited.status.success(), "{stderr}");
+    assert!(stderr.contains("the join did not fit in --memory-limit; ran in"), "{stderr}");
+    assert!(stderr.contains("passes over hash buckets of dest, dvc"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&limited.stdout), unlimited);
+    // Splunk mode's sorts spill to disk within the same limit.
+    let splunk = cimlake_ok(lake.path(), &["detect", "--mode", "splunk", "--format", "csv"]);
+    let limited = cimlake(lake.path(), &["detect", "--mode", "splunk", "--format", "csv", "--memory-limit", "64M"]);
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(stderr.contains("spilled"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&limited.stdout), splunk);
+}
