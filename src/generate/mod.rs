@@ -496,7 +496,9 @@ pub fn generate(
                 report.commit = Some(c);
             } else {
                 let source = format!("gen:{}", cfg.describe());
-                let mut writer = crate::lake::writer::PartitionedWriter::new(lake, &id[..16])?;
+                let session = crate::lake::IngestSession::begin(lake)?;
+                let seen = lake.commits()?.iter().map(|c| c.id).max().unwrap_or(0);
+                let mut writer = crate::lake::writer::PartitionedWriter::new(lake, &session, &id[..16])?;
                 let stats = {
                     let mut out = crate::convert::Emitter::new(&mut writer);
                     let mut record = 0i64;
@@ -525,7 +527,14 @@ pub fn generate(
                     },
                     files,
                 };
-                report.commit = Some(lake.publish(commit)?);
+                let moved = commit.files.clone();
+                report.commit = Some(match lake.publish_input(commit, seen)? {
+                    crate::lake::Published::New(c) => c,
+                    crate::lake::Published::Already(c) => {
+                        crate::lake::writer::remove_moved(lake, &moved);
+                        c
+                    }
+                });
             }
         }
         GenFormat::Xmlwineventlog | GenFormat::NvmKv | GenFormat::NvmJson => {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::writer::PartitionedWriter;
-use super::{Commit, InputRecord, Lake, LakeError};
+use super::writer::{PartitionedWriter, remove_moved};
+use super::{Commit, IngestSession, InputRecord, Lake, LakeError, Published};
 use crate::convert::input::{self, InputInfo, InputOptions};
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
 
@@ -175,11 +175,12 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}")
             .expect("valid template"),
     );
-    let manifest: HashMap<String, (u64, String)> = lake
-        .manifest()?
-        .into_iter()
-        .map(|(h, c)| (h, (c.id, c.input.path)))
-        .collect();
+    let session = IngestSession::begin(lake)?;
+    let commits = lake.commits()?;
+    let seen = commits.iter().map(|c| c.id).max().unwrap_or(0);
+    let manifest: HashMap<String, (u64, String)> =
+        commits.into_iter().map(|c| (c.input.hash, (c.id, c.input.path))).collect();
+    let target = Target { lake, session: &session, seen };
     let jobs = opts.jobs.max(1);
     let looked = parallel_map(&files, jobs, |p| look(p, opts));
 
@@ -220,8 +221,8 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
 
     let converted = parallel_map(&whole, jobs, |&i| {
         let l = looked[i].as_ref().expect("looked at");
-        ingest_one(lake, &files[i], l, opts, &bar, |lake, writer_stem, source, convert_opts, counted| {
-            convert_whole(lake, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
+        ingest_one(&target, &files[i], l, opts, &bar, |writer_stem, source, convert_opts, counted| {
+            convert_whole(&target, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
         })
     });
     for (&i, outcome) in whole.iter().zip(converted) {
@@ -229,8 +230,8 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     }
     for (i, shape) in split {
         let l = looked[i].as_ref().expect("looked at");
-        outcomes[i] = Some(ingest_one(lake, &files[i], l, opts, &bar, |lake, writer_stem, source, convert_opts, counted| {
-            convert_split(lake, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
+        outcomes[i] = Some(ingest_one(&target, &files[i], l, opts, &bar, |writer_stem, source, convert_opts, counted| {
+            convert_split(&target, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
         }));
     }
     for (i, first) in same_as {
@@ -271,6 +272,13 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> U 
     results.into_inner().expect("no panics while held").into_iter().map(|r| r.expect("every item mapped")).collect()
 }
 
+/// Where an ingest writes: the lake, its session there, and the last commit it had read.
+struct Target<'a> {
+    lake: &'a Lake,
+    session: &'a IngestSession,
+    seen: u64,
+}
+
 /// An input before conversion: its content hash, size and state, and whether it can be split.
 struct Looked {
     hash: String,
@@ -302,18 +310,18 @@ fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
 
 /// Converts one input with `convert` and publishes it as one commit.
 fn ingest_one(
-    lake: &Lake,
+    target: &Target<'_>,
     path: &Path,
     looked: &Looked,
     opts: &IngestOptions,
     bar: &ProgressBar,
-    convert: impl FnOnce(&Lake, &str, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
+    convert: impl FnOnce(&str, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
 ) -> InputOutcome {
     let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
     let source = path.to_string_lossy().to_string();
     let counted = AtomicU64::new(0);
     let convert_opts = ConvertOptions { batch_size: opts.batch_size, piece_bytes: opts.piece_bytes, strict: opts.strict, input: InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage } };
-    let converted = convert(lake, &looked.hash[..16], &source, convert_opts, &counted);
+    let converted = convert(&looked.hash[..16], &source, convert_opts, &counted);
     // Bytes not read through the counter (an EVTX file is read from disk by its parser).
     bar.inc(looked.bytes.saturating_sub(counted.load(Ordering::Relaxed)));
     let Converted { info, stats, writers } = match converted {
@@ -352,9 +360,18 @@ fn ingest_one(
         },
         files,
     };
-    match lake.publish(commit) {
-        Ok(commit) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
-        Err(e) => failed(e.to_string()),
+    let moved = commit.files.clone();
+    match target.lake.publish_input(commit, target.seen) {
+        Ok(Published::New(commit)) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
+        Ok(Published::Already(first)) => {
+            // Another ingest committed the same bytes while this one converted them.
+            remove_moved(target.lake, &moved);
+            InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.id, as_path: first.input.path }
+        }
+        Err(e) => {
+            remove_moved(target.lake, &moved);
+            failed(e.to_string())
+        }
     }
 }
 
@@ -374,8 +391,8 @@ struct Converted {
 }
 
 /// Converts an input on this thread.
-fn convert_whole(lake: &Lake, path: &Path, stem: &str, source: &str, o: ConvertOptions, progress: Progress<'_>) -> Result<Converted, String> {
-    let mut writer = PartitionedWriter::new(lake, stem).map_err(|e| e.to_string())?;
+fn convert_whole(target: &Target<'_>, path: &Path, stem: &str, source: &str, o: ConvertOptions, progress: Progress<'_>) -> Result<Converted, String> {
+    let mut writer = PartitionedWriter::new(target.lake, target.session, stem).map_err(|e| e.to_string())?;
     let converted = {
         let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
         std::fs::File::open(path)
@@ -396,7 +413,7 @@ fn convert_whole(lake: &Lake, path: &Path, stem: &str, source: &str, o: ConvertO
 /// The file is read once, on this thread, at most `2 × jobs` pieces ahead of the converters.
 #[allow(clippy::too_many_arguments)]
 fn convert_split(
-    lake: &Lake,
+    target: &Target<'_>,
     path: &Path,
     shape: Sourcetype,
     stem: &str,
@@ -411,7 +428,7 @@ fn convert_split(
     let rx = Mutex::new(rx);
     let stop = AtomicBool::new(false);
     let worker = |w: usize| -> Result<(PartitionedWriter, Vec<(usize, Stats)>), ConvertError> {
-        let mut writer = PartitionedWriter::new(lake, &format!("{stem}-{w}")).map_err(|e| ConvertError::Sink(e.to_string()))?;
+        let mut writer = PartitionedWriter::new(target.lake, target.session, &format!("{stem}-{w}")).map_err(|e| ConvertError::Sink(e.to_string()))?;
         let mut stats = Vec::new();
         let result = (|| {
             let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);

@@ -6,13 +6,18 @@
 //!   endpoint/processes/date=2026-11-03/hour=14/<input-hash>-<n>.parquet
 //!   network_traffic/all_traffic/date=2026-11-03/hour=14/…
 //!   _cimlake/commits/00000001.json     one per ingested input: its content hash, stats, files
-//!   _cimlake/staging/                  files being written (never read)
+//!   _cimlake/commit.lock               held while an input's commit is checked and published
+//!   _cimlake/staging/<session>/        files being written by one ingest process (never read)
+//!   _cimlake/staging/<session>.lock    held by that process while it lives
 //! ```
 //!
 //! A file becomes part of the lake only when a commit naming it is published, and a commit is
 //! published by one atomic link of a complete file: readers see a whole input or nothing of it.
 //! The commits together are the manifest of ingested inputs, keyed by content hash, so ingesting
-//! the same bytes twice adds nothing.
+//! the same bytes twice adds nothing, even from two processes at once: the check and the publish
+//! happen under one lock. Data file names carry the ingest session, so two sessions never write
+//! the same path. A session killed mid-way leaves files no commit names; the next ingest removes
+//! them ([`IngestSession::begin`]).
 
 pub mod ingest;
 pub mod runs;
@@ -32,6 +37,10 @@ use crate::convert::{Sourcetype, Stats};
 const META_DIR: &str = "_cimlake";
 const COMMITS_DIR: &str = "_cimlake/commits";
 const STAGING_DIR: &str = "_cimlake/staging";
+const COMMIT_LOCK: &str = "_cimlake/commit.lock";
+/// In a session's staging directory: the lake paths it moved files to, one per line, written
+/// before each move.
+const MOVED_JOURNAL: &str = "moved";
 
 /// Errors of the lake layer, each naming the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +147,32 @@ impl Lake {
             .collect())
     }
 
+    /// Commits after `id`, in commit order.
+    pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
+        let mut all = read_numbered_after(&self.commits_dir(), id)?;
+        all.retain(|c: &Commit| c.id > id);
+        Ok(all)
+    }
+
+    /// Publishes the commit of an input, unless a commit of the same bytes (same hash) was
+    /// published after `seen` (the last commit the caller knew of), by this process or another.
+    /// The check and the publish hold the lake's commit lock.
+    pub(crate) fn publish_input(&self, commit: Commit, seen: u64) -> Result<Published, LakeError> {
+        let _lock = self.commit_lock()?;
+        if let Some(c) = self.commits_after(seen)?.into_iter().find(|c| c.input.hash == commit.input.hash) {
+            return Ok(Published::Already(c));
+        }
+        Ok(Published::New(self.publish(commit)?))
+    }
+
+    fn commit_lock(&self) -> Result<std::fs::File, LakeError> {
+        let p = self.root.join(COMMIT_LOCK);
+        std::fs::create_dir_all(self.root.join(META_DIR)).map_err(|e| LakeError::io(&p, e))?;
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| LakeError::io(&p, e))?;
+        f.lock().map_err(|e| LakeError::io(&p, e))?;
+        Ok(f)
+    }
+
     /// Publishes a commit: its files must already be at their final paths. Takes the next free
     /// commit number; the commit appears whole or not at all.
     pub(crate) fn publish(&self, commit: Commit) -> Result<Commit, LakeError> {
@@ -186,8 +221,113 @@ pub(crate) fn publish_numbered<T: Serialize>(
     }
 }
 
+/// What [`Lake::publish_input`] did.
+#[derive(Debug)]
+pub(crate) enum Published {
+    New(Commit),
+    /// Another commit of the same bytes was there first.
+    Already(Commit),
+}
+
+/// One ingest process's staging area. It holds `<session>.lock` while it lives, so a later ingest
+/// can tell a dead session's leftovers from a running one's.
+#[derive(Debug)]
+pub struct IngestSession {
+    /// Short, unique per process and start time; part of every data file name it writes.
+    pub token: String,
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl IngestSession {
+    /// Starts a session, first removing what dead sessions left: their staging files, and the
+    /// data files they moved into the lake that no commit names.
+    pub fn begin(lake: &Lake) -> Result<IngestSession, LakeError> {
+        let staging = lake.staging_dir();
+        std::fs::create_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+        sweep_dead_sessions(lake)?;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let seed = format!("{}-{nanos}-{n}", std::process::id());
+        let token = blake3::hash(seed.as_bytes()).to_hex()[..8].to_string();
+        let lock_path = staging.join(format!("{token}.lock"));
+        let lock = std::fs::File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| LakeError::io(&lock_path, e))?;
+        let dir = staging.join(&token);
+        std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+        Ok(IngestSession { token, dir, _lock: lock })
+    }
+
+    /// The staging directory of one writer of this session.
+    pub(crate) fn staging_for(&self, stem: &str) -> PathBuf {
+        self.dir.join(stem)
+    }
+
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.dir.join(MOVED_JOURNAL)
+    }
+}
+
+/// Notes, durably, in a session's journal that a file is about to be moved to `rel` in the lake.
+pub(crate) fn journal_move(journal: &Path, rel: &str) -> Result<(), LakeError> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(journal).map_err(|e| LakeError::io(journal, e))?;
+    f.write_all(format!("{rel}\n").as_bytes()).and_then(|()| f.sync_data()).map_err(|e| LakeError::io(journal, e))
+}
+
+impl Drop for IngestSession {
+    /// Removes the session's staging, and the staging and metadata directories if that leaves
+    /// them empty (an ingest that added nothing to a new lake leaves nothing behind).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("lock"));
+        if let Some(staging) = self.dir.parent() {
+            let _ = std::fs::remove_dir(staging);
+            if let Some(meta) = staging.parent() {
+                let _ = std::fs::remove_dir(meta);
+            }
+        }
+    }
+}
+
+/// Removes what sessions whose process is gone left behind.
+fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
+    let staging = lake.staging_dir();
+    let entries = std::fs::read_dir(&staging).map_err(|e| LakeError::io(&staging, e))?;
+    let mut dead = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "lock") {
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
+            if f.try_lock().is_ok() {
+                dead.push((path.with_extension(""), path, f));
+            }
+        }
+    }
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let _commit = lake.commit_lock()?;
+    let named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
+    for (dir, lock_path, _held) in dead {
+        if let Ok(moved) = std::fs::read_to_string(dir.join(MOVED_JOURNAL)) {
+            for rel in moved.lines().filter(|l| !l.is_empty() && !named.contains(*l)) {
+                let _ = std::fs::remove_file(lake.root.join(rel));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&lock_path);
+    }
+    Ok(())
+}
+
 /// Reads every `dir/*.json` in name order.
 pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, LakeError> {
+    read_numbered_after(dir, 0)
+}
+
+/// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).
+fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -> Result<Vec<T>, LakeError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -199,7 +339,10 @@ pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Resul
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".json") && !name.starts_with('.') {
-            paths.push(entry.path());
+            let number = name.trim_end_matches(".json").parse::<u64>().ok();
+            if after == 0 || number.is_none_or(|n| n > after) {
+                paths.push(entry.path());
+            }
         }
     }
     paths.sort();

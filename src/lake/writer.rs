@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{DataFile, Lake, LakeError, sync_dir};
+use super::{DataFile, IngestSession, Lake, LakeError, journal_move, sync_dir};
 use crate::cim::Table;
 use crate::convert::{BatchSink, ConvertError};
 
@@ -57,6 +57,8 @@ struct ClosedFile {
 pub struct PartitionedWriter {
     lake_root: PathBuf,
     staging: PathBuf,
+    /// The session's journal of files moved into the lake.
+    journal: PathBuf,
     /// File name stem, unique per input: `<input-hash>`.
     stem: String,
     props: WriterProperties,
@@ -67,9 +69,11 @@ pub struct PartitionedWriter {
 }
 
 impl PartitionedWriter {
-    /// A writer for one input, staging under the lake's staging directory.
-    pub fn new(lake: &Lake, stem: &str) -> Result<Self, LakeError> {
-        let staging = lake.staging_dir().join(format!("{stem}-{}", std::process::id()));
+    /// A writer for one input (or one piece of it), staging in `session`'s directory. Its files
+    /// are named `<stem>-<session>-<n>.parquet`.
+    pub fn new(lake: &Lake, session: &IngestSession, stem: &str) -> Result<Self, LakeError> {
+        let stem = format!("{stem}-{}", session.token);
+        let staging = session.staging_for(&stem);
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
         }
@@ -81,7 +85,8 @@ impl PartitionedWriter {
         Ok(PartitionedWriter {
             lake_root: lake.root().to_path_buf(),
             staging,
-            stem: stem.to_string(),
+            journal: session.journal_path(),
+            stem,
             props,
             open: BTreeMap::new(),
             closed: Vec::new(),
@@ -141,6 +146,7 @@ impl PartitionedWriter {
             let parent = target.parent().expect("partition dir");
             std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
             File::open(&f.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&f.staged, e))?;
+            journal_move(&self.journal, &f.final_rel)?;
             std::fs::rename(&f.staged, &target).map_err(|e| LakeError::io(&target, e))?;
             sync_dir(parent);
             let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
@@ -173,6 +179,14 @@ impl PartitionedWriter {
 
     pub fn staging(&self) -> &Path {
         &self.staging
+    }
+}
+
+/// Removes files [`PartitionedWriter::finish`] moved into the lake, when their commit is not
+/// published after all.
+pub fn remove_moved(lake: &Lake, files: &[DataFile]) {
+    for f in files {
+        let _ = std::fs::remove_file(lake.root().join(&f.path));
     }
 }
 

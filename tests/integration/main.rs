@@ -2,6 +2,7 @@
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
+//! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
 
@@ -10,5 +11,6 @@ mod common;
 mod corpus;
 mod generate;
 mod parallel;
+mod safety;
 mod schedule;
 mod slt;
