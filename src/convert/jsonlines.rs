@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
-use super::lines::{Lines, Position};
+use super::lines::{Line, Lines, MAX_LINE_BYTES, Position};
 use super::{BadRecord, ConvertError, Emitter};
 
 /// Calls `f(object, line, byte offset, out)` for each object; counts each line as a record.
@@ -16,12 +16,16 @@ where
     F: FnMut(&Map<String, Value>, i64, i64, &mut Emitter<'_>) -> Result<(), ConvertError>,
 {
     let mut lines = Lines::starting_at(reader, at);
-    while let Some((line, start, bytes)) = lines.next_line(source)? {
+    while let Some(Line { number: line, offset: start, bytes, cut }) = lines.next_line(source)? {
         let text = trim(bytes);
         if text.is_empty() {
             continue;
         }
         out.record();
+        if cut {
+            out.bad(too_long(source, line, start))?;
+            continue;
+        }
         match serde_json::from_slice::<Value>(text) {
             Ok(Value::Object(obj)) => f(&obj, line, start, out)?,
             Ok(other) => out.bad(BadRecord {
@@ -39,6 +43,11 @@ where
         }
     }
     Ok(())
+}
+
+/// The bad record for a line longer than [`MAX_LINE_BYTES`].
+pub(crate) fn too_long(source: &str, line: i64, offset: i64) -> BadRecord {
+    BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason: format!("line longer than {MAX_LINE_BYTES} bytes") }
 }
 
 fn trim(b: &[u8]) -> &[u8] {

@@ -364,13 +364,17 @@ fn port(v: Option<&str>) -> Option<i32> {
 pub fn convert_kv<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
     let mut state = NvmState::new(SOURCETYPE_KV);
     let mut lines = super::lines::Lines::new(reader);
-    while let Some((line, start, bytes)) = lines.next_line(source)? {
+    while let Some(super::lines::Line { number: line, offset: start, bytes, cut }) = lines.next_line(source)? {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;
         }
         out.record();
+        if cut {
+            out.bad(super::jsonlines::too_long(source, line, start))?;
+            continue;
+        }
         match parse_kv(text) {
             Ok(rec) => state.add(rec, line, start, source, out)?,
             Err(reason) => out.bad(BadRecord {

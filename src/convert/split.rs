@@ -57,12 +57,14 @@ pub struct Splitter<R> {
     next: Position,
     index: usize,
     eof: bool,
+    /// The last piece ended inside an overlong line: drop the rest of it first.
+    skip_line: bool,
 }
 
 impl<R: Read> Splitter<R> {
     pub fn new(reader: R, shape: Sourcetype, target: usize) -> Self {
         assert!(splits(shape), "{shape} inputs are not split");
-        Splitter { reader, shape, target: target.max(1), carry: Vec::new(), next: Position::default(), index: 0, eof: false }
+        Splitter { reader, shape, target: target.max(1), carry: Vec::new(), next: Position::default(), index: 0, eof: false, skip_line: false }
     }
 
     fn fill(&mut self, buf: &mut Vec<u8>, upto: usize) -> std::io::Result<()> {
@@ -115,6 +117,26 @@ impl<R: Read> Splitter<R> {
     /// The next piece, or `None` at the end of the input.
     pub fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
         let mut buf = std::mem::take(&mut self.carry);
+        while self.skip_line {
+            if buf.is_empty() {
+                self.fill(&mut buf, 1 << 20)?;
+                if buf.is_empty() {
+                    self.skip_line = false;
+                    return Ok(None);
+                }
+            }
+            match memchr::memchr(b'\n', &buf) {
+                Some(i) => {
+                    buf.drain(..=i);
+                    self.next = Position { lines_before: self.next.lines_before + 1, offset: self.next.offset + i as i64 + 1 };
+                    self.skip_line = false;
+                }
+                None => {
+                    self.next.offset += buf.len() as i64;
+                    buf.clear();
+                }
+            }
+        }
         self.fill(&mut buf, self.target)?;
         if buf.is_empty() {
             return Ok(None);
@@ -128,8 +150,16 @@ impl<R: Read> Splitter<R> {
                 break buf.len();
             }
             if buf.len() >= self.target + MAX_OVERRUN {
-                // No record start in sight: cut at the last line end, or here.
-                break memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+                // No record start in sight: cut at the last line end. With none at all, the piece
+                // ends inside a line longer than any record; the piece's converter reports it as
+                // too long, and the rest of it is skipped here.
+                match memchr::memrchr(b'\n', &buf) {
+                    Some(i) => break i + 1,
+                    None => {
+                        self.skip_line = true;
+                        break buf.len();
+                    }
+                }
             }
             // Search again from the last line end seen, with more bytes.
             searched = memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1).max(searched);
@@ -175,14 +205,15 @@ mod tests {
         let mut total = 0;
         while let Some(p) = split.next_piece().unwrap() {
             assert_eq!(p.index, n);
-            assert_eq!(p.at.offset as usize, total, "pieces are contiguous");
-            total += p.bytes.len();
+            // Pieces follow each other; only the rest of an overlong line is skipped between them.
+            assert!(p.at.offset as usize >= total, "pieces in order");
+            total = p.at.offset as usize + p.bytes.len();
             let mut out = Emitter::new(&mut sink);
             p.convert(shape, "in", &mut out).unwrap();
             stats.merge(&out.finish().unwrap());
             n += 1;
         }
-        assert_eq!(total, bytes.len(), "every byte in one piece");
+        assert_eq!(total, bytes.len(), "the pieces reach the end");
         (stats, rows(&sink), n)
     }
 
@@ -227,6 +258,20 @@ mod tests {
             assert_eq!(stats, want_stats, "target {target}");
             assert_eq!(got, want_rows, "target {target}");
         }
+    }
+
+    #[test]
+    fn a_line_longer_than_any_event_gives_the_same_bad_record_split_or_whole() {
+        let mut bytes = std::fs::read(sample("sysmon", "t1218_007_msiexec_sysmon.log")).unwrap();
+        bytes.extend(vec![b'x'; MAX_OVERRUN + (3 << 20)]);
+        bytes.push(b'\n');
+        bytes.extend(std::fs::read(sample("sysmon", "t1218_007_msiexec_sysmon.log")).unwrap());
+        let (want_stats, want_rows) = whole(Sourcetype::XmlWinEventLog, &bytes);
+        assert_eq!(want_stats.bad, 1, "{want_stats:?}");
+        assert!(want_stats.bad_records[0].reason.contains("line longer than"), "{want_stats:?}");
+        let (stats, got, _) = pieces(Sourcetype::XmlWinEventLog, &bytes, 4096);
+        assert_eq!(stats, want_stats);
+        assert_eq!(got, want_rows);
     }
 
     #[test]

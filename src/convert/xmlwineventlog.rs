@@ -101,7 +101,18 @@ pub fn convert_part<R: BufRead>(
         offset: Some(offset),
         reason,
     };
-    while let Some((line_no, line_offset, mut bytes)) = lines.next_line(source)? {
+    while let Some(super::lines::Line { number: line_no, offset: line_offset, mut bytes, cut }) = lines.next_line(source)? {
+        if cut {
+            // A line longer than any event: the event it is part of, or the line, is bad.
+            out.record();
+            let (at, off) = match state {
+                State::InEvent { line, offset, .. } => (line, offset),
+                _ => (line_no, line_offset),
+            };
+            out.bad(bad(at, off, format!("line longer than {} bytes", super::lines::MAX_LINE_BYTES)))?;
+            state = State::Outside;
+            continue;
+        }
         while let [rest @ .., b'\n' | b'\r'] = bytes {
             bytes = rest;
         }
