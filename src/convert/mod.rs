@@ -30,6 +30,10 @@ use builder::{AllTrafficBuilder, ProcessRow, ProcessesBuilder, TrafficRow};
 
 /// Rows per record batch handed to the sink.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Event times accepted: 1970-01-01 (inclusive) to 2100-01-01 (exclusive), in µs. Anything
+/// else in a log's time field is garbage.
+pub const PLAUSIBLE_TIME_US: std::ops::Range<i64> = 0..4_102_444_800_000_000;
+
 /// How many bad records are kept with their location (all are counted).
 pub const MAX_BAD_EXAMPLES: usize = 100;
 
@@ -233,16 +237,18 @@ impl<'s> Emitter<'s> {
         self.stats.records += 1;
     }
 
-    /// A row whose time is outside years 1–9999 (garbage in a time field) is a bad record.
+    /// A row whose time is outside [`PLAUSIBLE_TIME_US`] (garbage in a time field, a year 9999)
+    /// is a bad record.
     fn time_ok(&mut self, time_us: i64, p: &crate::cim::provenance::Provenance<'_>) -> Result<bool, ConvertError> {
-        if (crate::detect::MIN_TIME_US..crate::detect::MAX_TIME_US).contains(&time_us) {
+        if PLAUSIBLE_TIME_US.contains(&time_us) {
             return Ok(true);
         }
+        let shown = chrono::DateTime::from_timestamp_micros(time_us).map_or_else(|| format!("{time_us} µs since 1970"), |t| t.to_rfc3339());
         self.bad(BadRecord {
             source: p.source.to_string(),
             record: p.record,
             offset: p.offset,
-            reason: format!("time out of range ({time_us} µs since 1970)"),
+            reason: format!("time {shown} outside 1970-01-01 to 2100-01-01"),
         })?;
         Ok(false)
     }

@@ -85,6 +85,21 @@ fn parse_port(s: Option<&str>) -> Option<i32> {
     parse_int(s).filter(|p| (0..=65535).contains(p)).map(|p| p as i32)
 }
 
+/// A numeric field: `Ok(None)` when absent (or empty, or `-`), an error when present but not a
+/// number from 0 to `max` (a pid of -1, a port of 70000): such a record is bad, not a silent null.
+fn checked(ev: &WinEvent, field: &str, max: i64) -> Result<Option<i64>, String> {
+    match ev.data(field).map(str::trim).filter(|v| !v.is_empty() && *v != "-") {
+        None => Ok(None),
+        Some(v) => parse_int(Some(v))
+            .filter(|n| (0..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| format!("{field} {v:?} is not a number from 0 to {max}")),
+    }
+}
+
+const MAX_PID: i64 = u32::MAX as i64;
+const MAX_PORT: i64 = 65535;
+
 fn is_true(s: Option<&str>) -> bool {
     s.is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1")
 }
@@ -131,6 +146,16 @@ pub fn convert_event(
         )));
     };
     let computer = ev.computer.as_deref().filter(|c| !c.is_empty());
+    let numbers: &[(&str, i64)] = if id == 1 {
+        &[("ProcessId", MAX_PID), ("ParentProcessId", MAX_PID)]
+    } else {
+        &[("ProcessId", MAX_PID), ("SourcePort", MAX_PORT), ("DestinationPort", MAX_PORT)]
+    };
+    for (field, max) in numbers {
+        if let Err(reason) = checked(ev, field, *max) {
+            return out.bad(bad(format!("Sysmon event {id}: {reason}")));
+        }
+    }
     if id == 1 {
         let row = ProcessRow {
             time_us,

@@ -62,6 +62,9 @@ enum Target {
 }
 
 /// Parses `xml` into `event` (reusing its allocations). The error says what is wrong and where.
+/// Deepest element nesting accepted; a Windows event is four deep.
+pub const MAX_DEPTH: usize = 32;
+
 pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), String> {
     event.clear();
     let mut reader = Reader::from_str(xml);
@@ -96,6 +99,9 @@ pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), String> {
                     target = start_child(&e, in_system, in_event_data, event, &mut data_name)?;
                 }
                 depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
+                }
             }
             Event::Empty(e) => {
                 if depth == 0 {

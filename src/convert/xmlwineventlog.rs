@@ -116,7 +116,22 @@ pub fn convert_part<R: BufRead>(
         while let [rest @ .., b'\n' | b'\r'] = bytes {
             bytes = rest;
         }
-        let line = String::from_utf8_lossy(bytes);
+        let line = match std::str::from_utf8(bytes) {
+            Ok(line) => line,
+            // Continuation lines of a plain-text record are not read.
+            Err(_) if matches!(state, State::InText) => continue,
+            Err(e) => {
+                // Windows writes events as UTF-16; bytes that are not UTF-8 here are damage.
+                out.record();
+                let (at, off) = match state {
+                    State::InEvent { line, offset, .. } => (line, offset),
+                    _ => (line_no, line_offset),
+                };
+                out.bad(bad(at, off, format!("invalid UTF-8 at byte {} of line {line_no}", e.valid_up_to())))?;
+                state = State::Outside;
+                continue;
+            }
+        };
         let trimmed = line.trim_start_matches(['\u{feff}', ' ', '\t']);
 
         if let State::InEvent { line: start, offset: start_off, too_big } = &mut state {

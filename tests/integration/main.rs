@@ -2,6 +2,7 @@
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
+//! * `hostile`: input written to hurt: bad records counted and located, memory and time bounded.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
@@ -10,6 +11,7 @@ mod cli;
 mod common;
 mod corpus;
 mod generate;
+mod hostile;
 mod parallel;
 mod safety;
 mod schedule;

@@ -1,0 +1,169 @@
+//! Input written to hurt: each hostile record is a counted bad record with its file and line, the
+//! good records around it are kept, and memory and time stay bounded.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// The two one-line events of `security_content_example_events.log`: Sysmon EventID 1 and 3.
+fn events() -> (String, String) {
+    let text = std::fs::read_to_string(sample_dir().join("security_content_example_events.log")).unwrap();
+    let mut lines = text.lines();
+    (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+}
+
+/// Replaces the text of `<Data Name='NAME'>…</Data>`.
+fn with_data(event: &str, name: &str, value: &str) -> String {
+    let open = format!("<Data Name='{name}'>");
+    let start = event.find(&open).unwrap() + open.len();
+    let end = start + event[start..].find('<').unwrap();
+    format!("{}{value}{}", &event[..start], &event[end..])
+}
+
+/// Runs `cimlake ingest` and returns (exit success, stdout, stderr, peak RSS in KiB, wall time).
+fn ingest_measured(lake: &Path, file: &Path) -> (bool, String, String, u64, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cimlake"))
+        .arg("--lake")
+        .arg(lake)
+        .args(["ingest", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The kernel's high-water mark of the child's resident memory, read while it runs.
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
+                peak = peak.max(kb);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        peak,
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn hostile_records_are_counted_located_and_the_good_ones_kept() {
+    let (process, flow) = events();
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("hostile.log");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut expected_bad: Vec<(usize, &str)> = Vec::new();
+    let mut line = 0;
+    let mut put = |f: &mut std::io::BufWriter<std::fs::File>, text: &[u8], bad: Option<&'static str>| {
+        f.write_all(text).unwrap();
+        f.write_all(b"\n").unwrap();
+        line += 1;
+        if let Some(reason) = bad {
+            expected_bad.push((line, reason));
+        }
+    };
+    put(&mut f, process.as_bytes(), None);
+    // A 100 MB line.
+    let mut huge = vec![b'A'; 100 << 20];
+    huge.splice(0..0, b"<Event>".iter().copied());
+    put(&mut f, &huge, Some("line longer than"));
+    drop(huge);
+    put(&mut f, b"\0\0\0\0 NUL bytes \0\0", Some("not an XML event"));
+    // Deeply nested XML inside a Sysmon event.
+    let nested = process.replace("<EventData>", &format!("<EventData>{}{}", "<a>".repeat(50_000), "</a>".repeat(50_000)));
+    put(&mut f, nested.as_bytes(), Some("nested deeper than"));
+    // Billion laughs: entity expansion is not done, so the event is malformed, not a bomb.
+    let laughs = "<!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]>";
+    put(&mut f, laughs.as_bytes(), Some("not an XML event"));
+    put(&mut f, process.replace("<Computer>", "<Computer>&lol3;").as_bytes(), Some(""));
+    // Absurd values.
+    put(&mut f, with_data(&process, "ProcessId", "-1").as_bytes(), Some("ProcessId \"-1\""));
+    put(&mut f, with_data(&flow, "DestinationPort", "70000").as_bytes(), Some("DestinationPort \"70000\""));
+    let year_9999 = {
+        let start = process.find("SystemTime='").unwrap() + "SystemTime='".len();
+        let end = start + process[start..].find('\'').unwrap();
+        format!("{}9999-12-31T23:59:59.000000000Z{}", &process[..start], &process[end..])
+    };
+    put(&mut f, year_9999.as_bytes(), Some("outside 1970-01-01 to 2100-01-01"));
+    // Invalid UTF-8 inside an event's text.
+    let mut broken = with_data(&process, "CommandLine", "cmd @@").into_bytes();
+    let at = broken.windows(2).position(|w| w == b"@@").unwrap();
+    broken[at] = 0xff;
+    broken[at + 1] = 0xfe;
+    put(&mut f, &broken, Some("invalid UTF-8"));
+    // A truncated event, cut short by the next one.
+    put(&mut f, &process.as_bytes()[..process.len() / 2], Some("truncated event"));
+    put(&mut f, flow.as_bytes(), None);
+    drop(put);
+    f.flush().unwrap();
+    drop(f);
+
+    let lake = TempDir::new().unwrap();
+    let (ok, stdout, stderr, peak_kb, took) = ingest_measured(lake.path(), &path);
+    assert!(ok, "{stdout}\n{stderr}");
+    // Bounded: the 100 MB line is never held whole.
+    assert!(peak_kb > 0 && peak_kb < 200 * 1024, "peak RSS {peak_kb} KiB");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    // The good records around the hostile ones are kept: the first process and the last flow.
+    assert_eq!(query_csv(lake.path(), "SELECT count(*) FROM endpoint.processes", &[])[1], "1", "{stdout}");
+    assert_eq!(query_csv(lake.path(), "SELECT count(*) FROM network_traffic.all_traffic", &[])[1], "1", "{stdout}");
+    // Every other hostile record is a bad record with its file and line.
+    let listed = format!("{stdout}{stderr}");
+    let file = path.display().to_string();
+    let bad = &expected_bad;
+    assert!(stdout.contains(&format!(", {} bad", bad.len())), "{stdout}");
+    for (line, reason) in bad {
+        let at = format!("{file}:{line}: ");
+        let found = listed.lines().find(|l| l.contains(&at));
+        assert!(found.is_some_and(|l| l.contains(reason)), "line {line} ({reason:?}) not reported:\n{listed}");
+    }
+}
+
+#[test]
+fn a_zip_bomb_and_a_binary_file_fail_fast_and_leave_the_lake_unchanged() {
+    let dir = TempDir::new().unwrap();
+    // 1 GiB of zeros in a zip member: about 1 MB packed.
+    let bomb = dir.path().join("logs.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&bomb).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("sysmon.log", opts).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            zip.write_all(&zeros).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 8 << 20);
+    let binary = dir.path().join("events.log");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&binary, noise).unwrap();
+    let lake = TempDir::new().unwrap();
+    for (file, says) in [(&bomb, "logs.zip!sysmon.log: not a known input shape"), (&binary, "events.log: not a known input shape")] {
+        let (ok, _, stderr, peak_kb, took) = ingest_measured(lake.path(), file);
+        assert!(!ok);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} KiB");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        assert_eq!(std::fs::read_dir(lake.path()).unwrap().count(), 0, "the lake changed");
+    }
+}
