@@ -17,6 +17,7 @@
 //! * [`generate`]: deterministic test and benchmark data with planted positives.
 //! * [`time`]: Splunk relative time syntax.
 //! * [`output`]: result formats.
+//! * [`fuzzing`]: the fuzz targets' entry points.
 //! * [`cli`]: the command line, one module per subcommand.
 
 pub mod cim;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod convert;
 pub mod detect;
 pub mod engine;
+pub mod fuzzing;
 pub mod generate;
 pub mod lake;
 pub mod output;
