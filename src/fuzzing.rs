@@ -6,6 +6,7 @@
 
 use std::io::Cursor;
 
+use crate::cim::Table;
 use crate::convert::{Emitter, Stats, VecSink, nvm, winevent_json, xmlwineventlog};
 
 /// The fuzz targets, by name.
@@ -31,8 +32,11 @@ fn check(
     let mut out = Emitter::new(&mut sink);
     convert(Cursor::new(data), &mut out).expect("not strict: bad input is a bad record, not an error");
     let stats: Stats = out.finish().expect("batches build");
-    let rows: u64 = sink.batches.iter().map(|(_, b)| b.num_rows() as u64).sum();
-    assert_eq!(rows, stats.rows.values().sum::<u64>(), "rows written vs rows counted");
+    let rows = |cim: bool| -> u64 {
+        sink.batches.iter().filter(|(t, _)| (*t != Table::Quarantine) == cim).map(|(_, b)| b.num_rows() as u64).sum()
+    };
+    assert_eq!(rows(true), stats.rows.values().sum::<u64>(), "rows written vs rows counted");
+    assert_eq!(rows(false), stats.bad, "every bad record quarantined");
     assert!(stats.bad <= stats.records, "more bad records than records: {stats:?}");
 }
 

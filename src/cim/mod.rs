@@ -7,6 +7,7 @@
 pub mod all_traffic;
 pub mod processes;
 pub mod provenance;
+pub mod quarantine;
 
 use std::sync::Arc;
 
@@ -43,16 +44,22 @@ pub enum Table {
     Processes,
     /// `network_traffic.all_traffic` (CIM `Network_Traffic.All_Traffic`).
     AllTraffic,
+    /// `quarantine.records`: rejected records, raw (not CIM).
+    Quarantine,
 }
 
 impl Table {
+    /// The CIM tables.
     pub const ALL: [Table; 2] = [Table::Processes, Table::AllTraffic];
+    /// Every table stored in the lake: the CIM tables and the quarantine.
+    pub const STORED: [Table; 3] = [Table::Processes, Table::AllTraffic, Table::Quarantine];
 
     /// The SQL schema (data model) name.
     pub fn schema_name(self) -> &'static str {
         match self {
             Table::Processes => "endpoint",
             Table::AllTraffic => "network_traffic",
+            Table::Quarantine => "quarantine",
         }
     }
 
@@ -61,6 +68,7 @@ impl Table {
         match self {
             Table::Processes => "processes",
             Table::AllTraffic => "all_traffic",
+            Table::Quarantine => "records",
         }
     }
 
@@ -69,6 +77,7 @@ impl Table {
         match self {
             Table::Processes => "endpoint.processes",
             Table::AllTraffic => "network_traffic.all_traffic",
+            Table::Quarantine => "quarantine.records",
         }
     }
 
@@ -77,6 +86,7 @@ impl Table {
         match self {
             Table::Processes => "endpoint/processes",
             Table::AllTraffic => "network_traffic/all_traffic",
+            Table::Quarantine => "quarantine/records",
         }
     }
 
@@ -85,11 +95,12 @@ impl Table {
         match self {
             Table::Processes => processes::schema(),
             Table::AllTraffic => all_traffic::schema(),
+            Table::Quarantine => quarantine::schema(),
         }
     }
 
     pub fn from_qualified_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.qualified_name() == name)
+        Table::STORED.into_iter().find(|t| t.qualified_name() == name)
     }
 }
 

@@ -37,6 +37,7 @@ fn convert_parser<T: std::io::Read + std::io::Seek>(
         out.record();
         match record {
             Ok(r) => {
+                out.raw(r.data.as_bytes());
                 let id = i64::try_from(r.event_record_id).ok();
                 let bad = |reason: String| BadRecord {
                     source: source.to_string(),

@@ -160,6 +160,7 @@ pub fn convert_input<R: Read>(
     } else if opts.sourcetype.map_or(head.starts_with(b"ElfFile\0"), |s| s == Sourcetype::Evtx) {
         // A plain EVTX file is read from disk, not into memory.
         drop(reader);
+        out.set_sourcetype(Sourcetype::Evtx.name());
         evtx::convert_file(path, source, out)?;
         info.saw(Sourcetype::Evtx);
     } else {
@@ -295,6 +296,7 @@ fn convert_stream<R: Read>(reader: R, source: &str, opts: InputOptions, out: &mu
         }
     };
     let buffered = BufReader::with_capacity(1 << 20, reader);
+    out.set_sourcetype(shape.name());
     match shape {
         Sourcetype::XmlWinEventLog => xmlwineventlog::convert(buffered, source, out)?,
         Sourcetype::WinEventJson => winevent_json::convert(buffered, source, out)?,

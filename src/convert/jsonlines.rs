@@ -22,6 +22,7 @@ where
             continue;
         }
         out.record();
+        out.raw(text);
         if cut {
             out.bad(too_long(source, line, start))?;
             continue;

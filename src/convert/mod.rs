@@ -203,6 +203,11 @@ impl VecSink {
 pub struct Emitter<'s> {
     processes: ProcessesBuilder,
     traffic: AllTrafficBuilder,
+    quarantine: QuarantineBuilder,
+    /// The raw bytes of the record being read, kept with it if it is rejected.
+    raw: Vec<u8>,
+    raw_truncated: bool,
+    sourcetype: Option<&'static str>,
     batch_size: usize,
     strict: bool,
     sink: &'s mut dyn BatchSink,
@@ -214,6 +219,10 @@ impl<'s> Emitter<'s> {
         Emitter {
             processes: ProcessesBuilder::default(),
             traffic: AllTrafficBuilder::default(),
+            quarantine: QuarantineBuilder::new(chrono::Utc::now().timestamp_micros()),
+            raw: Vec::new(),
+            raw_truncated: false,
+            sourcetype: None,
             batch_size: DEFAULT_BATCH_SIZE,
             strict: false,
             sink,
@@ -233,8 +242,25 @@ impl<'s> Emitter<'s> {
         self
     }
 
+    /// A new record begins.
     pub fn record(&mut self) {
         self.stats.records += 1;
+        self.raw.clear();
+        self.raw_truncated = false;
+    }
+
+    /// The raw bytes of the record being read (after [`Emitter::record`]): kept in
+    /// `quarantine.records` if the record is rejected.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        let keep = bytes.len().min(crate::cim::quarantine::MAX_RAW_BYTES);
+        self.raw.clear();
+        self.raw.extend_from_slice(&bytes[..keep]);
+        self.raw_truncated = keep < bytes.len();
+    }
+
+    /// The shape being read, for the `sourcetype` of quarantined records.
+    pub fn set_sourcetype(&mut self, sourcetype: &'static str) {
+        self.sourcetype = Some(sourcetype);
     }
 
     /// A row whose time is outside [`PLAUSIBLE_TIME_US`] (garbage in a time field, a year 9999)
@@ -288,8 +314,13 @@ impl<'s> Emitter<'s> {
             return Err(ConvertError::Strict(bad));
         }
         self.stats.bad += 1;
+        self.quarantine.append(&bad, self.sourcetype, (!self.raw.is_empty()).then_some(&self.raw[..]), self.raw_truncated);
         if self.stats.bad_records.len() < MAX_BAD_EXAMPLES {
             self.stats.bad_records.push(bad);
+        }
+        if self.quarantine.len >= self.batch_size {
+            let b = self.quarantine.finish()?;
+            self.sink.write_batch(Table::Quarantine, b)?;
         }
         Ok(())
     }
@@ -304,7 +335,69 @@ impl<'s> Emitter<'s> {
             let b = self.traffic.finish()?;
             self.sink.write_batch(Table::AllTraffic, b)?;
         }
+        if self.quarantine.len > 0 {
+            let b = self.quarantine.finish()?;
+            self.sink.write_batch(Table::Quarantine, b)?;
+        }
         Ok(self.stats)
+    }
+}
+
+/// Builds `quarantine.records` batches.
+struct QuarantineBuilder {
+    now_us: i64,
+    source: arrow::array::StringBuilder,
+    sourcetype: arrow::array::StringBuilder,
+    record: arrow::array::Int64Builder,
+    offset: arrow::array::Int64Builder,
+    reason: arrow::array::StringBuilder,
+    raw: arrow::array::BinaryBuilder,
+    truncated: arrow::array::BooleanBuilder,
+    len: usize,
+}
+
+impl QuarantineBuilder {
+    fn new(now_us: i64) -> Self {
+        QuarantineBuilder {
+            now_us,
+            source: Default::default(),
+            sourcetype: Default::default(),
+            record: Default::default(),
+            offset: Default::default(),
+            reason: Default::default(),
+            raw: Default::default(),
+            truncated: Default::default(),
+            len: 0,
+        }
+    }
+
+    fn append(&mut self, bad: &BadRecord, sourcetype: Option<&str>, raw: Option<&[u8]>, truncated: bool) {
+        self.source.append_value(&bad.source);
+        self.sourcetype.append_option(sourcetype);
+        self.record.append_option(bad.record);
+        self.offset.append_option(bad.offset);
+        self.reason.append_value(&bad.reason);
+        self.raw.append_option(raw);
+        self.truncated.append_value(truncated);
+        self.len += 1;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
+        use std::sync::Arc;
+        let n = self.len;
+        self.len = 0;
+        let time = arrow::array::TimestampMicrosecondArray::from(vec![self.now_us; n]).with_timezone("UTC");
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(time),
+            Arc::new(self.source.finish()),
+            Arc::new(self.sourcetype.finish()),
+            Arc::new(self.record.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.truncated.finish()),
+        ];
+        Ok(RecordBatch::try_new(crate::cim::quarantine::schema(), columns)?)
     }
 }
 

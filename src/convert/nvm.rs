@@ -380,6 +380,7 @@ pub fn convert_kv<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) ->
             continue;
         }
         out.record();
+        out.raw(text.as_bytes());
         if cut {
             out.bad(super::jsonlines::too_long(source, line, start))?;
             continue;

@@ -39,6 +39,7 @@ impl Piece {
     /// Converts the piece as part of an input of shape `shape` named `source`.
     pub fn convert(&self, shape: Sourcetype, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
         let r = Cursor::new(&self.bytes[..]);
+        out.set_sourcetype(shape.name());
         match shape {
             Sourcetype::XmlWinEventLog => xmlwineventlog::convert_part(r, source, self.at, self.more_follows, out),
             Sourcetype::WinEventJson => winevent_json::convert_part(r, source, self.at, out),

@@ -106,8 +106,14 @@ pub fn convert_part<R: BufRead>(
             // A line longer than any event: the event it is part of, or the line, is bad.
             out.record();
             let (at, off) = match state {
-                State::InEvent { line, offset, .. } => (line, offset),
-                _ => (line_no, line_offset),
+                State::InEvent { line, offset, .. } => {
+                    out.raw(event.as_bytes());
+                    (line, offset)
+                }
+                _ => {
+                    out.raw(bytes);
+                    (line_no, line_offset)
+                }
             };
             out.bad(bad(at, off, format!("line longer than {} bytes", super::lines::MAX_LINE_BYTES)))?;
             state = State::Outside;
@@ -124,8 +130,17 @@ pub fn convert_part<R: BufRead>(
                 // Windows writes events as UTF-16; bytes that are not UTF-8 here are damage.
                 out.record();
                 let (at, off) = match state {
-                    State::InEvent { line, offset, .. } => (line, offset),
-                    _ => (line_no, line_offset),
+                    State::InEvent { line, offset, .. } => {
+                        let mut raw = std::mem::take(&mut event).into_bytes();
+                        raw.push(b'\n');
+                        raw.extend_from_slice(bytes);
+                        out.raw(&raw);
+                        (line, offset)
+                    }
+                    _ => {
+                        out.raw(bytes);
+                        (line_no, line_offset)
+                    }
                 };
                 out.bad(bad(at, off, format!("invalid UTF-8 at byte {} of line {line_no}", e.valid_up_to())))?;
                 state = State::Outside;
@@ -138,6 +153,7 @@ pub fn convert_part<R: BufRead>(
             if is_event_start(trimmed) {
                 // A new event before the previous one closed: the previous one is truncated.
                 out.record();
+                out.raw(event.as_bytes());
                 out.bad(bad(*start, *start_off, TRUNCATED_BY_NEXT.into()))?;
                 state = State::Outside;
             } else {
@@ -172,6 +188,7 @@ pub fn convert_part<R: BufRead>(
                         }
                         if !is_event_start(rest) {
                             out.record();
+                            out.raw(rest.as_bytes());
                             let shown: String = rest.chars().take(60).collect();
                             out.bad(bad(line_no, line_offset, format!("text after </Event>: {shown:?}")))?;
                             break;
@@ -195,6 +212,7 @@ pub fn convert_part<R: BufRead>(
             // Blank lines and XML declarations carry nothing.
         } else {
             out.record();
+            out.raw(line.as_bytes());
             let mut shown: String = trimmed.chars().take(60).collect();
             if shown.len() < trimmed.len() {
                 shown.push('…');
@@ -204,6 +222,7 @@ pub fn convert_part<R: BufRead>(
     }
     if let State::InEvent { line, offset, .. } = state {
         out.record();
+        out.raw(event.as_bytes());
         let reason = if more_follows { TRUNCATED_BY_NEXT } else { "truncated event: end of file before </Event>" };
         out.bad(bad(line, offset, reason.into()))?;
     }
@@ -220,6 +239,7 @@ fn finish_event(
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
     out.record();
+    out.raw(xml.as_bytes());
     let bad = |reason: String| BadRecord {
         source: source.to_string(),
         record: Some(line),

@@ -160,7 +160,7 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOp
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     let default_catalog = ctx.catalog("datafusion").expect("default catalog");
     let commits = lake.commits()?;
-    for table in Table::ALL {
+    for table in Table::STORED {
         if default_catalog.schema(table.schema_name()).is_none() {
             default_catalog.register_schema(table.schema_name(), Arc::new(MemorySchemaProvider::new()))?;
         }

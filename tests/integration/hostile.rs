@@ -118,6 +118,26 @@ fn hostile_records_are_counted_located_and_the_good_ones_kept() {
     // The good records around the hostile ones are kept: the first process and the last flow.
     assert_eq!(query_csv(lake.path(), "SELECT count(*) FROM endpoint.processes", &[])[1], "1", "{stdout}");
     assert_eq!(query_csv(lake.path(), "SELECT count(*) FROM network_traffic.all_traffic", &[])[1], "1", "{stdout}");
+    // Each rejected record is kept, raw, in quarantine.records (binary prints as hex).
+    let kept: Vec<(String, usize, String)> = query_csv(
+        lake.path(),
+        "SELECT source_record, sourcetype, raw, raw_truncated FROM quarantine.records ORDER BY source_record",
+        &[],
+    )
+    .into_iter()
+    .skip(1)
+    .map(|row| {
+        let cols: Vec<&str> = row.split(',').collect();
+        (format!("{},{}", cols[0], cols[1]), cols[2].len() / 2, cols[3].to_string())
+    })
+    .collect();
+    assert_eq!(kept.len(), expected_bad.len());
+    for ((line, _), (at, _, _)) in expected_bad.iter().zip(&kept) {
+        assert_eq!(at, &format!("{line},XmlWinEventLog"));
+    }
+    // The 100 MB line: its first MiB. The NUL line: whole.
+    assert_eq!((kept[0].1, kept[0].2.as_str()), (1 << 20, "true"));
+    assert_eq!((kept[1].1, kept[1].2.as_str()), (17, "false"));
     // Every other hostile record is a bad record with its file and line.
     let listed = format!("{stdout}{stderr}");
     let file = path.display().to_string();
