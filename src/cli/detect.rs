@@ -113,7 +113,7 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     if !lake.exists() {
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
-    let opts = engine::EngineOptions { memory_limit: args.memory_limit, sort_merge_join: false };
+    let opts = engine::EngineOptions { memory_limit: args.memory_limit };
     let ctx = engine::session_with(&lake, None, opts).await?;
     for d in selected {
         if args.explain {

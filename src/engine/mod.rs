@@ -114,8 +114,6 @@ pub struct EngineOptions {
     /// Bytes of memory DataFusion may use for joins, aggregations and sorts; beyond it, sorts and
     /// aggregations spill to disk (see [`run_detection`] for joins).
     pub memory_limit: Option<usize>,
-    /// Plan joins as sort-merge joins (which spill) instead of hash joins (which do not).
-    pub sort_merge_join: bool,
 }
 
 /// A session over the lake. With a catalog, detections are registered as views too.
@@ -137,9 +135,6 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOp
         // batch, so sorts run out of their share without holding much.
         config.options_mut().execution.parquet.pushdown_filters = opts.memory_limit.is_none();
     }
-    if opts.sort_merge_join {
-        config.options_mut().optimizer.prefer_hash_join = false;
-    }
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(bytes) = opts.memory_limit {
         // Spilling operators share the pool fairly, so each spills early instead of one starving
@@ -148,8 +143,7 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOp
         let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(pool, std::num::NonZeroUsize::new(5).expect("5"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
         if bytes < 256 << 20 {
-            // Under a small pool, two partitions: few sorts at once, each with a larger share
-            // (sort-merge joins need more than one).
+            // Under a small pool, two partitions: few sorts at once, each with a larger share.
             config = config.with_batch_size(1024).with_target_partitions(2);
         }
         // What each sort sets aside to merge its spills: a small share of the pool (a detection runs
