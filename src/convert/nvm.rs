@@ -233,6 +233,11 @@ impl NvmState {
         let Some(start) = start_us(&rec) else {
             return out.bad(bad("NVM flow without a valid start time (fss/fsms)".into()));
         };
+        // Checked here, once per record: the record becomes both a flow and a process row.
+        if !super::PLAUSIBLE_TIME_US.contains(&start) {
+            let shown = chrono::DateTime::from_timestamp_micros(start).map_or_else(|| format!("{start} µs since 1970"), |t| t.to_rfc3339());
+            return out.bad(bad(format!("time {shown} outside 1970-01-01 to 2100-01-01")));
+        }
         // A number that is there but impossible (a pid of -1, a port of 70000) makes the record
         // bad, not a silent null.
         for (field, max) in [("pid", i64::from(u32::MAX)), ("ppid", i64::from(u32::MAX)), ("sp", 65535), ("dp", 65535)] {
@@ -624,9 +629,11 @@ mod sample_tests {
         let mut out = Emitter::new(&mut sink);
         convert_kv(BufReader::new(input.as_bytes()), "x.log", &mut out).unwrap();
         let stats = out.finish().unwrap();
-        assert_eq!(stats.bad, 2, "{stats:?}");
+        // One record, one bad record (not one per row it would have made).
+        assert_eq!((stats.records, stats.bad), (1, 1), "{stats:?}");
         assert!(stats.bad_records[0].reason.contains("outside 1970-01-01 to 2100-01-01"), "{stats:?}");
         assert_eq!(sink.table(Table::AllTraffic).num_rows(), 0);
+        assert_eq!(sink.table(Table::Processes).num_rows(), 0);
     }
 
     #[test]
