@@ -343,6 +343,7 @@ fn ingest_one(
             Ok(f) => files.extend(f),
             Err(e) => {
                 writers.for_each(PartitionedWriter::abort);
+                remove_moved(target.lake, &files);
                 return failed(e.to_string());
             }
         }
