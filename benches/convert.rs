@@ -85,12 +85,10 @@ fn bench_evtx(c: &mut Criterion) {
                 .with_configuration(::evtx::ParserSettings::new().num_threads(1));
             let mut sink = std::io::sink();
             let mut n = 0u64;
-            for record in parser.records_json_value() {
-                if let Ok(r) = record {
-                    serde_json::to_writer(&mut sink, &r.data).unwrap();
-                    std::io::Write::write_all(&mut sink, b"\n").unwrap();
-                    n += 1;
-                }
+            for r in parser.records_json_value().flatten() {
+                serde_json::to_writer(&mut sink, &r.data).unwrap();
+                std::io::Write::write_all(&mut sink, b"\n").unwrap();
+                n += 1;
             }
             black_box(n)
         })

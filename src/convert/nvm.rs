@@ -241,10 +241,10 @@ impl NvmState {
         // A number that is there but impossible (a pid of -1, a port of 70000) makes the record
         // bad, not a silent null.
         for (field, max) in [("pid", i64::from(u32::MAX)), ("ppid", i64::from(u32::MAX)), ("sp", 65535), ("dp", 65535)] {
-            if let Some(v) = rec.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                if !v.parse::<i64>().is_ok_and(|n| (0..=max).contains(&n)) {
-                    return out.bad(bad(format!("NVM flow: {field} {v:?} is not a number from 0 to {max}")));
-                }
+            if let Some(v) = rec.get(field).map(|v| v.trim()).filter(|v| !v.is_empty())
+                && !v.parse::<i64>().is_ok_and(|n| (0..=max).contains(&n))
+            {
+                return out.bad(bad(format!("NVM flow: {field} {v:?} is not a number from 0 to {max}")));
             }
         }
         let udid = rec.get("udid").cloned().unwrap_or_default();

@@ -159,7 +159,7 @@ pub fn convert_part<R: BufRead>(
             } else {
                 if !*too_big {
                     event.push('\n');
-                    event.push_str(&line);
+                    event.push_str(line);
                     if event.len() > MAX_EVENT_BYTES {
                         *too_big = true;
                         event.clear();

@@ -40,10 +40,10 @@ fn ingest_measured(lake: &Path, file: &Path) -> (bool, String, String, u64, Dura
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
-        if let Ok(s) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
-                peak = peak.max(kb);
-            }
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            peak = peak.max(kb);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -105,7 +105,6 @@ fn hostile_records_are_counted_located_and_the_good_ones_kept() {
     // A truncated event, cut short by the next one.
     put(&mut f, &process.as_bytes()[..process.len() / 2], Some("truncated event"));
     put(&mut f, flow.as_bytes(), None);
-    drop(put);
     f.flush().unwrap();
     drop(f);
 
