@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
-use super::lines::{Line, Lines, MAX_LINE_BYTES, Position};
+use super::lines::{Line, Lines, Position};
 use super::{BadRecord, ConvertError, Emitter};
 
 /// Calls `f(object, line, byte offset, out)` for each object; counts each line as a record.
@@ -46,9 +46,9 @@ where
     Ok(())
 }
 
-/// The bad record for a line longer than [`MAX_LINE_BYTES`].
+/// The bad record for a line longer than [`super::lines::MAX_LINE_BYTES`].
 pub(crate) fn too_long(source: &str, line: i64, offset: i64) -> BadRecord {
-    BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason: format!("line longer than {MAX_LINE_BYTES} bytes") }
+    BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason: super::lines::too_long() }
 }
 
 fn trim(b: &[u8]) -> &[u8] {

@@ -76,6 +76,11 @@ impl<R: BufRead> Lines<R> {
 /// Longest line kept whole, in bytes; a longer one is a bad record.
 pub const MAX_LINE_BYTES: usize = 8 << 20;
 
+/// The reason given for a line longer than [`MAX_LINE_BYTES`].
+pub fn too_long() -> String {
+    format!("line longer than {MAX_LINE_BYTES} bytes")
+}
+
 /// One line of a text input.
 #[derive(Debug)]
 pub struct Line<'a> {

@@ -34,6 +34,15 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// else in a log's time field is garbage.
 pub const PLAUSIBLE_TIME_US: std::ops::Range<i64> = 0..4_102_444_800_000_000;
 
+/// `Err(reason)` for a time outside [`PLAUSIBLE_TIME_US`].
+pub(crate) fn plausible_time(time_us: i64) -> Result<(), String> {
+    if PLAUSIBLE_TIME_US.contains(&time_us) {
+        return Ok(());
+    }
+    let shown = chrono::DateTime::from_timestamp_micros(time_us).map_or_else(|| format!("{time_us} µs since 1970"), |t| t.to_rfc3339());
+    Err(format!("time {shown} outside 1970-01-01 to 2100-01-01"))
+}
+
 /// How many bad records are kept with their location (all are counted).
 pub const MAX_BAD_EXAMPLES: usize = 100;
 
@@ -266,16 +275,8 @@ impl<'s> Emitter<'s> {
     /// A row whose time is outside [`PLAUSIBLE_TIME_US`] (garbage in a time field, a year 9999)
     /// is a bad record.
     fn time_ok(&mut self, time_us: i64, p: &crate::cim::provenance::Provenance<'_>) -> Result<bool, ConvertError> {
-        if PLAUSIBLE_TIME_US.contains(&time_us) {
-            return Ok(true);
-        }
-        let shown = chrono::DateTime::from_timestamp_micros(time_us).map_or_else(|| format!("{time_us} µs since 1970"), |t| t.to_rfc3339());
-        self.bad(BadRecord {
-            source: p.source.to_string(),
-            record: p.record,
-            offset: p.offset,
-            reason: format!("time {shown} outside 1970-01-01 to 2100-01-01"),
-        })?;
+        let Err(reason) = plausible_time(time_us) else { return Ok(true) };
+        self.bad(BadRecord { source: p.source.to_string(), record: p.record, offset: p.offset, reason })?;
         Ok(false)
     }
 

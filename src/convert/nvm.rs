@@ -234,9 +234,8 @@ impl NvmState {
             return out.bad(bad("NVM flow without a valid start time (fss/fsms)".into()));
         };
         // Checked here, once per record: the record becomes both a flow and a process row.
-        if !super::PLAUSIBLE_TIME_US.contains(&start) {
-            let shown = chrono::DateTime::from_timestamp_micros(start).map_or_else(|| format!("{start} µs since 1970"), |t| t.to_rfc3339());
-            return out.bad(bad(format!("time {shown} outside 1970-01-01 to 2100-01-01")));
+        if let Err(reason) = super::plausible_time(start) {
+            return out.bad(bad(reason));
         }
         // A number that is there but impossible (a pid of -1, a port of 70000) makes the record
         // bad, not a silent null.

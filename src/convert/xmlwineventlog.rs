@@ -115,7 +115,7 @@ pub fn convert_part<R: BufRead>(
                     (line_no, line_offset)
                 }
             };
-            out.bad(bad(at, off, format!("line longer than {} bytes", super::lines::MAX_LINE_BYTES)))?;
+            out.bad(bad(at, off, super::lines::too_long()))?;
             state = State::Outside;
             continue;
         }

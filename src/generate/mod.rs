@@ -485,7 +485,8 @@ pub fn generate(
     match format {
         GenFormat::Lake => {
             let id = blake3::hash(cfg.describe().as_bytes()).to_hex().to_string();
-            if let Some(c) = lake.manifest()?.remove(&id) {
+            let known = crate::lake::KnownInputs::load(lake)?;
+            if let Some(first) = known.get(&id) {
                 // The same generation is already in the lake: nothing to add.
                 while let Some(hour) = g.next_hour() {
                     for (_, f) in &hour {
@@ -493,11 +494,10 @@ pub fn generate(
                         flows += f.len() as u64;
                     }
                 }
-                report.commit = Some(c);
+                report.commit = Some(lake.commit(first.commit_id)?);
             } else {
                 let source = format!("gen:{}", cfg.describe());
                 let session = crate::lake::IngestSession::begin(lake)?;
-                let seen = lake.commits()?.iter().map(|c| c.id).max().unwrap_or(0);
                 let mut writer = crate::lake::writer::PartitionedWriter::new(lake, &session, &id[..16])?;
                 let stats = {
                     let mut out = crate::convert::Emitter::new(&mut writer);
@@ -528,11 +528,11 @@ pub fn generate(
                     files,
                 };
                 let moved = commit.files.clone();
-                report.commit = Some(match lake.publish_input(commit, seen)? {
+                report.commit = Some(match lake.publish_input(commit, &std::sync::Mutex::new(known))? {
                     crate::lake::Published::New(c) => c,
-                    crate::lake::Published::Already(c) => {
+                    crate::lake::Published::Already(first) => {
                         crate::lake::writer::remove_moved(lake, &moved);
-                        c
+                        lake.commit(first.commit_id)?
                     }
                 });
             }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::writer::{PartitionedWriter, remove_moved};
-use super::{Commit, IngestSession, InputRecord, Lake, LakeError, Published};
+use super::{Commit, IngestSession, InputRecord, KnownInputs, Lake, LakeError, Published};
 use crate::convert::input::{self, InputInfo, InputOptions};
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
 
@@ -176,11 +176,7 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
             .expect("valid template"),
     );
     let session = IngestSession::begin(lake)?;
-    let commits = lake.commits()?;
-    let seen = commits.iter().map(|c| c.id).max().unwrap_or(0);
-    let manifest: HashMap<String, (u64, String)> =
-        commits.into_iter().map(|c| (c.input.hash, (c.id, c.input.path))).collect();
-    let target = Target { lake, session: &session, seen };
+    let known = KnownInputs::load(lake)?;
     let jobs = opts.jobs.max(1);
     let looked = parallel_map(&files, jobs, |p| look(p, opts));
 
@@ -193,10 +189,10 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     for (i, (path, l)) in files.iter().zip(&looked).enumerate() {
         let outcome = match l {
             Err(error) => Some(InputOutcome::Failed { path: path.clone(), error: error.clone() }),
-            Ok(l) => match manifest.get(&l.hash) {
-                Some((id, as_path)) => {
+            Ok(l) => match known.get(&l.hash) {
+                Some(first) => {
                     bar.inc(l.bytes);
-                    Some(InputOutcome::AlreadyIngested { path: path.clone(), commit_id: *id, as_path: as_path.clone() })
+                    Some(InputOutcome::AlreadyIngested { path: path.clone(), commit_id: first.commit_id, as_path: first.path.clone() })
                 }
                 None => {
                     match first_with_hash.get(l.hash.as_str()) {
@@ -219,6 +215,7 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         outcomes.push(outcome);
     }
 
+    let target = Target { lake, session: &session, known: Mutex::new(known) };
     let converted = parallel_map(&whole, jobs, |&i| {
         let l = looked[i].as_ref().expect("looked at");
         ingest_one(&target, &files[i], l, opts, &bar, |writer_stem, source, convert_opts, counted| {
@@ -272,11 +269,11 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> U 
     results.into_inner().expect("no panics while held").into_iter().map(|r| r.expect("every item mapped")).collect()
 }
 
-/// Where an ingest writes: the lake, its session there, and the last commit it had read.
+/// Where an ingest writes: the lake, its session there, and the inputs known to be in it.
 struct Target<'a> {
     lake: &'a Lake,
     session: &'a IngestSession,
-    seen: u64,
+    known: Mutex<KnownInputs>,
 }
 
 /// An input before conversion: its content hash, size and state, and whether it can be split.
@@ -362,12 +359,12 @@ fn ingest_one(
         files,
     };
     let moved = commit.files.clone();
-    match target.lake.publish_input(commit, target.seen) {
+    match target.lake.publish_input(commit, &target.known) {
         Ok(Published::New(commit)) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
         Ok(Published::Already(first)) => {
             // Another ingest committed the same bytes while this one converted them.
             remove_moved(target.lake, &moved);
-            InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.id, as_path: first.input.path }
+            InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.commit_id, as_path: first.path }
         }
         Err(e) => {
             remove_moved(target.lake, &moved);

@@ -132,9 +132,11 @@ impl Lake {
         read_numbered(&self.commits_dir())
     }
 
-    /// Ingested inputs by content hash.
-    pub fn manifest(&self) -> Result<HashMap<String, Commit>, LakeError> {
-        Ok(self.commits()?.into_iter().map(|c| (c.input.hash.clone(), c)).collect())
+    /// Commit `id`.
+    pub fn commit(&self, id: u64) -> Result<Commit, LakeError> {
+        let path = self.commits_dir().join(format!("{id:08}.json"));
+        let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path, source })
     }
 
     /// The data files of one table, from every commit.
@@ -147,22 +149,24 @@ impl Lake {
             .collect())
     }
 
-    /// Commits after `id`, in commit order.
+    /// Commits after `id`, in commit order (only their files are read).
     pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
-        let mut all = read_numbered_after(&self.commits_dir(), id)?;
-        all.retain(|c: &Commit| c.id > id);
-        Ok(all)
+        read_numbered_after(&self.commits_dir(), id)
     }
 
-    /// Publishes the commit of an input, unless a commit of the same bytes (same hash) was
-    /// published after `seen` (the last commit the caller knew of), by this process or another.
-    /// The check and the publish hold the lake's commit lock.
-    pub(crate) fn publish_input(&self, commit: Commit, seen: u64) -> Result<Published, LakeError> {
+    /// Publishes the commit of an input, unless a commit of the same bytes (same hash) is in the
+    /// log, published by this process or another. The check and the publish hold the lake's commit
+    /// lock; `known` is brought up to date under it by reading only the commits it has not seen.
+    pub(crate) fn publish_input(&self, commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
         let _lock = self.commit_lock()?;
-        if let Some(c) = self.commits_after(seen)?.into_iter().find(|c| c.input.hash == commit.input.hash) {
-            return Ok(Published::Already(c));
+        let mut known = known.lock().expect("no panics while held");
+        known.catch_up(self)?;
+        if let Some(first) = known.get(&commit.input.hash) {
+            return Ok(Published::Already(first.clone()));
         }
-        Ok(Published::New(self.publish(commit)?))
+        let commit = publish_numbered(&self.commits_dir(), known.last + 1, commit, |c, id| c.id = id)?;
+        known.add(&commit);
+        Ok(Published::New(commit))
     }
 
     fn commit_lock(&self) -> Result<std::fs::File, LakeError> {
@@ -173,13 +177,47 @@ impl Lake {
         Ok(f)
     }
 
-    /// Publishes a commit: its files must already be at their final paths. Takes the next free
-    /// commit number; the commit appears whole or not at all.
-    pub(crate) fn publish(&self, commit: Commit) -> Result<Commit, LakeError> {
-        let first = self.commits()?.iter().map(|c| c.id).max().unwrap_or(0) + 1;
-        publish_numbered(&self.commits_dir(), first, commit, |c, id| c.id = id)
+}
+
+/// The inputs already in a lake, by content hash, as far as commit `last`.
+#[derive(Debug, Default)]
+pub(crate) struct KnownInputs {
+    last: u64,
+    by_hash: HashMap<String, IngestedAs>,
+}
+
+/// Where an input already in the lake came in.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestedAs {
+    pub commit_id: u64,
+    /// The path it was ingested from.
+    pub path: String,
+}
+
+impl KnownInputs {
+    /// Every input in the lake now.
+    pub(crate) fn load(lake: &Lake) -> Result<KnownInputs, LakeError> {
+        let mut known = KnownInputs::default();
+        known.catch_up(lake)?;
+        Ok(known)
     }
 
+    /// Adds the commits published since the last look.
+    fn catch_up(&mut self, lake: &Lake) -> Result<(), LakeError> {
+        for c in lake.commits_after(self.last)? {
+            self.add(&c);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, c: &Commit) {
+        self.last = self.last.max(c.id);
+        self.by_hash.entry(c.input.hash.clone()).or_insert(IngestedAs { commit_id: c.id, path: c.input.path.clone() });
+    }
+
+    pub(crate) fn get(&self, hash: &str) -> Option<&IngestedAs> {
+        self.by_hash.get(hash)
+    }
 }
 
 /// Writes `item` as `dir/<n>.json` for the first free `n >= first`, atomically: the file is
@@ -226,7 +264,7 @@ pub(crate) fn publish_numbered<T: Serialize>(
 pub(crate) enum Published {
     New(Commit),
     /// Another commit of the same bytes was there first.
-    Already(Commit),
+    Already(IngestedAs),
 }
 
 /// One ingest process's staging area. It holds `<session>.lock` while it lives, so a later ingest
@@ -340,7 +378,7 @@ fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -
         let name = name.to_string_lossy();
         if name.ends_with(".json") && !name.starts_with('.') {
             let number = name.trim_end_matches(".json").parse::<u64>().ok();
-            if after == 0 || number.is_none_or(|n| n > after) {
+            if number.is_none_or(|n| n > after) {
                 paths.push(entry.path());
             }
         }
