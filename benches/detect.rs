@@ -31,7 +31,7 @@ fn bench_existing_lakes(c: &mut Criterion, lakes: &str) {
     for dir in lakes.split(',') {
         let lake = Lake::new(dir);
         let run = || {
-            let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, EngineOptions::default())).unwrap();
+            let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, &EngineOptions::default())).unwrap();
             out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
         };
         let rows = run();
@@ -64,7 +64,7 @@ fn bench_detect(c: &mut Criterion) {
     let detection = &catalog.detections[0];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let run = |window: Window| {
-        let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, EngineOptions::default())).unwrap();
+        let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, &EngineOptions::default())).unwrap();
         out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
     };
     assert_eq!(run(Window::all_time()), expected, "the planted positives");

@@ -12,7 +12,8 @@
 //! * [`convert`]: Sysmon XmlWinEventLog text and EVTX → CIM rows.
 //! * [`lake`]: Parquet layout, atomic commits, the manifest of ingested inputs, table scans.
 //! * [`detect`]: detections as SQL files with metadata and macros, in two join semantics.
-//! * [`engine`]: the DataFusion session over the lake.
+//! * [`engine`]: the DataFusion session over the lake, in process or on a cluster.
+//! * [`cluster`]: the Ballista engine: plan codec, scheduler and executor.
 //! * [`schedule`]: scheduled runs, results, risk events, incidents.
 //! * [`generate`]: deterministic test and benchmark data with planted positives.
 //! * [`time`]: Splunk relative time syntax.
@@ -22,6 +23,7 @@
 
 pub mod cim;
 pub mod cli;
+pub mod cluster;
 pub mod convert;
 pub mod detect;
 pub mod engine;

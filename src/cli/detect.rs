@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::Args;
 use datafusion::physical_plan::displayable;
 
-use super::SqlArgs;
+use super::{EngineArgs, SqlArgs};
 use crate::detect::{self, Mode, Window};
 
 use crate::engine;
@@ -59,12 +59,15 @@ pub struct DetectArgs {
     pub memory_limit: Option<usize>,
 
     #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
     pub sql: SqlArgs,
 }
 
 impl DetectArgs {
     /// All-time defaults, as used by `cimlake run`.
-    pub fn all_time(sql: SqlArgs, mode: Mode, format: Format) -> Self {
+    pub fn all_time(sql: SqlArgs, engine: EngineArgs, mode: Mode, format: Format) -> Self {
         DetectArgs {
             detection: "all".into(),
             earliest: None,
@@ -76,6 +79,7 @@ impl DetectArgs {
             explain: false,
             list: false,
             memory_limit: None,
+            engine,
             sql,
         }
     }
@@ -113,8 +117,8 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     if !lake.exists() {
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
-    let opts = engine::EngineOptions { memory_limit: args.memory_limit };
-    let ctx = engine::session_with(&lake, None, opts).await?;
+    let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone() };
+    let ctx = engine::session_with(&lake, None, &opts).await?;
     for d in selected {
         if args.explain {
             let df = detect::plan(&ctx, &catalog, d, args.mode, &window).await?;
@@ -124,7 +128,7 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
             writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
             continue;
         }
-        let run = engine::run_detection(&lake, &catalog, d, args.mode, &window, opts)
+        let run = engine::run_detection(&lake, &catalog, d, args.mode, &window, &opts)
             .await
             .with_context(|| format!("running {}", d.name))?;
         if run.passes > 1 {

@@ -1,5 +1,6 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
+pub mod cluster;
 pub mod detect;
 pub mod generate;
 pub mod ingest;
@@ -37,6 +38,17 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Generate realistic telemetry with planted MSIExec positives (into the lake, or as logs).
     Gen(generate::GenArgs),
+    /// Run a Ballista scheduler or executor, for `--engine ballista://HOST:PORT`.
+    Cluster(cluster::ClusterArgs),
+}
+
+/// Where detections and queries run.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// `in-process`, or a Ballista cluster: `ballista://HOST:PORT` (its scheduler; see
+    /// `cimlake cluster`). The lake must be at the same path on every node of a cluster.
+    #[arg(long, env = "CIMLAKE_ENGINE", default_value = "in-process", value_name = "ENGINE")]
+    pub engine: crate::engine::Engine,
 }
 
 /// Where detections come from.
@@ -78,5 +90,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => run::run(&cli.lake, args).await,
         Command::Schedule(args) => schedule::run(&cli.lake, args).await,
         Command::Gen(args) => generate::run(&cli.lake, args),
+        Command::Cluster(args) => cluster::run(args).await,
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::SqlArgs;
+use super::{EngineArgs, SqlArgs};
 use crate::engine;
 use crate::lake::Lake;
 use crate::output::{self, Format};
@@ -30,6 +30,9 @@ pub struct QueryArgs {
     pub output: Option<PathBuf>,
 
     #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
     pub sql_args: SqlArgs,
 }
 
@@ -40,7 +43,8 @@ pub async fn run(lake_dir: &Path, args: QueryArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     let catalog = args.sql_args.catalog()?;
-    let ctx = engine::session(&Lake::new(lake_dir), Some(&catalog)).await?;
+    let opts = engine::EngineOptions { memory_limit: None, engine: args.engine.engine };
+    let ctx = engine::session_with(&Lake::new(lake_dir), Some(&catalog), &opts).await?;
     let df = ctx.sql(&sql).await?;
     let schema = df.schema().inner().clone();
     let batches = df.collect().await?;

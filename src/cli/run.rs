@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::SqlArgs;
+use super::{EngineArgs, SqlArgs};
 use super::detect::DetectArgs;
 use super::ingest::IngestArgs;
 use crate::detect::Mode;
@@ -25,6 +25,9 @@ pub struct RunArgs {
     pub format: Format,
 
     #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
     pub sql: SqlArgs,
 }
 
@@ -40,7 +43,7 @@ pub async fn run(lake_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let report = super::ingest::ingest_and_report(lake_dir, &ingest_args)?;
     println!();
-    let code = super::detect::run(lake_dir, DetectArgs::all_time(args.sql, args.mode, args.format)).await?;
+    let code = super::detect::run(lake_dir, DetectArgs::all_time(args.sql, args.engine, args.mode, args.format)).await?;
     if report.failed() > 0 {
         return Ok(ExitCode::FAILURE);
     }

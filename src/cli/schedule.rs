@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::SqlArgs;
+use super::{EngineArgs, SqlArgs};
 use crate::detect::Mode;
 use crate::lake::Lake;
 use crate::lake::runs::{self, RunRecord, RunStatus};
@@ -60,6 +60,9 @@ pub struct ScheduleArgs {
     pub risk_threshold: i64,
 
     #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
     pub sql: SqlArgs,
 }
 
@@ -89,6 +92,7 @@ fn options(args: &ScheduleArgs) -> anyhow::Result<SchedulerOptions> {
         lookback: parse_duration(&args.lookback).context("--lookback")?,
         risk_threshold: args.risk_threshold,
         ingest: args.ingest.clone(),
+        engine: args.engine.engine.clone(),
     })
 }
 

@@ -38,6 +38,8 @@ pub enum EngineError {
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
     Detect(#[from] DetectError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 fn register_derived(ctx: &SessionContext, lake: &Lake) -> Result<(), EngineError> {
@@ -108,21 +110,57 @@ fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, EngineError> {
 /// Set to `false` to read Parquet columns whole before filtering (DataFusion's own default).
 pub const PUSHDOWN_ENV: &str = "DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS";
 
+/// Where queries run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process (DataFusion).
+    #[default]
+    InProcess,
+    /// On a Ballista cluster, through its scheduler ([`crate::cluster`]).
+    Ballista(crate::cluster::SchedulerAddr),
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    /// `in-process`, or `ballista://HOST:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "in-process" | "local" => Ok(Engine::InProcess),
+            _ => match s.strip_prefix("ballista://") {
+                Some(addr) => Ok(Engine::Ballista(addr.trim_end_matches('/').parse()?)),
+                None => Err(format!("unknown engine {s:?}: use in-process or ballista://HOST:PORT")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::InProcess => f.write_str("in-process"),
+            Engine::Ballista(addr) => write!(f, "ballista://{addr}"),
+        }
+    }
+}
+
 /// How queries run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Bytes of memory DataFusion may use for joins, aggregations and sorts; beyond it, sorts and
-    /// aggregations spill to disk (see [`run_detection`] for joins).
+    /// aggregations spill to disk (see [`run_detection`] for joins). In-process only: a cluster's
+    /// executors take theirs at start (`cimlake cluster executor --memory-limit`).
     pub memory_limit: Option<usize>,
+    pub engine: Engine,
 }
 
 /// A session over the lake. With a catalog, detections are registered as views too.
 pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionContext, EngineError> {
-    session_with(lake, catalog, EngineOptions::default()).await
+    session_with(lake, catalog, &EngineOptions::default()).await
 }
 
-/// A session over the lake, with options.
-pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOptions) -> Result<SessionContext, EngineError> {
+/// A session over the lake, with options. The tables and views are the same on either engine.
+pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_…`).
     let mut config = SessionConfig::from_env()?
         .with_information_schema(true)
@@ -151,7 +189,18 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: EngineOp
         let exec = &mut config.options_mut().execution;
         exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(bytes / 16);
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let ctx = match &opts.engine {
+        Engine::InProcess => SessionContext::new_with_config_rt(config, runtime.build_arc()?),
+        Engine::Ballista(scheduler) => {
+            if opts.memory_limit.is_some() {
+                return Err(EngineError::Cluster(format!(
+                    "--memory-limit applies to the in-process engine; on {}, give each executor its own (`cimlake cluster executor --memory-limit`)",
+                    opts.engine
+                )));
+            }
+            crate::cluster::remote_context(scheduler, config).await?
+        }
+    };
     let default_catalog = ctx.catalog("datafusion").expect("default catalog");
     let commits = lake.commits()?;
     for table in Table::STORED {
@@ -287,7 +336,7 @@ async fn execute_once(
     d: &crate::detect::Detection,
     mode: Mode,
     window: &Window,
-    opts: EngineOptions,
+    opts: &EngineOptions,
     pass: Option<Pass>,
 ) -> Result<Once, EngineError> {
     let ctx = session_with(lake, None, opts).await?;
@@ -320,7 +369,7 @@ pub async fn run_detection(
     d: &crate::detect::Detection,
     mode: Mode,
     window: &Window,
-    opts: EngineOptions,
+    opts: &EngineOptions,
 ) -> Result<Executed, EngineError> {
     let exhausted = |e: &EngineError| match e {
         EngineError::DataFusion(e) => is_resources_exhausted(e),

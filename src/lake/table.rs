@@ -36,6 +36,16 @@ impl LakeTable {
         LakeTable { schema, root, files }
     }
 
+    /// The directory the file paths are relative to.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Every file of the table.
+    pub fn files(&self) -> &[DataFile] {
+        &self.files
+    }
+
     /// The files a scan with these filters reads.
     pub fn select_files(&self, filters: &[Expr]) -> Vec<&DataFile> {
         let (lo, hi) = time_bounds(filters);

@@ -56,6 +56,14 @@ pub struct SchedulerOptions {
     pub risk_threshold: i64,
     /// A landing directory to ingest from before each tick.
     pub ingest: Option<PathBuf>,
+    /// Where the runs' queries run.
+    pub engine: engine::Engine,
+}
+
+impl SchedulerOptions {
+    fn engine_options(&self) -> engine::EngineOptions {
+        engine::EngineOptions { memory_limit: None, engine: self.engine.clone() }
+    }
 }
 
 /// What a tick did.
@@ -313,7 +321,7 @@ async fn execute_detection(
     run: &RunInfo,
     rec: &mut RunRecord,
 ) -> Result<(), String> {
-    let ctx = engine::session(lake, None).await.map_err(|e| e.to_string())?;
+    let ctx = engine::session_with(lake, None, &opts.engine_options()).await.map_err(|e| e.to_string())?;
     let window = detect::Window { earliest: Some(w.earliest), latest: Some(w.latest), lookback: opts.lookback };
     let params = window.params();
     let get = |name: &str| params.iter().find(|(k, _)| *k == name).expect("param").1.clone();
@@ -355,7 +363,7 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
     let span = Window { earliest, latest: w.latest };
     let mut rec = new_record(&run_id, INCIDENTS_JOB, "Risk incidents: score over 24h or several MITRE tactics", "", "scheduled", None, span, started);
     let outcome: Result<(), String> = async {
-        let ctx = engine::session(lake, None).await.map_err(|e| e.to_string())?;
+        let ctx = engine::session_with(lake, None, &opts.engine_options()).await.map_err(|e| e.to_string())?;
         let ts = |t: DateTime<Utc>| ScalarValue::TimestampMicrosecond(Some(us(t)), Some("UTC".into()));
         let params = vec![("earliest", ts(earliest)), ("latest", ts(w.latest)), ("threshold", ScalarValue::Int64(Some(opts.risk_threshold)))];
         rec.rows_read.insert(

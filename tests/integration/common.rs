@@ -30,6 +30,7 @@ pub fn cimlake(lake: &Path, args: &[&str]) -> Output {
         .current_dir(repo())
         .env_remove("CIMLAKE_LAKE")
         .env_remove("CIMLAKE_SQL")
+        .env_remove("CIMLAKE_ENGINE")
         .output()
         .expect("cimlake runs")
 }

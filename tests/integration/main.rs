@@ -1,6 +1,7 @@
 //! cimlake's integration tests: one test binary (one link of DataFusion) with a module per area.
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
+//! * `cluster`: a Ballista scheduler and two executors give the in-process engine's rows.
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
 //! * `hostile`: input written to hurt: bad records counted and located, memory and time bounded.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
@@ -8,6 +9,7 @@
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
 
 mod cli;
+mod cluster;
 mod common;
 mod corpus;
 mod generate;

@@ -1,0 +1,167 @@
+//! [`LakeCodec`]: how the lake's own tables travel in a Ballista plan.
+//!
+//! A client sends the scheduler a logical plan. DataFusion's protobuf format carries standard
+//! tables (a `ListingTable`, a view) by itself and hands any other table to an extension codec.
+//! cimlake has two such tables:
+//!
+//! * [`LakeTable`] (the CIM tables, results, risk events, incidents, quarantine): its absolute lake
+//!   root and committed file list, as JSON. The scheduler rebuilds the table and plans its scan
+//!   there, so it reads only the files the client's commit log named: a commit published after
+//!   the query started is not half-seen.
+//! * `cimlake.runs`, a `MemTable`: its rows, as an Arrow IPC stream.
+//!
+//! Everything else goes to Ballista's own codec. The scheduler and the executors started by
+//! `cimlake cluster` carry this codec; a stock Ballista scheduler does not, and refuses the plan
+//! with "LogicalExtensionCodec is not provided".
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use ballista_core::serde::BallistaLogicalExtensionCodec;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use serde::{Deserialize, Serialize};
+
+use crate::lake::DataFile;
+use crate::lake::table::LakeTable;
+
+/// The first byte of an encoded table: which of cimlake's tables follows.
+const LAKE_TABLE: u8 = b'L';
+const MEM_TABLE: u8 = b'M';
+
+#[derive(Serialize, Deserialize)]
+struct LakeTableProto {
+    root: PathBuf,
+    files: Vec<DataFile>,
+}
+
+/// Ballista's logical codec, plus cimlake's tables.
+#[derive(Debug, Default)]
+pub struct LakeCodec {
+    inner: BallistaLogicalExtensionCodec,
+}
+
+fn codec_err(table: &TableReference, what: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("table {table} in a cluster plan: {what}"))
+}
+
+impl LogicalExtensionCodec for LakeCodec {
+    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
+        self.inner.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        match buf.split_first() {
+            Some((&LAKE_TABLE, rest)) => {
+                let p: LakeTableProto = serde_json::from_slice(rest).map_err(|e| codec_err(table_ref, e))?;
+                Ok(Arc::new(LakeTable::new(schema, p.root, p.files)))
+            }
+            Some((&MEM_TABLE, rest)) => {
+                let reader = StreamReader::try_new(rest, None).map_err(|e| codec_err(table_ref, e))?;
+                let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| codec_err(table_ref, e))?;
+                Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
+            }
+            _ => self.inner.try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(t) = node.downcast_ref::<LakeTable>() {
+            // The root as the scheduler and executors must see it: absolute, the same path on
+            // every node (shared storage).
+            let root = std::path::absolute(t.root()).map_err(|e| codec_err(table_ref, e))?;
+            let proto = LakeTableProto { root, files: t.files().to_vec() };
+            buf.push(LAKE_TABLE);
+            serde_json::to_writer(&mut *buf, &proto).map_err(|e| codec_err(table_ref, e))?;
+            return Ok(());
+        }
+        if let Some(t) = node.downcast_ref::<MemTable>() {
+            let mut batches = Vec::new();
+            for partition in &t.batches {
+                let guard = partition
+                    .try_read()
+                    .map_err(|_| codec_err(table_ref, "its rows are being written"))?;
+                batches.extend(guard.iter().cloned());
+            }
+            buf.push(MEM_TABLE);
+            let mut writer = StreamWriter::try_new(&mut *buf, &t.schema()).map_err(|e| codec_err(table_ref, e))?;
+            for b in &batches {
+                writer.write(b).map_err(|e| codec_err(table_ref, e))?;
+            }
+            writer.finish().map_err(|e| codec_err(table_ref, e))?;
+            return Ok(());
+        }
+        self.inner.try_encode_table_provider(table_ref, node, buf)
+    }
+
+    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+        self.inner.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+        self.inner.try_encode_file_format(buf, node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn round_trip(t: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+        let codec = LakeCodec::default();
+        let name = TableReference::partial("s", "t");
+        let mut buf = Vec::new();
+        codec.try_encode_table_provider(&name, t.clone(), &mut buf).unwrap();
+        codec.try_decode_table_provider(&buf, &name, t.schema(), &TaskContext::default()).unwrap()
+    }
+
+    #[test]
+    fn lake_table_keeps_its_files_and_an_absolute_root() {
+        let file = DataFile {
+            table: "endpoint.processes".into(),
+            path: "endpoint/processes/a.parquet".into(),
+            rows: 3,
+            bytes: 10,
+            min_time: 1,
+            max_time: 2,
+        };
+        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("lake"), vec![file.clone()]);
+        let back = round_trip(Arc::new(t));
+        let back = back.downcast_ref::<LakeTable>().expect("a LakeTable");
+        assert_eq!(back.files(), &[file]);
+        assert!(back.root().is_absolute() && back.root().ends_with("lake"), "{}", back.root().display());
+        assert_eq!(back.schema(), crate::cim::Table::Processes.schema());
+    }
+
+    #[tokio::test]
+    async fn mem_table_keeps_its_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]))]).unwrap();
+        let t = MemTable::try_new(schema, vec![vec![batch.clone()]]).unwrap();
+        let back = round_trip(Arc::new(t));
+        let back = back.downcast_ref::<MemTable>().expect("a MemTable");
+        let rows = back.batches[0].read().await.clone();
+        assert_eq!(rows, vec![batch]);
+    }
+}

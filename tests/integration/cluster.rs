@@ -1,0 +1,254 @@
+//! `--engine ballista://…`: a real Ballista scheduler and two executors, started from the
+//! `cimlake` binary on loopback, give exactly the rows the in-process engine gives.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const DETECTION: &str = "windows_http_network_communication_from_msiexec";
+
+/// A scheduler and its executors, each a `cimlake cluster …` process. Dropping it (also when a
+/// test fails) stops them by process id: SIGTERM, then SIGKILL for any still running after 5 s.
+struct Cluster {
+    processes: Vec<(String, Child)>,
+    scheduler: String,
+    logs: TempDir,
+}
+
+impl Cluster {
+    /// Starts a scheduler on a free loopback port and `executors` executors, and waits until every
+    /// executor has registered.
+    fn start(executors: usize) -> Cluster {
+        let logs = TempDir::new().unwrap();
+        let mut cluster = Cluster { processes: Vec::new(), scheduler: String::new(), logs };
+        let lines = cluster.spawn("scheduler", &["cluster", "scheduler", "--bind", "127.0.0.1:0"]);
+        let line = cluster.wait_for(&lines, "scheduler", |l| l.starts_with("scheduler listening on "));
+        cluster.scheduler = line.trim_start_matches("scheduler listening on ").to_string();
+        let mut waiting = Vec::new();
+        for i in 0..executors {
+            let name = format!("executor{i}");
+            let work = cluster.logs.path().join(&name);
+            let scheduler = cluster.scheduler.clone();
+            let args = [
+                "cluster",
+                "executor",
+                "--scheduler",
+                &scheduler,
+                "--bind",
+                "127.0.0.1:0",
+                "--vcores",
+                "2",
+                "--work-dir",
+                work.to_str().unwrap(),
+            ];
+            waiting.push((name.clone(), cluster.spawn(&name, &args)));
+        }
+        for (name, lines) in waiting {
+            cluster.wait_for(&lines, &name, |l| l.contains(" registered with "));
+        }
+        cluster
+    }
+
+    /// Starts `cimlake ARGS…` with stdout read line by line and stderr kept in a log file. The
+    /// process is killed if this test thread ends first.
+    fn spawn(&mut self, name: &str, args: &[&str]) -> mpsc::Receiver<String> {
+        let stderr = std::fs::File::create(self.log(name)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
+        cmd.args(args).current_dir(repo()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("cimlake cluster starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.processes.push((name.to_string(), child));
+        rx
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("{name}.stderr"))
+    }
+
+    fn wait_for(&mut self, lines: &mpsc::Receiver<String>, name: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let stderr = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        panic!("{name} did not start in 60 s.\nstdout:\n{}\nstderr:\n{stderr}", seen.join("\n"));
+    }
+
+    fn engine(&self) -> String {
+        format!("ballista://{}", self.scheduler)
+    }
+
+    /// The process ids, for the test that checks they are gone after the drop.
+    fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|(_, c)| c.id()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Executors first, so none is left waiting for a scheduler that is gone.
+        for (_, child) in self.processes.iter_mut().rev() {
+            if let Ok(None) = child.try_wait() {
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.processes {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                child.kill().ok();
+            }
+            child.wait().ok();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie would show state Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// `cimlake ARGS…` on the lake, once in process and once on the cluster: the same stdout.
+fn same_on_both(cluster: &Cluster, lake: &Path, args: &[&str]) -> String {
+    let local = cimlake_ok(lake, args);
+    let mut remote_args = args.to_vec();
+    let engine = cluster.engine();
+    remote_args.extend(["--engine", engine.as_str()]);
+    let remote = cimlake_ok(lake, &remote_args);
+    assert_eq!(remote, local, "cimlake {args:?}: the cluster's output differs from in-process");
+    local
+}
+
+/// A generated day (planted positives included) plus the bundled samples (NVM, missing process
+/// ids, a damaged EVTX file with quarantined records), and the detection rows the planted
+/// positives give.
+fn test_lake() -> (TempDir, Vec<String>) {
+    let lake = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    let gen_args = ["gen", "--seed", "7", "--hosts", "40", "--processes", "20000", "--hours", "24", "--positives", "12", "-o", out_dir];
+    cimlake_ok(lake.path(), &gen_args);
+    cimlake_ok(lake.path(), &["ingest", "data/logs"]);
+    let expected = std::fs::read_to_string(out.path().join("expected.csv")).unwrap().lines().skip(1).map(str::to_string).collect();
+    (lake, expected)
+}
+
+#[test]
+fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
+    let (lake, planted) = test_lake();
+    let cluster = Cluster::start(2);
+    let lake = lake.path();
+
+    // Every planted positive is found on the cluster.
+    let sql = format!("SELECT dest, process_id, process_guid, dest_ip, dest_port, count FROM detect.{DETECTION} ORDER BY 1, 2, 3, 4, 5");
+    let found = same_on_both(&cluster, lake, &["query", &sql, "--format", "csv"]);
+    assert!(planted.len() >= 12, "{planted:?}");
+    for row in &planted {
+        assert!(found.lines().any(|l| l == row), "planted positive {row} not found:\n{found}");
+    }
+
+    // The detection, both modes, over all time and over one window.
+    for mode in ["cimlake", "splunk"] {
+        let out = same_on_both(&cluster, lake, &["detect", "--mode", mode, "--format", "csv"]);
+        assert!(out.lines().count() > 12, "{mode}: too few rows for 12 planted positives:\n{out}");
+        let window = ["detect", "--mode", mode, "--format", "csv", "--earliest", "2026-11-02T06:00:00Z", "--latest", "2026-11-02T18:00:00Z"];
+        same_on_both(&cluster, lake, &window);
+    }
+
+    // Queries over every kind of table: CIM, quarantine, a detection view, a join, windows.
+    let queries = [
+        "SELECT count(*) AS n, count(DISTINCT dest) AS hosts, min(_time) AS first, max(_time) AS last FROM endpoint.processes",
+        "SELECT dvc, dest_port, count(*) AS flows, sum(bytes_out) AS bytes FROM network_traffic.all_traffic GROUP BY dvc, dest_port ORDER BY flows DESC, dvc, dest_port LIMIT 20",
+        "SELECT source, reason, count(*) AS n FROM quarantine.records GROUP BY source, reason ORDER BY source, reason",
+        &format!("SELECT dest, process_id, dest_ip, dest_port, count FROM detect.{DETECTION} ORDER BY dest, process_id, dest_ip, dest_port"),
+        &format!("SELECT count(*) AS n FROM detect_splunk.{DETECTION}"),
+        "SELECT p.process_name, count(*) AS flows FROM endpoint.processes p JOIN network_traffic.all_traffic t \
+         ON p.dest = t.dvc AND p.process_id = t.process_id GROUP BY p.process_name ORDER BY flows DESC, p.process_name LIMIT 10",
+        "SELECT dest, process_name, row_number() OVER (PARTITION BY dest ORDER BY _time, process_id) AS nth \
+         FROM endpoint.processes WHERE process_name = 'msiexec.exe' ORDER BY dest, nth LIMIT 50",
+    ];
+    for sql in queries {
+        let out = same_on_both(&cluster, lake, &["query", sql, "--format", "csv"]);
+        assert!(out.lines().count() > 1, "{sql}: no rows");
+    }
+
+    // Scheduled runs on the cluster write the results the in-process scheduler writes; the
+    // derived tables and cimlake.runs (an in-memory table) are then queried on the cluster.
+    let copy = TempDir::new().unwrap();
+    copy_dir(lake, copy.path());
+    let backfill = ["schedule", "--once", "--now", "2026-11-03T00:00:00Z", "--backfill", "2026-11-02T06:00:00Z", "2026-11-02T12:00:00Z"];
+    let local = cimlake_ok(lake, &backfill);
+    let mut remote_args = backfill.to_vec();
+    let engine = cluster.engine();
+    remote_args.extend(["--engine", engine.as_str()]);
+    let remote = cimlake_ok(copy.path(), &remote_args);
+    assert_eq!(local.lines().filter(|l| l.starts_with("ran ")).count(), remote.lines().filter(|l| l.starts_with("ran ")).count(), "{local}\n{remote}");
+    assert!(!remote.contains("FAILED"), "{remote}");
+    let results = "SELECT window_earliest, dest, process_id, dest_ip, dest_port, count FROM detections.results \
+                   ORDER BY window_earliest, dest, process_id, dest_ip, dest_port";
+    let runs = "SELECT job, mode, trigger, window_earliest, status, rows_read_processes, rows_read_all_traffic, results, risk_events \
+                FROM cimlake.runs ORDER BY window_earliest, job";
+    let risk = "SELECT risk_object, risk_object_type, sum(risk_score) AS score FROM risk.all_risk GROUP BY 1, 2 ORDER BY 1, 2";
+    for sql in [results, runs, risk] {
+        let expected = cimlake_ok(lake, &["query", sql, "--format", "csv"]);
+        assert!(expected.lines().count() > 1, "{sql}: no rows");
+        let on_cluster = cimlake_ok(copy.path(), &["query", sql, "--format", "csv", "--engine", &engine]);
+        assert_eq!(on_cluster, expected, "{sql}");
+    }
+
+    // Stopping by process id leaves nothing running.
+    let pids = cluster.pids();
+    drop(cluster);
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} still running after the cluster was stopped");
+    }
+}
+
+#[test]
+fn a_cluster_engine_that_cannot_be_used_is_a_clear_error() {
+    let lake = sample_lake();
+    // Nothing listens on port 1.
+    let out = cimlake(lake, &["query", "SELECT 1", "--engine", "ballista://127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot reach the Ballista scheduler at 127.0.0.1:1"), "{stderr}");
+    let out = cimlake(lake, &["detect", "--memory-limit", "64M", "--engine", "ballista://127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cluster executor --memory-limit"), "{stderr}");
+    let out = cimlake(lake, &["query", "SELECT 1", "--engine", "spark://x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown engine"), "{stderr}");
+}
