@@ -55,6 +55,10 @@ pub enum Role {
         /// spill to disk.
         #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
         memory_limit: Option<usize>,
+
+        /// Seconds to wait for the scheduler to accept connections before giving up.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        wait: u64,
     },
 }
 
@@ -68,7 +72,7 @@ fn split_bind(bind: &str) -> anyhow::Result<(String, u16)> {
 pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     match args.role {
         Role::Scheduler { bind } => cluster::scheduler::run(&bind).await?,
-        Role::Executor { scheduler, bind, grpc_port, external_host, vcores, work_dir, memory_limit } => {
+        Role::Executor { scheduler, bind, grpc_port, external_host, vcores, work_dir, memory_limit, wait } => {
             let (bind_host, port) = split_bind(&bind)?;
             let grpc_port = match grpc_port {
                 Some(p) => p,
@@ -84,6 +88,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
                 vcores,
                 work_dir,
                 memory_limit,
+                wait: std::time::Duration::from_secs(wait),
             };
             cluster::executor::run(opts).await?;
         }

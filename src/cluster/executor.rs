@@ -29,11 +29,36 @@ pub struct ExecutorOptions {
     pub work_dir: Option<PathBuf>,
     /// Memory shared by the executor's tasks; beyond it, sorts and aggregations spill.
     pub memory_limit: Option<usize>,
+    /// How long to wait for the scheduler to accept connections: executors may start before it
+    /// (a container deployment).
+    pub wait: Duration,
 }
 
 fn free_port(host: &str) -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind((host, 0)).with_context(|| format!("finding a free port on {host}"))?;
     Ok(l.local_addr()?.port())
+}
+
+/// Waits until the scheduler accepts a TCP connection, saying so once if it does not at first.
+async fn wait_for_scheduler(scheduler: &SchedulerAddr, wait: Duration) -> anyhow::Result<()> {
+    let addr = scheduler.to_string();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        let err = match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer in 5 s".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no Ballista scheduler at {addr} after {} s: {err}", wait.as_secs());
+        }
+        if !said {
+            eprintln!("waiting for the scheduler at {addr} ({err}); trying for {} s", wait.as_secs());
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Runs an executor until Ctrl-C, SIGTERM or a stop from the scheduler.
@@ -58,8 +83,8 @@ pub async fn run(opts: ExecutorOptions) -> anyhow::Result<()> {
         grpc_port,
         scheduler_host: opts.scheduler.host.clone(),
         scheduler_port: opts.scheduler.port,
-        // Executors may start before the scheduler (a container deployment): keep trying.
-        scheduler_connect_timeout_seconds: 60,
+        // Reachability was checked above; one attempt.
+        scheduler_connect_timeout_seconds: 0,
         vcores: opts.vcores.unwrap_or(defaults.vcores),
         task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
         work_dir: opts.work_dir.as_ref().map(|p| p.display().to_string()),
@@ -73,6 +98,7 @@ pub async fn run(opts: ExecutorOptions) -> anyhow::Result<()> {
     if let Some(dir) = &opts.work_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the work directory {}", dir.display()))?;
     }
+    wait_for_scheduler(&opts.scheduler, opts.wait).await?;
     println!("executor {id} serving on {}:{port} (tasks on port {grpc_port}), scheduler {}", opts.bind_host, opts.scheduler);
     let scheduler = opts.scheduler.clone();
     tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! The query engine: a DataFusion [`SessionContext`] over the lake:
+//! The query engine: a DataFusion [`SessionContext`] over the lake, in this process or on a
+//! Ballista cluster ([`Engine`]; the tables and views are registered the same way on both):
 //!
 //! * `endpoint.processes`, `network_traffic.all_traffic`: the CIM tables;
 //! * `detections.results`, `risk.all_risk`, `risk.incidents`: what scheduled runs wrote (the

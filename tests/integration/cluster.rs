@@ -26,34 +26,34 @@ impl Cluster {
     /// Starts a scheduler on a free loopback port and `executors` executors, and waits until every
     /// executor has registered.
     fn start(executors: usize) -> Cluster {
-        let logs = TempDir::new().unwrap();
-        let mut cluster = Cluster { processes: Vec::new(), scheduler: String::new(), logs };
-        let lines = cluster.spawn("scheduler", &["cluster", "scheduler", "--bind", "127.0.0.1:0"]);
-        let line = cluster.wait_for(&lines, "scheduler", |l| l.starts_with("scheduler listening on "));
-        cluster.scheduler = line.trim_start_matches("scheduler listening on ").to_string();
-        let mut waiting = Vec::new();
-        for i in 0..executors {
-            let name = format!("executor{i}");
-            let work = cluster.logs.path().join(&name);
-            let scheduler = cluster.scheduler.clone();
-            let args = [
-                "cluster",
-                "executor",
-                "--scheduler",
-                &scheduler,
-                "--bind",
-                "127.0.0.1:0",
-                "--vcores",
-                "2",
-                "--work-dir",
-                work.to_str().unwrap(),
-            ];
-            waiting.push((name.clone(), cluster.spawn(&name, &args)));
-        }
-        for (name, lines) in waiting {
-            cluster.wait_for(&lines, &name, |l| l.contains(" registered with "));
+        let mut cluster = Cluster::empty();
+        let lines = cluster.spawn_scheduler("127.0.0.1:0");
+        cluster.wait_for_scheduler(&lines);
+        let waiting: Vec<_> = (0..executors).map(|i| cluster.spawn_executor(i, &cluster.scheduler.clone())).collect();
+        for (i, lines) in waiting.iter().enumerate() {
+            cluster.wait_for(lines, &format!("executor{i}"), |l| l.contains(" registered with "));
         }
         cluster
+    }
+
+    fn empty() -> Cluster {
+        Cluster { processes: Vec::new(), scheduler: String::new(), logs: TempDir::new().unwrap() }
+    }
+
+    fn spawn_scheduler(&mut self, bind: &str) -> mpsc::Receiver<String> {
+        self.spawn("scheduler", &["cluster", "scheduler", "--bind", bind])
+    }
+
+    fn wait_for_scheduler(&mut self, lines: &mpsc::Receiver<String>) {
+        let line = self.wait_for(lines, "scheduler", |l| l.starts_with("scheduler listening on "));
+        self.scheduler = line.trim_start_matches("scheduler listening on ").to_string();
+    }
+
+    fn spawn_executor(&mut self, i: usize, scheduler: &str) -> mpsc::Receiver<String> {
+        let name = format!("executor{i}");
+        let work = self.logs.path().join(&name);
+        let args = ["cluster", "executor", "--scheduler", scheduler, "--bind", "127.0.0.1:0", "--vcores", "2", "--work-dir", work.to_str().unwrap()];
+        self.spawn(&name, &args)
     }
 
     /// Starts `cimlake ARGS…` with stdout read line by line and stderr kept in a log file. The
@@ -197,6 +197,7 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
         &format!("SELECT count(*) AS n FROM detect_splunk.{DETECTION}"),
         "SELECT p.process_name, count(*) AS flows FROM endpoint.processes p JOIN network_traffic.all_traffic t \
          ON p.dest = t.dvc AND p.process_id = t.process_id GROUP BY p.process_name ORDER BY flows DESC, p.process_name LIMIT 10",
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema <> 'information_schema' ORDER BY 1, 2",
         "SELECT dest, process_name, row_number() OVER (PARTITION BY dest ORDER BY _time, process_id) AS nth \
          FROM endpoint.processes WHERE process_name = 'msiexec.exe' ORDER BY dest, nth LIMIT 50",
     ];
@@ -251,4 +252,25 @@ fn a_cluster_engine_that_cannot_be_used_is_a_clear_error() {
     let out = cimlake(lake, &["query", "SELECT 1", "--engine", "spark://x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("unknown engine"), "{stderr}");
+}
+
+#[test]
+fn an_executor_waits_for_a_scheduler_that_starts_after_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::empty();
+    let executor = cluster.spawn_executor(0, &address);
+    std::thread::sleep(Duration::from_millis(700));
+    let scheduler = cluster.spawn_scheduler(&address);
+    cluster.wait_for_scheduler(&scheduler);
+    cluster.wait_for(&executor, "executor0", |l| l.contains(" registered with "));
+    let waited = std::fs::read_to_string(cluster.log("executor0")).unwrap();
+    assert!(waited.contains(&format!("waiting for the scheduler at {address}")), "{waited}");
+    let out = cimlake_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes", "--engine", &cluster.engine()]);
+    assert_eq!(out, cimlake_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes"]));
+
+    // Without a scheduler, an executor gives up after --wait seconds, naming the address.
+    let out = cimlake(sample_lake(), &["cluster", "executor", "--scheduler", "127.0.0.1:1", "--bind", "127.0.0.1:0", "--wait", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no Ballista scheduler at 127.0.0.1:1 after 1 s"), "{stderr}");
 }
