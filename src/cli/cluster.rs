@@ -1,6 +1,7 @@
 //! `cimlake cluster scheduler` and `cimlake cluster executor`: a Ballista cluster from this
 //! binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,9 +21,14 @@ pub enum Role {
     /// Plan queries and hand their tasks to executors. Clients connect with
     /// `--engine ballista://HOST:PORT`.
     Scheduler {
-        /// Address to listen on (port 0 picks a free one, printed at start).
-        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        /// Address to listen on, IP:PORT (port 0 picks a free one, printed at start).
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "IP:PORT")]
         bind: String,
+
+        /// Host name or address executors reach this scheduler at [default: the --bind address;
+        /// required when it is 0.0.0.0 or [::]].
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
     },
     /// Run query tasks. Reads the lake's files from the same path as the clients.
     Executor {
@@ -30,8 +36,9 @@ pub enum Role {
         #[arg(long, value_name = "HOST:PORT")]
         scheduler: SchedulerAddr,
 
-        /// Address to serve results and shuffle data on (Arrow Flight; port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+        /// Address to serve results and shuffle data on, IP:PORT (Arrow Flight; port 0 picks a
+        /// free one). Clients fetch results from here too.
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "IP:PORT")]
         bind: String,
 
         /// Port the scheduler pushes tasks to [default: the next port after --bind's].
@@ -47,12 +54,14 @@ pub enum Role {
         #[arg(long)]
         vcores: Option<usize>,
 
-        /// Directory for shuffle files [default: a temporary directory].
+        /// Directory in which the executor makes its shuffle directory, cimlake-executor-<id>,
+        /// removed when it stops [default: the system's temporary directory].
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
 
-        /// Memory shared by this executor's tasks (e.g. 4G); beyond it, sorts and aggregations
-        /// spill to disk.
+        /// Memory for this executor's tasks (e.g. 4G), split evenly between its vcores; beyond
+        /// its share, a task's sorts and aggregations spill to disk [default: 70% of the
+        /// machine's or container's memory].
         #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
         memory_limit: Option<usize>,
 
@@ -62,27 +71,23 @@ pub enum Role {
     },
 }
 
-/// Splits `HOST:PORT` (or `[IPv6]:PORT`) into host and port.
-fn split_bind(bind: &str) -> anyhow::Result<(String, u16)> {
-    let addr: SchedulerAddr = bind.parse().map_err(|e: String| anyhow::anyhow!(e.replace("scheduler address", "--bind")))?;
-    anyhow::ensure!(bind.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()), "--bind {bind:?}: expected HOST:PORT");
-    Ok((addr.host, addr.port))
-}
-
 pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    // Ballista reports through `log`: warnings and errors by default, more with RUST_LOG.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match args.role {
-        Role::Scheduler { bind } => cluster::scheduler::run(&bind).await?,
+        Role::Scheduler { bind, external_host } => cluster::scheduler::run(&bind, external_host).await?,
         Role::Executor { scheduler, bind, grpc_port, external_host, vcores, work_dir, memory_limit, wait } => {
-            let (bind_host, port) = split_bind(&bind)?;
+            let bind: SocketAddr = bind
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--bind {bind:?}: {e} (expected IP:PORT, e.g. 0.0.0.0:50051 or [::1]:50051)"))?;
             let grpc_port = match grpc_port {
                 Some(p) => p,
-                None if port == 0 => 0,
-                None => port.checked_add(1).context("--bind port 65535 leaves no port for tasks: give --grpc-port")?,
+                None if bind.port() == 0 => 0,
+                None => bind.port().checked_add(1).context("--bind port 65535 leaves no port for tasks: give --grpc-port")?,
             };
             let opts = cluster::executor::ExecutorOptions {
                 scheduler,
-                bind_host,
-                port,
+                bind,
                 grpc_port,
                 external_host,
                 vcores,

@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::lake::DataFile;
 use crate::lake::table::LakeTable;
 
-/// The first byte of an encoded table: which of cimlake's tables follows.
+/// The start of an encoded table: cimlake's codec, its version, and which table follows. Another
+/// version's plans are refused by name rather than misread.
+const MAGIC: &[u8] = b"cimlake1";
 const LAKE_TABLE: u8 = b'L';
 const MEM_TABLE: u8 = b'M';
 
@@ -51,7 +53,7 @@ pub struct LakeCodec {
 }
 
 fn codec_err(table: &TableReference, what: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Internal(format!("table {table} in a cluster plan: {what}"))
+    DataFusionError::Execution(format!("table {table} in a cluster plan: {what}"))
 }
 
 impl LogicalExtensionCodec for LakeCodec {
@@ -70,7 +72,13 @@ impl LogicalExtensionCodec for LakeCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        match buf.split_first() {
+        let Some(ours) = buf.strip_prefix(MAGIC) else {
+            if buf.starts_with(b"cimlake") {
+                return Err(codec_err(table_ref, "encoded by another version of cimlake: run the same version on clients, scheduler and executors"));
+            }
+            return self.inner.try_decode_table_provider(buf, table_ref, schema, ctx);
+        };
+        match ours.split_first() {
             Some((&LAKE_TABLE, rest)) => {
                 let p: LakeTableProto = serde_json::from_slice(rest).map_err(|e| codec_err(table_ref, e))?;
                 Ok(Arc::new(LakeTable::new(schema, p.root, p.files)))
@@ -80,7 +88,7 @@ impl LogicalExtensionCodec for LakeCodec {
                 let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| codec_err(table_ref, e))?;
                 Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
             }
-            _ => self.inner.try_decode_table_provider(buf, table_ref, schema, ctx),
+            _ => Err(codec_err(table_ref, "unknown table kind")),
         }
     }
 
@@ -88,8 +96,9 @@ impl LogicalExtensionCodec for LakeCodec {
         if let Some(t) = node.downcast_ref::<LakeTable>() {
             // The root as the scheduler and executors must see it: absolute, the same path on
             // every node (shared storage).
-            let root = std::path::absolute(t.root()).map_err(|e| codec_err(table_ref, e))?;
+            let root = normalize(&std::path::absolute(t.root()).map_err(|e| codec_err(table_ref, e))?);
             let proto = LakeTableProto { root, files: t.files().to_vec() };
+            buf.extend_from_slice(MAGIC);
             buf.push(LAKE_TABLE);
             serde_json::to_writer(&mut *buf, &proto).map_err(|e| codec_err(table_ref, e))?;
             return Ok(());
@@ -102,6 +111,7 @@ impl LogicalExtensionCodec for LakeCodec {
                     .map_err(|_| codec_err(table_ref, "its rows are being written"))?;
                 batches.extend(guard.iter().cloned());
             }
+            buf.extend_from_slice(MAGIC);
             buf.push(MEM_TABLE);
             let mut writer = StreamWriter::try_new(&mut *buf, &t.schema()).map_err(|e| codec_err(table_ref, e))?;
             for b in &batches {
@@ -120,6 +130,25 @@ impl LogicalExtensionCodec for LakeCodec {
     fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
         self.inner.try_encode_file_format(buf, node)
     }
+}
+
+/// `a/./b/../c` as `a/c`, lexically: `..` must not depend on directories that exist only on the
+/// client, and symbolic links are resolved by each node itself.
+fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -151,6 +180,7 @@ mod tests {
         let back = back.downcast_ref::<LakeTable>().expect("a LakeTable");
         assert_eq!(back.files(), &[file]);
         assert!(back.root().is_absolute() && back.root().ends_with("lake"), "{}", back.root().display());
+        assert_eq!(normalize(std::path::Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
         assert_eq!(back.schema(), crate::cim::Table::Processes.schema());
     }
 

@@ -31,6 +31,20 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 /// The scheduler port Ballista uses when none is given.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 
+/// The largest gRPC message between client, scheduler and executors (Ballista's default is
+/// 16 MiB). A plan carries the file list of each table it reads, which grows with the lake.
+pub const GRPC_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Parallelism of a cluster query (scan file groups, shuffle partitions) when
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS` does not say: Ballista's own default, not the
+/// client's core count.
+pub const DEFAULT_TARGET_PARTITIONS: usize = 16;
+
+/// A host as written in a URL or `host:port`: IPv6 literals in brackets.
+pub fn host_for_url(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() }
+}
+
 /// A scheduler's address, `HOST:PORT`, as written after `ballista://`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerAddr {
@@ -40,11 +54,7 @@ pub struct SchedulerAddr {
 
 impl std::fmt::Display for SchedulerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        write!(f, "{}:{}", host_for_url(&self.host), self.port)
     }
 }
 
@@ -53,13 +63,23 @@ impl std::str::FromStr for SchedulerAddr {
 
     /// `HOST:PORT`, `HOST` (port 50050) or `[IPv6]:PORT`.
     fn from_str(s: &str) -> Result<Self, String> {
+        if s.ends_with(':') {
+            return Err(format!("bad scheduler address {s:?}: no port after ':'"));
+        }
+        if s.matches(':').count() > 1 && !s.starts_with('[') {
+            return Err(format!("bad scheduler address {s:?}: write an IPv6 address in brackets, e.g. [::1]:50050"));
+        }
         let url = url::Url::parse(&format!("ballista://{s}")).map_err(|e| format!("bad scheduler address {s:?}: {e} (expected HOST:PORT)"))?;
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("bad scheduler address {s:?}: no host (expected HOST:PORT)"))?;
-        if url.path() != "" && url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        if url.path() != "" && url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
             return Err(format!("bad scheduler address {s:?}: expected HOST:PORT only"));
         }
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Ok(SchedulerAddr { host, port: url.port().unwrap_or(DEFAULT_SCHEDULER_PORT) })
+        let port = url.port().unwrap_or(DEFAULT_SCHEDULER_PORT);
+        if port == 0 {
+            return Err(format!("bad scheduler address {s:?}: port 0"));
+        }
+        Ok(SchedulerAddr { host, port })
     }
 }
 
@@ -79,27 +99,37 @@ pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) ->
         }
         Err(_) => return Err(DataFusionError::Execution(format!("cannot reach the Ballista scheduler at {addr}: no answer in 10 s"))),
     }
-    let config = config.with_ballista_logical_extension_codec(Arc::new(codec::LakeCodec::default()));
+    let mut config = config.with_ballista_logical_extension_codec(Arc::new(codec::LakeCodec::default()));
+    if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
+        config = config.with_target_partitions(DEFAULT_TARGET_PARTITIONS);
+    }
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
     let ctx = SessionContext::remote_with_state(&format!("df://{addr}"), state).await?;
     {
         let state_ref = ctx.state_ref();
         let mut state = state_ref.write();
         let options = state.config_mut().options_mut();
-        for (key, value) in BALLISTA_SETTINGS {
-            options.set(key, value)?;
+        // The static planner: Ballista 55's adaptive planner re-plans after every stage, and
+        // on the MSIExec detection's plan it spins in the scheduler without finishing.
+        options.set("ballista.planner.adaptive.enabled", "false")?;
+        options.set("ballista.client.grpc_max_message_size", &GRPC_MESSAGE_BYTES.to_string())?;
+        // Ballista replaces some DataFusion defaults (sort-merge joins, no dynamic filters); a
+        // setting the user gave in the environment wins over those.
+        for entry in options.entries() {
+            let name = entry.key.to_uppercase().replace('.', "_");
+            if entry.key.starts_with("datafusion.")
+                && let Ok(value) = std::env::var(&name)
+            {
+                options.set(&entry.key, &value).map_err(|e| DataFusionError::Configuration(format!("{name}={value:?}: {e}")))?;
+            }
         }
     }
     Ok(ctx)
 }
 
-/// Ballista settings cimlake runs with.
-const BALLISTA_SETTINGS: [(&str, &str); 1] = [
-    ("ballista.planner.adaptive.enabled", "false"),
-];
-
 /// Waits for Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -108,6 +138,8 @@ pub(crate) async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
@@ -126,7 +158,7 @@ mod tests {
         assert_eq!((a.host.as_str(), a.port), ("scheduler.internal", DEFAULT_SCHEDULER_PORT));
         let a: SchedulerAddr = "[::1]:7000".parse().unwrap();
         assert_eq!((a.host.as_str(), a.port, a.to_string().as_str()), ("::1", 7000, "[::1]:7000"));
-        for bad in ["", ":50050", "host:notaport", "host:50050/path", "user@host:1"] {
+        for bad in ["", ":50050", "host:notaport", "host:50050/path", "user@host:1", ":pw@host:1", "host:", "host:0", "::1:50050"] {
             assert!(bad.parse::<SchedulerAddr>().is_err(), "{bad:?} accepted");
         }
     }

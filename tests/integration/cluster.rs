@@ -61,7 +61,8 @@ impl Cluster {
     fn spawn(&mut self, name: &str, args: &[&str]) -> mpsc::Receiver<String> {
         let stderr = std::fs::File::create(self.log(name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
-        cmd.args(args).current_dir(repo()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        // Not the client's directory: a relative lake path must reach the cluster made absolute.
+        cmd.args(args).current_dir(self.logs.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
         unsafe {
             cmd.pre_exec(|| {
@@ -73,10 +74,10 @@ impl Cluster {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end even when nobody listens any more, so the child never writes to a
+            // closed pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                tx.send(line).ok();
             }
         });
         self.processes.push((name.to_string(), child));
@@ -106,6 +107,25 @@ impl Cluster {
         format!("ballista://{}", self.scheduler)
     }
 
+    /// `cimlake --lake LAKE ARGS… --engine ballista://…`, asserting success; returns stdout. Four
+    /// partitions per stage instead of 16 keep the tasks few on a small test machine.
+    fn run_ok(&self, lake: &Path, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_cimlake"))
+            .arg("--lake")
+            .arg(lake)
+            .args(args)
+            .args(["--engine", &self.engine()])
+            .current_dir(repo())
+            .env_remove("CIMLAKE_LAKE")
+            .env_remove("CIMLAKE_SQL")
+            .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "4")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "cimlake {args:?} on the cluster failed ({}):\n{stderr}", out.status);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// The process ids, for the test that checks they are gone after the drop.
     fn pids(&self) -> Vec<u32> {
         self.processes.iter().map(|(_, c)| c.id()).collect()
@@ -114,8 +134,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Executors first, so none is left waiting for a scheduler that is gone.
-        for (_, child) in self.processes.iter_mut().rev() {
+        for (_, child) in &mut self.processes {
             if let Ok(None) = child.try_wait() {
                 unsafe {
                     libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -144,10 +163,7 @@ fn alive(pid: u32) -> bool {
 /// `cimlake ARGS…` on the lake, once in process and once on the cluster: the same stdout.
 fn same_on_both(cluster: &Cluster, lake: &Path, args: &[&str]) -> String {
     let local = cimlake_ok(lake, args);
-    let mut remote_args = args.to_vec();
-    let engine = cluster.engine();
-    remote_args.extend(["--engine", engine.as_str()]);
-    let remote = cimlake_ok(lake, &remote_args);
+    let remote = cluster.run_ok(lake, args);
     assert_eq!(remote, local, "cimlake {args:?}: the cluster's output differs from in-process");
     local
 }
@@ -179,6 +195,20 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
     for row in &planted {
         assert!(found.lines().any(|l| l == row), "planted positive {row} not found:\n{found}");
     }
+
+    // A relative lake path: the client's working directory is not the cluster's.
+    let count = ["query", "SELECT count(*) AS n FROM network_traffic.all_traffic", "--format", "csv"];
+    let out = Command::new(env!("CARGO_BIN_EXE_cimlake"))
+        .current_dir(lake.parent().unwrap())
+        .arg("--lake")
+        .arg(lake.file_name().unwrap())
+        .args(count)
+        .args(["--engine", &cluster.engine()])
+        .env_remove("CIMLAKE_LAKE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), cimlake_ok(lake, &count));
 
     // The detection, both modes, over all time and over one window.
     for mode in ["cimlake", "splunk"] {
@@ -212,10 +242,7 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
     copy_dir(lake, copy.path());
     let backfill = ["schedule", "--once", "--now", "2026-11-03T00:00:00Z", "--backfill", "2026-11-02T06:00:00Z", "2026-11-02T12:00:00Z"];
     let local = cimlake_ok(lake, &backfill);
-    let mut remote_args = backfill.to_vec();
-    let engine = cluster.engine();
-    remote_args.extend(["--engine", engine.as_str()]);
-    let remote = cimlake_ok(copy.path(), &remote_args);
+    let remote = cluster.run_ok(copy.path(), &backfill);
     assert_eq!(local.lines().filter(|l| l.starts_with("ran ")).count(), remote.lines().filter(|l| l.starts_with("ran ")).count(), "{local}\n{remote}");
     assert!(!remote.contains("FAILED"), "{remote}");
     let results = "SELECT window_earliest, dest, process_id, dest_ip, dest_port, count FROM detections.results \
@@ -226,7 +253,7 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
     for sql in [results, runs, risk] {
         let expected = cimlake_ok(lake, &["query", sql, "--format", "csv"]);
         assert!(expected.lines().count() > 1, "{sql}: no rows");
-        let on_cluster = cimlake_ok(copy.path(), &["query", sql, "--format", "csv", "--engine", &engine]);
+        let on_cluster = cluster.run_ok(copy.path(), &["query", sql, "--format", "csv"]);
         assert_eq!(on_cluster, expected, "{sql}");
     }
 
@@ -252,6 +279,13 @@ fn a_cluster_engine_that_cannot_be_used_is_a_clear_error() {
     let out = cimlake(lake, &["query", "SELECT 1", "--engine", "spark://x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("unknown engine"), "{stderr}");
+    // A scheduler on every address must be told the address executors reach it at.
+    let out = cimlake(lake, &["cluster", "scheduler", "--bind", "0.0.0.0:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("give --external-host"), "{stderr}");
+    let out = cimlake(lake, &["cluster", "executor", "--scheduler", "127.0.0.1:1", "--bind", "localhost:50051"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--bind \"localhost:50051\"") && stderr.contains("expected IP:PORT"), "{stderr}");
 }
 
 #[test]
@@ -260,13 +294,15 @@ fn an_executor_waits_for_a_scheduler_that_starts_after_it() {
     let address = format!("127.0.0.1:{port}");
     let mut cluster = Cluster::empty();
     let executor = cluster.spawn_executor(0, &address);
-    std::thread::sleep(Duration::from_millis(700));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(cluster.log("executor0")).unwrap().contains(&format!("waiting for the scheduler at {address}")) {
+        assert!(Instant::now() < deadline, "the executor did not say it was waiting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let scheduler = cluster.spawn_scheduler(&address);
     cluster.wait_for_scheduler(&scheduler);
     cluster.wait_for(&executor, "executor0", |l| l.contains(" registered with "));
-    let waited = std::fs::read_to_string(cluster.log("executor0")).unwrap();
-    assert!(waited.contains(&format!("waiting for the scheduler at {address}")), "{waited}");
-    let out = cimlake_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes", "--engine", &cluster.engine()]);
+    let out = cluster.run_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes"]);
     assert_eq!(out, cimlake_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes"]));
 
     // Without a scheduler, an executor gives up after --wait seconds, naming the address.
