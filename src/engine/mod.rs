@@ -127,7 +127,7 @@ impl std::str::FromStr for Engine {
     /// `in-process`, or `ballista://HOST:PORT`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "in-process" | "local" => Ok(Engine::InProcess),
+            "in-process" => Ok(Engine::InProcess),
             _ => match s.strip_prefix("ballista://") {
                 Some(addr) => Ok(Engine::Ballista(addr.trim_end_matches('/').parse()?)),
                 None => Err(format!("unknown engine {s:?}: use in-process or ballista://HOST:PORT")),
@@ -428,6 +428,23 @@ fn combine(parts: Vec<Once>, passes: u32) -> Result<Executed, EngineError> {
         _ => all,
     };
     Ok(Executed { schema, batches: vec![sorted], passes, spill_count, spilled_bytes })
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::Engine;
+
+    #[test]
+    fn engines_parse_and_print_back() {
+        for text in ["in-process", "ballista://10.1.2.3:50050", "ballista://[::1]:7000", "ballista://scheduler.svc:6000"] {
+            let e: Engine = text.parse().unwrap();
+            assert_eq!(e.to_string(), text);
+        }
+        assert_eq!("ballista://sched/".parse::<Engine>().unwrap().to_string(), "ballista://sched:50050");
+        for bad in ["local", "ballista://", "df://host:1", "Ballista", "ballista://host:0"] {
+            assert!(bad.parse::<Engine>().is_err(), "{bad:?} accepted");
+        }
+    }
 }
 
 /// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.
