@@ -9,6 +9,8 @@
 # how it scales.
 #
 #   bash benches/cluster/compare.sh LAKE [ROUNDS] [EXECUTORS] [CIMLAKE]
+#
+# CIMLAKE_BENCH_ONLY=PATTERN runs only the statements whose name matches (grep -E).
 set -euo pipefail
 lake=$1
 rounds=${2:-5}
@@ -64,6 +66,9 @@ run() { # ENGINE OUT ARGS…: prints the wall time
 bench() { # NAME ARGS…
     local name=$1
     shift
+    if [[ -n ${CIMLAKE_BENCH_ONLY:-} ]] && ! grep -qE "$CIMLAKE_BENCH_ONLY" <<< "$name"; then
+        return 0
+    fi
     local local_times=() cluster_times=()
     run in-process "$work/local.out" "$@" > /dev/null
     run "$engine" "$work/cluster.out" "$@" > /dev/null
