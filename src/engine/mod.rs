@@ -430,23 +430,6 @@ fn combine(parts: Vec<Once>, passes: u32) -> Result<Executed, EngineError> {
     Ok(Executed { schema, batches: vec![sorted], passes, spill_count, spilled_bytes })
 }
 
-#[cfg(test)]
-mod engine_tests {
-    use super::Engine;
-
-    #[test]
-    fn engines_parse_and_print_back() {
-        for text in ["in-process", "ballista://10.1.2.3:50050", "ballista://[::1]:7000", "ballista://scheduler.svc:6000"] {
-            let e: Engine = text.parse().unwrap();
-            assert_eq!(e.to_string(), text);
-        }
-        assert_eq!("ballista://sched/".parse::<Engine>().unwrap().to_string(), "ballista://sched:50050");
-        for bad in ["local", "ballista://", "df://host:1", "Ballista", "ballista://host:0"] {
-            assert!(bad.parse::<Engine>().is_err(), "{bad:?} accepted");
-        }
-    }
-}
-
 /// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
@@ -464,4 +447,21 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("bad size {s:?}"));
     }
     Ok(v as usize)
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::Engine;
+
+    #[test]
+    fn engines_parse_and_print_back() {
+        for text in ["in-process", "ballista://10.1.2.3:50050", "ballista://[::1]:7000", "ballista://scheduler.svc:6000"] {
+            let e: Engine = text.parse().unwrap();
+            assert_eq!(e.to_string(), text);
+        }
+        assert_eq!("ballista://sched/".parse::<Engine>().unwrap().to_string(), "ballista://sched:50050");
+        for bad in ["local", "ballista://", "df://host:1", "Ballista", "ballista://host:0"] {
+            assert!(bad.parse::<Engine>().is_err(), "{bad:?} accepted");
+        }
+    }
 }
