@@ -105,6 +105,8 @@ pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) ->
     }
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
     let ctx = SessionContext::remote_with_state(&format!("df://{addr}"), state).await?;
+    // The plan carries each table's file list: only the files its filters can match.
+    ctx.add_optimizer_rule(Arc::new(crate::lake::table::PruneLakeFiles));
     {
         let state_ref = ctx.state_ref();
         let mut state = state_ref.write();

@@ -101,6 +101,44 @@ impl TableProvider for LakeTable {
     }
 }
 
+/// An optimizer rule that narrows each [`LakeTable`] scan to the files its `_time` filters can
+/// match, in the logical plan itself. [`LakeTable::scan`] does the same when the plan runs here;
+/// a plan sent to a cluster carries its tables' file lists, so this keeps an hourly run's plan to
+/// that hour's files however long the lake's history.
+#[derive(Debug, Default)]
+pub struct PruneLakeFiles;
+
+impl datafusion::optimizer::OptimizerRule for PruneLakeFiles {
+    fn name(&self) -> &str {
+        "cimlake_prune_lake_files"
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::TopDown)
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>> {
+        use datafusion::common::tree_node::Transformed;
+        use datafusion::datasource::{provider_as_source, source_as_provider};
+        use datafusion::logical_expr::LogicalPlan;
+        let LogicalPlan::TableScan(scan) = &plan else { return Ok(Transformed::no(plan)) };
+        let Ok(provider) = source_as_provider(&scan.source) else { return Ok(Transformed::no(plan)) };
+        let Some(table) = provider.downcast_ref::<LakeTable>() else { return Ok(Transformed::no(plan)) };
+        let selected: Vec<DataFile> = table.select_files(&scan.filters).into_iter().cloned().collect();
+        if selected.len() == table.files.len() {
+            return Ok(Transformed::no(plan));
+        }
+        let pruned = LakeTable::new(table.schema.clone(), table.root.clone(), selected);
+        let mut scan = scan.clone();
+        scan.source = provider_as_source(Arc::new(pruned));
+        Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+    }
+}
+
 /// The `_time` range (µs, inclusive) implied by a conjunction of filters, where they bound it.
 pub fn time_bounds(filters: &[Expr]) -> (Option<i64>, Option<i64>) {
     let mut lo: Option<i64> = None;
@@ -181,6 +219,48 @@ mod tests {
         assert_eq!(time_bounds(&f), (Some(1), Some(2)));
         let f = vec![col("_time").gt(ts(1)).or(col("_time").lt(ts(0)))];
         assert_eq!(time_bounds(&f), (None, None));
+    }
+
+    #[tokio::test]
+    async fn the_plan_keeps_only_the_files_a_window_can_match() {
+        use datafusion::datasource::source_as_provider;
+        use datafusion::logical_expr::LogicalPlan;
+        let file = |h: i64| DataFile {
+            table: "endpoint.processes".into(),
+            path: format!("{h}.parquet"),
+            rows: 1,
+            bytes: 1,
+            min_time: h * 3_600_000_000,
+            max_time: (h + 1) * 3_600_000_000 - 1,
+        };
+        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("/x"), (0..48).map(file).collect());
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.add_optimizer_rule(Arc::new(PruneLakeFiles));
+        ctx.register_table("p", Arc::new(t)).unwrap();
+        let files_in = |sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_string();
+            async move {
+                let plan = ctx.sql(&sql).await.unwrap().into_optimized_plan().unwrap();
+                let mut counts = Vec::new();
+                plan.apply(|node| {
+                    if let LogicalPlan::TableScan(scan) = node {
+                        let provider = source_as_provider(&scan.source).unwrap();
+                        counts.push(provider.downcast_ref::<LakeTable>().unwrap().files().len());
+                    }
+                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+                counts
+            }
+        };
+        use datafusion::common::tree_node::TreeNode;
+        let hour = "SELECT dest FROM p WHERE _time >= TIMESTAMP '1970-01-01T05:00:00Z' AND _time < TIMESTAMP '1970-01-01T06:00:00Z'";
+        // Hour 5, and hour 6's file, which starts at the exclusive bound (bounds are kept
+        // inclusive: a timestamp literal may be finer than the lake's microseconds).
+        assert_eq!(files_in(hour).await, vec![2]);
+        let both = format!("{hour} UNION ALL SELECT dest FROM p");
+        assert_eq!(files_in(&both).await, vec![2, 48]);
     }
 
     #[test]
