@@ -118,10 +118,11 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
     let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone() };
-    let ctx = engine::session_with(&lake, None, &opts).await?;
+    // Only --explain plans here; a run makes its own session (per pass, under a memory limit).
+    let explain_ctx = if args.explain { Some(engine::session_with(&lake, None, &opts).await?) } else { None };
     for d in selected {
-        if args.explain {
-            let df = detect::plan(&ctx, &catalog, d, args.mode, &window).await?;
+        if let Some(ctx) = &explain_ctx {
+            let df = detect::plan(ctx, &catalog, d, args.mode, &window).await?;
             let plan = df.create_physical_plan().await?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "-- {} ({} mode)", d.name, args.mode)?;

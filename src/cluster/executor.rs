@@ -48,11 +48,7 @@ async fn wait_for_scheduler(scheduler: &SchedulerAddr, wait: Duration) -> anyhow
     let deadline = tokio::time::Instant::now() + wait;
     let mut said = false;
     loop {
-        let err = match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer in 5 s".to_string(),
-        };
+        let Err(err) = super::reach(&addr, Duration::from_secs(5)).await else { return Ok(()) };
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("no Ballista scheduler at {addr} after {} s: {err}", wait.as_secs());
         }

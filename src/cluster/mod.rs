@@ -89,16 +89,11 @@ impl std::str::FromStr for SchedulerAddr {
 /// rather than at the first query.
 pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) -> Result<SessionContext, DataFusionError> {
     let addr = scheduler.to_string();
-    let reach = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&addr)).await;
-    match reach {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            return Err(DataFusionError::Execution(format!(
-                "cannot reach the Ballista scheduler at {addr}: {e} (start one with `cimlake cluster scheduler --bind {addr}`)"
-            )));
-        }
-        Err(_) => return Err(DataFusionError::Execution(format!("cannot reach the Ballista scheduler at {addr}: no answer in 10 s"))),
-    }
+    reach(&addr, Duration::from_secs(10)).await.map_err(|e| {
+        DataFusionError::Execution(format!(
+            "cannot reach the Ballista scheduler at {addr}: {e} (start one with `cimlake cluster scheduler --bind {addr}`)"
+        ))
+    })?;
     let mut config = config.with_ballista_logical_extension_codec(Arc::new(codec::LakeCodec::default()));
     if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
         config = config.with_target_partitions(DEFAULT_TARGET_PARTITIONS);
@@ -127,6 +122,15 @@ pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) ->
         }
     }
     Ok(ctx)
+}
+
+/// Whether `addr` accepts a TCP connection within `timeout`; if not, why.
+pub(crate) async fn reach(addr: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer in {} s", timeout.as_secs())),
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -110,14 +110,8 @@ impl Cluster {
     /// `cimlake --lake LAKE ARGS… --engine ballista://…`, asserting success; returns stdout. Four
     /// partitions per stage instead of 16 keep the tasks few on a small test machine.
     fn run_ok(&self, lake: &Path, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_cimlake"))
-            .arg("--lake")
-            .arg(lake)
-            .args(args)
+        let out = command(lake, args)
             .args(["--engine", &self.engine()])
-            .current_dir(repo())
-            .env_remove("CIMLAKE_LAKE")
-            .env_remove("CIMLAKE_SQL")
             .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "4")
             .output()
             .unwrap();
@@ -198,13 +192,9 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
 
     // A relative lake path: the client's working directory is not the cluster's.
     let count = ["query", "SELECT count(*) AS n FROM network_traffic.all_traffic", "--format", "csv"];
-    let out = Command::new(env!("CARGO_BIN_EXE_cimlake"))
+    let out = command(Path::new(lake.file_name().unwrap()), &count)
         .current_dir(lake.parent().unwrap())
-        .arg("--lake")
-        .arg(lake.file_name().unwrap())
-        .args(count)
         .args(["--engine", &cluster.engine()])
-        .env_remove("CIMLAKE_LAKE")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -21,18 +21,23 @@ pub fn sample_dir() -> PathBuf {
     repo().join("data/logs/sysmon")
 }
 
-/// Runs `cimlake --lake LAKE ARGS…` from the repository root.
-pub fn cimlake(lake: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cimlake"))
-        .arg("--lake")
+/// `cimlake --lake LAKE ARGS…` from the repository root, with none of the user's `CIMLAKE_`
+/// settings.
+pub fn command(lake: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
+    cmd.arg("--lake")
         .arg(lake)
         .args(args)
         .current_dir(repo())
         .env_remove("CIMLAKE_LAKE")
         .env_remove("CIMLAKE_SQL")
-        .env_remove("CIMLAKE_ENGINE")
-        .output()
-        .expect("cimlake runs")
+        .env_remove("CIMLAKE_ENGINE");
+    cmd
+}
+
+/// Runs `cimlake --lake LAKE ARGS…` from the repository root.
+pub fn cimlake(lake: &Path, args: &[&str]) -> Output {
+    command(lake, args).output().expect("cimlake runs")
 }
 
 /// Like [`cimlake`], but asserts success and returns stdout.
