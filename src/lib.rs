@@ -32,4 +32,5 @@ pub mod generate;
 pub mod lake;
 pub mod output;
 pub mod schedule;
+pub mod serve;
 pub mod time;

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod query;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Gen(generate::GenArgs),
     /// Run a Ballista scheduler or executor, for `--engine ballista://HOST:PORT`.
     Cluster(cluster::ClusterArgs),
+    /// Serve the lake's tables and detection views over Arrow Flight SQL (ADBC, JDBC, ODBC clients).
+    Serve(serve::ServeArgs),
 }
 
 /// Where detections and queries run.
@@ -91,5 +94,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Schedule(args) => schedule::run(&cli.lake, args).await,
         Command::Gen(args) => generate::run(&cli.lake, args),
         Command::Cluster(args) => cluster::run(args).await,
+        Command::Serve(args) => serve::run(&cli.lake, args).await,
     }
 }

@@ -149,6 +149,12 @@ impl Lake {
             .collect())
     }
 
+    /// A cheap marker of what the lake has published: how many commits and run records it has
+    /// (names only, no file is read). Both logs only grow, so a new marker means new data.
+    pub fn version(&self) -> Result<(usize, usize), LakeError> {
+        Ok((count_numbered(&self.commits_dir())?, count_numbered(&self.root.join(runs::RUNS_DIR))?))
+    }
+
     /// Commits after `id`, in commit order (only their files are read).
     pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
         read_numbered_after(&self.commits_dir(), id)
@@ -362,6 +368,22 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
 /// Reads every `dir/*.json` in name order.
 pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, LakeError> {
     read_numbered_after(dir, 0)
+}
+
+/// How many published records `dir` holds.
+fn count_numbered(dir: &Path) -> Result<usize, LakeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(LakeError::io(dir, e)),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let name = entry.map_err(|e| LakeError::io(dir, e))?.file_name();
+        let name = name.to_string_lossy();
+        n += usize::from(name.ends_with(".json") && !name.starts_with('.'));
+    }
+    Ok(n)
 }
 
 /// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DataFile, Lake, LakeError, publish_numbered, read_numbered, sync_dir};
 
-const RUNS_DIR: &str = "_cimlake/runs";
+pub(super) const RUNS_DIR: &str = "_cimlake/runs";
 
 /// The derived tables, by SQL name and lake directory.
 pub const RESULTS_TABLE: (&str, &str) = ("detections.results", "detections/results");

@@ -1,10 +1,7 @@
 //! `--engine ballista://…`: a real Ballista scheduler and two executors, started from the
 //! `cimlake` binary on loopback, give exactly the rows the in-process engine gives.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +11,11 @@ use crate::common::*;
 
 const DETECTION: &str = "windows_http_network_communication_from_msiexec";
 
-/// A scheduler and its executors, each a `cimlake cluster …` process. Dropping it (also when a
-/// test fails) stops them by process id: SIGTERM, then SIGKILL for any still running after 5 s.
+/// A scheduler and its executors, each a `cimlake cluster …` process, stopped when it is dropped
+/// ([`Daemons`]).
 struct Cluster {
-    processes: Vec<(String, Child)>,
+    daemons: Daemons,
     scheduler: String,
-    logs: TempDir,
 }
 
 impl Cluster {
@@ -31,76 +27,29 @@ impl Cluster {
         cluster.wait_for_scheduler(&lines);
         let waiting: Vec<_> = (0..executors).map(|i| cluster.spawn_executor(i, &cluster.scheduler.clone())).collect();
         for (i, lines) in waiting.iter().enumerate() {
-            cluster.wait_for(lines, &format!("executor{i}"), |l| l.contains(" registered with "));
+            cluster.daemons.wait_for(lines, &format!("executor{i}"), |l| l.contains(" registered with "));
         }
         cluster
     }
 
     fn empty() -> Cluster {
-        Cluster { processes: Vec::new(), scheduler: String::new(), logs: TempDir::new().unwrap() }
+        Cluster { daemons: Daemons::new(), scheduler: String::new() }
     }
 
     fn spawn_scheduler(&mut self, bind: &str) -> mpsc::Receiver<String> {
-        self.spawn("scheduler", &["cluster", "scheduler", "--bind", bind])
+        self.daemons.spawn("scheduler", &["cluster", "scheduler", "--bind", bind])
     }
 
     fn wait_for_scheduler(&mut self, lines: &mpsc::Receiver<String>) {
-        let line = self.wait_for(lines, "scheduler", |l| l.starts_with("scheduler listening on "));
+        let line = self.daemons.wait_for(lines, "scheduler", |l| l.starts_with("scheduler listening on "));
         self.scheduler = line.trim_start_matches("scheduler listening on ").to_string();
     }
 
     fn spawn_executor(&mut self, i: usize, scheduler: &str) -> mpsc::Receiver<String> {
         let name = format!("executor{i}");
-        let work = self.logs.path().join(&name);
+        let work = self.daemons.dir().join(&name);
         let args = ["cluster", "executor", "--scheduler", scheduler, "--bind", "127.0.0.1:0", "--vcores", "2", "--work-dir", work.to_str().unwrap()];
-        self.spawn(&name, &args)
-    }
-
-    /// Starts `cimlake ARGS…` with stdout read line by line and stderr kept in a log file. The
-    /// process is killed if this test thread ends first.
-    fn spawn(&mut self, name: &str, args: &[&str]) -> mpsc::Receiver<String> {
-        let stderr = std::fs::File::create(self.log(name)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
-        // Not the client's directory: a relative lake path must reach the cluster made absolute.
-        cmd.args(args).current_dir(self.logs.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
-        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("cimlake cluster starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end even when nobody listens any more, so the child never writes to a
-            // closed pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                tx.send(line).ok();
-            }
-        });
-        self.processes.push((name.to_string(), child));
-        rx
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.logs.path().join(format!("{name}.stderr"))
-    }
-
-    fn wait_for(&mut self, lines: &mpsc::Receiver<String>, name: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let stderr = std::fs::read_to_string(self.log(name)).unwrap_or_default();
-        panic!("{name} did not start in 60 s.\nstdout:\n{}\nstderr:\n{stderr}", seen.join("\n"));
+        self.daemons.spawn(&name, &args)
     }
 
     fn engine(&self) -> String {
@@ -119,39 +68,6 @@ impl Cluster {
         assert!(out.status.success(), "cimlake {args:?} on the cluster failed ({}):\n{stderr}", out.status);
         String::from_utf8(out.stdout).unwrap()
     }
-
-    /// The process ids, for the test that checks they are gone after the drop.
-    fn pids(&self) -> Vec<u32> {
-        self.processes.iter().map(|(_, c)| c.id()).collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.processes {
-            if let Ok(None) = child.try_wait() {
-                unsafe {
-                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, child) in &mut self.processes {
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                child.kill().ok();
-            }
-            child.wait().ok();
-        }
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    // A reaped process has no /proc entry; a zombie would show state Z.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 /// `cimlake ARGS…` on the lake, once in process and once on the cluster: the same stdout.
@@ -248,7 +164,7 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
     }
 
     // Stopping by process id leaves nothing running.
-    let pids = cluster.pids();
+    let pids = cluster.daemons.pids();
     drop(cluster);
     for pid in pids {
         assert!(!alive(pid), "process {pid} still running after the cluster was stopped");
@@ -285,13 +201,13 @@ fn an_executor_waits_for_a_scheduler_that_starts_after_it() {
     let mut cluster = Cluster::empty();
     let executor = cluster.spawn_executor(0, &address);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(cluster.log("executor0")).unwrap().contains(&format!("waiting for the scheduler at {address}")) {
+    while !std::fs::read_to_string(cluster.daemons.log("executor0")).unwrap().contains(&format!("waiting for the scheduler at {address}")) {
         assert!(Instant::now() < deadline, "the executor did not say it was waiting");
         std::thread::sleep(Duration::from_millis(20));
     }
     let scheduler = cluster.spawn_scheduler(&address);
     cluster.wait_for_scheduler(&scheduler);
-    cluster.wait_for(&executor, "executor0", |l| l.contains(" registered with "));
+    cluster.daemons.wait_for(&executor, "executor0", |l| l.contains(" registered with "));
     let out = cluster.run_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes"]);
     assert_eq!(out, cimlake_ok(sample_lake(), &["query", "SELECT count(*) AS n FROM endpoint.processes"]));
 

@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -90,4 +93,120 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &target).unwrap();
         }
     }
+}
+
+/// Long-running `cimlake` processes (a cluster's scheduler and executors, a Flight SQL server),
+/// each with stdout read line by line and stderr kept in a log file. Dropping it (also when a test
+/// fails) stops them by process id: SIGTERM, then SIGKILL for any still running after 5 s; and each
+/// is killed if the test process dies first.
+pub struct Daemons {
+    processes: Vec<(String, Child)>,
+    dir: TempDir,
+}
+
+impl Daemons {
+    pub fn new() -> Daemons {
+        Daemons { processes: Vec::new(), dir: TempDir::new().unwrap() }
+    }
+
+    /// The processes' working directory (where their logs are), not the repository: a relative
+    /// lake path must reach them made absolute.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `cimlake ARGS…` with extra environment variables; returns its stdout lines.
+    pub fn spawn_with(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> mpsc::Receiver<String> {
+        let stderr = std::fs::File::create(self.log(name)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
+        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        cmd.env_remove("CIMLAKE_LAKE").env_remove("CIMLAKE_SQL").env_remove("CIMLAKE_ENGINE").env_remove("CIMLAKE_TOKEN").env_remove("CIMLAKE_PASSWORD");
+        cmd.envs(env.iter().copied());
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("cimlake starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end even when nobody listens any more, so the child never writes to a
+            // closed pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                tx.send(line).ok();
+            }
+        });
+        self.processes.push((name.to_string(), child));
+        rx
+    }
+
+    pub fn spawn(&mut self, name: &str, args: &[&str]) -> mpsc::Receiver<String> {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// Where process `name` writes its stderr.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.stderr"))
+    }
+
+    /// The first stdout line of `name` that `want` accepts, within 60 s; panics with its output if
+    /// none comes.
+    pub fn wait_for(&self, lines: &mpsc::Receiver<String>, name: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let stderr = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        panic!("{name} did not start in 60 s.\nstdout:\n{}\nstderr:\n{stderr}", seen.join("\n"));
+    }
+
+    /// The process ids, for tests that check they are gone after the drop.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|(_, c)| c.id()).collect()
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: kill(2) on a child this struct owns and has not reaped.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.processes {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                child.kill().ok();
+            }
+            child.wait().ok();
+        }
+    }
+}
+
+/// Whether process `pid` is running (a reaped process has no /proc entry; a zombie shows state Z).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// CPU time process `pid` has used so far, in clock ticks (user + system).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

@@ -4,6 +4,7 @@
 //! * `cluster`: a Ballista scheduler and two executors give the in-process engine's rows.
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
 //! * `hostile`: input written to hurt: bad records counted and located, memory and time bounded.
+//! * `serve`: a Flight SQL server queried with the ADBC driver from Python gives `cimlake query`'s rows.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
@@ -17,4 +18,5 @@ mod hostile;
 mod parallel;
 mod safety;
 mod schedule;
+mod serve;
 mod slt;

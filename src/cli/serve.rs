@@ -1,0 +1,74 @@
+//! `cimlake serve`: the lake over Arrow Flight SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::SqlArgs;
+use crate::serve::{self, ServeOptions, service::Limits};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one, printed at start). Anything but
+    /// a loopback address needs --token or --user.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub listen: String,
+
+    /// A bearer token clients must send (`authorization: Bearer TOKEN`), 16 characters or more.
+    /// Prefer the environment variable: command lines are visible to other local users.
+    #[arg(long, env = "CIMLAKE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// A user name clients may log in with; the password comes from CIMLAKE_PASSWORD.
+    #[arg(long, value_name = "NAME", requires = "password")]
+    pub user: Option<String>,
+
+    /// The password of --user.
+    #[arg(long, env = "CIMLAKE_PASSWORD", hide_env_values = true, hide = true, requires = "user")]
+    pub password: Option<String>,
+
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Memory each query may use for joins, aggregations and sorts (e.g. 512M, 2G); over it, sorts
+    /// and aggregations spill to disk and other work fails the query [default: no limit].
+    #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<usize>,
+
+    /// Longest a query may take, from planning to its last row (e.g. 30s, 10m); past it the query
+    /// is cancelled and the client gets DEADLINE_EXCEEDED.
+    #[arg(long, default_value = "10m", value_parser = parse_timeout, value_name = "DURATION")]
+    pub query_timeout: Duration,
+
+    #[command(flatten)]
+    pub sql: SqlArgs,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = crate::time::parse_duration(s).map_err(|e| e.to_string())?;
+    match d.to_std() {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("the timeout must be positive, not {s:?}")),
+    }
+}
+
+pub async fn run(lake: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let options = ServeOptions {
+        listen: args.listen,
+        lake: lake.to_path_buf(),
+        catalog: args.sql.catalog()?,
+        token: args.token,
+        basic: args.user.zip(args.password),
+        tls: args.tls_cert.zip(args.tls_key),
+        limits: Limits { memory: args.memory_limit, timeout: args.query_timeout },
+    };
+    serve::run(options).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,193 @@
+//! Who may query: a bearer token, or a user and password (HTTP basic, as Flight SQL clients send
+//! it), checked on every call. A Flight `Handshake` with a valid password returns a session token
+//! (`authorization: Bearer …`), which clients then send instead of the password.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use tonic::{Request, Status};
+
+/// How long a session token from a password handshake stays valid.
+pub const SESSION_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The shortest bearer token accepted on the command line.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What the server accepts. With neither a token nor a user, every call is accepted (loopback only).
+#[derive(Debug, Default)]
+pub struct Auth {
+    token: Option<String>,
+    basic: Option<(String, String)>,
+    sessions: Mutex<HashMap<String, Instant>>,
+}
+
+/// Standard base64 with or without `=` padding (the Go Flight client sends none).
+const BASE64: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
+
+/// Compares secrets in time independent of where they differ (BLAKE3 hashes compare in constant time).
+fn same_secret(a: &str, b: &str) -> bool {
+    blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
+}
+
+impl Auth {
+    pub fn new(token: Option<String>, basic: Option<(String, String)>) -> Result<Self, String> {
+        if let Some(t) = &token
+            && t.chars().count() < MIN_TOKEN_LEN
+        {
+            return Err(format!("the token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"));
+        }
+        if let Some((user, password)) = &basic {
+            if user.is_empty() || user.contains(':') {
+                return Err("the user name must be non-empty and without ':'".into());
+            }
+            if password.is_empty() {
+                return Err(format!("user {user:?} has an empty password: set CIMLAKE_PASSWORD"));
+            }
+        }
+        Ok(Auth { token, basic, sessions: Mutex::default() })
+    }
+
+    /// Whether any credentials are required.
+    pub fn required(&self) -> bool {
+        self.token.is_some() || self.basic.is_some()
+    }
+
+    /// The user a call is made as, from its `authorization` header; refuses the call when the
+    /// header is missing or wrong.
+    pub fn check<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        if !self.required() {
+            return Ok(Principal::Anonymous);
+        }
+        let Some(header) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(self.what_to_send("no credentials were sent")));
+        };
+        let header = header.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+        let value = value.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if self.token.as_deref().is_some_and(|t| same_secret(t, value)) {
+                return Ok(Principal::Token);
+            }
+            if let Some(user) = self.session(value) {
+                return Ok(Principal::User(user));
+            }
+            return Err(Status::unauthenticated("wrong or expired token"));
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = BASE64.decode(value).map_err(|_| Status::unauthenticated("the basic credentials are not base64"))?;
+            let decoded = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("the basic credentials are not UTF-8"))?;
+            let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+            return match &self.basic {
+                Some((u, p)) if same_secret(u, user) & same_secret(p, password) => Ok(Principal::User(u.clone())),
+                _ => Err(Status::unauthenticated("wrong user or password")),
+            };
+        }
+        Err(Status::unauthenticated(self.what_to_send(&format!("unsupported authorization scheme {scheme:?}"))))
+    }
+
+    fn what_to_send(&self, problem: &str) -> String {
+        let mut ways = Vec::new();
+        if self.token.is_some() {
+            ways.push("a bearer token (authorization: Bearer …)");
+        }
+        if self.basic.is_some() {
+            ways.push("a user and password");
+        }
+        format!("{problem}: this server needs {}", ways.join(" or "))
+    }
+
+    /// A new session token for `user` (after a password handshake).
+    pub fn start_session(&self, user: &str) -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = format!("{user}.{}", blake3::Hash::from_bytes(bytes).to_hex());
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().expect("no panics while held");
+        sessions.retain(|_, started| now.duration_since(*started) < SESSION_TOKEN_LIFETIME);
+        sessions.insert(token.clone(), now);
+        token
+    }
+
+    fn session(&self, token: &str) -> Option<String> {
+        let sessions = self.sessions.lock().expect("no panics while held");
+        let started = sessions.get(token)?;
+        (started.elapsed() < SESSION_TOKEN_LIFETIME).then(|| token.split_once('.').map_or("", |(u, _)| u).to_string())
+    }
+}
+
+/// Who made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No credentials are required.
+    Anonymous,
+    /// The server's bearer token.
+    Token,
+    /// A user, by password or by a session token from a password handshake.
+    User(String),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anonymous => f.write_str("anonymous"),
+            Principal::Token => f.write_str("token"),
+            Principal::User(u) => write!(f, "user {u}"),
+        }
+    }
+}
+
+/// Checks every call before it reaches the service.
+pub fn interceptor(auth: Arc<Auth>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let who = auth.check(&request)?;
+        request.extensions_mut().insert(who);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &str) -> Request<()> {
+        let mut r = Request::new(());
+        r.metadata_mut().insert("authorization", value.parse().unwrap());
+        r
+    }
+
+    #[test]
+    fn tokens_passwords_and_sessions() {
+        let auth = Auth::new(Some("0123456789abcdef-token".into()), Some(("analyst".into(), "s3cret pw".into()))).unwrap();
+        assert_eq!(auth.check(&with_header("Bearer 0123456789abcdef-token")).unwrap(), Principal::Token);
+        assert_eq!(auth.check(&with_header("bearer 0123456789abcdef-token")).unwrap(), Principal::Token);
+        let err = auth.check(&with_header("Bearer 0123456789abcdef-tokeN")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = auth.check(&Request::new(())).unwrap_err();
+        assert!(err.message().contains("bearer token") && err.message().contains("user and password"), "{}", err.message());
+        // Padded (Java) and unpadded (Go) basic credentials.
+        let padded = base64::engine::general_purpose::STANDARD.encode("analyst:s3cret pw");
+        let unpadded = padded.trim_end_matches('=');
+        assert_ne!(padded, unpadded);
+        for b in [padded.as_str(), unpadded] {
+            assert_eq!(auth.check(&with_header(&format!("Basic {b}"))).unwrap(), Principal::User("analyst".into()));
+        }
+        let wrong = base64::engine::general_purpose::STANDARD.encode("analyst:s3cret");
+        assert!(auth.check(&with_header(&format!("Basic {wrong}"))).unwrap_err().message().contains("wrong user or password"));
+        let session = auth.start_session("analyst");
+        assert_eq!(auth.check(&with_header(&format!("Bearer {session}"))).unwrap(), Principal::User("analyst".into()));
+    }
+
+    #[test]
+    fn weak_settings_are_refused_and_no_auth_accepts_all() {
+        assert!(Auth::new(Some("short".into()), None).unwrap_err().contains("too short"));
+        assert!(Auth::new(None, Some(("a".into(), String::new()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
+        let open = Auth::new(None, None).unwrap();
+        assert!(!open.required());
+        assert_eq!(open.check(&Request::new(())).unwrap(), Principal::Anonymous);
+    }
+}

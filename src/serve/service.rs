@@ -1,0 +1,545 @@
+//! The Flight SQL service: statements, prepared statements with parameters, and catalog metadata
+//! over the lake's tables and detection views, each query under its own memory pool and deadline.
+//!
+//! Statement handles are stateless ([`Handle`]): the client holds the SQL and its bound parameters,
+//! and each execution plans them again against the lake as it is then.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    SqlSupportedTransaction, TicketStatementQuery,
+};
+use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket};
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{Auth, Principal};
+use super::statement::{self, Handle};
+use crate::detect::Catalog;
+use crate::engine::{self, Engine, EngineOptions};
+use crate::lake::Lake;
+
+/// Per-query limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Each query's own memory pool, in bytes; over it, sorts and aggregations spill and
+    /// anything else fails the query.
+    pub memory: Option<usize>,
+    /// From the start of planning to the last batch sent.
+    pub timeout: Duration,
+}
+
+type DoGetStream = <LakeService as FlightService>::DoGetStream;
+
+/// Serves one lake.
+pub struct LakeService {
+    lake: Lake,
+    catalog: Catalog,
+    limits: Limits,
+    auth: Arc<Auth>,
+    /// The session over the lake as of a [`Lake::version`]; rebuilt when the lake has new commits or runs.
+    snapshot: tokio::sync::Mutex<Option<((usize, usize), SessionContext)>>,
+    queries: AtomicU64,
+}
+
+impl LakeService {
+    pub fn new(lake: Lake, catalog: Catalog, limits: Limits, auth: Arc<Auth>) -> Self {
+        LakeService { lake, catalog, limits, auth, snapshot: tokio::sync::Mutex::new(None), queries: AtomicU64::new(0) }
+    }
+
+    /// The session over the lake as it is now.
+    async fn session(&self) -> Result<SessionContext, Status> {
+        let version = self.lake.version().map_err(|e| Status::internal(e.to_string()))?;
+        let mut cached = self.snapshot.lock().await;
+        if let Some((v, ctx)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(ctx.clone());
+        }
+        let opts = EngineOptions { memory_limit: self.limits.memory, engine: Engine::InProcess };
+        let ctx = engine::session_with(&self.lake, Some(&self.catalog), &opts).await.map_err(|e| Status::internal(e.to_string()))?;
+        *cached = Some((version, ctx.clone()));
+        Ok(ctx)
+    }
+
+    /// A session state for one query: the lake's tables, with a memory pool of its own.
+    async fn query_state(&self) -> Result<SessionState, Status> {
+        let ctx = self.session().await?;
+        let state = ctx.state();
+        let Some(limit) = self.limits.memory else { return Ok(state) };
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), std::num::NonZeroUsize::new(5).expect("5"));
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&ctx.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+    }
+
+    /// The logical plan of a client's statement, refused unless it only reads.
+    async fn logical_plan(&self, state: &SessionState, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan, Status> {
+        let sql = statement::number_placeholders(sql).map_err(Status::invalid_argument)?;
+        let plan = state.create_logical_plan(&sql).await.map_err(query_status)?;
+        statement::check_read_only(&plan).map_err(Status::permission_denied)?;
+        Ok(plan)
+    }
+
+    /// Plans a statement with its bound parameters, within the query timeout.
+    async fn plan(&self, handle: &Handle) -> Result<Planned, Status> {
+        let work = async {
+            let state = self.query_state().await?;
+            let mut plan = self.logical_plan(&state, &handle.sql).await?;
+            if let Some(values) = handle.values().map_err(Status::invalid_argument)? {
+                plan = statement::bind(plan, values).map_err(Status::invalid_argument)?;
+            }
+            let physical = state.create_physical_plan(&plan).await.map_err(query_status)?;
+            // What the client is told and sent: views as plain types, dictionaries hydrated.
+            let plain = Arc::new(statement::client_schema(&physical.schema()));
+            let schema = FlightDataEncoderBuilder::new().with_schema(plain.clone()).build(futures::stream::empty()).known_schema().unwrap_or(plain);
+            Ok(Planned { state, physical, schema })
+        };
+        match tokio::time::timeout(self.limits.timeout, work).await {
+            Ok(planned) => planned,
+            Err(_) => Err(Status::deadline_exceeded(format!("planning took longer than the query timeout ({})", human(self.limits.timeout)))),
+        }
+    }
+
+    /// The log of a new query.
+    fn query_log<T>(&self, sql: &str, request: &Request<T>) -> QueryLog {
+        let id = self.queries.fetch_add(1, Ordering::Relaxed) + 1;
+        QueryLog { id, who: who(request), sql: sql.to_string(), started: Instant::now() }
+    }
+
+    /// The flight of a statement: its schema and one endpoint whose ticket runs it.
+    async fn flight_info(&self, handle: &Handle, ticket: Vec<u8>, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let planned = self.plan(handle).await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
+        let descriptor = request.into_inner();
+        let info = FlightInfo::new()
+            .try_with_schema(&planned.schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Runs a statement and streams its results, logging how it ended.
+    async fn execute<T>(&self, handle: Handle, request: &Request<T>) -> Result<Response<DoGetStream>, Status> {
+        let log = self.query_log(&handle.sql, request);
+        let planned = self.plan(&handle).await.inspect_err(|status| log.refused(status))?;
+        let task = Arc::new(TaskContext::from(&planned.state));
+        let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(query_status)?;
+        let schema = planned.schema.clone();
+        let batches = batches.map(move |b| b.map_err(query_status).and_then(|b| conform(b, &schema)));
+        let guarded = Guarded {
+            inner: Some(Box::pin(batches)),
+            deadline: Box::pin(tokio::time::sleep_until((log.started + self.limits.timeout).into())),
+            timeout: self.limits.timeout,
+            rows: 0,
+            done: false,
+            log,
+        };
+        let flight = FlightDataEncoderBuilder::new().with_schema(planned.schema).build(guarded).map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    /// The lake's catalog, schemas and tables, for the metadata calls.
+    async fn tables(&self) -> Result<Vec<(String, String, String, &'static str, SchemaRef)>, Status> {
+        let ctx = self.session().await?;
+        let mut out = Vec::new();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else { continue };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else { continue };
+                for table_name in schema.table_names() {
+                    let Some(table) = schema.table(&table_name).await.map_err(query_status)? else { continue };
+                    let kind = match table.table_type() {
+                        TableType::Base => "TABLE",
+                        TableType::View => "VIEW",
+                        TableType::Temporary => "LOCAL TEMPORARY",
+                    };
+                    let plain = Arc::new(statement::client_schema(&table.schema()));
+                    out.push((catalog_name.clone(), schema_name.clone(), table_name, kind, plain));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Planned {
+    state: SessionState,
+    physical: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+}
+
+/// One batch in the schema the client was told: view columns cast to their plain types.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FlightError> {
+    if batch.schema().fields().iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+        return batch.with_schema(schema.clone()).map_err(FlightError::from);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A DataFusion error as the status a client sees.
+fn query_status(e: DataFusionError) -> FlightError {
+    FlightError::Tonic(Box::new(status_of(&e)))
+}
+
+fn status_of(e: &DataFusionError) -> Status {
+    let msg = e.strip_backtrace();
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(format!("the query went over its memory limit (--memory-limit): {msg}")),
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+            Status::invalid_argument(msg)
+        }
+        _ => Status::internal(msg),
+    }
+}
+
+/// `?` on a [`FlightError`] inside a handler that returns a `Status`.
+trait OrStatus<T> {
+    fn status(self) -> Result<T, Status>;
+}
+
+impl<T> OrStatus<T> for Result<T, FlightError> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(Status::from)
+    }
+}
+
+/// What the log says about one query.
+struct QueryLog {
+    id: u64,
+    who: String,
+    sql: String,
+    started: Instant,
+}
+
+impl QueryLog {
+    fn line(&self, outcome: &str) {
+        let sql: String = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let sql = match sql.char_indices().nth(160) {
+            Some((cut, _)) => format!("{}…", &sql[..cut]),
+            None => sql,
+        };
+        eprintln!("query {} ({}): {outcome} after {} ms: {sql}", self.id, self.who, self.started.elapsed().as_millis());
+    }
+
+    fn refused(&self, status: &Status) {
+        self.line(&format!("refused: {}", status.message()));
+    }
+}
+
+fn who<T>(request: &Request<T>) -> String {
+    let principal = request.extensions().get::<Principal>().map_or_else(|| "anonymous".to_string(), Principal::to_string);
+    match request.remote_addr() {
+        Some(peer) => format!("{principal} from {peer}"),
+        None => principal,
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
+}
+
+type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
+
+/// A query's result stream under its deadline. Past the deadline it sends `DEADLINE_EXCEEDED` and
+/// drops the query, which stops it; if the client goes away first, the response is dropped, this
+/// with it, and the query stops the same way. Either way the log says so.
+struct Guarded {
+    inner: Option<BatchStream>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    rows: u64,
+    done: bool,
+    log: QueryLog,
+}
+
+impl Stream for Guarded {
+    type Item = Result<RecordBatch, FlightError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+            self.done = true;
+            let msg = format!("the query ran longer than the query timeout ({}) and was cancelled", human(self.timeout));
+            self.log.line(&format!("cancelled after {} rows: over the query timeout ({})", self.rows, human(self.timeout)));
+            return Poll::Ready(Some(Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(msg))))));
+        }
+        let inner = self.inner.as_mut().expect("present until done");
+        match inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                self.rows += batch.num_rows() as u64;
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.inner = None;
+                self.done = true;
+                let msg = match &e {
+                    FlightError::Tonic(s) => s.message().to_string(),
+                    other => other.to_string(),
+                };
+                self.log.line(&format!("failed after {} rows: {msg}", self.rows));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.inner = None;
+                self.done = true;
+                self.log.line(&format!("ok, {} rows", self.rows));
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if !self.done {
+            self.log.line(&format!("stopped after {} rows: the client went away", self.rows));
+        }
+    }
+}
+
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "cimlake");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    b.append(SqlInfo::FlightSqlServerReadOnly, true);
+    b.append(SqlInfo::FlightSqlServerSql, true);
+    b.append(SqlInfo::FlightSqlServerSubstrait, false);
+    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    b.build().expect("static SQL info")
+});
+
+/// A metadata command's flight: the command itself is the ticket.
+fn metadata_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn one_batch(schema: SchemaRef, batch: Result<RecordBatch, FlightError>) -> Response<DoGetStream> {
+    let s = FlightDataEncoderBuilder::new().with_schema(schema).build(futures::stream::once(async { batch })).map_err(Status::from);
+    Response::new(Box::pin(s))
+}
+
+fn read_only() -> Status {
+    Status::permission_denied("the server is read-only: updates, ingestion and Substrait plans are refused")
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for LakeService {
+    type FlightService = LakeService;
+
+    /// Password logins get a session token; a token login gets its own token back.
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let token = match request.extensions().get::<Principal>() {
+            Some(Principal::User(user)) if header.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")) => Some(self.auth.start_session(user)),
+            Some(Principal::Token | Principal::User(_)) => Some(header[header.find(' ').map_or(0, |i| i + 1)..].trim().to_string()),
+            _ => None,
+        };
+        let payload = token.clone().unwrap_or_default();
+        let out = futures::stream::iter([Ok(HandshakeResponse { protocol_version: 0, payload: payload.into_bytes().into() })]);
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> = Response::new(Box::pin(out));
+        if let Some(token) = token {
+            let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| Status::invalid_argument("the token is not a valid header value"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(&self, query: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let handle = Handle::new(query.query);
+        let ticket = TicketStatementQuery { statement_handle: handle.encode().into() }.as_any().encode_to_vec();
+        self.flight_info(&handle, ticket, request).await
+    }
+
+    async fn do_get_statement(&self, ticket: TicketStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let handle = Handle::decode(&ticket.statement_handle).map_err(Status::invalid_argument)?;
+        self.execute(handle, &request).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let state = self.query_state().await?;
+        let plan = self.logical_plan(&state, &query.query).await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
+        let dataset = statement::client_schema(plan.schema().as_arrow());
+        let params = statement::parameter_schema(&plan).map_err(Status::invalid_argument)?;
+        let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
+            let IpcMessage(bytes) = SchemaAsIpc::new(s, &IpcWriteOptions::default()).try_into().map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            Ok(bytes.to_vec())
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Handle::new(query.query).encode().into(),
+            dataset_schema: ipc(&dataset)?.into(),
+            parameter_schema: ipc(&params)?.into(),
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = Handle::decode(&query.prepared_statement_handle).map_err(Status::invalid_argument)?;
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(Into::into)).try_collect().await.status()?;
+        let bound = handle.bind(&batches).map_err(Status::invalid_argument)?;
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode().into()) })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = Handle::decode(&cmd.prepared_statement_handle).map_err(Status::invalid_argument)?;
+        let ticket = cmd.as_any().encode_to_vec();
+        self.flight_info(&handle, ticket, request).await
+    }
+
+    async fn do_get_prepared_statement(&self, query: CommandPreparedStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let handle = Handle::decode(&query.prepared_statement_handle).map_err(Status::invalid_argument)?;
+        self.execute(handle, &request).await
+    }
+
+    /// Statements are stateless: nothing to release.
+    async fn do_action_close_prepared_statement(&self, _query: ActionClosePreparedStatementRequest, _request: Request<Action>) -> Result<(), Status> {
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(&self, query: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_catalogs(&self, query: CommandGetCatalogs, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for name in self.session().await?.catalog_names() {
+            b.append(name);
+        }
+        Ok(one_batch(b.schema(), b.build()))
+    }
+
+    async fn get_flight_info_schemas(&self, query: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_schemas(&self, query: CommandGetDbSchemas, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let ctx = self.session().await?;
+        let mut b = query.into_builder();
+        for catalog_name in ctx.catalog_names() {
+            if let Some(catalog) = ctx.catalog(&catalog_name) {
+                for schema in catalog.schema_names() {
+                    b.append(&catalog_name, schema);
+                }
+            }
+        }
+        Ok(one_batch(b.schema(), b.build()))
+    }
+
+    async fn get_flight_info_tables(&self, query: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_tables(&self, query: CommandGetTables, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for (catalog, schema, table, kind, table_schema) in self.tables().await? {
+            b.append(catalog, schema, table, kind, &table_schema).status()?;
+        }
+        Ok(one_batch(b.schema(), b.build()))
+    }
+
+    async fn get_flight_info_table_types(&self, query: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_table_types(&self, query: CommandGetTableTypes, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for kind in ["TABLE", "VIEW"] {
+            b.append(kind);
+        }
+        Ok(one_batch(b.schema(), b.build()))
+    }
+
+    async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.clone().into_builder(&SQL_INFO).schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let b = query.into_builder(&SQL_INFO);
+        Ok(one_batch(b.schema(), b.build()))
+    }
+
+    async fn do_put_statement_update(&self, _ticket: CommandStatementUpdate, _request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_statement_ingest(&self, _ticket: CommandStatementIngest, _request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_prepared_statement_update(&self, _query: CommandPreparedStatementUpdate, _request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_substrait_plan(&self, _query: CommandStatementSubstraitPlan, _request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        Err(Status::unimplemented(format!("action {:?} is not supported", request.get_ref().r#type)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
