@@ -47,6 +47,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10m", value_parser = parse_timeout, value_name = "DURATION")]
     pub query_timeout: Duration,
 
+    /// Queries that may run at once; more wait for a free slot, within their timeout. The server's
+    /// query memory is at most this times --memory-limit.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_queries: u32,
+
     #[command(flatten)]
     pub sql: SqlArgs,
 }
@@ -67,7 +72,7 @@ pub async fn run(lake: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         token: args.token,
         basic: args.user.zip(args.password),
         tls: args.tls_cert.zip(args.tls_key),
-        limits: Limits { memory: args.memory_limit, timeout: args.query_timeout },
+        limits: Limits { memory: args.memory_limit, timeout: args.query_timeout, max_queries: args.max_queries as usize },
     };
     serve::run(options).await?;
     Ok(ExitCode::SUCCESS)

@@ -16,12 +16,16 @@ pub const SESSION_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The shortest bearer token accepted on the command line.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Session tokens held at once; past it, the oldest is dropped (its client logs in again).
+pub const MAX_SESSIONS: usize = 10_000;
+
 /// What the server accepts. With neither a token nor a user, every call is accepted (loopback only).
 #[derive(Debug, Default)]
 pub struct Auth {
     token: Option<String>,
     basic: Option<(String, String)>,
-    sessions: Mutex<HashMap<String, Instant>>,
+    /// Session token → its user and when it was issued.
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// Standard base64 with or without `=` padding (the Go Flight client sends none).
@@ -41,8 +45,8 @@ impl Auth {
             return Err(format!("the token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"));
         }
         if let Some((user, password)) = &basic {
-            if user.is_empty() || user.contains(':') {
-                return Err("the user name must be non-empty and without ':'".into());
+            if user.is_empty() || user.contains(':') || !user.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(format!("bad user name {user:?}: use printable ASCII without spaces or ':'"));
             }
             if password.is_empty() {
                 return Err(format!("user {user:?} has an empty password: set CIMLAKE_PASSWORD"));
@@ -105,18 +109,23 @@ impl Auth {
         use rand::RngCore;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        let token = format!("{user}.{}", blake3::Hash::from_bytes(bytes).to_hex());
+        let token = blake3::Hash::from_bytes(bytes).to_hex().to_string();
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("no panics while held");
-        sessions.retain(|_, started| now.duration_since(*started) < SESSION_TOKEN_LIFETIME);
-        sessions.insert(token.clone(), now);
+        sessions.retain(|_, (_, started)| now.duration_since(*started) < SESSION_TOKEN_LIFETIME);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, (_, started))| *started).map(|(t, _)| t.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(token.clone(), (user.to_string(), now));
         token
     }
 
     fn session(&self, token: &str) -> Option<String> {
         let sessions = self.sessions.lock().expect("no panics while held");
-        let started = sessions.get(token)?;
-        (started.elapsed() < SESSION_TOKEN_LIFETIME).then(|| token.split_once('.').map_or("", |(u, _)| u).to_string())
+        let (user, started) = sessions.get(token)?;
+        (started.elapsed() < SESSION_TOKEN_LIFETIME).then(|| user.clone())
     }
 }
 
@@ -178,14 +187,21 @@ mod tests {
         }
         let wrong = base64::engine::general_purpose::STANDARD.encode("analyst:s3cret");
         assert!(auth.check(&with_header(&format!("Basic {wrong}"))).unwrap_err().message().contains("wrong user or password"));
-        let session = auth.start_session("analyst");
-        assert_eq!(auth.check(&with_header(&format!("Bearer {session}"))).unwrap(), Principal::User("analyst".into()));
+        let session = auth.start_session("analyst.two");
+        assert_eq!(auth.check(&with_header(&format!("Bearer {session}"))).unwrap(), Principal::User("analyst.two".into()));
+        // The session map is bounded: the oldest token goes first.
+        for _ in 0..MAX_SESSIONS {
+            auth.start_session("analyst");
+        }
+        assert!(auth.check(&with_header(&format!("Bearer {session}"))).is_err());
+        assert_eq!(auth.sessions.lock().unwrap().len(), MAX_SESSIONS);
     }
 
     #[test]
     fn weak_settings_are_refused_and_no_auth_accepts_all() {
         assert!(Auth::new(Some("short".into()), None).unwrap_err().contains("too short"));
         assert!(Auth::new(None, Some(("a".into(), String::new()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
+        assert!(Auth::new(None, Some(("é".into(), "pw".into()))).unwrap_err().contains("bad user name"));
         let open = Auth::new(None, None).unwrap();
         assert!(!open.required());
         assert_eq!(open.check(&Request::new(())).unwrap(), Principal::Anonymous);

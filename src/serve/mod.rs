@@ -81,12 +81,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let limits = opts.limits;
     let memory = limits.memory.map_or_else(|| "none".to_string(), |b| format!("{} MiB", b >> 20));
     let timeout = format!("{} s", limits.timeout.as_secs_f64());
+    let max_queries = limits.max_queries;
     let service = LakeService::new(lake, opts.catalog, limits, auth.clone());
     let svc = FlightServiceServer::with_interceptor(service, auth::interceptor(auth.clone()));
     println!(
-        "serving Flight SQL on {scheme}://{addr} (lake {}; authentication {}; per-query timeout {timeout}, memory limit {memory})",
+        "serving Flight SQL on {scheme}://{addr} (lake {}; authentication {}; up to {max_queries} {} at once, each with timeout {timeout}, memory limit {memory})",
         opts.lake.display(),
         if auth.required() { "required" } else { "off, loopback only" },
+        if max_queries == 1 { "query" } else { "queries" },
     );
     use std::io::Write as _;
     std::io::stdout().flush().ok();

@@ -4,11 +4,9 @@
 //! Statement handles are stateless ([`Handle`]): the client holds the SQL and its bound parameters,
 //! and each execution plans them again against the lake as it is then.
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -34,7 +32,7 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -55,9 +53,14 @@ pub struct Limits {
     pub memory: Option<usize>,
     /// From the start of planning to the last batch sent.
     pub timeout: Duration,
+    /// Queries that may run at once; others wait for a slot (within their timeout).
+    pub max_queries: usize,
 }
 
 type DoGetStream = <LakeService as FlightService>::DoGetStream;
+
+/// The most parameter data one execution may bind.
+const MAX_PARAMETER_BYTES: usize = 1 << 20;
 
 /// Serves one lake.
 pub struct LakeService {
@@ -68,11 +71,19 @@ pub struct LakeService {
     /// The session over the lake as of a [`Lake::version`]; rebuilt when the lake has new commits or runs.
     snapshot: tokio::sync::Mutex<Option<((usize, usize), SessionContext)>>,
     queries: AtomicU64,
+    /// One permit per running query.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl LakeService {
     pub fn new(lake: Lake, catalog: Catalog, limits: Limits, auth: Arc<Auth>) -> Self {
-        LakeService { lake, catalog, limits, auth, snapshot: tokio::sync::Mutex::new(None), queries: AtomicU64::new(0) }
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_queries.max(1)));
+        LakeService { lake, catalog, limits, auth, snapshot: tokio::sync::Mutex::new(None), queries: AtomicU64::new(0), slots }
+    }
+
+    /// The deadline of work starting now.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.limits.timeout
     }
 
     /// The session over the lake as it is now.
@@ -106,28 +117,33 @@ impl LakeService {
     /// The logical plan of a client's statement, refused unless it only reads.
     async fn logical_plan(&self, state: &SessionState, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan, Status> {
         let sql = statement::number_placeholders(sql).map_err(Status::invalid_argument)?;
-        let plan = state.create_logical_plan(&sql).await.map_err(query_status)?;
+        let plan = state.create_logical_plan(&sql).await.map_err(|e| status_of(&e))?;
         statement::check_read_only(&plan).map_err(Status::permission_denied)?;
         Ok(plan)
     }
 
-    /// Plans a statement with its bound parameters, within the query timeout.
-    async fn plan(&self, handle: &Handle) -> Result<Planned, Status> {
+    /// Plans a statement with its bound parameters, by `deadline`.
+    async fn plan(&self, handle: &Handle, deadline: tokio::time::Instant) -> Result<Planned, Status> {
         let work = async {
             let state = self.query_state().await?;
             let mut plan = self.logical_plan(&state, &handle.sql).await?;
             if let Some(values) = handle.values().map_err(Status::invalid_argument)? {
                 plan = statement::bind(plan, values).map_err(Status::invalid_argument)?;
             }
-            let physical = state.create_physical_plan(&plan).await.map_err(query_status)?;
+            let physical = state.create_physical_plan(&plan).await.map_err(|e| status_of(&e))?;
             // What the client is told and sent: views as plain types, dictionaries hydrated.
             let plain = Arc::new(statement::client_schema(&physical.schema()));
             let schema = FlightDataEncoderBuilder::new().with_schema(plain.clone()).build(futures::stream::empty()).known_schema().unwrap_or(plain);
             Ok(Planned { state, physical, schema })
         };
-        match tokio::time::timeout(self.limits.timeout, work).await {
-            Ok(planned) => planned,
-            Err(_) => Err(Status::deadline_exceeded(format!("planning took longer than the query timeout ({})", human(self.limits.timeout)))),
+        self.by(deadline, "planning", work).await
+    }
+
+    /// `work`, unless `deadline` comes first.
+    async fn by<T>(&self, deadline: tokio::time::Instant, what: &str, work: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(done) => done,
+            Err(_) => Err(Status::deadline_exceeded(format!("{what} took longer than the query timeout ({})", human(self.limits.timeout)))),
         }
     }
 
@@ -139,7 +155,7 @@ impl LakeService {
 
     /// The flight of a statement: its schema and one endpoint whose ticket runs it.
     async fn flight_info(&self, handle: &Handle, ticket: Vec<u8>, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan(handle).await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
+        let planned = self.plan(handle, self.deadline()).await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
         let descriptor = request.into_inner();
         let info = FlightInfo::new()
             .try_with_schema(&planned.schema)
@@ -149,23 +165,26 @@ impl LakeService {
         Ok(Response::new(info))
     }
 
-    /// Runs a statement and streams its results, logging how it ended.
+    /// Runs a statement and streams its results, logging how it ended. The query runs in a task of
+    /// its own that stops it at the deadline whether or not the client is reading, and when the
+    /// client goes away; the client reads from a channel of two batches.
     async fn execute<T>(&self, handle: Handle, request: &Request<T>) -> Result<Response<DoGetStream>, Status> {
         let log = self.query_log(&handle.sql, request);
-        let planned = self.plan(&handle).await.inspect_err(|status| log.refused(status))?;
+        let deadline = tokio::time::Instant::from_std(log.started + self.limits.timeout);
+        let slot = self.by(deadline, "waiting for a query slot (--max-queries)", async { Ok(self.slots.clone().acquire_owned().await) }).await;
+        let slot = slot.inspect_err(|status| log.refused(status))?.expect("the semaphore is never closed");
+        let planned = self.plan(&handle, deadline).await.inspect_err(|status| log.refused(status))?;
         let task = Arc::new(TaskContext::from(&planned.state));
-        let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(query_status)?;
-        let schema = planned.schema.clone();
-        let batches = batches.map(move |b| b.map_err(query_status).and_then(|b| conform(b, &schema)));
-        let guarded = Guarded {
-            inner: Some(Box::pin(batches)),
-            deadline: Box::pin(tokio::time::sleep_until((log.started + self.limits.timeout).into())),
-            timeout: self.limits.timeout,
-            rows: 0,
-            done: false,
-            log,
-        };
-        let flight = FlightDataEncoderBuilder::new().with_schema(planned.schema).build(guarded).map_err(Status::from);
+        let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(|e| status_of(&e)).inspect_err(|status| log.refused(status))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let ending = Arc::new(std::sync::Mutex::new(None));
+        let run = Run { schema: planned.schema.clone(), deadline, timeout: self.limits.timeout, log, ending: ending.clone(), _slot: slot };
+        tokio::spawn(run.drive(batches, tx));
+        let results = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|batch| (Ok(batch), rx)) });
+        // After the last batch: the error that ended the query early, if one did.
+        let ending = futures::stream::once(async move { ending.lock().expect("no panics while held").take() })
+            .filter_map(|e: Option<Status>| async move { e.map(|s| Err(FlightError::Tonic(Box::new(s)))) });
+        let flight = FlightDataEncoderBuilder::new().with_schema(planned.schema).build(results.chain(ending)).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
 
@@ -178,7 +197,7 @@ impl LakeService {
             for schema_name in catalog.schema_names() {
                 let Some(schema) = catalog.schema(&schema_name) else { continue };
                 for table_name in schema.table_names() {
-                    let Some(table) = schema.table(&table_name).await.map_err(query_status)? else { continue };
+                    let Some(table) = schema.table(&table_name).await.map_err(|e| status_of(&e))? else { continue };
                     let kind = match table.table_type() {
                         TableType::Base => "TABLE",
                         TableType::View => "VIEW",
@@ -200,24 +219,17 @@ struct Planned {
 }
 
 /// One batch in the schema the client was told: view columns cast to their plain types.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FlightError> {
-    if batch.schema().fields().iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
-        return batch.with_schema(schema.clone()).map_err(FlightError::from);
-    }
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
     let columns = batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// A DataFusion error as the status a client sees.
-fn query_status(e: DataFusionError) -> FlightError {
-    FlightError::Tonic(Box::new(status_of(&e)))
-}
-
 fn status_of(e: &DataFusionError) -> Status {
     let msg = e.strip_backtrace();
     match e.find_root() {
@@ -226,17 +238,6 @@ fn status_of(e: &DataFusionError) -> Status {
             Status::invalid_argument(msg)
         }
         _ => Status::internal(msg),
-    }
-}
-
-/// `?` on a [`FlightError`] inside a handler that returns a `Status`.
-trait OrStatus<T> {
-    fn status(self) -> Result<T, Status>;
-}
-
-impl<T> OrStatus<T> for Result<T, FlightError> {
-    fn status(self) -> Result<T, Status> {
-        self.map_err(Status::from)
     }
 }
 
@@ -275,66 +276,64 @@ fn human(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
 
-type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
-
-/// A query's result stream under its deadline. Past the deadline it sends `DEADLINE_EXCEEDED` and
-/// drops the query, which stops it; if the client goes away first, the response is dropped, this
-/// with it, and the query stops the same way. Either way the log says so.
-struct Guarded {
-    inner: Option<BatchStream>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+/// One query being run, from its first batch to how it ended.
+struct Run {
+    schema: SchemaRef,
+    deadline: tokio::time::Instant,
     timeout: Duration,
-    rows: u64,
-    done: bool,
     log: QueryLog,
+    /// Set before the channel closes when the query ends early: the client's last message.
+    ending: Arc<std::sync::Mutex<Option<Status>>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl Stream for Guarded {
-    type Item = Result<RecordBatch, FlightError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            self.inner = None;
-            self.done = true;
-            let msg = format!("the query ran longer than the query timeout ({}) and was cancelled", human(self.timeout));
-            self.log.line(&format!("cancelled after {} rows: over the query timeout ({})", self.rows, human(self.timeout)));
-            return Poll::Ready(Some(Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(msg))))));
-        }
-        let inner = self.inner.as_mut().expect("present until done");
-        match inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(batch))) => {
-                self.rows += batch.num_rows() as u64;
-                Poll::Ready(Some(Ok(batch)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.inner = None;
-                self.done = true;
-                let msg = match &e {
-                    FlightError::Tonic(s) => s.message().to_string(),
-                    other => other.to_string(),
-                };
-                self.log.line(&format!("failed after {} rows: {msg}", self.rows));
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.inner = None;
-                self.done = true;
-                self.log.line(&format!("ok, {} rows", self.rows));
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
+enum Ending {
+    Done,
+    Timeout,
+    ClientGone,
+    Failed(Status),
 }
 
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        if !self.done {
-            self.log.line(&format!("stopped after {} rows: the client went away", self.rows));
-        }
+impl Run {
+    /// Sends the query's batches to the client until the last one, the deadline, an error, or
+    /// the client going away. Dropping the stream at the end stops the query's DataFusion tasks.
+    async fn drive(self, mut batches: SendableRecordBatchStream, tx: tokio::sync::mpsc::Sender<RecordBatch>) {
+        let mut rows = 0u64;
+        let sleep = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(sleep);
+        let ending = loop {
+            let next = tokio::select! {
+                _ = &mut sleep => break Ending::Timeout,
+                _ = tx.closed() => break Ending::ClientGone,
+                next = batches.next() => next,
+            };
+            let batch = match next {
+                None => break Ending::Done,
+                Some(Err(e)) => break Ending::Failed(status_of(&e)),
+                Some(Ok(batch)) => match conform(batch, &self.schema) {
+                    Ok(batch) => batch,
+                    Err(e) => break Ending::Failed(Status::internal(e.to_string())),
+                },
+            };
+            let n = batch.num_rows() as u64;
+            tokio::select! {
+                _ = &mut sleep => break Ending::Timeout,
+                sent = tx.send(batch) => if sent.is_err() { break Ending::ClientGone },
+            }
+            rows += n;
+        };
+        drop(batches);
+        let (line, status) = match ending {
+            Ending::Done => (format!("ok, {rows} rows"), None),
+            Ending::Timeout => {
+                let msg = format!("the query ran longer than the query timeout ({}) and was cancelled", human(self.timeout));
+                (format!("cancelled after {rows} rows: over the query timeout ({})", human(self.timeout)), Some(Status::deadline_exceeded(msg)))
+            }
+            Ending::ClientGone => (format!("stopped after {rows} rows: the client went away"), None),
+            Ending::Failed(status) => (format!("failed after {rows} rows: {}", status.message()), Some(status)),
+        };
+        *self.ending.lock().expect("no panics while held") = status;
+        self.log.line(&line);
     }
 }
 
@@ -412,10 +411,13 @@ impl FlightSqlService for LakeService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let state = self.query_state().await?;
-        let plan = self.logical_plan(&state, &query.query).await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
+        let work = async {
+            let state = self.query_state().await?;
+            self.logical_plan(&state, &query.query).await
+        };
+        let plan = self.by(self.deadline(), "planning", work).await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
         let dataset = statement::client_schema(plan.schema().as_arrow());
-        let params = statement::parameter_schema(&plan).map_err(Status::invalid_argument)?;
+        let params = statement::client_schema(&statement::parameter_schema(&plan).map_err(Status::invalid_argument)?);
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
             let IpcMessage(bytes) = SchemaAsIpc::new(s, &IpcWriteOptions::default()).try_into().map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
             Ok(bytes.to_vec())
@@ -433,8 +435,22 @@ impl FlightSqlService for LakeService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let handle = Handle::decode(&query.prepared_statement_handle).map_err(Status::invalid_argument)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(Into::into)).try_collect().await.status()?;
+        // One row of parameters: read no further than that, however much the client sends.
+        let mut stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(Into::into));
+        let mut batches = Vec::new();
+        let (mut rows, mut bytes) = (0, 0);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(Status::from)?;
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            batches.push(batch);
+            if rows > 1 || bytes > MAX_PARAMETER_BYTES || batches.len() > 16 {
+                return Err(Status::invalid_argument(format!(
+                    "too many parameter values: bind one row (at most {} MiB) per execution",
+                    MAX_PARAMETER_BYTES >> 20
+                )));
+            }
+        }
         let bound = handle.bind(&batches).map_err(Status::invalid_argument)?;
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode().into()) })
     }
@@ -495,7 +511,7 @@ impl FlightSqlService for LakeService {
     async fn do_get_tables(&self, query: CommandGetTables, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
         let mut b = query.into_builder();
         for (catalog, schema, table, kind, table_schema) in self.tables().await? {
-            b.append(catalog, schema, table, kind, &table_schema).status()?;
+            b.append(catalog, schema, table, kind, &table_schema).map_err(Status::from)?;
         }
         Ok(one_batch(b.schema(), b.build()))
     }

@@ -133,9 +133,9 @@ pub fn parameter_values(batches: &[RecordBatch]) -> Result<ParamValues, String> 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handle {
     pub sql: String,
-    /// The bound parameters: one-row Arrow IPC stream.
+    /// The bound parameters: a one-row Arrow IPC stream, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Vec<u8>>,
+    pub params: Option<String>,
 }
 
 const HANDLE_MAGIC: &[u8] = b"cimlake-statement-1:";
@@ -165,12 +165,15 @@ impl Handle {
         w.write(batch).map_err(|e| e.to_string())?;
         w.finish().map_err(|e| e.to_string())?;
         drop(w);
-        Ok(Handle { sql: self.sql.clone(), params: Some(buf) })
+        use base64::Engine as _;
+        Ok(Handle { sql: self.sql.clone(), params: Some(base64::engine::general_purpose::STANDARD.encode(buf)) })
     }
 
     /// The bound parameter values, if any.
     pub fn values(&self) -> Result<Option<ParamValues>, String> {
-        let Some(bytes) = &self.params else { return Ok(None) };
+        let Some(text) = &self.params else { return Ok(None) };
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("damaged parameters: {e}"))?;
         let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| format!("damaged parameters: {e}"))?;
         let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("damaged parameters: {e}"))?;
         parameter_values(&batches).map(Some)

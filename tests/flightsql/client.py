@@ -10,6 +10,7 @@ Actions:
     table-schema SCHEMA TABLE  print one table's columns and Arrow types as JSON
     info                       print the server's name and version as JSON
     partial SQL                read the first batch of SQL, then exit without closing anything
+    stall SQL SECONDS          read the first batch of SQL, then wait SECONDS without reading
 
 A driver error is printed on stderr as `error: …`, with exit status 2.
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow as pa
@@ -91,6 +93,16 @@ def main():
             batch = cur.fetch_record_batch().read_next_batch()
             print(f"read {batch.num_rows} rows", flush=True)
             # Gone without a word, as a crashed notebook kernel would be.
+            os._exit(0)
+        elif args.action == "stall":
+            sql, seconds = args.rest
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+            batch = reader.read_next_batch()
+            print(f"read {batch.num_rows} rows", flush=True)
+            time.sleep(float(seconds))
+            # The connection stays open until here; whatever the server did meanwhile, it did with
+            # a live client that was not reading.
             os._exit(0)
         else:
             parser.error(f"unknown action {args.action}")

@@ -264,7 +264,7 @@ fn serve_stops_queries_over_time_or_whose_client_went_away() {
     let lake = TempDir::new().unwrap();
     cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon"]);
     let env = [("CIMLAKE_PASSWORD", "correct horse battery")];
-    let server = Server::start(lake.path(), &["--user", "analyst", "--query-timeout", "3s", "--memory-limit", "32M"], &env);
+    let server = Server::start(lake.path(), &["--user", "analyst", "--query-timeout", "3s", "--memory-limit", "32M", "--max-queries", "1"], &env);
     let auth = ["--user", "analyst", "--password", "correct horse battery"];
     let dir = TempDir::new().unwrap();
     let out = dir.path().join("x.arrow");
@@ -292,6 +292,30 @@ fn serve_stops_queries_over_time_or_whose_client_went_away() {
     let line = server.wait_for_log("the client went away", 10);
     assert!(line.contains(streaming), "{line}");
     assert_idle(&server);
+
+    // A client that stays connected but stops reading does not hold its query past the timeout;
+    // meanwhile (one query at a time) the next query waits for its slot.
+    let stalled = "SELECT value AS stalled FROM generate_series(1, 1000000000000)";
+    let mut stall = Command::new(python())
+        .arg(repo().join("tests/flightsql/client.py"))
+        .arg(&server.url)
+        .args(auth)
+        .args(["stall", stalled, "12"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stall.stdout.as_mut().unwrap()), &mut first).unwrap();
+    assert!(first.starts_with("read "), "{first}");
+    assert_eq!(server.query_rows(&auth, "SELECT 1 AS waited"), "{\"waited\":1}\n");
+    let log = server.log();
+    let cancelled = log.lines().position(|l| l.contains(stalled) && l.contains("cancelled after"));
+    let waited = log.lines().position(|l| l.contains("SELECT 1 AS waited") && l.contains(": ok, 1 rows"));
+    assert!(cancelled.is_some() && waited.is_some() && cancelled < waited, "the stalled query was not cancelled before the next ran:\n{log}");
+    assert!(matches!(stall.try_wait(), Ok(None)), "the stalled client is still connected");
+    assert_idle(&server);
+    stall.kill().ok();
+    stall.wait().ok();
 
     // Over its memory limit, a query fails (a hash join's build side cannot spill); the next runs.
     let join = "SELECT count(*) FROM generate_series(1, 5000000) a JOIN generate_series(1, 5000000) b ON a.value = b.value";
