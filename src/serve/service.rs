@@ -177,7 +177,8 @@ impl LakeService {
         let task = Arc::new(TaskContext::from(&planned.state));
         let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(|e| status_of(&e)).inspect_err(|status| log.refused(status))?;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let ending = Arc::new(std::sync::Mutex::new(None));
+        // Until the run says how it ended: a run that never says (it panicked) must not look complete.
+        let ending = Arc::new(std::sync::Mutex::new(Some(Status::internal("the query stopped unexpectedly; see the server's log"))));
         let run = Run { schema: planned.schema.clone(), deadline, timeout: self.limits.timeout, log, ending: ending.clone(), _slot: slot };
         tokio::spawn(run.drive(batches, tx));
         let results = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|batch| (Ok(batch), rx)) });
