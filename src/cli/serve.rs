@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::SqlArgs;
-use crate::serve::{self, ServeOptions, service::Limits};
+use crate::serve::{self, ServeOptions, auth::Secret, service::Limits};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -19,7 +19,7 @@ pub struct ServeArgs {
     /// A bearer token clients must send (`authorization: Bearer TOKEN`), 16 characters or more.
     /// Prefer the environment variable: command lines are visible to other local users.
     #[arg(long, env = "CIMLAKE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 
     /// A user name clients may log in with; the password comes from CIMLAKE_PASSWORD.
     #[arg(long, value_name = "NAME", requires = "password")]
@@ -27,7 +27,7 @@ pub struct ServeArgs {
 
     /// The password of --user.
     #[arg(long, env = "CIMLAKE_PASSWORD", hide_env_values = true, hide = true, requires = "user")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]

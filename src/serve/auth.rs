@@ -19,6 +19,30 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// Session tokens held at once; past it, the oldest is dropped (its client logs in again).
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// A password or token: shown as `***` by `Debug`, so it never reaches a log or a panic message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// What the server accepts. With neither a token nor a user, every call is accepted (loopback only).
 #[derive(Debug, Default)]
 pub struct Auth {

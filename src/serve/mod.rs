@@ -31,9 +31,9 @@ pub struct ServeOptions {
     pub lake: PathBuf,
     pub catalog: Catalog,
     /// A bearer token clients must send.
-    pub token: Option<String>,
+    pub token: Option<auth::Secret>,
     /// A user and password clients may log in with.
-    pub basic: Option<(String, String)>,
+    pub basic: Option<(String, auth::Secret)>,
     /// A PEM certificate chain and its private key.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
@@ -49,7 +49,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if !lake.exists() {
         bail!("no lake at {} (create one with `cimlake ingest` or `cimlake gen`, or give --lake)", opts.lake.display());
     }
-    let auth = Arc::new(Auth::new(opts.token, opts.basic).map_err(anyhow::Error::msg)?);
+    let token = opts.token.map(|t| t.expose().to_string());
+    let basic = opts.basic.map(|(user, password)| (user, password.expose().to_string()));
+    let auth = Arc::new(Auth::new(token, basic).map_err(anyhow::Error::msg)?);
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let loopback = addr.ip().is_loopback();

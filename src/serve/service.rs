@@ -169,13 +169,16 @@ impl LakeService {
     /// its own that stops it at the deadline whether or not the client is reading, and when the
     /// client goes away; the client reads from a channel of two batches.
     async fn execute<T>(&self, handle: Handle, request: &Request<T>) -> Result<Response<DoGetStream>, Status> {
-        let log = self.query_log(&handle.sql, request);
+        // Logs the query if the client goes away before it runs (this future is then dropped).
+        let mut pending = Pending(Some(self.query_log(&handle.sql, request)));
+        let log = pending.0.as_ref().expect("set");
         let deadline = tokio::time::Instant::from_std(log.started + self.limits.timeout);
         let slot = self.by(deadline, "waiting for a query slot (--max-queries)", async { Ok(self.slots.clone().acquire_owned().await) }).await;
-        let slot = slot.inspect_err(|status| log.refused(status))?.expect("the semaphore is never closed");
-        let planned = self.plan(&handle, deadline).await.inspect_err(|status| log.refused(status))?;
+        let slot = slot.inspect_err(|status| pending.refused(status))?.expect("the semaphore is never closed");
+        let planned = self.plan(&handle, deadline).await.inspect_err(|status| pending.refused(status))?;
         let task = Arc::new(TaskContext::from(&planned.state));
-        let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(|e| status_of(&e)).inspect_err(|status| log.refused(status))?;
+        let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(|e| status_of(&e)).inspect_err(|status| pending.refused(status))?;
+        let log = pending.0.take().expect("set until here");
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         // Until the run says how it ended: a run that never says (it panicked) must not look complete.
         let ending = Arc::new(std::sync::Mutex::new(Some(Status::internal("the query stopped unexpectedly; see the server's log"))));
@@ -277,6 +280,25 @@ fn human(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
 
+/// A query not yet running: if it is dropped still holding its log, the client left first.
+struct Pending(Option<QueryLog>);
+
+impl Pending {
+    fn refused(&mut self, status: &Status) {
+        if let Some(log) = self.0.take() {
+            log.refused(status);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(log) = self.0.take() {
+            log.line("abandoned before it ran: the client went away");
+        }
+    }
+}
+
 /// One query being run, from its first batch to how it ended.
 struct Run {
     schema: SchemaRef,
@@ -286,6 +308,15 @@ struct Run {
     /// Set before the channel closes when the query ends early: the client's last message.
     ending: Arc<std::sync::Mutex<Option<Status>>>,
     _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Run {
+    /// A run that panics still leaves a line in the log (the client is told to look there).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.log.line("failed: the query panicked");
+        }
+    }
 }
 
 enum Ending {

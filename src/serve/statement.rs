@@ -14,57 +14,49 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 
-/// Numbers JDBC/ODBC-style `?` placeholders as DataFusion's `$1, $2, …`, leaving string literals,
-/// quoted identifiers and comments alone. A statement that mixes `?` with `$n` is refused: the
-/// numbering would be ambiguous.
+/// Numbers JDBC/ODBC-style `?` placeholders as DataFusion's `$1, $2, …`. The statement is split
+/// into tokens by the SQL parser DataFusion uses, so a `?` inside a string, a quoted identifier or a
+/// comment is left alone, and only the placeholders change: the rest of the text is kept byte for
+/// byte. A statement that mixes `?` with `$n` or `?n` is refused: the numbering would be ambiguous.
 pub fn number_placeholders(sql: &str) -> Result<String, String> {
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0usize;
-    let mut dollar = false;
-    let mut i = 0;
-    let mut copied = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                // To the closing quote; a doubled quote is an escaped one.
-                i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == q {
-                        if bytes.get(i + 1) == Some(&q) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // Text the tokenizer rejects goes on as it is: the planner reports the error, with its place.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return Ok(sql.to_string());
+    };
+    let mut questions = Vec::new();
+    let mut numbered = false;
+    for t in &tokens {
+        if let Token::Placeholder(p) = &t.token {
+            if p == "?" {
+                questions.push(t.span.start);
+            } else if p.len() > 1 && p[1..].bytes().all(|b| b.is_ascii_digit()) {
+                numbered = true;
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |p| i + p + 1);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = memchr::memmem::find(&bytes[i + 2..], b"*/").map_or(bytes.len(), |p| i + 2 + p + 2);
-            }
-            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                dollar = true;
-                i += 1;
-            }
-            b'?' => {
-                n += 1;
-                out.push_str(&sql[copied..i]);
-                out.push_str(&format!("${n}"));
-                i += 1;
-                copied = i;
-            }
-            _ => i += 1,
         }
     }
-    if n > 0 && dollar {
-        return Err("the statement mixes `?` and `$n` placeholders; use one style".into());
+    if questions.is_empty() {
+        return Ok(sql.to_string());
     }
-    out.push_str(&sql[copied.min(sql.len())..]);
+    if numbered {
+        return Err("the statement mixes `?` and numbered ($1 or ?1) placeholders; use one style".into());
+    }
+    // Token locations are lines and columns, in characters, from 1.
+    let line_starts: Vec<usize> = std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let offset = |line: u64, column: u64| -> usize {
+        let start = line_starts[(line - 1) as usize];
+        start + sql[start..].char_indices().nth((column - 1) as usize).map_or(sql.len() - start, |(i, _)| i)
+    };
+    let mut out = String::with_capacity(sql.len() + 2 * questions.len());
+    let mut copied = 0;
+    for (n, at) in questions.iter().enumerate() {
+        let i = offset(at.line, at.column);
+        out.push_str(&sql[copied..i]);
+        out.push_str(&format!("${}", n + 1));
+        copied = i + 1;
+    }
+    out.push_str(&sql[copied..]);
     Ok(out)
 }
 
@@ -211,16 +203,25 @@ mod tests {
 
     #[test]
     fn question_marks_are_numbered_outside_literals_identifiers_and_comments() {
-        assert_eq!(number_placeholders("SELECT * FROM t WHERE a = ? AND b = ?").unwrap(), "SELECT * FROM t WHERE a = $1 AND b = $2");
+        let n = |sql: &str| number_placeholders(sql).unwrap();
+        assert_eq!(n("SELECT * FROM t WHERE a = ? AND b = ?"), "SELECT * FROM t WHERE a = $1 AND b = $2");
         assert_eq!(
-            number_placeholders("SELECT '?', \"a?\", 'it''s ?' -- why?\n, x /* ? */ FROM t WHERE y = ?").unwrap(),
+            n("SELECT '?', \"a?\", 'it''s ?' -- why?\n, x /* ? */ FROM t WHERE y = ?"),
             "SELECT '?', \"a?\", 'it''s ?' -- why?\n, x /* ? */ FROM t WHERE y = $1"
         );
-        assert_eq!(number_placeholders("SELECT $1, $2").unwrap(), "SELECT $1, $2");
-        assert_eq!(number_placeholders("SELECT 'unterminated ?").unwrap(), "SELECT 'unterminated ?");
+        // Escapes, dollar quotes, nested comments, identifiers with $.
+        assert_eq!(n("SELECT E'it\\'s ?', ?"), "SELECT E'it\\'s ?', $1");
+        assert_eq!(n("SELECT $$a ? b$$, ?"), "SELECT $$a ? b$$, $1");
+        assert_eq!(n("SELECT /* a /* b */ ? */ ?"), "SELECT /* a /* b */ ? */ $1");
+        assert_eq!(n("SELECT a$1 FROM t WHERE x = ?"), "SELECT a$1 FROM t WHERE x = $1");
+        // Multi-line and multi-byte text around placeholders is kept whole.
+        assert_eq!(n("SELECT 'é' || ?\n  || 'ü' || ?"), "SELECT 'é' || $1\n  || 'ü' || $2");
+        // Numbered placeholders and text the tokenizer rejects pass through.
+        assert_eq!(n("SELECT $1, $2"), "SELECT $1, $2");
+        assert_eq!(n("SELECT ?1"), "SELECT ?1");
+        assert_eq!(n("SELECT 'unterminated ?"), "SELECT 'unterminated ?");
         assert!(number_placeholders("SELECT ? + $1").unwrap_err().contains("mixes"));
-        // Multi-byte text around placeholders is copied whole.
-        assert_eq!(number_placeholders("SELECT 'é' || ? || 'ü'").unwrap(), "SELECT 'é' || $1 || 'ü'");
+        assert!(number_placeholders("SELECT ? + ?2").unwrap_err().contains("mixes"));
     }
 
     #[test]
