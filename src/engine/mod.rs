@@ -160,6 +160,13 @@ pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionCo
     session_with(lake, catalog, &EngineOptions::default()).await
 }
 
+/// A memory pool of `bytes`. Spilling operators share it fairly, so each spills early instead of
+/// one starving the others; when it says no, the error names its five largest consumers.
+pub fn memory_pool(bytes: usize) -> Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+    let pool = datafusion::execution::memory_pool::FairSpillPool::new(bytes);
+    Arc::new(datafusion::execution::memory_pool::TrackConsumersPool::new(pool, std::num::NonZeroUsize::new(5).expect("5")))
+}
+
 /// A session over the lake, with options. The tables and views are the same on either engine.
 pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_…`).
@@ -176,11 +183,7 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineO
     }
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(bytes) = opts.memory_limit {
-        // Spilling operators share the pool fairly, so each spills early instead of one starving
-        // the others; smaller batches make each reservation smaller.
-        let pool = datafusion::execution::memory_pool::FairSpillPool::new(bytes);
-        let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(pool, std::num::NonZeroUsize::new(5).expect("5"));
-        runtime = runtime.with_memory_pool(Arc::new(pool));
+        runtime = runtime.with_memory_pool(memory_pool(bytes));
         if bytes < 256 << 20 {
             // Under a small pool, two partitions: few sorts at once, each with a larger share.
             config = config.with_batch_size(1024).with_target_partitions(2);

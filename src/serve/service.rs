@@ -30,7 +30,6 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
@@ -106,9 +105,8 @@ impl LakeService {
         let ctx = self.session().await?;
         let state = ctx.state();
         let Some(limit) = self.limits.memory else { return Ok(state) };
-        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), std::num::NonZeroUsize::new(5).expect("5"));
         let runtime = RuntimeEnvBuilder::from_runtime_env(&ctx.runtime_env())
-            .with_memory_pool(Arc::new(pool))
+            .with_memory_pool(engine::memory_pool(limit))
             .build_arc()
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
@@ -154,15 +152,9 @@ impl LakeService {
     }
 
     /// The flight of a statement: its schema and one endpoint whose ticket runs it.
-    async fn flight_info(&self, handle: &Handle, ticket: Vec<u8>, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn statement_info(&self, handle: &Handle, ticket: Vec<u8>, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         let planned = self.plan(handle, self.deadline()).await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
-        let descriptor = request.into_inner();
-        let info = FlightInfo::new()
-            .try_with_schema(&planned.schema)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-            .with_descriptor(descriptor);
-        Ok(Response::new(info))
+        flight_info(&planned.schema, ticket, request.into_inner())
     }
 
     /// Runs a statement and streams its results, logging how it ended. The query runs in a task of
@@ -383,8 +375,9 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     b.build().expect("static SQL info")
 });
 
-/// A metadata command's flight: the command itself is the ticket.
-fn metadata_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+/// A flight of `schema` with one endpoint, whose ticket is `ticket` (a statement's handle, or a
+/// metadata command itself).
+fn flight_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
     let info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(|e| Status::internal(e.to_string()))?
@@ -430,7 +423,7 @@ impl FlightSqlService for LakeService {
     async fn get_flight_info_statement(&self, query: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::new(query.query);
         let ticket = TicketStatementQuery { statement_handle: handle.encode().into() }.as_any().encode_to_vec();
-        self.flight_info(&handle, ticket, request).await
+        self.statement_info(&handle, ticket, request).await
     }
 
     async fn do_get_statement(&self, ticket: TicketStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -494,7 +487,7 @@ impl FlightSqlService for LakeService {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::decode(&cmd.prepared_statement_handle).map_err(Status::invalid_argument)?;
         let ticket = cmd.as_any().encode_to_vec();
-        self.flight_info(&handle, ticket, request).await
+        self.statement_info(&handle, ticket, request).await
     }
 
     async fn do_get_prepared_statement(&self, query: CommandPreparedStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -508,7 +501,7 @@ impl FlightSqlService for LakeService {
     }
 
     async fn get_flight_info_catalogs(&self, query: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_catalogs(&self, query: CommandGetCatalogs, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -520,7 +513,7 @@ impl FlightSqlService for LakeService {
     }
 
     async fn get_flight_info_schemas(&self, query: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_schemas(&self, query: CommandGetDbSchemas, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -537,7 +530,7 @@ impl FlightSqlService for LakeService {
     }
 
     async fn get_flight_info_tables(&self, query: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(&query.clone().into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_tables(&self, query: CommandGetTables, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -549,7 +542,7 @@ impl FlightSqlService for LakeService {
     }
 
     async fn get_flight_info_table_types(&self, query: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(&query.into_builder().schema(), query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_table_types(&self, query: CommandGetTableTypes, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -561,7 +554,7 @@ impl FlightSqlService for LakeService {
     }
 
     async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.clone().into_builder(&SQL_INFO).schema(), query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(&query.clone().into_builder(&SQL_INFO).schema(), query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_sql_info(&self, query: CommandGetSqlInfo, _request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
