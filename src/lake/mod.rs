@@ -372,22 +372,12 @@ pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Resul
 
 /// How many published records `dir` holds.
 fn count_numbered(dir: &Path) -> Result<usize, LakeError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(LakeError::io(dir, e)),
-    };
-    let mut n = 0;
-    for entry in entries {
-        let name = entry.map_err(|e| LakeError::io(dir, e))?.file_name();
-        let name = name.to_string_lossy();
-        n += usize::from(name.ends_with(".json") && !name.starts_with('.'));
-    }
-    Ok(n)
+    Ok(numbered_paths(dir, 0)?.len())
 }
 
-/// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).
-fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -> Result<Vec<T>, LakeError> {
+/// The records in `dir` (`00000042.json`; hidden files are partial writes), in name order,
+/// skipping those numbered `after` or lower.
+fn numbered_paths(dir: &Path, after: u64) -> Result<Vec<PathBuf>, LakeError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -406,6 +396,12 @@ fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -
         }
     }
     paths.sort();
+    Ok(paths)
+}
+
+/// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).
+fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -> Result<Vec<T>, LakeError> {
+    let paths = numbered_paths(dir, after)?;
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
         let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
