@@ -37,6 +37,12 @@ impl std::str::FromStr for Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
@@ -44,12 +50,20 @@ impl std::fmt::Debug for Secret {
 }
 
 /// What the server accepts. With neither a token nor a user, every call is accepted (loopback only).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Auth {
-    token: Option<String>,
-    basic: Option<(String, String)>,
+    token: Option<Secret>,
+    basic: Option<(String, Secret)>,
     /// Session token → its user and when it was issued.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// Shows what is configured, never a secret or a session token.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sessions = self.sessions.lock().map_or(0, |s| s.len());
+        f.debug_struct("Auth").field("token", &self.token).field("basic", &self.basic).field("sessions", &sessions).finish()
+    }
 }
 
 /// Standard base64 with or without `=` padding (the Go Flight client sends none).
@@ -62,9 +76,9 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
-    pub fn new(token: Option<String>, basic: Option<(String, String)>) -> Result<Self, String> {
+    pub fn new(token: Option<Secret>, basic: Option<(String, Secret)>) -> Result<Self, String> {
         if let Some(t) = &token
-            && t.chars().count() < MIN_TOKEN_LEN
+            && t.expose().chars().count() < MIN_TOKEN_LEN
         {
             return Err(format!("the token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"));
         }
@@ -72,7 +86,7 @@ impl Auth {
             if user.is_empty() || user.contains(':') || !user.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(format!("bad user name {user:?}: use printable ASCII without spaces or ':'"));
             }
-            if password.is_empty() {
+            if password.expose().is_empty() {
                 return Err(format!("user {user:?} has an empty password: set CIMLAKE_PASSWORD"));
             }
         }
@@ -97,7 +111,7 @@ impl Auth {
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            if self.token.as_deref().is_some_and(|t| same_secret(t, value)) {
+            if self.token.as_ref().is_some_and(|t| same_secret(t.expose(), value)) {
                 return Ok(Principal::Token);
             }
             if let Some(user) = self.session(value) {
@@ -110,7 +124,7 @@ impl Auth {
             let decoded = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("the basic credentials are not UTF-8"))?;
             let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
             return match &self.basic {
-                Some((u, p)) if same_secret(u, user) & same_secret(p, password) => Ok(Principal::User(u.clone())),
+                Some((u, p)) if same_secret(u, user) & same_secret(p.expose(), password) => Ok(Principal::User(u.clone())),
                 _ => Err(Status::unauthenticated("wrong user or password")),
             };
         }
@@ -224,7 +238,7 @@ mod tests {
     #[test]
     fn weak_settings_are_refused_and_no_auth_accepts_all() {
         assert!(Auth::new(Some("short".into()), None).unwrap_err().contains("too short"));
-        assert!(Auth::new(None, Some(("a".into(), String::new()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
+        assert!(Auth::new(None, Some(("a".into(), "".into()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
         assert!(Auth::new(None, Some(("é".into(), "pw".into()))).unwrap_err().contains("bad user name"));
         let open = Auth::new(None, None).unwrap();
         assert!(!open.required());

@@ -49,9 +49,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if !lake.exists() {
         bail!("no lake at {} (create one with `cimlake ingest` or `cimlake gen`, or give --lake)", opts.lake.display());
     }
-    let token = opts.token.map(|t| t.expose().to_string());
-    let basic = opts.basic.map(|(user, password)| (user, password.expose().to_string()));
-    let auth = Arc::new(Auth::new(token, basic).map_err(anyhow::Error::msg)?);
+    let auth = Arc::new(Auth::new(opts.token, opts.basic).map_err(anyhow::Error::msg)?);
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let loopback = addr.ip().is_loopback();
