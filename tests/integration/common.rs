@@ -25,17 +25,19 @@ pub fn sample_dir() -> PathBuf {
 }
 
 /// `cimlake --lake LAKE ARGS…` from the repository root, with none of the user's `CIMLAKE_`
-/// settings.
+/// settings ([`without_user_settings`]).
 pub fn command(lake: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
-    cmd.arg("--lake")
-        .arg(lake)
-        .args(args)
-        .current_dir(repo())
-        .env_remove("CIMLAKE_LAKE")
-        .env_remove("CIMLAKE_SQL")
-        .env_remove("CIMLAKE_ENGINE");
+    cmd.arg("--lake").arg(lake).args(args).current_dir(repo());
+    without_user_settings(&mut cmd);
     cmd
+}
+
+/// Removes the user's `CIMLAKE_` settings from a `cimlake` command's environment.
+fn without_user_settings(cmd: &mut Command) {
+    for var in ["CIMLAKE_LAKE", "CIMLAKE_SQL", "CIMLAKE_ENGINE", "CIMLAKE_TOKEN", "CIMLAKE_PASSWORD"] {
+        cmd.env_remove(var);
+    }
 }
 
 /// Runs `cimlake --lake LAKE ARGS…` from the repository root.
@@ -120,7 +122,7 @@ impl Daemons {
         let stderr = std::fs::File::create(self.log(name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
-        cmd.env_remove("CIMLAKE_LAKE").env_remove("CIMLAKE_SQL").env_remove("CIMLAKE_ENGINE").env_remove("CIMLAKE_TOKEN").env_remove("CIMLAKE_PASSWORD");
+        without_user_settings(&mut cmd);
         cmd.envs(env.iter().copied());
         // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
         unsafe {

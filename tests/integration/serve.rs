@@ -72,17 +72,20 @@ impl Server {
     /// `client.py URL AUTH… ACTION…`, killed after two minutes (a query that is never stopped
     /// fails the test instead of hanging it).
     fn client(&self, auth: &[&str], action: &[&str]) -> Output {
-        let out = Command::new("timeout")
-            .args(["--signal=KILL", "120"])
-            .arg(python())
-            .arg(repo().join("tests/flightsql/client.py"))
-            .arg(&self.url)
-            .args(auth)
-            .args(action)
-            .output()
-            .expect("timeout(1) and python run");
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--signal=KILL", "120"]);
+        let out = self.client_args(cmd, auth, action).output().expect("timeout(1) and python run");
         assert_ne!(out.status.code(), None, "client {action:?} still running after 120 s; server log:\n{}", self.log());
         out
+    }
+
+    /// `cmd PYTHON client.py URL AUTH… ACTION…`, or `PYTHON client.py …` when `cmd` is Python.
+    fn client_args(&self, mut cmd: Command, auth: &[&str], action: &[&str]) -> Command {
+        if cmd.get_program() != python() {
+            cmd.arg(python());
+        }
+        cmd.arg(repo().join("tests/flightsql/client.py")).arg(&self.url).args(auth).args(action);
+        cmd
     }
 
     fn client_ok(&self, auth: &[&str], action: &[&str]) -> String {
@@ -296,11 +299,8 @@ fn serve_stops_queries_over_time_or_whose_client_went_away() {
     // A client that stays connected but stops reading does not hold its query past the timeout;
     // meanwhile (one query at a time) the next query waits for its slot.
     let stalled = "SELECT value AS stalled FROM generate_series(1, 1000000000000)";
-    let mut stall = Command::new(python())
-        .arg(repo().join("tests/flightsql/client.py"))
-        .arg(&server.url)
-        .args(auth)
-        .args(["stall", stalled, "60"])
+    let mut stall = server
+        .client_args(Command::new(python()), &auth, &["stall", stalled, "60"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -361,7 +361,7 @@ fn serve_over_tls_and_what_it_refuses_to_start_with() {
         if !args.contains(&"--listen") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
-        let out = command(lake, &all).env_remove("CIMLAKE_TOKEN").env_remove("CIMLAKE_PASSWORD").output().unwrap();
+        let out = command(lake, &all).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "serve {args:?}: want {want:?}, got ({}):\n{stderr}", out.status);
     }
