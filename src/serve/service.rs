@@ -252,7 +252,11 @@ impl QueryLog {
             Some((cut, _)) => format!("{}…", &sql[..cut]),
             None => sql,
         };
-        eprintln!("query {} ({}): {outcome} after {} ms: {sql}", self.id, self.who, self.started.elapsed().as_millis());
+        let line = format!("query {} ({}): {outcome} after {} ms: {sql}\n", self.id, self.who, self.started.elapsed().as_millis());
+        // One write: stderr is unbuffered, and `eprintln!` writes each piece of its format on its
+        // own, so a reader of the log could see half a line.
+        use std::io::Write as _;
+        std::io::stderr().lock().write_all(line.as_bytes()).ok();
     }
 
     fn refused(&self, status: &Status) {

@@ -48,8 +48,11 @@ impl Server {
         Server { daemons, url }
     }
 
+    /// The server's log so far, whole lines only (the server may be writing the next one).
     fn log(&self) -> String {
-        std::fs::read_to_string(self.daemons.log("serve")).unwrap()
+        let mut log = std::fs::read_to_string(self.daemons.log("serve")).unwrap();
+        log.truncate(log.rfind('\n').map_or(0, |i| i + 1));
+        log
     }
 
     /// Waits up to `secs` for a server log line containing `text`.
