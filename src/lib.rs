@@ -18,7 +18,9 @@
 //! * [`generate`]: deterministic test and benchmark data with planted positives.
 //! * [`time`]: Splunk relative time syntax.
 //! * [`output`]: result formats.
+//! * [`serve`]: the lake over Arrow Flight SQL.
 //! * [`fuzzing`]: the fuzz targets' entry points.
+//! * [`fault`]: fault injection points for the crash and race tests (`CIMLAKE_FAULT`).
 //! * [`cli`]: the command line, one module per subcommand.
 
 pub mod cim;
@@ -27,6 +29,7 @@ pub mod cluster;
 pub mod convert;
 pub mod detect;
 pub mod engine;
+pub mod fault;
 pub mod fuzzing;
 pub mod generate;
 pub mod lake;

@@ -1,5 +1,7 @@
 //! Writes query and detection results as a table, CSV, JSON lines or Parquet, to stdout or a
-//! file. Column names are exactly the SQL's.
+//! file. Column names are exactly the SQL's. Text meant for a terminal (the table format, file
+//! and member names in messages) has its control characters escaped ([`escape_controls`]), so a
+//! crafted name cannot move the cursor, recolour the screen or forge a line of output.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -49,6 +51,7 @@ pub fn write(batches: &[RecordBatch], schema: SchemaRef, format: Format, out: Op
             } else {
                 batches.to_vec()
             };
+            let shown = shown.iter().map(escape_batch).collect::<Result<Vec<_>, _>>().map_err(|e| OutputError::Arrow(name.clone(), e))?;
             let table = arrow::util::pretty::pretty_format_batches(&shown)
                 .map_err(|e| OutputError::Arrow(name.clone(), e))?;
             writeln!(sink, "{table}").map_err(|e| OutputError::Io(name.clone(), e))?;
@@ -79,4 +82,66 @@ pub fn write(batches: &[RecordBatch], schema: SchemaRef, format: Format, out: Op
         }
     }
     sink.flush().map_err(|e| OutputError::Io(name, e))
+}
+
+/// `text` with each control character (newline, tab, escape, delete, C1 controls, …) written as
+/// a Rust-style escape (`\n`, `\t`, `\u{1b}`): safe to print on a terminal. Other text, including
+/// non-ASCII letters, is kept as it is.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A batch whose string columns have their control characters escaped, for the table format.
+fn escape_batch(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{ArrayRef, AsArray, StringArray};
+    use arrow::datatypes::DataType;
+    let escaped = |values: &mut dyn Iterator<Item = Option<&str>>| -> Option<ArrayRef> {
+        let values: Vec<Option<&str>> = values.collect();
+        values.iter().flatten().any(|v| v.chars().any(char::is_control)).then(|| {
+            Arc::new(values.into_iter().map(|v| v.map(escape_controls)).collect::<StringArray>()) as ArrayRef
+        })
+    };
+    let mut columns = batch.columns().to_vec();
+    let mut changed = false;
+    for c in &mut columns {
+        let replaced = match c.data_type() {
+            DataType::Utf8 => escaped(&mut c.as_string::<i32>().iter()),
+            DataType::LargeUtf8 => escaped(&mut c.as_string::<i64>().iter()),
+            DataType::Utf8View => escaped(&mut c.as_string_view().iter()),
+            _ => None,
+        };
+        if let Some(r) = replaced {
+            *c = r;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<arrow::datatypes::Field> =
+        batch.schema().fields().iter().zip(&columns).map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone())).collect();
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_other_text_kept() {
+        assert_eq!(escape_controls("plain ü ✓"), "plain ü ✓");
+        assert!(matches!(escape_controls("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape_controls("a\x1b[31mred\nfake line\r\t\u{7f}\u{9b}"), "a\\u{1b}[31mred\\nfake line\\r\\t\\u{7f}\\u{9b}");
+    }
 }

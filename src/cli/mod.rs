@@ -57,20 +57,41 @@ pub struct EngineArgs {
 /// Where detections come from.
 #[derive(Debug, Clone, Args)]
 pub struct SqlArgs {
-    /// Directory of detections and macros [default: ./sql if present, else the built-in copy].
-    #[arg(long, global = true, env = "CIMLAKE_SQL", value_name = "DIR")]
-    pub sql_dir: Option<PathBuf>,
+    /// A directory of detections, macros and filters (`detections/`, `macros/`, `risk/`) read
+    /// after the built-in ones; a file there replaces the built-in file of the same relative path
+    /// (repeatable; later directories win). Directories in CIMLAKE_SQL_PATH (separated by `:`)
+    /// come first. Nothing is read from the working directory unless it is named.
+    #[arg(long = "sql-dir", global = true, value_name = "DIR")]
+    pub sql_dirs: Vec<PathBuf>,
 
     /// Replace a macro for this run: NAME=SQL (repeatable).
     #[arg(long = "macro", global = true, value_name = "NAME=SQL", value_parser = parse_macro)]
     pub macros: Vec<(String, String)>,
 }
 
+/// The environment variable listing detection directories, like `PATH`.
+pub const SQL_PATH_ENV: &str = "CIMLAKE_SQL_PATH";
+
 impl SqlArgs {
+    /// The directories to read detections from: `CIMLAKE_SQL_PATH`'s, then `--sql-dir`'s.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::env::var_os(SQL_PATH_ENV)
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+            .unwrap_or_default();
+        dirs.extend(self.sql_dirs.iter().cloned());
+        dirs
+    }
+
+    /// The built-in detections and those of [`SqlArgs::dirs`], with the `--macro` overrides. When
+    /// directories are named, where the detections came from is written to stderr.
     pub fn catalog(&self) -> anyhow::Result<crate::detect::Catalog> {
-        let mut c = crate::detect::Catalog::load_default(self.sql_dir.as_deref())?;
+        let dirs = self.dirs();
+        let mut c = crate::detect::Catalog::load(&dirs)?;
         for (name, sql) in &self.macros {
             c.override_macro(name, sql)?;
+        }
+        if !dirs.is_empty() {
+            eprintln!("detections: {}", crate::output::escape_controls(&c.describe()));
         }
         Ok(c)
     }

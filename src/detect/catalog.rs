@@ -36,104 +36,97 @@ pub struct Detection {
     pub name: String,
     pub meta: Metadata,
     pub sql: HashMap<Mode, String>,
+    /// Where each mode's SQL file was read from (`built-in sql/detections/…/cimlake.sql`, or a
+    /// path under a `--sql-dir`), for errors.
+    pub files: HashMap<Mode, String>,
 }
 
-/// Every detection and macro of a SQL directory.
+/// Every detection and macro: the built-in ones, then each user directory's, a later file
+/// replacing an earlier one of the same relative path.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    /// Where it was loaded from (`built-in` for the embedded copy).
-    pub origin: String,
+    /// Where it was loaded from, in order (`built-in`, then each directory), with what each holds.
+    pub origins: Vec<String>,
     pub detections: Vec<Detection>,
     pub macros: HashMap<String, String>,
     /// The risk incident rule (`risk/incidents.sql`).
     pub incidents_sql: String,
+    /// Where it was read from.
+    pub incidents_file: String,
 }
 
+/// The origin name of the embedded copy.
+const BUILTIN_ORIGIN: &str = "built-in";
+
 impl Catalog {
-    /// The SQL directory to use: `explicit`, else `./sql` when it holds detections, else built in.
-    pub fn load_default(explicit: Option<&Path>) -> Result<Catalog, DetectError> {
-        match explicit {
-            Some(dir) => Catalog::load_dir(dir),
-            None if Path::new("sql/detections").is_dir() => Catalog::load_dir(Path::new("sql")),
-            None => Catalog::builtin(),
+    /// The built-in detections, then those of `dirs` in order (`--sql-dir`, `CIMLAKE_SQL_PATH`).
+    /// Nothing is read from the working directory unless it is named.
+    pub fn load(dirs: &[PathBuf]) -> Result<Catalog, DetectError> {
+        let builtin = builtin_files();
+        let mut origins = vec![counted(BUILTIN_ORIGIN, &builtin)];
+        let mut files = builtin;
+        for dir in dirs {
+            let more = read_dir_files(dir)?;
+            origins.push(counted(&dir.display().to_string(), &more));
+            files.extend(more);
         }
+        Catalog::from_files(origins, files)
     }
 
     /// The detections built into the binary.
     pub fn builtin() -> Result<Catalog, DetectError> {
-        let files: BTreeMap<String, String> =
-            BUILTIN.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect();
-        Catalog::from_files("built-in", files)
+        Catalog::load(&[])
     }
 
-    /// Loads `dir/detections/*/` and `dir/macros/*.sql`.
+    /// The detections of `dir` alone (`dir/detections/*/`, `dir/macros/*.sql`, `dir/risk/`),
+    /// with the built-in incident rule if it has none.
     pub fn load_dir(dir: &Path) -> Result<Catalog, DetectError> {
-        let load_err = |path: &Path, reason: String| DetectError::Load { path: path.display().to_string(), reason };
-        if !dir.join("detections").is_dir() {
-            return Err(load_err(dir, "not a SQL directory: it has no detections/ folder".into()));
-        }
-        let mut files = BTreeMap::new();
-        for sub in ["detections", "macros", "risk"] {
-            let base = dir.join(sub);
-            if !base.is_dir() {
-                continue;
-            }
-            let mut stack: Vec<PathBuf> = vec![base];
-            while let Some(d) = stack.pop() {
-                let entries = std::fs::read_dir(&d).map_err(|e| load_err(&d, e.to_string()))?;
-                for entry in entries {
-                    let p = entry.map_err(|e| load_err(&d, e.to_string()))?.path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if matches!(p.extension().and_then(|e| e.to_str()), Some("sql" | "toml")) {
-                        let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
-                        let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
-                        files.insert(rel, text);
-                    }
-                }
-            }
-        }
-        Catalog::from_files(&dir.display().to_string(), files)
+        let files = read_dir_files(dir)?;
+        Catalog::from_files(vec![counted(&dir.display().to_string(), &files)], files)
     }
 
-    fn from_files(origin: &str, files: BTreeMap<String, String>) -> Result<Catalog, DetectError> {
-        let at = |rel: &str| {
-            if origin == "built-in" { format!("built-in sql/{rel}") } else { format!("{origin}/{rel}") }
-        };
+    fn from_files(origins: Vec<String>, files: BTreeMap<String, (String, String)>) -> Result<Catalog, DetectError> {
         let mut macros = HashMap::new();
         let mut detections = Vec::new();
-        for (rel, text) in &files {
+        for (rel, (from, text)) in &files {
             if let Some(name) = rel.strip_prefix("macros/").and_then(|n| n.strip_suffix(".sql")) {
                 macros.insert(name.to_string(), text.clone());
             }
             if let Some(name) = rel.strip_prefix("detections/").and_then(|n| n.strip_suffix("/detection.toml")) {
-                let meta: Metadata = toml::from_str(text)
-                    .map_err(|e| DetectError::Load { path: at(rel), reason: e.to_string() })?;
+                let meta: Metadata = toml::from_str(text).map_err(|e| DetectError::Load { path: from.clone(), reason: e.to_string() })?;
                 let mut sql = HashMap::new();
+                let mut sql_files = HashMap::new();
                 for mode in [Mode::Cimlake, Mode::Splunk] {
                     let sql_rel = format!("detections/{name}/{}.sql", mode.name());
-                    let text = files.get(&sql_rel).ok_or_else(|| DetectError::Load {
-                        path: at(&sql_rel),
+                    let (sql_from, text) = files.get(&sql_rel).ok_or_else(|| DetectError::Load {
+                        path: format!("{}/{}.sql", from.trim_end_matches("/detection.toml"), mode.name()),
                         reason: format!("missing: every detection needs a {}.sql", mode.name()),
                     })?;
                     sql.insert(mode, text.clone());
+                    sql_files.insert(mode, sql_from.clone());
                 }
-                detections.push(Detection { name: name.to_string(), meta, sql });
+                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files });
             }
         }
-        let incidents_sql = match files.get("risk/incidents.sql") {
-            Some(sql) => sql.clone(),
-            None => BUILTIN.iter().find(|(p, _)| *p == "risk/incidents.sql").expect("built in").1.to_string(),
+        let (incidents_file, incidents_sql) = match files.get("risk/incidents.sql") {
+            Some(found) => found.clone(),
+            None => builtin_files().remove("risk/incidents.sql").expect("built in"),
         };
         for d in &detections {
             if !macros.contains_key(&d.meta.filter_macro) {
+                let dir = d.files[&Mode::Cimlake].rsplit_once("/detections/").map_or("", |(dir, _)| dir).to_string();
                 return Err(DetectError::Load {
-                    path: at(&format!("macros/{}.sql", d.meta.filter_macro)),
+                    path: format!("{dir}/macros/{}.sql", d.meta.filter_macro),
                     reason: format!("missing: the filter macro of {}", d.name),
                 });
             }
         }
-        Ok(Catalog { origin: origin.to_string(), detections, macros, incidents_sql })
+        Ok(Catalog { origins, detections, macros, incidents_sql, incidents_file })
+    }
+
+    /// Where the catalog came from, for a line at start: `built-in (1 detection, 2 macros), DIR (…)`.
+    pub fn describe(&self) -> String {
+        self.origins.join(", ")
     }
 
     /// Replaces a macro's SQL for this run (`--macro name=SQL`).
@@ -168,6 +161,57 @@ impl Catalog {
             DetectError::Macro(format!("{} ({}.sql): {e}", d.name, mode.name()))
         })
     }
+}
+
+/// `origin (N detections, M macros)`: what one source of files holds.
+fn counted(origin: &str, files: &BTreeMap<String, (String, String)>) -> String {
+    let detections = files.keys().filter(|r| r.starts_with("detections/") && r.ends_with("/detection.toml")).count();
+    let macros = files.keys().filter(|r| r.starts_with("macros/") && r.ends_with(".sql")).count();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    format!("{origin} ({}, {})", plural(detections, "detection"), plural(macros, "macro"))
+}
+
+/// The built-in `sql/` tree: relative path → (where it is shown to come from, text).
+fn builtin_files() -> BTreeMap<String, (String, String)> {
+    BUILTIN.iter().map(|(p, c)| (p.to_string(), (format!("built-in sql/{p}"), c.to_string()))).collect()
+}
+
+/// The `.sql` and `.toml` files under `dir/detections`, `dir/macros` and `dir/risk`: relative path
+/// → (path on disk, text). A directory with none of the three is refused.
+fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, (String, String)>, DetectError> {
+    let load_err = |path: &Path, reason: String| DetectError::Load { path: path.display().to_string(), reason };
+    const PARTS: [&str; 3] = ["detections", "macros", "risk"];
+    if !dir.is_dir() {
+        return Err(load_err(dir, "no such directory (--sql-dir, CIMLAKE_SQL_PATH)".into()));
+    }
+    if !PARTS.iter().any(|p| dir.join(p).is_dir()) {
+        return Err(load_err(dir, "not a SQL directory: it has no detections/, macros/ or risk/ folder".into()));
+    }
+    let mut files = BTreeMap::new();
+    for sub in PARTS {
+        let base = dir.join(sub);
+        if !base.is_dir() {
+            continue;
+        }
+        let mut stack: Vec<PathBuf> = vec![base];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|e| load_err(&d, e.to_string()))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| load_err(&d, e.to_string()))?;
+                let p = entry.path();
+                // Real directories only: a symbolic link to a directory could make a loop.
+                let kind = entry.file_type().map_err(|e| load_err(&p, e.to_string()))?;
+                if kind.is_dir() {
+                    stack.push(p);
+                } else if matches!(p.extension().and_then(|e| e.to_str()), Some("sql" | "toml")) {
+                    let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
+                    let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
+                    files.insert(rel, (p.display().to_string(), text));
+                }
+            }
+        }
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

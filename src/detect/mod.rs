@@ -9,8 +9,10 @@
 //!   macros/<macro>.sql                 one SQL expression per macro, filters included
 //! ```
 //!
-//! The SQL directory is `--sql-dir`, else `$CIMLAKE_SQL`, else `./sql` when it exists, else the
-//! copy built into the binary.
+//! The built-in copy of this repository's `sql/` comes first, then each directory of
+//! `CIMLAKE_SQL_PATH` and `--sql-dir`; nothing is read from the working directory unless it is
+//! named. Detection SQL must be a query: it runs with no more rights than a Flight SQL client
+//! ([`read_only`]).
 
 pub mod catalog;
 pub mod macros;
@@ -24,6 +26,8 @@ use chrono::{DateTime, Duration, Utc};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 pub use catalog::{Catalog, Detection};
@@ -114,6 +118,41 @@ pub enum DetectError {
     Sql { detection: String, mode: Mode, source: DataFusionError },
     #[error("{0}")]
     Macro(String),
+    #[error("{file}: {reason}")]
+    NotReadOnly { file: String, reason: String },
+}
+
+/// What detection SQL and served client SQL may be: queries only. DDL (`CREATE …`, including
+/// external tables over any file), DML (`INSERT`, `COPY … TO`) and statements such as `SET` are
+/// refused before anything runs.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// `Err(reason)` unless `plan` only reads (see [`read_only`]).
+pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
+    read_only().verify_plan(plan).map_err(|e| {
+        let msg = e.strip_backtrace();
+        msg.strip_prefix("Error during planning: ").unwrap_or(&msg).to_string()
+    })
+}
+
+/// Plans `sql` as a query: DDL, DML and statements are refused, and nothing of them runs.
+/// `what` names the SQL's file in the error.
+pub async fn plan_query(ctx: &SessionContext, sql: &str, what: &str) -> Result<DataFrame, PlanError> {
+    let plan = ctx.state().create_logical_plan(sql).await.map_err(PlanError::DataFusion)?;
+    check_read_only(&plan).map_err(|reason| PlanError::NotReadOnly {
+        file: what.to_string(),
+        reason: format!("only queries may run here ({reason})"),
+    })?;
+    ctx.execute_logical_plan(plan).await.map_err(PlanError::DataFusion)
+}
+
+/// Why [`plan_query`] failed.
+#[derive(Debug)]
+pub enum PlanError {
+    DataFusion(DataFusionError),
+    NotReadOnly { file: String, reason: String },
 }
 
 /// Plans a detection over a window in a mode; the DataFrame runs it.
@@ -126,7 +165,10 @@ pub async fn plan(
 ) -> Result<DataFrame, DetectError> {
     let sql = catalog.expanded_sql(detection, mode)?;
     let sql_err = |source| DetectError::Sql { detection: detection.name.clone(), mode, source };
-    let df = ctx.sql(&sql).await.map_err(sql_err)?;
+    let df = plan_query(ctx, &sql, &detection.files[&mode]).await.map_err(|e| match e {
+        PlanError::DataFusion(e) => sql_err(e),
+        PlanError::NotReadOnly { file, reason } => DetectError::NotReadOnly { file, reason },
+    })?;
     let params: HashMap<&str, ScalarValue> = window.params().into_iter().collect();
     df.with_param_values(params).map_err(sql_err)
 }

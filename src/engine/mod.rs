@@ -7,6 +7,8 @@
 //! * with a catalog, every detection as a view over all time: `detect.<name>` (cimlake mode) and
 //!   `detect_splunk.<name>` (Splunk mode).
 
+pub mod open_files;
+
 use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
@@ -205,6 +207,12 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineO
             crate::cluster::remote_context(scheduler, config).await?
         }
     };
+    // The lake's files are read through a store that bounds the files open at once.
+    let file_url = url::Url::parse("file://").expect("a valid URL");
+    ctx.runtime_env().register_object_store(&file_url, Arc::new(open_files::BoundedLocal::new()));
+    if let Some(udf) = crate::fault::panic_udf() {
+        ctx.register_udf(udf);
+    }
     let default_catalog = ctx.catalog("datafusion").expect("default catalog");
     let commits = lake.commits()?;
     for table in Table::STORED {
@@ -431,6 +439,34 @@ fn combine(parts: Vec<Once>, passes: u32) -> Result<Executed, EngineError> {
         _ => all,
     };
     Ok(Executed { schema, batches: vec![sorted], passes, spill_count, spilled_bytes })
+}
+
+/// Raises this process's soft limit on open files to its hard limit (many machines start
+/// processes at 1,024, far below what a server over a lake of thousands of files may need at
+/// once). Returns the soft limit now in force, where it can be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    Some(limit.rlim_cur as u64)
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), where it can be read.
+pub fn machine_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: usize = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.

@@ -370,7 +370,11 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
             RISK_TABLE.0.into(),
             count(&ctx, "SELECT count(*) FROM risk.all_risk WHERE _time >= $earliest AND _time < $latest", params[..2].to_vec()).await?,
         );
-        let df = ctx.sql(&catalog.incidents_sql).await.map_err(|e| e.to_string())?.with_param_values(params).map_err(|e| e.to_string())?;
+        let df = crate::detect::plan_query(&ctx, &catalog.incidents_sql, &catalog.incidents_file).await.map_err(|e| match e {
+            crate::detect::PlanError::DataFusion(e) => e.to_string(),
+            crate::detect::PlanError::NotReadOnly { file, reason } => format!("{file}: {reason}"),
+        })?;
+        let df = df.with_param_values(params).map_err(|e| e.to_string())?;
         let batches = df.collect().await.map_err(|e| e.to_string())?;
         let info = incidents::Stamp { run_id: run_id.clone(), earliest_us: us(earliest), latest_us: us(w.latest) };
         let stamped: Vec<_> = batches.iter().map(|b| incidents::stamp(b, &info)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;

@@ -1,8 +1,13 @@
 //! Who may query: a bearer token, or a user and password (HTTP basic, as Flight SQL clients send
 //! it), checked on every call. A Flight `Handshake` with a valid password returns a session token
 //! (`authorization: Bearer …`), which clients then send instead of the password.
+//!
+//! Credentials are required unless the operator turns them off (`--no-auth`, loopback only). A
+//! peer that keeps failing is held off: after [`FAILURES_BEFORE_HOLD`] failures in a row, its calls
+//! are refused unchecked for a while that doubles with each further failure, up to [`MAX_HOLD`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +18,20 @@ use tonic::{Request, Status};
 /// How long a session token from a password handshake stays valid.
 pub const SESSION_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-/// The shortest bearer token accepted on the command line.
+/// The shortest bearer token or password accepted on the command line.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Failed logins in a row from one address before it is held off.
+pub const FAILURES_BEFORE_HOLD: u32 = 5;
+
+/// The first hold; each further failure doubles it, up to [`MAX_HOLD`].
+pub const FIRST_HOLD: Duration = Duration::from_secs(1);
+
+/// The longest a failing address is held off.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// Addresses whose failures are remembered at once; past it, the quietest are forgotten.
+const MAX_TRACKED_PEERS: usize = 10_000;
 
 /// Session tokens held at once; past it, the oldest is dropped (its client logs in again).
 pub const MAX_SESSIONS: usize = 10_000;
@@ -56,6 +73,17 @@ pub struct Auth {
     basic: Option<(String, Secret)>,
     /// Session token → its user and when it was issued.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// Failed logins by peer address.
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+/// One address's failed logins in a row.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// Calls before this are refused unchecked.
+    held_until: Option<Instant>,
 }
 
 /// Shows what is configured, never a secret or a session token.
@@ -86,11 +114,13 @@ impl Auth {
             if user.is_empty() || user.contains(':') || !user.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(format!("bad user name {user:?}: use printable ASCII without spaces or ':'"));
             }
-            if password.expose().is_empty() {
-                return Err(format!("user {user:?} has an empty password: set CIMLAKE_PASSWORD"));
+            if password.expose().chars().count() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "the password of user {user:?} is too short: use at least {MIN_TOKEN_LEN} characters in CIMLAKE_PASSWORD, as for a token"
+                ));
             }
         }
-        Ok(Auth { token, basic, sessions: Mutex::default() })
+        Ok(Auth { token, basic, sessions: Mutex::default(), failures: Mutex::default() })
     }
 
     /// Whether any credentials are required.
@@ -99,11 +129,67 @@ impl Auth {
     }
 
     /// The user a call is made as, from its `authorization` header; refuses the call when the
-    /// header is missing or wrong.
+    /// header is missing or wrong, or when its address is held off after failing too often.
     pub fn check<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         if !self.required() {
             return Ok(Principal::Anonymous);
         }
+        let peer = request.remote_addr().map(|a| a.ip());
+        if let Some(peer) = peer {
+            self.held_off(peer, Instant::now())?;
+        }
+        let checked = self.check_credentials(request);
+        if let Some(peer) = peer {
+            match &checked {
+                Ok(_) => self.succeeded(peer),
+                // A call without credentials is a client asking what to send, not a guess.
+                Err(status) if request.metadata().contains_key("authorization") => self.failed(peer, Instant::now(), status),
+                Err(_) => {}
+            }
+        }
+        checked
+    }
+
+    /// Refuses a call from `peer` while it is held off.
+    fn held_off(&self, peer: IpAddr, now: Instant) -> Result<(), Status> {
+        let failures = self.failures.lock().expect("no panics while held");
+        match failures.get(&peer).and_then(|f| f.held_until) {
+            Some(until) if until > now => Err(Status::unauthenticated(format!(
+                "too many failed logins from {peer}: try again in {} s",
+                (until - now).as_secs_f64().ceil() as u64
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn succeeded(&self, peer: IpAddr) {
+        let mut failures = self.failures.lock().expect("no panics while held");
+        failures.remove(&peer);
+    }
+
+    fn failed(&self, peer: IpAddr, now: Instant, status: &Status) {
+        let mut failures = self.failures.lock().expect("no panics while held");
+        if failures.len() >= MAX_TRACKED_PEERS
+            && !failures.contains_key(&peer)
+            && let Some(quietest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(p, _)| *p)
+        {
+            failures.remove(&quietest);
+        }
+        let f = failures.entry(peer).or_insert(Failures { count: 0, last: now, held_until: None });
+        f.count += 1;
+        f.last = now;
+        if f.count >= FAILURES_BEFORE_HOLD {
+            let doublings = (f.count - FAILURES_BEFORE_HOLD).min(16);
+            let hold = FIRST_HOLD.saturating_mul(1 << doublings).min(MAX_HOLD);
+            f.held_until = Some(now + hold);
+            // One line per hold, not per failure: the log stays readable under a guessing attack.
+            let line = format!("auth: {peer} held off for {} s after {} failed logins in a row ({})\n", hold.as_secs(), f.count, status.message());
+            use std::io::Write as _;
+            std::io::stderr().lock().write_all(line.as_bytes()).ok();
+        }
+    }
+
+    fn check_credentials<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let Some(header) = request.metadata().get("authorization") else {
             return Err(Status::unauthenticated(self.what_to_send("no credentials were sent")));
         };
@@ -209,7 +295,7 @@ mod tests {
 
     #[test]
     fn tokens_passwords_and_sessions() {
-        let auth = Auth::new(Some("0123456789abcdef-token".into()), Some(("analyst".into(), "s3cret pw".into()))).unwrap();
+        let auth = Auth::new(Some("0123456789abcdef-token".into()), Some(("analyst".into(), "s3cret pw, long enough!".into()))).unwrap();
         assert_eq!(auth.check(&with_header("Bearer 0123456789abcdef-token")).unwrap(), Principal::Token);
         assert_eq!(auth.check(&with_header("bearer 0123456789abcdef-token")).unwrap(), Principal::Token);
         let err = auth.check(&with_header("Bearer 0123456789abcdef-tokeN")).unwrap_err();
@@ -217,7 +303,7 @@ mod tests {
         let err = auth.check(&Request::new(())).unwrap_err();
         assert!(err.message().contains("bearer token") && err.message().contains("user and password"), "{}", err.message());
         // Padded (Java) and unpadded (Go) basic credentials.
-        let padded = base64::engine::general_purpose::STANDARD.encode("analyst:s3cret pw");
+        let padded = base64::engine::general_purpose::STANDARD.encode("analyst:s3cret pw, long enough!");
         let unpadded = padded.trim_end_matches('=');
         assert_ne!(padded, unpadded);
         for b in [padded.as_str(), unpadded] {
@@ -239,9 +325,46 @@ mod tests {
     fn weak_settings_are_refused_and_no_auth_accepts_all() {
         assert!(Auth::new(Some("short".into()), None).unwrap_err().contains("too short"));
         assert!(Auth::new(None, Some(("a".into(), "".into()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
-        assert!(Auth::new(None, Some(("é".into(), "pw".into()))).unwrap_err().contains("bad user name"));
+        // A password is held to a token's length.
+        let err = Auth::new(None, Some(("a".into(), "fifteen chars!!".into()))).unwrap_err();
+        assert!(err.contains("too short") && err.contains("16 characters"), "{err}");
+        assert!(Auth::new(None, Some(("a".into(), "sixteen chars!!!".into()))).is_ok());
+        assert!(Auth::new(None, Some(("é".into(), "a long enough password".into()))).unwrap_err().contains("bad user name"));
         let open = Auth::new(None, None).unwrap();
+        assert_eq!(format!("{:?}", Auth::new(Some("0123456789abcdef-token".into()), None).unwrap()).matches("0123").count(), 0);
         assert!(!open.required());
         assert_eq!(open.check(&Request::new(())).unwrap(), Principal::Anonymous);
+    }
+
+    #[test]
+    fn a_peer_that_keeps_failing_is_held_off_for_longer_each_time() {
+        let auth = Auth::new(Some("0123456789abcdef-token".into()), None).unwrap();
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let t0 = Instant::now();
+        let wrong = Status::unauthenticated("wrong or expired token");
+        for _ in 0..FAILURES_BEFORE_HOLD - 1 {
+            auth.failed(peer, t0, &wrong);
+        }
+        assert!(auth.held_off(peer, t0).is_ok(), "held off before the limit");
+        auth.failed(peer, t0, &wrong);
+        let err = auth.held_off(peer, t0).unwrap_err();
+        assert!(err.message().contains("too many failed logins from 192.0.2.7: try again in 1 s"), "{}", err.message());
+        assert!(auth.held_off(other, t0).is_ok(), "another address is not held off");
+        assert!(auth.held_off(peer, t0 + FIRST_HOLD).is_ok(), "the hold ends");
+        // Each further failure doubles the hold, up to the cap.
+        auth.failed(peer, t0 + FIRST_HOLD, &wrong);
+        assert!(auth.held_off(peer, t0 + FIRST_HOLD * 2).is_err());
+        assert!(auth.held_off(peer, t0 + FIRST_HOLD * 3).is_ok());
+        for _ in 0..40 {
+            auth.failed(peer, t0, &wrong);
+        }
+        assert!(auth.held_off(peer, t0 + MAX_HOLD - Duration::from_millis(1)).is_err());
+        assert!(auth.held_off(peer, t0 + MAX_HOLD).is_ok());
+        // A success forgets the failures.
+        auth.succeeded(peer);
+        assert!(auth.held_off(peer, t0).is_ok());
+        auth.failed(peer, t0, &wrong);
+        assert!(auth.held_off(peer, t0).is_ok());
     }
 }

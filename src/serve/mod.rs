@@ -2,10 +2,12 @@
 //! DBeaver, Grafana, BI tools).
 //!
 //! * [`service`]: the Flight SQL service (statements, prepared statements, catalog metadata);
-//! * [`statement`]: placeholders, the read-only check, parameter binding, statement handles;
+//! * [`statement`]: placeholders, the read-only check, parameter binding, sealed statement handles;
+//! * [`ipc`]: a client's Arrow IPC (parameters), its declared lengths checked before decoding;
 //! * [`auth`]: bearer token and user/password, checked on every call.
 
 pub mod auth;
+pub mod ipc;
 pub mod service;
 pub mod statement;
 
@@ -34,6 +36,8 @@ pub struct ServeOptions {
     pub token: Option<auth::Secret>,
     /// A user and password clients may log in with.
     pub basic: Option<(String, auth::Secret)>,
+    /// Serve without credentials (loopback only); without it, a token or a user is required.
+    pub no_auth: bool,
     /// A PEM certificate chain and its private key.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
@@ -50,12 +54,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         bail!("no lake at {} (create one with `cimlake ingest` or `cimlake gen`, or give --lake)", opts.lake.display());
     }
     let auth = Arc::new(Auth::new(opts.token, opts.basic).map_err(anyhow::Error::msg)?);
+    if !auth.required() && !opts.no_auth {
+        bail!(
+            "no credentials: give --token (or CIMLAKE_TOKEN) or --user (with CIMLAKE_PASSWORD), \
+             or --no-auth to let anyone who can reach the address query the lake (loopback only)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let loopback = addr.ip().is_loopback();
     if !loopback && !auth.required() {
         bail!(
-            "refusing to serve on {addr} without authentication: anyone who can reach it could read the lake. \
+            "refusing to serve on {addr} without authentication (--no-auth): anyone who can reach it could read the lake. \
              Give --token (or CIMLAKE_TOKEN) or --user (with CIMLAKE_PASSWORD), or listen on 127.0.0.1"
         );
     }
@@ -80,14 +90,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let limits = opts.limits;
     let memory = limits.memory.map_or_else(|| "none".to_string(), |b| format!("{} MiB", b >> 20));
+    let raised = crate::engine::raise_open_files_limit();
     let timeout = format!("{} s", limits.timeout.as_secs_f64());
     let max_queries = limits.max_queries;
+    eprintln!("detections: {}", crate::output::escape_controls(&opts.catalog.describe()));
     let service = LakeService::new(lake, opts.catalog, limits, auth.clone());
+    service.warm_up().await.map_err(anyhow::Error::msg)?;
     let svc = FlightServiceServer::with_interceptor(service, auth::interceptor(auth.clone()));
+    if let Some(limit) = raised {
+        eprintln!("open files: up to {limit}");
+    }
     println!(
         "serving Flight SQL on {scheme}://{addr} (lake {}; authentication {}; up to {max_queries} {} at once, each with timeout {timeout}, memory limit {memory})",
         opts.lake.display(),
-        if auth.required() { "required" } else { "off, loopback only" },
+        if auth.required() { "required" } else { "off (--no-auth), loopback only" },
         if max_queries == 1 { "query" } else { "queries" },
     );
     use std::io::Write as _;

@@ -2,7 +2,9 @@
 //! over the lake's tables and detection views, each query under its own memory pool and deadline.
 //!
 //! Statement handles are stateless ([`Handle`]): the client holds the SQL and its bound parameters,
-//! and each execution plans them again against the lake as it is then.
+//! sealed with the server's key, and each execution plans them again against the lake as it is
+//! then. Planning and running both take one of the `--max-queries` slots, and a panic in either is
+//! an error for its client only.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +41,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Auth, Principal};
-use super::statement::{self, Handle};
+use super::statement::{self, Handle, HandleKey};
 use crate::detect::Catalog;
 use crate::engine::{self, Engine, EngineOptions};
 use crate::lake::Lake;
@@ -50,6 +52,10 @@ pub struct Limits {
     /// Each query's own memory pool, in bytes; over it, sorts and aggregations spill and
     /// anything else fails the query.
     pub memory: Option<usize>,
+    /// Whether `memory` was given (`--memory-limit`) rather than defaulted. Only a given limit
+    /// tunes the session for small pools (see [`engine::session_with`]); a default one, a
+    /// fraction of the machine's memory, leaves the session as it is without a limit.
+    pub explicit_memory: bool,
     /// From the start of planning to the last batch sent.
     pub timeout: Duration,
     /// Queries that may run at once; others wait for a slot (within their timeout).
@@ -57,9 +63,6 @@ pub struct Limits {
 }
 
 type DoGetStream = <LakeService as FlightService>::DoGetStream;
-
-/// The most parameter data one execution may bind.
-const MAX_PARAMETER_BYTES: usize = 1 << 20;
 
 /// Serves one lake.
 pub struct LakeService {
@@ -70,19 +73,47 @@ pub struct LakeService {
     /// The session over the lake as of a [`Lake::version`]; rebuilt when the lake has new commits or runs.
     snapshot: tokio::sync::Mutex<Option<((usize, usize), SessionContext)>>,
     queries: AtomicU64,
-    /// One permit per running query.
+    /// One permit per query being planned or run.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Seals the statement handles clients hold.
+    handle_key: HandleKey,
 }
 
 impl LakeService {
     pub fn new(lake: Lake, catalog: Catalog, limits: Limits, auth: Arc<Auth>) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_queries.max(1)));
-        LakeService { lake, catalog, limits, auth, snapshot: tokio::sync::Mutex::new(None), queries: AtomicU64::new(0), slots }
+        LakeService {
+            lake,
+            catalog,
+            limits,
+            auth,
+            snapshot: tokio::sync::Mutex::new(None),
+            queries: AtomicU64::new(0),
+            slots,
+            handle_key: HandleKey::random(),
+        }
+    }
+
+    /// The handle in a client's bytes, if this server sealed it.
+    fn handle(&self, bytes: &[u8]) -> Result<Handle, Status> {
+        Handle::decode(bytes, &self.handle_key).map_err(Status::invalid_argument)
+    }
+
+    /// A query slot, waited for until `deadline`.
+    async fn slot(&self, deadline: tokio::time::Instant) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let slot = self.by(deadline, "waiting for a query slot (--max-queries)", async { Ok(self.slots.clone().acquire_owned().await) }).await?;
+        Ok(slot.expect("the semaphore is never closed"))
     }
 
     /// The deadline of work starting now.
     fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.limits.timeout
+    }
+
+    /// Builds the session once before serving, so a detection that does not load (not a query,
+    /// a bad table) stops the server at start instead of failing every client's query.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.session().await.map(drop).map_err(|s| s.message().to_string())
     }
 
     /// The session over the lake as it is now.
@@ -94,7 +125,8 @@ impl LakeService {
         {
             return Ok(ctx.clone());
         }
-        let opts = EngineOptions { memory_limit: self.limits.memory, engine: Engine::InProcess };
+        let memory_limit = if self.limits.explicit_memory { self.limits.memory } else { None };
+        let opts = EngineOptions { memory_limit, engine: Engine::InProcess };
         let ctx = engine::session_with(&self.lake, Some(&self.catalog), &opts).await.map_err(|e| Status::internal(e.to_string()))?;
         *cached = Some((version, ctx.clone()));
         Ok(ctx)
@@ -120,7 +152,7 @@ impl LakeService {
         Ok(plan)
     }
 
-    /// Plans a statement with its bound parameters, by `deadline`.
+    /// Plans a statement with its bound parameters, by `deadline` (the caller holds a slot).
     async fn plan(&self, handle: &Handle, deadline: tokio::time::Instant) -> Result<Planned, Status> {
         let work = async {
             let state = self.query_state().await?;
@@ -134,7 +166,7 @@ impl LakeService {
             let schema = FlightDataEncoderBuilder::new().with_schema(plain.clone()).build(futures::stream::empty()).known_schema().unwrap_or(plain);
             Ok(Planned { state, physical, schema })
         };
-        self.by(deadline, "planning", work).await
+        self.by(deadline, "planning", caught(work)).await
     }
 
     /// `work`, unless `deadline` comes first.
@@ -153,7 +185,12 @@ impl LakeService {
 
     /// The flight of a statement: its schema and one endpoint whose ticket runs it.
     async fn statement_info(&self, handle: &Handle, ticket: Vec<u8>, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan(handle, self.deadline()).await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
+        let deadline = self.deadline();
+        let planned = async {
+            let _slot = self.slot(deadline).await?;
+            self.plan(handle, deadline).await
+        };
+        let planned = planned.await.inspect_err(|status| self.query_log(&handle.sql, &request).refused(status))?;
         flight_info(&planned.schema, ticket, request.into_inner())
     }
 
@@ -165,8 +202,7 @@ impl LakeService {
         let mut pending = Pending(Some(self.query_log(&handle.sql, request)));
         let log = pending.0.as_ref().expect("set");
         let deadline = tokio::time::Instant::from_std(log.started + self.limits.timeout);
-        let slot = self.by(deadline, "waiting for a query slot (--max-queries)", async { Ok(self.slots.clone().acquire_owned().await) }).await;
-        let slot = slot.inspect_err(|status| pending.refused(status))?.expect("the semaphore is never closed");
+        let slot = self.slot(deadline).await.inspect_err(|status| pending.refused(status))?;
         let planned = self.plan(&handle, deadline).await.inspect_err(|status| pending.refused(status))?;
         let task = Arc::new(TaskContext::from(&planned.state));
         let batches = datafusion::physical_plan::execute_stream(planned.physical, task).map_err(|e| status_of(&e)).inspect_err(|status| pending.refused(status))?;
@@ -225,9 +261,15 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow:
     RecordBatch::try_new(schema.clone(), columns)
 }
 
-/// A DataFusion error as the status a client sees.
+/// A DataFusion error as the status a client sees. Running out of file descriptors or memory is
+/// `RESOURCE_EXHAUSTED` (retryable), never `INTERNAL`.
 fn status_of(e: &DataFusionError) -> Status {
     let msg = e.strip_backtrace();
+    if let Some(cause) = out_of_files(e) {
+        return Status::resource_exhausted(format!(
+            "the server has too many files open ({cause}); retry the query when fewer queries are running: {msg}"
+        ));
+    }
     match e.find_root() {
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(format!("the query went over its memory limit (--memory-limit): {msg}")),
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
@@ -235,6 +277,35 @@ fn status_of(e: &DataFusionError) -> Status {
         }
         _ => Status::internal(msg),
     }
+}
+
+/// `Some(the OS error)` when `e` comes from running out of file descriptors (EMFILE, ENFILE),
+/// however deeply it is wrapped.
+fn out_of_files(e: &DataFusionError) -> Option<String> {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(EMFILE | ENFILE))
+        {
+            return Some(io.to_string());
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    ["Too many open files", "os error 24", "os error 23"].iter().any(|m| text.contains(m)).then(|| "Too many open files".to_string())
+}
+
+/// `work`, with a panic in it turned into an `INTERNAL` error for this client (logged with the
+/// panic's message by the panic hook).
+async fn caught<T>(work: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|p| Err(panicked(&*p)))
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Status {
+    Status::internal(format!("the query failed inside the query engine ({}); the server goes on", super::ipc::panic_text(payload)))
 }
 
 /// What the log says about one query.
@@ -326,6 +397,7 @@ impl Run {
     /// Sends the query's batches to the client until the last one, the deadline, an error, or
     /// the client going away. Dropping the stream at the end stops the query's DataFusion tasks.
     async fn drive(self, mut batches: SendableRecordBatchStream, tx: tokio::sync::mpsc::Sender<RecordBatch>) {
+        use futures::FutureExt;
         let mut rows = 0u64;
         let sleep = tokio::time::sleep_until(self.deadline);
         tokio::pin!(sleep);
@@ -333,9 +405,13 @@ impl Run {
             let next = tokio::select! {
                 _ = &mut sleep => break Ending::Timeout,
                 _ = tx.closed() => break Ending::ClientGone,
-                next = batches.next() => next,
+                next = std::panic::AssertUnwindSafe(batches.next()).catch_unwind() => next,
             };
             let batch = match next {
+                Err(panic) => break Ending::Failed(panicked(&*panic)),
+                Ok(next) => next,
+            };
+            let batch = match batch {
                 None => break Ending::Done,
                 Some(Err(e)) => break Ending::Failed(status_of(&e)),
                 Some(Ok(batch)) => match conform(batch, &self.schema) {
@@ -426,12 +502,12 @@ impl FlightSqlService for LakeService {
 
     async fn get_flight_info_statement(&self, query: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::new(query.query);
-        let ticket = TicketStatementQuery { statement_handle: handle.encode().into() }.as_any().encode_to_vec();
+        let ticket = TicketStatementQuery { statement_handle: handle.encode(&self.handle_key).into() }.as_any().encode_to_vec();
         self.statement_info(&handle, ticket, request).await
     }
 
     async fn do_get_statement(&self, ticket: TicketStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        let handle = Handle::decode(&ticket.statement_handle).map_err(Status::invalid_argument)?;
+        let handle = self.handle(&ticket.statement_handle)?;
         self.execute(handle, &request).await
     }
 
@@ -440,11 +516,16 @@ impl FlightSqlService for LakeService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let deadline = self.deadline();
         let work = async {
-            let state = self.query_state().await?;
-            self.logical_plan(&state, &query.query).await
+            let _slot = self.slot(deadline).await?;
+            let plan = async {
+                let state = self.query_state().await?;
+                self.logical_plan(&state, &query.query).await
+            };
+            self.by(deadline, "planning", caught(plan)).await
         };
-        let plan = self.by(self.deadline(), "planning", work).await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
+        let plan = work.await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
         let dataset = statement::client_schema(plan.schema().as_arrow());
         let params = statement::client_schema(&statement::parameter_schema(&plan).map_err(Status::invalid_argument)?);
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
@@ -452,7 +533,7 @@ impl FlightSqlService for LakeService {
             Ok(bytes.to_vec())
         };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Handle::new(query.query).encode().into(),
+            prepared_statement_handle: Handle::new(query.query).encode(&self.handle_key).into(),
             dataset_schema: ipc(&dataset)?.into(),
             parameter_schema: ipc(&params)?.into(),
         })
@@ -463,25 +544,27 @@ impl FlightSqlService for LakeService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let handle = Handle::decode(&query.prepared_statement_handle).map_err(Status::invalid_argument)?;
-        // One row of parameters: read no further than that, however much the client sends.
-        let mut stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(Into::into));
-        let mut batches = Vec::new();
-        let (mut rows, mut bytes) = (0, 0);
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(Status::from)?;
-            rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
-            batches.push(batch);
-            if rows > 1 || bytes > MAX_PARAMETER_BYTES || batches.len() > 16 {
-                return Err(Status::invalid_argument(format!(
-                    "too many parameter values: bind one row (at most {} MiB) per execution",
-                    MAX_PARAMETER_BYTES >> 20
-                )));
+        let handle = self.handle(&query.prepared_statement_handle)?;
+        // One row of parameters: read no further than that, however much the client sends, and
+        // check every length each message declares before decoding it.
+        let mut stream = request.into_inner();
+        let mut decoder = super::ipc::Decoder::default();
+        let too_many = || Status::invalid_argument(format!("too many parameter values: bind one row (at most {} KiB) per execution", super::ipc::MAX_BYTES >> 10));
+        while let Some(data) = stream.next().await {
+            let data = data?;
+            if data.data_header.is_empty() {
+                continue;
+            }
+            decoder.push(&data.data_header, &data.data_body).map_err(|e| {
+                if e.contains("larger than") { too_many() } else { Status::invalid_argument(format!("bad parameter data: {e}")) }
+            })?;
+            if decoder.rows() > 1 {
+                return Err(too_many());
             }
         }
+        let batches = decoder.finish();
         let bound = handle.bind(&batches).map_err(Status::invalid_argument)?;
-        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode().into()) })
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode(&self.handle_key).into()) })
     }
 
     async fn get_flight_info_prepared_statement(
@@ -489,13 +572,13 @@ impl FlightSqlService for LakeService {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = Handle::decode(&cmd.prepared_statement_handle).map_err(Status::invalid_argument)?;
+        let handle = self.handle(&cmd.prepared_statement_handle)?;
         let ticket = cmd.as_any().encode_to_vec();
         self.statement_info(&handle, ticket, request).await
     }
 
     async fn do_get_prepared_statement(&self, query: CommandPreparedStatementQuery, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        let handle = Handle::decode(&query.prepared_statement_handle).map_err(Status::invalid_argument)?;
+        let handle = self.handle(&query.prepared_statement_handle)?;
         self.execute(handle, &request).await
     }
 
@@ -587,4 +670,24 @@ impl FlightSqlService for LakeService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_files_is_resource_exhausted_however_wrapped() {
+        let emfile = || std::io::Error::from_raw_os_error(24);
+        let direct = DataFusionError::IoError(emfile());
+        let wrapped = DataFusionError::Context("reading a lake file".into(), Box::new(DataFusionError::External(Box::new(emfile()))));
+        let object_store = DataFusionError::ObjectStore(Box::new(datafusion::object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(emfile()) }));
+        for e in [direct, wrapped, object_store] {
+            let status = status_of(&e);
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{e}");
+            assert!(status.message().contains("too many files open"), "{}", status.message());
+        }
+        assert_eq!(status_of(&DataFusionError::Execution("boom".into())).code(), tonic::Code::Internal);
+        assert_eq!(status_of(&DataFusionError::ResourcesExhausted("pool".into())).code(), tonic::Code::ResourceExhausted);
+    }
 }

@@ -1,16 +1,13 @@
 //! What a client's SQL becomes before it runs: `?` placeholders numbered, the statement checked to
 //! be read-only, parameters bound from the client's one-row batch, and the opaque handle that
-//! carries a statement (and its bound parameters) between calls.
+//! carries a statement (and its bound parameters) between calls, sealed with the server's key.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 
@@ -64,16 +61,7 @@ pub fn number_placeholders(sql: &str) -> Result<String, String> {
 /// DML (`INSERT`, `COPY … TO`), and statements such as `SET` or transactions. The served session has
 /// no file-reading table functions and no URL tables, so a query reads only the lake.
 pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-        .verify_plan(plan)
-        .map_err(|e| {
-            let msg = e.strip_backtrace();
-            let msg = msg.strip_prefix("Error during planning: ").unwrap_or(&msg).to_string();
-            format!("the server is read-only ({msg}); only queries may run")
-        })
+    crate::detect::check_read_only(plan).map_err(|msg| format!("the server is read-only ({msg}); only queries may run"))
 }
 
 /// The parameters a plan needs, as the schema a client binds against: fields `$1, $2, …` in order,
@@ -121,7 +109,7 @@ pub fn parameter_values(batches: &[RecordBatch]) -> Result<ParamValues, String> 
 }
 
 /// A statement between calls: its SQL, as the client wrote it, and the parameters bound to it.
-/// The server keeps no state per statement; the client holds this.
+/// The server keeps no state per statement; the client holds this, sealed ([`HandleKey`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handle {
     pub sql: String,
@@ -130,21 +118,60 @@ pub struct Handle {
     pub params: Option<String>,
 }
 
-const HANDLE_MAGIC: &[u8] = b"cimlake-statement-1:";
+const HANDLE_MAGIC: &[u8] = b"cimlake-statement-2:";
+
+/// The largest handle accepted (a statement's SQL and one row of parameters).
+pub const MAX_HANDLE_BYTES: usize = 8 << 20;
+
+/// The server's key for sealing handles: random per server process, never sent. A handle is
+/// `magic ‖ BLAKE3-keyed MAC of the JSON ‖ JSON`; one not sealed with this key (forged, altered,
+/// or from another server or an earlier run of this one) is refused before any of it is decoded.
+pub struct HandleKey([u8; 32]);
+
+impl HandleKey {
+    pub fn random() -> Self {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        HandleKey(key)
+    }
+}
+
+impl std::fmt::Debug for HandleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandleKey(***)")
+    }
+}
 
 impl Handle {
     pub fn new(sql: impl Into<String>) -> Self {
         Handle { sql: sql.into(), params: None }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = HANDLE_MAGIC.to_vec();
-        serde_json::to_writer(&mut out, self).expect("a handle serialises");
+    /// The handle's bytes, sealed with `key`.
+    pub fn encode(&self, key: &HandleKey) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("a handle serialises");
+        let mac = blake3::keyed_hash(&key.0, &json);
+        let mut out = Vec::with_capacity(HANDLE_MAGIC.len() + 32 + json.len());
+        out.extend_from_slice(HANDLE_MAGIC);
+        out.extend_from_slice(mac.as_bytes());
+        out.extend_from_slice(&json);
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let json = bytes.strip_prefix(HANDLE_MAGIC).ok_or("not a statement handle from this server")?;
+    /// The handle in `bytes`, if `key` sealed it. Nothing is parsed before the seal is checked.
+    pub fn decode(bytes: &[u8], key: &HandleKey) -> Result<Self, String> {
+        if bytes.len() > MAX_HANDLE_BYTES {
+            return Err(format!("a statement handle of {} bytes is larger than any this server issues", bytes.len()));
+        }
+        let sealed = bytes.strip_prefix(HANDLE_MAGIC).ok_or("not a statement handle from this server")?;
+        let (mac, json) = sealed.split_first_chunk::<32>().ok_or("damaged statement handle: too short")?;
+        // `blake3::Hash` compares in constant time.
+        if blake3::keyed_hash(&key.0, json) != blake3::Hash::from_bytes(*mac) {
+            return Err("the statement handle was not issued by this server, or was altered (a server restart \
+                        invalidates handles: prepare the statement again)"
+                .into());
+        }
         serde_json::from_slice(json).map_err(|e| format!("damaged statement handle: {e}"))
     }
 
@@ -161,13 +188,13 @@ impl Handle {
         Ok(Handle { sql: self.sql.clone(), params: Some(base64::engine::general_purpose::STANDARD.encode(buf)) })
     }
 
-    /// The bound parameter values, if any.
+    /// The bound parameter values, if any. The IPC data is decoded with its lengths checked
+    /// ([`super::ipc`]), though only a sealed handle gets this far.
     pub fn values(&self) -> Result<Option<ParamValues>, String> {
         let Some(text) = &self.params else { return Ok(None) };
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("damaged parameters: {e}"))?;
-        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| format!("damaged parameters: {e}"))?;
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("damaged parameters: {e}"))?;
+        let batches = super::ipc::decode_stream(&bytes).map_err(|e| format!("damaged parameters: {e}"))?;
         parameter_values(&batches).map(Some)
     }
 }
@@ -226,19 +253,30 @@ mod tests {
 
     #[test]
     fn handles_round_trip_with_bound_parameters() {
+        let key = HandleKey::random();
         let h = Handle::new("SELECT * FROM t WHERE a = $1 AND b = $2");
-        assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
+        assert_eq!(Handle::decode(&h.encode(&key), &key).unwrap(), h);
         let batch = RecordBatch::try_from_iter([
             ("0", Arc::new(Int64Array::from(vec![7])) as _),
             ("1", Arc::new(StringArray::from(vec!["msiexec.exe"])) as _),
         ])
         .unwrap();
         let bound = h.bind(std::slice::from_ref(&batch)).unwrap();
-        let back = Handle::decode(&bound.encode()).unwrap();
+        let back = Handle::decode(&bound.encode(&key), &key).unwrap();
         let ParamValues::List(values) = back.values().unwrap().unwrap() else { panic!("positional") };
         let values: Vec<_> = values.iter().map(|v| v.value().clone()).collect();
         assert_eq!(values, vec![ScalarValue::Int64(Some(7)), ScalarValue::Utf8(Some("msiexec.exe".into()))]);
-        assert!(Handle::decode(b"SELECT 1").unwrap_err().contains("not a statement handle"));
+        assert!(Handle::decode(b"SELECT 1", &key).unwrap_err().contains("not a statement handle"));
+        // Forged (another key), altered (one byte of the SQL), or cut: refused by the seal.
+        let sealed = bound.encode(&key);
+        assert!(Handle::decode(&sealed, &HandleKey::random()).unwrap_err().contains("not issued by this server"));
+        for i in HANDLE_MAGIC.len()..sealed.len() {
+            let mut altered = sealed.clone();
+            altered[i] ^= 1;
+            assert!(Handle::decode(&altered, &key).unwrap_err().contains("not issued by this server"), "byte {i}");
+        }
+        assert!(Handle::decode(&sealed[..HANDLE_MAGIC.len() + 10], &key).unwrap_err().contains("too short"));
+        assert!(Handle::decode(&vec![0; MAX_HANDLE_BYTES + 1], &key).unwrap_err().contains("larger than any"));
         let two = arrow::compute::concat_batches(&batch.schema(), [&batch, &batch]).unwrap();
         assert!(h.bind(&[two]).unwrap_err().contains("2 rows"));
         assert!(h.bind(&[batch.slice(0, 0)]).unwrap_err().contains("no parameter values"));

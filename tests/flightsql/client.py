@@ -11,6 +11,8 @@ Actions:
     info                       print the server's name and version as JSON
     partial SQL                read the first batch of SQL, then exit without closing anything
     stall SQL SECONDS          read the first batch of SQL, then wait SECONDS without reading
+    load CLIENTS QUERIES       CLIENTS connections at once, each running QUERIES statements (the
+                               detection view and two aggregates in turn); print a JSON report
 
 A driver error is printed on stderr as `error: …`, with exit status 2.
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -42,6 +45,50 @@ def connect(args):
 def write(table, path):
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
         out.write_table(table)
+
+
+LOAD_QUERIES = [
+    "SELECT * FROM detect.windows_http_network_communication_from_msiexec",
+    "SELECT dest, count(*) AS n FROM endpoint.processes GROUP BY dest",
+    "SELECT count(*) AS n FROM network_traffic.all_traffic WHERE dest_port IN (80, 443)",
+]
+
+
+def load(args, clients, per):
+    """Runs `per` statements on each of `clients` connections at once; every answer's row count
+    and every failure is reported."""
+    lock = threading.Lock()
+    report = {"total": 0, "failed": 0, "errors": [], "rows": {q: [] for q in LOAD_QUERIES}, "seconds": []}
+
+    def one(i):
+        conn = connect(args)
+        for j in range(per):
+            sql = LOAD_QUERIES[(i + j) % len(LOAD_QUERIES)]
+            started = time.time()
+            try:
+                cur = conn.cursor()
+                cur.execute(sql)
+                rows = cur.fetch_arrow_table().num_rows
+                cur.close()
+                error = None
+            except flightsql.Error as e:
+                rows, error = None, str(e)
+            with lock:
+                report["total"] += 1
+                report["seconds"].append(round(time.time() - started, 3))
+                if error is None:
+                    report["rows"][sql].append(rows)
+                else:
+                    report["failed"] += 1
+                    report["errors"].append(error[:500])
+        conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return report
 
 
 def main():
@@ -104,6 +151,9 @@ def main():
             # The connection stays open until here; whatever the server did meanwhile, it did with
             # a live client that was not reading.
             os._exit(0)
+        elif args.action == "load":
+            clients, per = (int(x) for x in args.rest)
+            print(json.dumps(load(args, clients, per)))
         else:
             parser.error(f"unknown action {args.action}")
         cur.close()

@@ -1,5 +1,7 @@
 //! Every subcommand, end to end through the binary.
 
+use std::path::Path;
+
 use tempfile::TempDir;
 
 use crate::common::*;
@@ -355,4 +357,82 @@ fn nvm_split_across_files_counts_each_process_and_flow_once() {
     let want = query_csv(whole.path(), q, &[]);
     assert_eq!(want.len(), 3, "{want:?}");
     assert_eq!(query_csv(split.path(), q, &[]), want);
+}
+
+/// A detection directory holding one detection whose SQL is `sql` in both modes.
+fn detection_dir(name: &str, sql: &str) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path().join("detections").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let toml = std::fs::read_to_string(repo().join(format!("sql/detections/{DETECTION}/detection.toml"))).unwrap();
+    let toml = toml.replace(&format!("filter_macro = \"{DETECTION}_filter\""), &format!("filter_macro = \"{name}_filter\""));
+    std::fs::write(d.join("detection.toml"), toml).unwrap();
+    std::fs::write(d.join("cimlake.sql"), sql).unwrap();
+    std::fs::write(d.join("splunk.sql"), sql).unwrap();
+    std::fs::create_dir_all(dir.path().join("macros")).unwrap();
+    std::fs::write(dir.path().join(format!("macros/{name}_filter.sql")), "true\n").unwrap();
+    dir
+}
+
+#[test]
+fn detection_sql_is_read_only_and_only_named_directories_load() {
+    let lake = sample_lake();
+    // A detection that reads a file outside the lake by making it a table: refused when it is
+    // loaded, naming the file, by every command that loads detections; nothing is created.
+    let evil = detection_dir("leak", "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/passwd'");
+    let dir = evil.path().to_str().unwrap();
+    let file = evil.path().join("detections/leak/cimlake.sql");
+    for args in [
+        vec!["detect", "--sql-dir", dir],
+        vec!["query", "SELECT count(*) FROM leak", "--sql-dir", dir],
+        vec!["serve", "--listen", "127.0.0.1:0", "--no-auth", "--sql-dir", dir],
+    ] {
+        let out = output_within(&mut command(lake, &args), std::time::Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{}: only queries may run here", file.display())), "{args:?}: {stderr}");
+    }
+    for sql in ["COPY (SELECT 1) TO '/tmp/cimlake-copied.csv'", "SET datafusion.execution.batch_size = 1", "INSERT INTO endpoint.processes SELECT * FROM endpoint.processes"] {
+        let d = detection_dir("write", sql);
+        let out = cimlake(lake, &["detect", "--sql-dir", d.path().to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("only queries may run here"), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!Path::new("/tmp/cimlake-copied.csv").exists());
+
+    // A `sql/` in the working directory is not read unless named.
+    let cwd = TempDir::new().unwrap();
+    let extra = detection_dir("extra", "SELECT dest, process_id FROM endpoint.processes WHERE process_name = 'cmd.exe'");
+    copy_dir(extra.path(), &cwd.path().join("sql"));
+    let views = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'detect' ORDER BY 1";
+    let run_in = |dir: &Path, env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = command(lake, args);
+        cmd.current_dir(dir).envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = run_in(cwd.path(), &[], &["query", views, "--format", "csv"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("table_name\n{DETECTION}\n"));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Named, by --sql-dir or CIMLAKE_SQL_PATH, it is read after the built-in detections, and
+    // where they came from is said.
+    let sql_dir = cwd.path().join("sql");
+    for (env, args) in [
+        (vec![], vec!["query", views, "--format", "csv", "--sql-dir", "sql"]),
+        (vec![("CIMLAKE_SQL_PATH", sql_dir.to_str().unwrap())], vec!["query", views, "--format", "csv"]),
+    ] {
+        let out = run_in(cwd.path(), &env, &args);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("table_name\nextra\n{DETECTION}\n"), "{env:?} {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("detections: built-in (1 detection, 2 macros), ") && stderr.contains("sql (1 detection, 1 macro)"), "{stderr}");
+    }
+    // A directory of macros alone replaces a built-in filter.
+    let filters = TempDir::new().unwrap();
+    std::fs::create_dir_all(filters.path().join("macros")).unwrap();
+    std::fs::write(filters.path().join(format!("macros/{DETECTION}_filter.sql")), "process_name <> 'updater.exe'\n").unwrap();
+    let base = cimlake_ok(lake, &["detect", "--format", "csv"]);
+    let filtered = cimlake_ok(lake, &["detect", "--format", "csv", "--sql-dir", filters.path().to_str().unwrap()]);
+    assert!(base.contains("updater.exe") && !filtered.contains("updater.exe"), "{filtered}");
+    assert_eq!(filtered.lines().count(), base.lines().count() - 1);
+    // A directory that is not one is an error naming it.
+    let out = cimlake(lake, &["detect", "--sql-dir", "data"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data: not a SQL directory"), "{}", String::from_utf8_lossy(&out.stderr));
 }

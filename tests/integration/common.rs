@@ -33,16 +33,35 @@ pub fn command(lake: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Removes the user's `CIMLAKE_` settings from a `cimlake` command's environment.
-fn without_user_settings(cmd: &mut Command) {
-    for var in ["CIMLAKE_LAKE", "CIMLAKE_SQL", "CIMLAKE_ENGINE", "CIMLAKE_TOKEN", "CIMLAKE_PASSWORD"] {
-        cmd.env_remove(var);
+/// Removes the user's `CIMLAKE_` settings (every variable of that prefix) from a `cimlake`
+/// command's environment.
+pub fn without_user_settings(cmd: &mut Command) {
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("CIMLAKE_") {
+            cmd.env_remove(var);
+        }
     }
 }
 
 /// Runs `cimlake --lake LAKE ARGS…` from the repository root.
 pub fn cimlake(lake: &Path, args: &[&str]) -> Output {
     command(lake, args).output().expect("cimlake runs")
+}
+
+/// Runs a command to its end, killing it (and failing the test) if it runs past `limit`: for
+/// commands that must stop by themselves, such as a server refusing to start.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starts");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!("{cmd:?} still running after {limit:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Like [`cimlake`], but asserts success and returns stdout.
@@ -119,15 +138,28 @@ impl Daemons {
 
     /// Starts `cimlake ARGS…` with extra environment variables; returns its stdout lines.
     pub fn spawn_with(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> mpsc::Receiver<String> {
+        self.spawn_limited(name, args, env, None)
+    }
+
+    /// Like [`Daemons::spawn_with`], with the process's open-files limit (soft and hard) set to
+    /// `open_files`, as on a machine that allows no more.
+    pub fn spawn_limited(&mut self, name: &str, args: &[&str], env: &[(&str, &str)], open_files: Option<u64>) -> mpsc::Receiver<String> {
         let stderr = std::fs::File::create(self.log(name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cimlake"));
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         without_user_settings(&mut cmd);
         cmd.envs(env.iter().copied());
-        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        // SAFETY: prctl and setrlimit are async-signal-safe; they only set this child's
+        // parent-death signal and its own limit.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(n) = open_files {
+                    let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

@@ -5,6 +5,8 @@
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
 //! * `hostile`: input written to hurt: bad records counted and located, memory and time bounded.
 //! * `serve`: a Flight SQL server queried with the ADBC driver from Python gives `cimlake query`'s rows.
+//! * `serve_hostile`: forged handles, lying IPC, panics, password guessing and many clients over
+//!   thousands of files: clean errors, and the server goes on with bounded memory and descriptors.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
@@ -19,4 +21,5 @@ mod parallel;
 mod safety;
 mod schedule;
 mod serve;
+mod serve_hostile;
 mod slt;

@@ -14,11 +14,11 @@ use tempfile::TempDir;
 use crate::common::*;
 
 const DETECTION: &str = "windows_http_network_communication_from_msiexec";
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// The Python of a virtual environment holding the client: `CIMLAKE_TEST_PYTHON` (set by
 /// `.ci/run`), else made here by `tests/flightsql/venv.sh` (Python 3 and PyPI needed).
-fn python() -> &'static Path {
+pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         if let Some(p) = std::env::var_os("CIMLAKE_TEST_PYTHON") {
@@ -31,32 +31,39 @@ fn python() -> &'static Path {
 }
 
 /// A running `cimlake serve`, stopped when dropped.
-struct Server {
+pub struct Server {
     daemons: Daemons,
     /// `grpc://127.0.0.1:PORT` or `grpc+tls://…`.
-    url: String,
+    pub url: String,
+    /// The line it printed when it started listening.
+    pub banner: String,
 }
 
 impl Server {
-    fn start(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    pub fn start(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_limited(lake, args, env, None)
+    }
+
+    /// A server whose process may hold at most `open_files` files open.
+    pub fn start_limited(lake: &Path, args: &[&str], env: &[(&str, &str)], open_files: impl Into<Option<u64>>) -> Server {
         let mut daemons = Daemons::new();
         let mut all = vec!["--lake", lake.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let lines = daemons.spawn_with("serve", &all, env);
+        let lines = daemons.spawn_limited("serve", &all, env, open_files.into());
         let line = daemons.wait_for(&lines, "serve", |l| l.starts_with("serving Flight SQL on "));
         let url = line.trim_start_matches("serving Flight SQL on ").split(' ').next().unwrap().to_string();
-        Server { daemons, url }
+        Server { daemons, url, banner: line }
     }
 
     /// The server's log so far, whole lines only (the server may be writing the next one).
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         let mut log = std::fs::read_to_string(self.daemons.log("serve")).unwrap();
         log.truncate(log.rfind('\n').map_or(0, |i| i + 1));
         log
     }
 
     /// Waits up to `secs` for a server log line containing `text`.
-    fn wait_for_log(&self, text: &str, secs: u64) -> String {
+    pub fn wait_for_log(&self, text: &str, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let log = self.log();
@@ -68,13 +75,13 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.daemons.pids()[0]
     }
 
     /// `client.py URL AUTH… ACTION…`, killed after two minutes (a query that is never stopped
     /// fails the test instead of hanging it).
-    fn client(&self, auth: &[&str], action: &[&str]) -> Output {
+    pub fn client(&self, auth: &[&str], action: &[&str]) -> Output {
         let mut cmd = Command::new("timeout");
         cmd.args(["--signal=KILL", "120"]);
         let out = self.client_args(cmd, auth, action).output().expect("timeout(1) and python run");
@@ -83,7 +90,7 @@ impl Server {
     }
 
     /// `cmd PYTHON client.py URL AUTH… ACTION…`, or `PYTHON client.py …` when `cmd` is Python.
-    fn client_args(&self, mut cmd: Command, auth: &[&str], action: &[&str]) -> Command {
+    pub fn client_args(&self, mut cmd: Command, auth: &[&str], action: &[&str]) -> Command {
         if cmd.get_program() != python() {
             cmd.arg(python());
         }
@@ -91,7 +98,7 @@ impl Server {
         cmd
     }
 
-    fn client_ok(&self, auth: &[&str], action: &[&str]) -> String {
+    pub fn client_ok(&self, auth: &[&str], action: &[&str]) -> String {
         let out = self.client(auth, action);
         assert!(
             out.status.success(),
@@ -104,7 +111,7 @@ impl Server {
     }
 
     /// The client's error message for a call that must fail.
-    fn client_err(&self, auth: &[&str], action: &[&str]) -> String {
+    pub fn client_err(&self, auth: &[&str], action: &[&str]) -> String {
         let out = self.client(auth, action);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(2), "client {action:?} should fail with a driver error:\n{stderr}");
@@ -113,7 +120,7 @@ impl Server {
     }
 
     /// Runs `sql` through the client and returns its rows as `cimlake query --format json` writes them.
-    fn query_rows(&self, auth: &[&str], sql: &str) -> String {
+    pub fn query_rows(&self, auth: &[&str], sql: &str) -> String {
         let dir = TempDir::new().unwrap();
         let ipc = dir.path().join("result.arrow");
         self.client_ok(auth, &["query", sql, ipc.to_str().unwrap()]);
@@ -351,11 +358,13 @@ fn serve_over_tls_and_what_it_refuses_to_start_with() {
     assert!(err.contains("certificate"), "{err}");
 
     // Refused at start, with the reason.
-    let cases: [(&[&str], &str); 5] = [
-        (&["--listen", "0.0.0.0:0"], "refusing to serve on 0.0.0.0:"),
+    let cases: [(&[&str], &str); 7] = [
+        (&[], "no credentials: give --token (or CIMLAKE_TOKEN) or --user"),
+        (&["--listen", "0.0.0.0:0", "--no-auth"], "refusing to serve on 0.0.0.0:"),
+        (&["--no-auth", "--token", TOKEN], "cannot be used with"),
         (&["--token", "short"], "the token is too short"),
-        (&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", key.to_str().unwrap()], "cannot read the TLS certificate /nonexistent/cert.pem"),
-        (&["--tls-cert", key.to_str().unwrap(), "--tls-key", cert.to_str().unwrap()], "bad TLS certificate"),
+        (&["--no-auth", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", key.to_str().unwrap()], "cannot read the TLS certificate /nonexistent/cert.pem"),
+        (&["--no-auth", "--tls-cert", key.to_str().unwrap(), "--tls-key", cert.to_str().unwrap()], "bad TLS certificate"),
         (&["--user", "analyst"], "--password"),
     ];
     for (args, want) in cases {
@@ -368,7 +377,11 @@ fn serve_over_tls_and_what_it_refuses_to_start_with() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "serve {args:?}: want {want:?}, got ({}):\n{stderr}", out.status);
     }
+    // A password is held to a token's length.
+    let out = command(lake, &["serve", "--listen", "127.0.0.1:0", "--user", "analyst"]).env("CIMLAKE_PASSWORD", "fifteen chars!!").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("the password of user \"analyst\" is too short"), "{stderr}");
     let missing = TempDir::new().unwrap();
-    let out = command(&missing.path().join("nothing"), &["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = command(&missing.path().join("nothing"), &["serve", "--listen", "127.0.0.1:0", "--no-auth"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lake at"), "{}", String::from_utf8_lossy(&out.stderr));
 }
