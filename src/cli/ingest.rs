@@ -68,8 +68,12 @@ pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<I
 }
 
 fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
+    use crate::output::escape_controls as shown;
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
+    for s in &report.skipped {
+        writeln!(out, "skipped {}: {}", shown(&s.path.to_string_lossy()), s.reason)?;
+    }
     let (mut new, mut old) = (0, 0);
     for i in &report.inputs {
         match i {
@@ -84,7 +88,7 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
                 writeln!(
                     out,
                     "ingested {} ({}): {} records, {} processes, {} flows, {} skipped, {} bad",
-                    path.display(),
+                    shown(&path.to_string_lossy()),
                     shapes,
                     s.records,
                     s.rows(Table::Processes),
@@ -95,21 +99,22 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
             }
             InputOutcome::AlreadyIngested { path, commit_id, as_path } => {
                 old += 1;
-                writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {as_path})", path.display())?;
+                writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {})", shown(&path.to_string_lossy()), shown(as_path))?;
             }
             InputOutcome::Failed { path: _, error } => {
-                writeln!(err, "error: {error}")?;
+                writeln!(err, "error: {}", shown(error))?;
             }
         }
     }
     let total = report.stats();
+    let not_regular = if report.skipped.is_empty() { String::new() } else { format!(", {} not regular files skipped", report.skipped.len()) };
     writeln!(
         out,
-        "\n{} input{}: {new} ingested, {old} already in the lake, {} failed; lake {}",
+        "\n{} input{}: {new} ingested, {old} already in the lake, {} failed{not_regular}; lake {}",
         report.inputs.len(),
         if report.inputs.len() == 1 { "" } else { "s" },
         report.failed(),
-        lake.root().display()
+        shown(&lake.root().to_string_lossy())
     )?;
     writeln!(out, "rows written:")?;
     for t in Table::ALL {
@@ -118,13 +123,13 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
     if !total.skipped.is_empty() {
         writeln!(out, "records skipped:")?;
         for (reason, n) in &total.skipped {
-            writeln!(out, "  {reason:<48} {n:>8}")?;
+            writeln!(out, "  {:<48} {n:>8}", shown(reason))?;
         }
     }
     if total.bad > 0 {
         writeln!(out, "bad records: {}", total.bad)?;
         for b in &total.bad_records {
-            writeln!(out, "  {b}")?;
+            writeln!(out, "  {}", shown(&b.to_string()))?;
         }
         if total.bad as usize > total.bad_records.len() {
             writeln!(out, "  … and {} more", total.bad as usize - total.bad_records.len())?;

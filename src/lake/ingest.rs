@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::walk::{Skipped, find_inputs, open_input};
 use super::writer::{PartitionedWriter, remove_moved};
 use super::{Commit, IngestSession, InputRecord, KnownInputs, Lake, LakeError, Published};
 use crate::convert::input::{self, InputInfo, InputOptions};
@@ -68,6 +69,8 @@ pub enum InputOutcome {
 #[derive(Debug, Default)]
 pub struct IngestReport {
     pub inputs: Vec<InputOutcome>,
+    /// What the walks and globs met that is not a regular file.
+    pub skipped: Vec<Skipped>,
 }
 
 impl IngestReport {
@@ -90,71 +93,15 @@ impl IngestReport {
 /// Errors that stop an ingest before it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{0}: no such file or directory")]
-    NotFound(String),
-    #[error("{pattern}: bad glob pattern: {reason}")]
-    BadGlob { pattern: String, reason: String },
-    #[error("{0}: the glob matched no files")]
-    EmptyGlob(String),
+    #[error(transparent)]
+    Walk(#[from] super::walk::WalkError),
     #[error(transparent)]
     Lake(#[from] LakeError),
 }
 
-/// Files, directories (walked recursively, hidden entries skipped) and globs → sorted files.
-pub fn expand_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
-    let mut out = Vec::new();
-    for arg in args {
-        let s = arg.to_string_lossy();
-        if arg.is_file() {
-            out.push(arg.clone());
-        } else if arg.is_dir() {
-            walk(arg, &mut out)?;
-        } else if s.contains(['*', '?', '[']) {
-            let paths = glob::glob(&s)
-                .map_err(|e| IngestError::BadGlob { pattern: s.to_string(), reason: e.to_string() })?;
-            let mut found = 0;
-            for p in paths {
-                let p = p.map_err(|e| IngestError::BadGlob { pattern: s.to_string(), reason: e.to_string() })?;
-                if p.is_dir() {
-                    walk(&p, &mut out)?;
-                } else {
-                    out.push(p);
-                }
-                found += 1;
-            }
-            if found == 0 {
-                return Err(IngestError::EmptyGlob(s.to_string()));
-            }
-        } else {
-            return Err(IngestError::NotFound(s.to_string()));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| LakeError::io(dir, e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 /// BLAKE3 of a file, hex.
 pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
-    let f = std::fs::File::open(path).map_err(|e| LakeError::io(path, e))?;
+    let f = open_input(path).map_err(|e| LakeError::io(path, e))?;
     let mut hasher = blake3::Hasher::new();
     let n = std::io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut hasher)
         .map_err(|e| LakeError::io(path, e))?;
@@ -168,7 +115,8 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
 /// job at once ([`crate::convert::split`]). Memory then depends on `jobs` and `piece_bytes`, not
 /// on input size.
 pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport, IngestError> {
-    let files = expand_inputs(inputs)?;
+    let found = find_inputs(inputs)?;
+    let files = found.files;
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = if opts.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -244,7 +192,7 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         });
     }
     bar.finish_and_clear();
-    Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect() })
+    Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped: found.skipped })
 }
 
 /// `f` over `items` on up to `jobs` threads; results in the order of `items`.
@@ -295,7 +243,7 @@ fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
     let (hash, bytes) = hash_file(path).map_err(|e| e.to_string())?;
     let split = if bytes > opts.piece_bytes as u64 {
         let mut head = Vec::new();
-        std::fs::File::open(path)
+        open_input(path)
             .and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head))
             .map_err(|e| LakeError::io(path, e).to_string())?;
         input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s))
@@ -393,7 +341,7 @@ fn convert_whole(target: &Target<'_>, path: &Path, stem: &str, source: &str, o: 
     let mut writer = PartitionedWriter::new(target.lake, target.session, stem).map_err(|e| e.to_string())?;
     let converted = {
         let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
-        std::fs::File::open(path)
+        open_input(path)
             .map_err(|e| ConvertError::io(path, e))
             .and_then(|f| input::convert_input(ProgressRead { inner: f, progress }, path, source, o.input, &mut emitter))
             .and_then(|info| emitter.finish().map(|stats| (info, stats)))
@@ -420,7 +368,7 @@ fn convert_split(
     jobs: usize,
     progress: Progress<'_>,
 ) -> Result<Converted, String> {
-    let file = std::fs::File::open(path).map_err(|e| LakeError::io(path, e).to_string())?;
+    let file = open_input(path).map_err(|e| LakeError::io(path, e).to_string())?;
     let mut splitter = split::Splitter::new(ProgressRead { inner: file, progress }, shape, o.piece_bytes);
     let (tx, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
     let rx = Mutex::new(rx);

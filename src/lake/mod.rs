@@ -22,6 +22,7 @@
 pub mod ingest;
 pub mod runs;
 pub mod table;
+pub mod walk;
 pub mod writer;
 
 use std::collections::HashMap;

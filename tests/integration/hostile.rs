@@ -186,3 +186,46 @@ fn a_zip_bomb_and_a_binary_file_fail_fast_and_leave_the_lake_unchanged() {
         assert_eq!(std::fs::read_dir(lake.path()).unwrap().count(), 0, "the lake changed");
     }
 }
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+#[test]
+fn walks_and_globs_take_regular_files_only_and_always_end() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path();
+    std::fs::copy(sample_dir().join("security_content_example_events.log"), root.join("events.log")).unwrap();
+    // A FIFO (a reader waits on it forever), a character device, two link loops (one loop was
+    // once walked 40 levels deep; two made the walk exponential).
+    mkfifo(&root.join("pipe.log"));
+    std::os::unix::fs::symlink("/dev/zero", root.join("zero.log")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("loop2")).unwrap();
+    for arg in [root.to_path_buf(), root.join("*"), root.join("*.log")] {
+        let lake = TempDir::new().unwrap();
+        let out = output_within(&mut command(lake.path(), &["ingest", arg.to_str().unwrap()]), Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}{}", arg.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("ingested {} (XmlWinEventLog)", root.join("events.log").display())), "{stdout}");
+        assert!(stdout.contains("1 input: 1 ingested"), "{stdout}");
+        assert!(stdout.contains(&format!("skipped {}: a FIFO", root.join("pipe.log").display())), "{stdout}");
+        assert!(stdout.contains(&format!("skipped {}: a character device", root.join("zero.log").display())), "{stdout}");
+        if !arg.ends_with("*.log") {
+            assert!(stdout.contains("a directory already walked"), "{stdout}");
+        }
+        // Nothing under a looped path.
+        let sources = query_csv(lake.path(), "SELECT DISTINCT source FROM endpoint.processes", &[]);
+        assert_eq!(sources, vec!["source".to_string(), root.join("events.log").display().to_string()]);
+    }
+    // Named directly, a FIFO or a device is an error with its kind, not "no such file".
+    let lake = TempDir::new().unwrap();
+    for (path, kind) in [(root.join("pipe.log"), "a FIFO"), (root.join("zero.log"), "a character device")] {
+        let out = output_within(&mut command(lake.path(), &["ingest", path.to_str().unwrap()]), Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{}: not a regular file ({kind})", path.display())), "{stderr}");
+    }
+}
