@@ -97,7 +97,8 @@ fn bench_evtx(c: &mut Criterion) {
         b.iter(|| {
             let mut sink = CountSink::default();
             let mut out = Emitter::new(&mut sink);
-            evtx::convert_file(&path, "bench", &mut out).unwrap();
+            let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+            evtx::convert_reader(file, "bench", &mut out).unwrap();
             out.finish().unwrap();
             black_box(sink.0)
         })

@@ -59,12 +59,17 @@ mod tests {
         let mut ran = 0;
         for target in super::TARGETS {
             let dir = root.join("fuzz/regressions").join(target);
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}: every target keeps its saved cases", dir.display()));
+            let mut saved = 0;
+            for entry in entries {
+                let entry = entry.unwrap();
                 if entry.file_name() != "README.md" {
                     super::run(target, &std::fs::read(entry.path()).unwrap());
-                    ran += 1;
+                    saved += 1;
                 }
             }
+            assert!(saved > 0, "{}: no saved cases", dir.display());
+            ran += saved;
         }
         for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json")] {
             for entry in std::fs::read_dir(root.join("data/logs").join(dir)).unwrap().flatten() {

@@ -40,6 +40,15 @@ pub struct IngestArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::engine::parse_size)]
     pub piece_size: usize,
 
+    /// The most bytes one archive member (or a gzip stream) may expand to.
+    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = crate::engine::parse_size)]
+    pub max_member_size: usize,
+
+    /// The most an archive's compressed data may expand, as a multiple of its size (event logs
+    /// compress 10 to 25 times; a decompression bomb about 1,000).
+    #[arg(long, value_name = "N", default_value_t = crate::convert::input::DEFAULT_MAX_RATIO, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_expansion_ratio: u64,
+
     /// Rows per record batch.
     #[arg(long, default_value_t = crate::convert::DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -61,6 +70,7 @@ pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<I
         progress: std::io::stderr().is_terminal(),
         jobs: args.jobs.map_or_else(crate::lake::ingest::default_jobs, |j| j as usize),
         piece_bytes: args.piece_size.max(1),
+        limits: crate::convert::input::Limits { member_bytes: args.max_member_size as u64, ratio: args.max_expansion_ratio },
     };
     let report = ingest(&lake, &args.paths, &opts)?;
     print_report(&lake, &report)?;
@@ -97,9 +107,10 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
                     s.bad
                 )?;
             }
-            InputOutcome::AlreadyIngested { path, commit_id, as_path } => {
+            InputOutcome::AlreadyIngested { path, commit_id, as_path, raced } => {
                 old += 1;
-                writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {})", shown(&path.to_string_lossy()), shown(as_path))?;
+                let when = if *raced { "; committed by another ingest while this one read it" } else { "" };
+                writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {}{when})", shown(&path.to_string_lossy()), shown(as_path))?;
             }
             InputOutcome::Failed { path: _, error } => {
                 writeln!(err, "error: {}", shown(error))?;

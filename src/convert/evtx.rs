@@ -2,8 +2,6 @@
 //! through the same parser and mapping as `XmlWinEventLog` text. A chunk or record that cannot be
 //! read is a bad record (reported with its location) and every readable record is kept.
 
-use std::path::Path;
-
 use evtx::{EvtxParser, ParserSettings};
 
 use super::xml_event::{self, WinEvent};
@@ -12,18 +10,16 @@ use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "evtx";
 
-/// Converts an EVTX file on disk.
-pub fn convert_file(path: &Path, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-    let parser = EvtxParser::from_path(path)
-        .map_err(|e| ConvertError::Evtx { path: path.to_path_buf(), reason: error_chain(&e) })?;
+/// Converts an EVTX file from a reader positioned at its start (a file on disk, or an archive
+/// member copied to a temporary file); the parser reads it chunk by chunk, in order.
+pub fn convert_reader<R: std::io::Read + std::io::Seek>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+    let parser = EvtxParser::from_read_seek(reader).map_err(|e| ConvertError::Evtx { path: source.into(), reason: error_chain(&e) })?;
     convert_parser(parser, source, out)
 }
 
-/// Converts EVTX bytes (a member of an archive).
+/// Converts EVTX bytes in memory (tests and fuzzing).
 pub fn convert_bytes(bytes: Vec<u8>, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-    let parser = EvtxParser::from_buffer(bytes)
-        .map_err(|e| ConvertError::Evtx { path: source.into(), reason: error_chain(&e) })?;
-    convert_parser(parser, source, out)
+    convert_reader(std::io::Cursor::new(bytes), source, out)
 }
 
 fn convert_parser<T: std::io::Read + std::io::Seek>(

@@ -1,14 +1,24 @@
 //! Opening an input: containers (`.gz`, `.zip`, `.tar.gz`, `.tar`, recognised by their bytes, not
 //! their names) read as streams, and the shape of each file inside detected from its content.
 //!
+//! An input is read through an [`InputFile`], which hashes its bytes as they are read, so the
+//! content hash an input is committed under is that of the bytes converted, in the same pass
+//! (not of a first read that the file may no longer match by the second).
+//!
 //! Each file (a plain file, or a member of an archive) is converted by the module of its shape.
 //! A member of an archive is named `archive!member` in provenance and errors. A gzip or tar stream
 //! that ends early is an error, and nothing of the input reaches the lake; with `salvage`, the
 //! records read before the damage are kept and the damage is reported as a bad record.
+//!
+//! What an archive expands to is bounded ([`Limits`]): a member larger than the size limit, or a
+//! compressed stream that expands more than the ratio limit, is an error naming the member. An
+//! EVTX file inside an archive (the parser needs to seek) is copied, within those limits, to a
+//! temporary file, never held in memory. Zip members are read in the order they lie in the file,
+//! and members that overlap (one way to build a zip bomb) are refused.
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -18,6 +28,16 @@ use super::{BadRecord, ConvertError, Emitter, Sourcetype, evtx, nvm, winevent_js
 
 /// Bytes looked at to recognise a shape.
 pub const SNIFF_BYTES: usize = 64 * 1024;
+
+/// The default [`Limits::member_bytes`]: 16 GiB.
+pub const DEFAULT_MAX_MEMBER_BYTES: u64 = 16 << 30;
+
+/// The default [`Limits::ratio`]. Event logs compress 10 to 25 times with gzip; deflate can
+/// reach about 1,000 on crafted input (a gigabyte of zeros or newlines in a megabyte).
+pub const DEFAULT_MAX_RATIO: u64 = 200;
+
+/// Below this many expanded bytes the ratio is not checked (small files compress unevenly).
+const RATIO_FLOOR: u64 = 16 << 20;
 
 /// How an input is packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +65,14 @@ fn is_tar(head: &[u8]) -> bool {
     head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
+fn is_zip(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")
+}
+
+fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+}
+
 /// What was found in an input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputInfo {
@@ -61,18 +89,255 @@ impl InputInfo {
     }
 }
 
+/// How far an archive may expand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes one member (or a gzip stream) may expand to.
+    pub member_bytes: u64,
+    /// The most a compressed stream may expand, as a multiple of its compressed bytes.
+    pub ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { member_bytes: DEFAULT_MAX_MEMBER_BYTES, ratio: DEFAULT_MAX_RATIO }
+    }
+}
+
 /// Options for [`convert_input`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InputOptions {
     pub sourcetype: Option<Sourcetype>,
     pub salvage: bool,
+    pub limits: Limits,
+}
+
+/// Opens a file for reading without blocking (a FIFO or a device is not waited on) and refuses
+/// it unless it is a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let t = file.metadata()?.file_type();
+    if !t.is_file() {
+        let kind = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!("not a regular file ({kind}): only regular files are inputs")));
+    }
+    Ok(file)
+}
+
+/// One input file, read once: its BLAKE3 hash is computed from the bytes as the converters read
+/// them. Its first [`SNIFF_BYTES`] are read at once and kept, so looking at them and then reading
+/// from the start again gives the same bytes. A read past what was hashed first hashes the bytes
+/// skipped; [`InputFile::finish`] hashes what no one read, to the end.
+pub struct InputFile<'a> {
+    file: File,
+    head: Vec<u8>,
+    /// Where the next read starts.
+    pos: u64,
+    /// Bytes `[0, hashed)` are in the hash.
+    hashed: u64,
+    /// Where `file`'s own offset is.
+    file_pos: u64,
+    hasher: blake3::Hasher,
+    on_read: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl<'a> InputFile<'a> {
+    /// Reads the head of `file` (positioned at its start).
+    pub fn new(mut file: File) -> std::io::Result<Self> {
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        (&mut file).take(SNIFF_BYTES as u64).read_to_end(&mut head)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&head);
+        let n = head.len() as u64;
+        crate::fault::read(head.len());
+        Ok(InputFile { file, head, pos: 0, hashed: n, file_pos: n, hasher, on_read: None })
+    }
+
+    /// Calls `f` with the count of each read from the file (for progress).
+    pub fn with_progress(mut self, f: &'a (dyn Fn(u64) + Sync)) -> Self {
+        if !self.head.is_empty() {
+            f(self.head.len() as u64);
+        }
+        self.on_read = Some(f);
+        self
+    }
+
+    /// The first bytes (up to [`SNIFF_BYTES`]).
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The input's hash (hex) and size, the rest of it read to the end first.
+    pub fn finish(mut self) -> std::io::Result<(String, u64)> {
+        let end = self.file.seek(SeekFrom::End(0))?;
+        self.file_pos = end;
+        if end > self.hashed {
+            self.hash_to(end)?;
+        }
+        let mut rest = Vec::new();
+        self.file.seek(SeekFrom::Start(self.hashed))?;
+        // A file that grew while it was read: its new bytes are part of what was committed.
+        self.file.read_to_end(&mut rest)?;
+        self.hasher.update(&rest);
+        self.hashed += rest.len() as u64;
+        Ok((self.hasher.finalize().to_hex().to_string(), self.hashed))
+    }
+
+    fn counted(&self, n: usize) {
+        if let Some(f) = self.on_read {
+            f(n as u64);
+        }
+        crate::fault::read(n);
+    }
+
+    /// Hashes `[hashed, to)`, read from the file (bytes no converter asked for).
+    fn hash_to(&mut self, to: u64) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.hashed))?;
+        let mut gap = (&mut self.file).take(to - self.hashed);
+        let n = std::io::copy(&mut gap, &mut self.hasher)?;
+        self.counted(n as usize);
+        self.hashed += n;
+        self.file_pos = self.hashed;
+        Ok(())
+    }
+}
+
+impl Read for InputFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos < self.head.len() as u64 {
+            let from = &self.head[self.pos as usize..];
+            let n = from.len().min(buf.len());
+            buf[..n].copy_from_slice(&from[..n]);
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        if self.pos > self.hashed {
+            self.hash_to(self.pos)?;
+        }
+        if self.file_pos != self.pos {
+            self.file.seek(SeekFrom::Start(self.pos))?;
+            self.file_pos = self.pos;
+        }
+        let n = self.file.read(buf)?;
+        let end = self.pos + n as u64;
+        if end > self.hashed {
+            // `pos <= hashed` here: hash the part of this read not yet hashed.
+            self.hasher.update(&buf[(self.hashed - self.pos) as usize..n]);
+            self.counted((end - self.hashed) as usize);
+            self.hashed = end;
+        }
+        self.pos = end;
+        self.file_pos = end;
+        Ok(n)
+    }
+}
+
+impl Seek for InputFile<'_> {
+    /// Moves where the next read starts; nothing is read or hashed until then.
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Start(p) => p,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(|| std::io::Error::other("seek before the start"))?,
+            SeekFrom::End(d) => {
+                let end = self.file.metadata()?.len();
+                end.checked_add_signed(d).ok_or_else(|| std::io::Error::other("seek before the start"))?
+            }
+        };
+        Ok(self.pos)
+    }
+}
+
+/// An archive expanding beyond [`Limits`]; carried in an `io::Error` from the reader that counts.
+#[derive(Debug)]
+struct TooLarge(String);
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// The [`TooLarge`] an I/O error carries, if it is one.
+fn too_large(e: &std::io::Error) -> Option<&TooLarge> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<TooLarge>())
+}
+
+/// Counts the bytes read through it into a shared counter (compressed bytes consumed).
+struct Counted<R> {
+    inner: R,
+    count: Rc<RefCell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.count.borrow_mut() += n as u64;
+        Ok(n)
+    }
+}
+
+/// The expanded side of a compressed stream or member: once it has produced more than the size
+/// limit, or more than `ratio` times the compressed bytes consumed since `start`, its next read
+/// fails (the read that crossed the line still returns its bytes).
+struct Bounded<R> {
+    inner: R,
+    limits: Limits,
+    compressed: Rc<RefCell<u64>>,
+    start: u64,
+    out: u64,
+    what: &'static str,
+    over: Option<String>,
+}
+
+impl<R: Read> Bounded<R> {
+    /// `inner`'s compressed bytes are those counted in `compressed` past `start` (taken before
+    /// the decoder was made: a decoder reads ahead as it starts).
+    fn new(inner: R, limits: Limits, compressed: Rc<RefCell<u64>>, start: u64, what: &'static str) -> Self {
+        Bounded { inner, limits, compressed, start, out: 0, what, over: None }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(problem) = &self.over {
+            return Err(std::io::Error::other(TooLarge(problem.clone())));
+        }
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let packed = (*self.compressed.borrow() - self.start).max(1);
+        let limits = self.limits;
+        if self.out > limits.member_bytes {
+            self.over = Some(format!("{} expands to more than {} bytes (--max-member-size)", self.what, limits.member_bytes));
+        } else if self.out > RATIO_FLOOR && self.out > packed.saturating_mul(limits.ratio) {
+            self.over = Some(format!(
+                "{} expands more than {} times its compressed size ({} bytes from {packed}; --max-expansion-ratio): a decompression bomb?",
+                self.what, limits.ratio, self.out
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// Reads up to `n` bytes without losing them: returns them and a reader that yields them again.
-fn peek<R: Read>(mut r: R, n: usize) -> std::io::Result<(Vec<u8>, std::io::Chain<Cursor<Vec<u8>>, R>)> {
+fn peek<R: Read>(mut r: R, n: usize) -> std::io::Result<(Vec<u8>, std::io::Chain<std::io::Cursor<Vec<u8>>, R>)> {
     let mut head = Vec::with_capacity(n.min(1 << 16));
     (&mut r).take(n as u64).read_to_end(&mut head)?;
-    Ok((head.clone(), Cursor::new(head).chain(r)))
+    Ok((head.clone(), std::io::Cursor::new(head).chain(r)))
 }
 
 /// Turns a read error into end of input, remembering it (to report damage after the records
@@ -105,79 +370,96 @@ fn damaged(source: &str, what: &str, e: &dyn std::fmt::Display) -> String {
 /// The shape of a plain (not packed) text input from its first bytes, or `None` for a container
 /// or an EVTX file or an unknown shape.
 pub fn plain_shape(head: &[u8], forced: Option<Sourcetype>) -> Option<Sourcetype> {
-    let packed = head.starts_with(&[0x1f, 0x8b]) || head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") || is_tar(head);
-    if packed || head.starts_with(b"ElfFile\0") {
+    if is_gzip(head) || is_zip(head) || is_tar(head) || head.starts_with(b"ElfFile\0") {
         return None;
     }
     forced.or_else(|| sniff(head)).filter(|s| *s != Sourcetype::Evtx)
 }
 
-/// Converts everything in the input at `path` (read through `reader`, which may count progress).
-pub fn convert_input<R: Read>(
-    reader: R,
-    path: &Path,
-    source: &str,
-    opts: InputOptions,
-    out: &mut Emitter<'_>,
-) -> Result<InputInfo, ConvertError> {
+/// Converts everything in `input`, the file at `path` (named `source` in rows and errors).
+pub fn convert_input(input: &mut InputFile<'_>, path: &Path, source: &str, opts: InputOptions, out: &mut Emitter<'_>) -> Result<InputInfo, ConvertError> {
     let io = |e| ConvertError::io(path, e);
-    let (head, reader) = peek(reader, SNIFF_BYTES).map_err(io)?;
+    let head = input.head().to_vec();
     let mut info = InputInfo::default();
-    if head.starts_with(&[0x1f, 0x8b]) {
+    let mut member = Member::default();
+    if is_gzip(&head) {
+        let compressed = Rc::new(RefCell::new(0));
         let error = Rc::new(RefCell::new(None));
-        let gz = Guard { inner: MultiGzDecoder::new(reader), error: error.clone() };
+        let gz = MultiGzDecoder::new(Counted { inner: &mut *input, count: compressed.clone() });
+        let gz = Guard { inner: Bounded::new(gz, opts.limits, compressed, 0, "the gzip stream"), error: error.clone() };
         let (inner_head, gz) = peek(gz, SNIFF_BYTES).map_err(io)?;
         if is_tar(&inner_head) {
             info.container = Some(Container::TarGz);
-            convert_tar(gz, source, opts, out, &mut info, Some(&error))?;
+            convert_tar(gz, source, opts, out, &mut info, &mut member, Some(&error))?;
         } else {
             info.container = Some(Container::Gzip);
+            member.name = Some(source.to_string());
             let s = convert_stream(gz, source, opts, out)?;
             info.saw(s);
         }
-        report_damage(&error, source, "gzip stream", opts, out)?;
-    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        report_damage(&error, source, "gzip stream", &member, opts, out)?;
+    } else if is_zip(&head) {
         info.container = Some(Container::Zip);
-        let file = File::open(path).map_err(io)?;
-        let mut zip = zip::ZipArchive::new(BufReader::new(file))
-            .map_err(|e| ConvertError::Damaged(damaged(source, "zip archive", &e)))?;
-        for i in 0..zip.len() {
-            let member = zip.by_index(i).map_err(|e| ConvertError::Damaged(damaged(source, "zip member", &e)))?;
-            if member.is_dir() {
-                continue;
-            }
-            let name = format!("{source}!{}", member.name().map_err(|e| ConvertError::Damaged(damaged(source, "zip member name", &e)))?);
-            let error = Rc::new(RefCell::new(None));
-            let s = convert_stream(Guard { inner: member, error: error.clone() }, &name, opts, out)?;
-            info.saw(s);
-            report_damage(&error, &name, "zip member", opts, out)?;
-        }
+        convert_zip(input, path, source, opts, out, &mut info, &mut member)?;
     } else if is_tar(&head) {
         info.container = Some(Container::Tar);
         let error = Rc::new(RefCell::new(None));
-        convert_tar(Guard { inner: reader, error: error.clone() }, source, opts, out, &mut info, Some(&error))?;
-        report_damage(&error, source, "tar stream", opts, out)?;
+        convert_tar(Guard { inner: &mut *input, error: error.clone() }, source, opts, out, &mut info, &mut member, Some(&error))?;
+        report_damage(&error, source, "tar stream", &member, opts, out)?;
     } else if opts.sourcetype.map_or(head.starts_with(b"ElfFile\0"), |s| s == Sourcetype::Evtx) {
-        // A plain EVTX file is read from disk, not into memory.
-        drop(reader);
+        // A plain EVTX file is read in place, chunk by chunk.
         out.set_sourcetype(Sourcetype::Evtx.name());
-        evtx::convert_file(path, source, out)?;
+        input.seek(SeekFrom::Start(0)).map_err(io)?;
+        evtx::convert_reader(&mut *input, source, out)?;
         info.saw(Sourcetype::Evtx);
     } else {
-        let s = convert_stream(reader, source, opts, out)?;
+        input.seek(SeekFrom::Start(0)).map_err(io)?;
+        let s = convert_stream(&mut *input, source, opts, out)?;
         info.saw(s);
     }
+    if info.sourcetypes.is_empty() {
+        return Err(ConvertError::Shape(format!("{source}: nothing to ingest: the archive holds no files ({})", member.skipped_summary())));
+    }
     Ok(info)
+}
+
+/// The archive member being read, and the entries skipped so far.
+#[derive(Debug, Default)]
+struct Member {
+    name: Option<String>,
+    skipped: Vec<&'static str>,
+}
+
+impl Member {
+    fn skipped_summary(&self) -> String {
+        if self.skipped.is_empty() {
+            return "no entries".into();
+        }
+        let mut kinds: Vec<(&str, usize)> = Vec::new();
+        for k in &self.skipped {
+            match kinds.iter_mut().find(|(name, _)| name == k) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((k, 1)),
+            }
+        }
+        let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        format!("skipped: {}", parts.join(", "))
+    }
 }
 
 fn report_damage(
     error: &Rc<RefCell<Option<std::io::Error>>>,
     source: &str,
     what: &str,
+    member: &Member,
     opts: InputOptions,
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
     let Some(e) = error.borrow_mut().take() else { return Ok(()) };
+    if let Some(large) = too_large(&e) {
+        let name = member.name.as_deref().unwrap_or(source);
+        return Err(ConvertError::TooLarge(format!("{name}: {large}")));
+    }
     if opts.salvage {
         out.record();
         out.bad(BadRecord {
@@ -191,16 +473,78 @@ fn report_damage(
     }
 }
 
+/// A zip archive: the central directory (read through a handle of its own) says where each member
+/// lies; the members are then read from `input` in file order, so every byte converted is read
+/// (and hashed) once, in order.
+fn convert_zip(
+    input: &mut InputFile<'_>,
+    path: &Path,
+    source: &str,
+    opts: InputOptions,
+    out: &mut Emitter<'_>,
+    info: &mut InputInfo,
+    member: &mut Member,
+) -> Result<(), ConvertError> {
+    let zip_err = |what: &str, e: &dyn std::fmt::Display| ConvertError::Damaged(damaged(source, what, e));
+    struct Entry {
+        header_start: u64,
+        compressed: u64,
+    }
+    let mut entries = Vec::new();
+    {
+        let file = open_regular(path).map_err(|e| ConvertError::io(path, e))?;
+        let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| zip_err("zip archive", &e))?;
+        for i in 0..zip.len() {
+            let m = zip.by_index_raw(i).map_err(|e| zip_err("zip member", &e))?;
+            if m.is_dir() {
+                member.skipped.push("directories");
+            } else if m.is_symlink() {
+                member.skipped.push("symbolic links");
+            } else {
+                entries.push(Entry { header_start: m.header_start(), compressed: m.compressed_size() });
+            }
+        }
+    }
+    entries.sort_by_key(|e| e.header_start);
+    input.seek(SeekFrom::Start(0)).map_err(|e| ConvertError::io(path, e))?;
+    let count = Rc::new(RefCell::new(0u64));
+    let mut reader = Counted { inner: BufReader::new(&mut *input), count: count.clone() };
+    for e in entries {
+        let at = *count.borrow();
+        if e.header_start < at {
+            return Err(ConvertError::Damaged(format!(
+                "{source}: zip members overlap (one starts at byte {}, inside the one before it): refused, as a zip bomb may be built this way",
+                e.header_start
+            )));
+        }
+        std::io::copy(&mut (&mut reader).take(e.header_start - at), &mut std::io::sink()).map_err(|err| ConvertError::io(path, err))?;
+        let Some(file) = zip::read::read_zipfile_from_stream_with_compressed_size(&mut reader, e.compressed).map_err(|err| zip_err("zip member", &err))? else {
+            return Err(zip_err("zip member", &"no local header where the central directory says a member starts"));
+        };
+        let name = format!("{source}!{}", file.name().map_err(|err| zip_err("zip member name", &err))?);
+        member.name = Some(name.clone());
+        let error = Rc::new(RefCell::new(None));
+        let bounded = Bounded::new(file, opts.limits, count.clone(), at, "the zip member");
+        let s = convert_stream(Guard { inner: bounded, error: error.clone() }, &name, opts, out)?;
+        info.saw(s);
+        report_damage(&error, &name, "zip member", member, opts, out)?;
+    }
+    // The central directory and anything after the last member: read, so they are hashed too.
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| ConvertError::io(path, e))?;
+    Ok(())
+}
+
 fn convert_tar<R: Read>(
     reader: R,
     source: &str,
     opts: InputOptions,
     out: &mut Emitter<'_>,
     info: &mut InputInfo,
+    member: &mut Member,
     stream_error: Option<&Rc<RefCell<Option<std::io::Error>>>>,
 ) -> Result<(), ConvertError> {
     let mut archive = tar::Archive::new(reader);
-    convert_tar_entries(&mut archive, source, opts, out, info, stream_error)?;
+    convert_tar_entries(&mut archive, source, opts, out, info, member, stream_error)?;
     // Read what follows the last entry, so a compressed stream's end (its checksum and length) is
     // checked too: a tar can be complete while its gzip stream is cut short.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| ConvertError::io(Path::new(source), e))?;
@@ -213,6 +557,7 @@ fn convert_tar_entries<R: Read>(
     opts: InputOptions,
     out: &mut Emitter<'_>,
     info: &mut InputInfo,
+    member: &mut Member,
     stream_error: Option<&Rc<RefCell<Option<std::io::Error>>>>,
 ) -> Result<(), ConvertError> {
     let entries = archive.entries().map_err(|e| ConvertError::Damaged(damaged(source, "tar archive", &e)))?;
@@ -227,14 +572,38 @@ fn convert_tar_entries<R: Read>(
                 return Err(ConvertError::Damaged(damaged(source, "tar archive", &e)));
             }
         };
-        if !entry.header().entry_type().is_file() {
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            if !kind.is_pax_global_extensions() && !kind.is_pax_local_extensions() && !kind.is_gnu_longname() && !kind.is_gnu_longlink() {
+                member.skipped.push(if kind.is_dir() {
+                    "directories"
+                } else if kind.is_symlink() {
+                    "symbolic links"
+                } else if kind.is_hard_link() {
+                    "hard links"
+                } else {
+                    "special files"
+                });
+            }
             continue;
         }
         let name = format!("{source}!{}", entry.path().map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into()));
-        let s = convert_stream(entry, &name, opts, out)?;
+        member.name = Some(name.clone());
+        // The member's own size limit; the stream's ratio is checked beneath the tar reader.
+        let limits = Limits { ratio: u64::MAX, ..opts.limits };
+        let error = Rc::new(RefCell::new(None));
+        let bounded = Guard { inner: Bounded::new(entry, limits, Rc::new(RefCell::new(0)), 0, "the tar member"), error: error.clone() };
+        let s = convert_stream(bounded, &name, opts, out)?;
         info.saw(s);
         if stream_error.is_some_and(|s| s.borrow().is_some()) {
+            // The stream beneath broke off or expanded too far; reported by the caller.
             return Ok(());
+        }
+        if let Some(e) = error.borrow_mut().take() {
+            return Err(match too_large(&e) {
+                Some(large) => ConvertError::TooLarge(format!("{name}: {large}")),
+                None => ConvertError::Damaged(damaged(&name, "tar member", &e)),
+            });
         }
     }
     Ok(())
@@ -303,10 +672,14 @@ fn convert_stream<R: Read>(reader: R, source: &str, opts: InputOptions, out: &mu
         Sourcetype::NvmKv => nvm::convert_kv(buffered, source, out)?,
         Sourcetype::NvmJson => nvm::convert_json(buffered, source, out)?,
         Sourcetype::Evtx => {
-            let mut bytes = Vec::new();
+            // The parser seeks: the member goes to a temporary file (its size bounded by the
+            // reader's limits), never into memory.
+            let io = |e| ConvertError::io(Path::new(source), e);
+            let mut spill = tempfile::tempfile().map_err(io)?;
             let mut r = buffered;
-            r.read_to_end(&mut bytes).map_err(|e| ConvertError::io(Path::new(source), e))?;
-            evtx::convert_bytes(bytes, source, out)?
+            std::io::copy(&mut r, &mut spill).map_err(io)?;
+            spill.seek(SeekFrom::Start(0)).map_err(io)?;
+            evtx::convert_reader(BufReader::new(spill), source, out)?
         }
     }
     Ok(shape)
@@ -347,12 +720,21 @@ mod tests {
     }
 
     fn convert_path(path: &Path, opts: InputOptions) -> Result<(InputInfo, VecSink, Stats), ConvertError> {
+        let (info, sink, stats, hash) = convert_hashed(path, opts)?;
+        // Whatever the shape, the hash is that of the whole file.
+        assert_eq!(hash, blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string(), "{}", path.display());
+        Ok((info, sink, stats))
+    }
+
+    fn convert_hashed(path: &Path, opts: InputOptions) -> Result<(InputInfo, VecSink, Stats, String), ConvertError> {
         let mut sink = VecSink::default();
         let mut out = Emitter::new(&mut sink);
-        let f = File::open(path).unwrap();
-        let info = convert_input(f, path, "in", opts, &mut out)?;
+        let mut input = InputFile::new(File::open(path).unwrap()).unwrap();
+        let info = convert_input(&mut input, path, "in", opts, &mut out)?;
         let stats = out.finish()?;
-        Ok((info, sink, stats))
+        let (hash, bytes) = input.finish().unwrap();
+        assert_eq!(bytes, std::fs::metadata(path).unwrap().len());
+        Ok((info, sink, stats, hash))
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -473,5 +855,158 @@ mod tests {
         let e = dir.path().join("empty.log");
         std::fs::write(&e, b"").unwrap();
         assert!(convert_path(&e, InputOptions::default()).unwrap_err().to_string().contains("empty file"));
+    }
+
+    #[test]
+    fn every_shape_is_hashed_whole_as_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        // Plain text, EVTX (read by seeking from chunk to chunk), gzip, tar and zip: the hash
+        // checked inside `convert_path` is that of the whole file.
+        let xml = read("sysmon", "t1218_007_msiexec_sysmon.log");
+        convert_path(&write("a.log", &xml), InputOptions::default()).unwrap();
+        convert_path(&sample("sysmon", "sysmon_corrupt_chunk9.evtx"), InputOptions::default()).unwrap();
+        convert_path(&write("a.gz", &gzip(&xml)), InputOptions::default()).unwrap();
+        convert_path(&write("a.tar", &tar(&[("x.log", &xml)])), InputOptions::default()).unwrap();
+        let mut zbytes = Vec::new();
+        {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zbytes));
+            let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("one.log", o).unwrap();
+            z.write_all(&xml).unwrap();
+            z.start_file("two.log", o).unwrap();
+            z.write_all(&xml).unwrap();
+            z.finish().unwrap();
+        }
+        let (info, sink, _) = convert_path(&write("a.zip", &zbytes), InputOptions::default()).unwrap();
+        assert_eq!(info.container, Some(Container::Zip));
+        let (_, plain, _) = convert_path(&dir.path().join("a.log"), InputOptions::default()).unwrap();
+        assert_eq!(sink.table(crate::cim::Table::Processes).num_rows(), 2 * plain.table(crate::cim::Table::Processes).num_rows());
+        // The zip of the bundled samples, whose members use data descriptors.
+        convert_path(&sample("json", "covenant_installutil.zip"), InputOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn bytes_read_twice_are_the_bytes_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&p, &bytes).unwrap();
+        let mut input = InputFile::new(File::open(&p).unwrap()).unwrap();
+        // Read the head, skip ahead (the gap is hashed from the file), read, seek back into the
+        // head (served from what was read), and stop before the end (finish reads the rest).
+        let mut buf = vec![0; 100];
+        input.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, bytes[..100]);
+        input.seek(SeekFrom::Start(150_000)).unwrap();
+        input.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, bytes[150_000..150_100]);
+        input.seek(SeekFrom::End(0)).unwrap();
+        input.seek(SeekFrom::Start(10)).unwrap();
+        input.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, bytes[10..110]);
+        // The file changes under the reader: the head, already read, is served as it was read.
+        let mut changed = bytes.clone();
+        changed[20] ^= 0xff;
+        changed[190_000] ^= 0xff;
+        std::fs::write(&p, &changed).unwrap();
+        input.seek(SeekFrom::Start(20)).unwrap();
+        input.read_exact(&mut buf[..1]).unwrap();
+        assert_eq!(buf[0], bytes[20]);
+        // What is hashed past the point read is what the file holds when it is read.
+        let (hash, n) = input.finish().unwrap();
+        let mut seen = bytes[..150_100].to_vec();
+        seen.extend_from_slice(&changed[150_100..]);
+        assert_eq!((hash, n), (blake3::hash(&seen).to_hex().to_string(), bytes.len() as u64));
+    }
+
+    #[test]
+    fn archives_that_expand_too_far_fail_naming_the_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        // One event, then 64 MiB of newlines: about 1,000 times its compressed size.
+        let mut bomb = read("sysmon", "security_content_example_events.log");
+        bomb.extend(std::iter::repeat_n(b'\n', 64 << 20));
+        let limits = Limits::default();
+        let err = convert_path(&write("b.gz", &gzip(&bomb)), InputOptions::default()).unwrap_err().to_string();
+        assert!(err.starts_with("in: the gzip stream expands more than 200 times"), "{err}");
+        let err = convert_path(&write("b.tgz", &gzip(&tar(&[("ok.log", &read("sysmon", "t1218_007_msiexec_sysmon.log")), ("big.log", &bomb)]))), InputOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("in!big.log: the gzip stream expands more than 200 times"), "{err}");
+        let mut zbytes = Vec::new();
+        {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zbytes));
+            let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("big.log", o).unwrap();
+            z.write_all(&bomb).unwrap();
+            z.finish().unwrap();
+        }
+        let err = convert_path(&write("b.zip", &zbytes), InputOptions::default()).unwrap_err().to_string();
+        assert!(err.starts_with("in!big.log: the zip member expands more than 200 times"), "{err}");
+        // The size limit, on a member that compresses normally.
+        let small = InputOptions { limits: Limits { member_bytes: 1000, ..limits }, ..Default::default() };
+        let err = convert_path(&write("s.tar", &tar(&[("x.log", &read("sysmon", "t1218_007_msiexec_sysmon.log"))])), small).unwrap_err().to_string();
+        assert!(err.starts_with("in!x.log: the tar member expands to more than 1000 bytes (--max-member-size)"), "{err}");
+        // Raised limits let the bomb through (its records are read).
+        let lax = InputOptions { limits: Limits { ratio: 10_000, ..limits }, ..Default::default() };
+        let (_, sink, _) = convert_path(&dir.path().join("b.gz"), lax).unwrap();
+        assert_eq!(sink.table(crate::cim::Table::Processes).num_rows(), 1);
+    }
+
+    #[test]
+    fn an_evtx_member_is_copied_to_a_file_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let evtx = read("sysmon", "sysmon_corrupt_chunk9.evtx");
+        let p = dir.path().join("x.evtx.gz");
+        std::fs::write(&p, gzip(&evtx)).unwrap();
+        let (info, sink, _) = convert_path(&p, InputOptions::default()).unwrap();
+        assert_eq!(info.sourcetypes, vec![Sourcetype::Evtx]);
+        let (_, plain, _) = convert_path(&sample("sysmon", "sysmon_corrupt_chunk9.evtx"), InputOptions::default()).unwrap();
+        assert_eq!(without_source(&sink, Table::Processes), without_source(&plain, Table::Processes));
+        // An EVTX header, then a gigabyte of zeros, in a megabyte: refused by the ratio limit, at a
+        // bounded cost (not read whole first).
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&evtx[..4096]).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = dir.path().join("bomb.evtx.gz");
+        std::fs::write(&bomb, e.finish().unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let err = convert_path(&bomb, InputOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("expands more than 200 times"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn an_archive_with_no_files_is_an_error_like_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = ::tar::Builder::new(Vec::new());
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(::tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "link.log", "/etc/passwd").unwrap();
+        let p = dir.path().join("links.tar");
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        let err = convert_path(&p, InputOptions::default()).unwrap_err().to_string();
+        assert_eq!(err, "in: nothing to ingest: the archive holds no files (skipped: 1 symbolic links)");
+        // A directory alone.
+        let mut b = ::tar::Builder::new(Vec::new());
+        b.append_dir("logs", dir.path()).unwrap();
+        let only_dir = dir.path().join("dir.tar");
+        std::fs::write(&only_dir, b.into_inner().unwrap()).unwrap();
+        let err = convert_path(&only_dir, InputOptions::default()).unwrap_err().to_string();
+        assert_eq!(err, "in: nothing to ingest: the archive holds no files (skipped: 1 directories)");
     }
 }

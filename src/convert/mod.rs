@@ -167,6 +167,9 @@ pub enum ConvertError {
     /// A container that ends early or is corrupt.
     #[error("{0}")]
     Damaged(String),
+    /// An archive member that expands beyond the limits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0} (--strict)")]
     Strict(BadRecord),
     #[error("writing converted rows: {0}")]

@@ -520,6 +520,7 @@ pub fn generate(
                     input: crate::lake::InputRecord {
                         path: source,
                         hash: id,
+                        head_hash: None,
                         bytes: 0,
                         container: None,
                         sourcetypes: Vec::new(),
@@ -529,7 +530,7 @@ pub fn generate(
                 };
                 let moved = commit.files.clone();
                 report.commit = Some(match lake.publish_input(commit, &std::sync::Mutex::new(known))? {
-                    crate::lake::Published::New(c) => c,
+                    crate::lake::Published::New(c) => *c,
                     crate::lake::Published::Already(first) => {
                         crate::lake::writer::remove_moved(lake, &moved);
                         lake.commit(first.commit_id)?

@@ -1,7 +1,6 @@
 //! `ingest`: expands input paths, skips inputs already in the lake (by content hash), converts
 //! each new input and publishes it as one commit.
 
-use std::collections::HashMap;
 use std::io::{BufReader, Read};
 
 use std::path::{Path, PathBuf};
@@ -12,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::walk::{Skipped, find_inputs, open_input};
 use super::writer::{PartitionedWriter, remove_moved};
-use super::{Commit, IngestSession, InputRecord, KnownInputs, Lake, LakeError, Published};
-use crate::convert::input::{self, InputInfo, InputOptions};
+use super::{Commit, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
+use crate::convert::input::{self, InputFile, InputInfo, InputOptions};
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
 
 /// Options for [`ingest`].
@@ -32,6 +31,8 @@ pub struct IngestOptions {
     pub jobs: usize,
     /// A plain text input larger than this is split into pieces of about this size.
     pub piece_bytes: usize,
+    /// How far an archive member may expand.
+    pub limits: input::Limits,
 }
 
 /// Default [`IngestOptions::piece_bytes`].
@@ -52,6 +53,7 @@ impl Default for IngestOptions {
             progress: false,
             jobs: default_jobs(),
             piece_bytes: DEFAULT_PIECE_BYTES,
+            limits: input::Limits::default(),
         }
     }
 }
@@ -59,9 +61,10 @@ impl Default for IngestOptions {
 /// What happened to one input.
 #[derive(Debug)]
 pub enum InputOutcome {
-    Ingested { path: PathBuf, commit: Commit },
-    /// The same bytes were ingested before (commit id, path then).
-    AlreadyIngested { path: PathBuf, commit_id: u64, as_path: String },
+    Ingested { path: PathBuf, commit: Box<Commit> },
+    /// The same bytes were ingested before (commit id, path then); `raced` when another ingest
+    /// committed them while this one was converting them.
+    AlreadyIngested { path: PathBuf, commit_id: u64, as_path: String, raced: bool },
     Failed { path: PathBuf, error: String },
 }
 
@@ -99,7 +102,7 @@ pub enum IngestError {
     Lake(#[from] LakeError),
 }
 
-/// BLAKE3 of a file, hex.
+/// BLAKE3 of a file, hex, and its size.
 pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
     let f = open_input(path).map_err(|e| LakeError::io(path, e))?;
     let mut hasher = blake3::Hasher::new();
@@ -110,10 +113,13 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
 
 /// Ingests `inputs` into `lake`, one commit per new input.
 ///
-/// Inputs are hashed, then converted `opts.jobs` at a time. A plain XmlWinEventLog or Windows
-/// event JSON file larger than `opts.piece_bytes` is instead split into pieces converted on every
-/// job at once ([`crate::convert::split`]). Memory then depends on `jobs` and `piece_bytes`, not
-/// on input size.
+/// Each input is read once: converted `opts.jobs` at a time while its bytes are hashed, and
+/// committed under the hash of what was converted. A plain XmlWinEventLog or Windows event JSON
+/// file larger than `opts.piece_bytes` is instead split into pieces converted on every job at
+/// once ([`crate::convert::split`]); memory then depends on `jobs` and `piece_bytes`, not on
+/// input size. An input whose size and first bytes match one already in the lake is hashed first
+/// and skipped if it is the same (a second read only for those); inputs of this run with the
+/// same size and first bytes go one after another, so the same bytes are converted once.
 pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport, IngestError> {
     let found = find_inputs(inputs)?;
     let files = found.files;
@@ -127,72 +133,68 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     let known = KnownInputs::load(lake)?;
     let jobs = opts.jobs.max(1);
     let looked = parallel_map(&files, jobs, |p| look(p, opts));
-
-    // What to do with each input: nothing (already in the lake, or the same bytes as an earlier
-    // input of this run), convert it whole, or split it.
     let mut outcomes: Vec<Option<InputOutcome>> = Vec::with_capacity(files.len());
-    let mut first_with_hash: HashMap<&str, usize> = HashMap::new();
-    let mut same_as: Vec<(usize, usize)> = Vec::new();
-    let (mut whole, mut split) = (Vec::new(), Vec::new());
+    let mut pending = Vec::new();
     for (i, (path, l)) in files.iter().zip(&looked).enumerate() {
-        let outcome = match l {
-            Err(error) => Some(InputOutcome::Failed { path: path.clone(), error: error.clone() }),
-            Ok(l) => match known.get(&l.hash) {
-                Some(first) => {
-                    bar.inc(l.bytes);
-                    Some(InputOutcome::AlreadyIngested { path: path.clone(), commit_id: first.commit_id, as_path: first.path.clone() })
-                }
-                None => {
-                    match first_with_hash.get(l.hash.as_str()) {
-                        Some(&first) => {
-                            bar.inc(l.bytes);
-                            same_as.push((i, first));
-                        }
-                        None => {
-                            first_with_hash.insert(&l.hash, i);
-                            match l.split {
-                                Some(shape) if jobs > 1 => split.push((i, shape)),
-                                _ => whole.push(i),
-                            }
-                        }
-                    }
-                    None
-                }
-            },
-        };
-        outcomes.push(outcome);
-    }
-
-    let target = Target { lake, session: &session, known: Mutex::new(known) };
-    let converted = parallel_map(&whole, jobs, |&i| {
-        let l = looked[i].as_ref().expect("looked at");
-        ingest_one(&target, &files[i], l, opts, &bar, |writer_stem, source, convert_opts, counted| {
-            convert_whole(&target, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
-        })
-    });
-    for (&i, outcome) in whole.iter().zip(converted) {
-        outcomes[i] = Some(outcome);
-    }
-    for (i, shape) in split {
-        let l = looked[i].as_ref().expect("looked at");
-        outcomes[i] = Some(ingest_one(&target, &files[i], l, opts, &bar, |writer_stem, source, convert_opts, counted| {
-            convert_split(&target, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
-        }));
-    }
-    for (i, first) in same_as {
-        let path = files[i].clone();
-        outcomes[i] = Some(match outcomes[first].as_ref().expect("converted") {
-            InputOutcome::Ingested { commit, .. } => {
-                InputOutcome::AlreadyIngested { path, commit_id: commit.id, as_path: commit.input.path.clone() }
+        match l {
+            Err(error) => outcomes.push(Some(InputOutcome::Failed { path: path.clone(), error: error.clone() })),
+            Ok(_) => {
+                outcomes.push(None);
+                pending.push(i);
             }
-            _ => InputOutcome::Failed {
-                path,
-                error: format!("same bytes as {}, which failed", files[first].display()),
-            },
+        }
+    }
+    let target = Target { lake, session: &session, known: Mutex::new(known) };
+    // Waves: inputs that may be the same bytes (same size and head) never convert at once.
+    while !pending.is_empty() {
+        let mut keys = std::collections::HashSet::new();
+        let (wave, later): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| keys.insert(looked[i].as_ref().expect("looked at").key()));
+        let (mut whole, mut split) = (Vec::new(), Vec::new());
+        let checked = parallel_map(&wave, jobs, |&i| already_in(&target, &files[i], looked[i].as_ref().expect("looked at")));
+        for (&i, known) in wave.iter().zip(checked) {
+            let l = looked[i].as_ref().expect("looked at");
+            match known {
+                Ok(Some(first)) => {
+                    bar.inc(l.bytes);
+                    outcomes[i] = Some(InputOutcome::AlreadyIngested { path: files[i].clone(), commit_id: first.commit_id, as_path: first.path, raced: false });
+                }
+                Err(error) => outcomes[i] = Some(InputOutcome::Failed { path: files[i].clone(), error }),
+                Ok(None) => match l.split {
+                    Some(shape) if jobs > 1 => split.push((i, shape)),
+                    _ => whole.push(i),
+                },
+            }
+        }
+        let converted = parallel_map(&whole, jobs, |&i| {
+            let l = looked[i].as_ref().expect("looked at");
+            ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, &bar, |writer_stem, source, convert_opts, counted| {
+                convert_whole(&target, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
+            })
         });
+        for (&i, outcome) in whole.iter().zip(converted) {
+            outcomes[i] = Some(outcome);
+        }
+        for (i, shape) in split {
+            let l = looked[i].as_ref().expect("looked at");
+            outcomes[i] = Some(ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, &bar, |writer_stem, source, convert_opts, counted| {
+                convert_split(&target, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
+            }));
+        }
+        pending = later;
     }
     bar.finish_and_clear();
     Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped: found.skipped })
+}
+
+/// Whether `path` is already in the lake: only an input whose size and first bytes match one
+/// there is read whole to find out.
+fn already_in(target: &Target<'_>, path: &Path, looked: &Looked) -> Result<Option<IngestedAs>, String> {
+    let maybe = target.known.lock().expect("no panics while held").maybe(looked.bytes, &looked.head_hash);
+    if !maybe {
+        return Ok(None);
+    }
+    let (hash, _) = hash_file(path).map_err(|e| e.to_string())?;
+    Ok(target.known.lock().expect("no panics while held").get(&hash).cloned())
 }
 
 /// `f` over `items` on up to `jobs` threads; results in the order of `items`.
@@ -224,12 +226,21 @@ struct Target<'a> {
     known: Mutex<KnownInputs>,
 }
 
-/// An input before conversion: its content hash, size and state, and whether it can be split.
+/// An input before conversion: its size and state, the hash of its first bytes, and whether it
+/// can be split.
 struct Looked {
-    hash: String,
     bytes: u64,
+    /// BLAKE3 of the first [`input::SNIFF_BYTES`], hex.
+    head_hash: String,
     stamp: Option<Stamp>,
     split: Option<Sourcetype>,
+}
+
+impl Looked {
+    /// Inputs with the same key may be the same bytes.
+    fn key(&self) -> (u64, &str) {
+        (self.bytes, &self.head_hash)
+    }
 }
 
 type Stamp = (u64, Option<std::time::SystemTime>);
@@ -240,24 +251,22 @@ fn stamp(p: &Path) -> Option<Stamp> {
 
 fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
     let stamp = stamp(path);
-    let (hash, bytes) = hash_file(path).map_err(|e| e.to_string())?;
-    let split = if bytes > opts.piece_bytes as u64 {
-        let mut head = Vec::new();
-        open_input(path)
-            .and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head))
-            .map_err(|e| LakeError::io(path, e).to_string())?;
-        input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s))
-    } else {
-        None
-    };
-    Ok(Looked { hash, bytes, stamp, split })
+    let mut head = Vec::new();
+    let file = open_input(path).and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head).map(|_| ()));
+    file.map_err(|e| LakeError::io(path, e).to_string())?;
+    let bytes = stamp.map_or(head.len() as u64, |(len, _)| len);
+    let split = if bytes > opts.piece_bytes as u64 { input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s)) } else { None };
+    Ok(Looked { bytes, head_hash: blake3::hash(&head).to_hex().to_string(), stamp, split })
 }
 
-/// Converts one input with `convert` and publishes it as one commit.
+/// Converts one input with `convert` (which hashes what it reads) and publishes it as one
+/// commit, under that hash.
+#[allow(clippy::too_many_arguments)]
 fn ingest_one(
     target: &Target<'_>,
     path: &Path,
     looked: &Looked,
+    stem: &str,
     opts: &IngestOptions,
     bar: &ProgressBar,
     convert: impl FnOnce(&str, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
@@ -265,16 +274,20 @@ fn ingest_one(
     let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
     let source = path.to_string_lossy().to_string();
     let counted = AtomicU64::new(0);
-    let convert_opts = ConvertOptions { batch_size: opts.batch_size, piece_bytes: opts.piece_bytes, strict: opts.strict, input: InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage } };
-    let converted = convert(&looked.hash[..16], &source, convert_opts, &counted);
-    // Bytes not read through the counter (an EVTX file is read from disk by its parser).
+    let convert_opts = ConvertOptions {
+        batch_size: opts.batch_size,
+        piece_bytes: opts.piece_bytes,
+        strict: opts.strict,
+        input: InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage, limits: opts.limits },
+    };
+    let converted = convert(stem, &source, convert_opts, &counted);
     bar.inc(looked.bytes.saturating_sub(counted.load(Ordering::Relaxed)));
-    let Converted { info, stats, writers } = match converted {
+    let Converted { info, stats, writers, hash, bytes } = match converted {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
     // A file still being written would be committed half, then again whole under another hash.
-    if stamp(path) != looked.stamp || looked.stamp.map(|(len, _)| len) != Some(looked.bytes) {
+    if stamp(path) != looked.stamp || looked.stamp.map(|(len, _)| len) != Some(bytes) {
         writers.into_iter().for_each(PartitionedWriter::abort);
         return failed(format!(
             "{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)",
@@ -298,8 +311,9 @@ fn ingest_one(
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         input: InputRecord {
             path: source,
-            hash: looked.hash.clone(),
-            bytes: looked.bytes,
+            hash,
+            head_hash: Some(looked.head_hash.clone()),
+            bytes,
             container: info.container,
             sourcetypes: info.sourcetypes,
             stats,
@@ -307,12 +321,16 @@ fn ingest_one(
         files,
     };
     let moved = commit.files.clone();
+    crate::fault::point("ingest-before-publish");
     match target.lake.publish_input(commit, &target.known) {
-        Ok(Published::New(commit)) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
+        Ok(Published::New(commit)) => {
+            crate::fault::point("ingest-after-commit");
+            InputOutcome::Ingested { path: path.to_path_buf(), commit }
+        }
         Ok(Published::Already(first)) => {
             // Another ingest committed the same bytes while this one converted them.
             remove_moved(target.lake, &moved);
-            InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.commit_id, as_path: first.path }
+            InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.commit_id, as_path: first.path, raced: true }
         }
         Err(e) => {
             remove_moved(target.lake, &moved);
@@ -334,20 +352,26 @@ struct Converted {
     info: InputInfo,
     stats: Stats,
     writers: Vec<PartitionedWriter>,
+    /// The hash and size of the bytes converted.
+    hash: String,
+    bytes: u64,
 }
 
 /// Converts an input on this thread.
 fn convert_whole(target: &Target<'_>, path: &Path, stem: &str, source: &str, o: ConvertOptions, progress: Progress<'_>) -> Result<Converted, String> {
     let mut writer = PartitionedWriter::new(target.lake, target.session, stem).map_err(|e| e.to_string())?;
-    let converted = {
+    let count = |n: u64| progress.count(n);
+    let converted = (|| {
+        let file = open_input(path).map_err(|e| ConvertError::io(path, e))?;
+        let mut input = InputFile::new(file).map_err(|e| ConvertError::io(path, e))?.with_progress(&count);
         let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
-        open_input(path)
-            .map_err(|e| ConvertError::io(path, e))
-            .and_then(|f| input::convert_input(ProgressRead { inner: f, progress }, path, source, o.input, &mut emitter))
-            .and_then(|info| emitter.finish().map(|stats| (info, stats)))
-    };
+        let info = input::convert_input(&mut input, path, source, o.input, &mut emitter)?;
+        let stats = emitter.finish()?;
+        let (hash, bytes) = input.finish().map_err(|e| ConvertError::io(path, e))?;
+        Ok::<_, ConvertError>((info, stats, hash, bytes))
+    })();
     match converted {
-        Ok((info, stats)) => Ok(Converted { info, stats, writers: vec![writer] }),
+        Ok((info, stats, hash, bytes)) => Ok(Converted { info, stats, writers: vec![writer], hash, bytes }),
         Err(e) => {
             writer.abort();
             Err(e.to_string())
@@ -369,7 +393,9 @@ fn convert_split(
     progress: Progress<'_>,
 ) -> Result<Converted, String> {
     let file = open_input(path).map_err(|e| LakeError::io(path, e).to_string())?;
-    let mut splitter = split::Splitter::new(ProgressRead { inner: file, progress }, shape, o.piece_bytes);
+    let count = |n: u64| progress.count(n);
+    let mut input = InputFile::new(file).map_err(|e| LakeError::io(path, e).to_string())?.with_progress(&count);
+    let mut splitter = split::Splitter::new(&mut input, shape, o.piece_bytes);
     let (tx, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
     let rx = Mutex::new(rx);
     let stop = AtomicBool::new(false);
@@ -441,7 +467,15 @@ fn convert_split(
     for (_, s) in &pieces {
         stats.merge(s);
     }
-    Ok(Converted { info: InputInfo { container: None, sourcetypes: vec![shape] }, stats, writers })
+    drop(splitter);
+    let (hash, bytes) = match input.finish() {
+        Ok(h) => h,
+        Err(e) => {
+            writers.into_iter().for_each(PartitionedWriter::abort);
+            return Err(LakeError::io(path, e).to_string());
+        }
+    };
+    Ok(Converted { info: InputInfo { container: None, sourcetypes: vec![shape] }, stats, writers, hash, bytes })
 }
 
 /// Where bytes read are counted: the run's progress bar and the input's own count.
@@ -451,17 +485,10 @@ struct Progress<'a> {
     counted: &'a AtomicU64,
 }
 
-/// Counts bytes read into the progress bar.
-struct ProgressRead<'a, R> {
-    inner: R,
-    progress: Progress<'a>,
-}
-
-impl<R: Read> Read for ProgressRead<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.bar.inc(n as u64);
-        self.progress.counted.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+impl Progress<'_> {
+    /// Counts `n` bytes read into the bar and the input's own count.
+    fn count(&self, n: u64) {
+        self.bar.inc(n);
+        self.counted.fetch_add(n, Ordering::Relaxed);
     }
 }

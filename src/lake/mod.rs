@@ -79,8 +79,12 @@ pub struct DataFile {
 pub struct InputRecord {
     /// The path as given when it was ingested.
     pub path: String,
-    /// BLAKE3 of the file's bytes, hex.
+    /// BLAKE3 of the file's bytes as they were converted, hex.
     pub hash: String,
+    /// BLAKE3 of its first 64 KiB, hex: with `bytes`, what a new input is compared on before it
+    /// is read whole (absent from commits made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
     pub bytes: u64,
     /// `gzip`, `zip`, `tar`, `tar.gz`, or none for a plain file.
     pub container: Option<Container>,
@@ -173,7 +177,7 @@ impl Lake {
         }
         let commit = publish_numbered(&self.commits_dir(), known.last + 1, commit, |c, id| c.id = id)?;
         known.add(&commit);
-        Ok(Published::New(commit))
+        Ok(Published::New(Box::new(commit)))
     }
 
     fn commit_lock(&self) -> Result<std::fs::File, LakeError> {
@@ -191,6 +195,8 @@ impl Lake {
 pub(crate) struct KnownInputs {
     last: u64,
     by_hash: HashMap<String, IngestedAs>,
+    /// (size, head hash) of each input; the head hash is `None` for commits that did not record it.
+    by_head: std::collections::HashSet<(u64, Option<String>)>,
 }
 
 /// Where an input already in the lake came in.
@@ -220,6 +226,13 @@ impl KnownInputs {
     fn add(&mut self, c: &Commit) {
         self.last = self.last.max(c.id);
         self.by_hash.entry(c.input.hash.clone()).or_insert(IngestedAs { commit_id: c.id, path: c.input.path.clone() });
+        self.by_head.insert((c.input.bytes, c.input.head_hash.clone()));
+    }
+
+    /// Whether an input of `bytes` bytes whose head hashes to `head_hash` may be in the lake (it
+    /// is then hashed whole to find out).
+    pub(crate) fn maybe(&self, bytes: u64, head_hash: &str) -> bool {
+        self.by_head.contains(&(bytes, Some(head_hash.to_string()))) || self.by_head.contains(&(bytes, None))
     }
 
     pub(crate) fn get(&self, hash: &str) -> Option<&IngestedAs> {
@@ -269,7 +282,7 @@ pub(crate) fn publish_numbered<T: Serialize>(
 /// What [`Lake::publish_input`] did.
 #[derive(Debug)]
 pub(crate) enum Published {
-    New(Commit),
+    New(Box<Commit>),
     /// Another commit of the same bytes was there first.
     Already(IngestedAs),
 }

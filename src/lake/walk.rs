@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Why an input path cannot be used; stops an ingest before it starts.
@@ -219,12 +219,7 @@ fn collect_matches(
 /// Opens an input for reading without blocking (a FIFO or a device swapped in after the walk is
 /// not waited on), and refuses it unless it is a regular file.
 pub fn open_input(path: &Path) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(format!("not a regular file ({}): only regular files are inputs", kind(&meta))));
-    }
-    Ok(file)
+    crate::convert::input::open_regular(path)
 }
 
 #[cfg(test)]
@@ -291,7 +286,7 @@ mod tests {
                 found.skipped.iter().map(|s| (s.path.file_name().unwrap().to_string_lossy().to_string(), s.reason.as_str())).collect();
             assert_eq!(skipped, vec![("b.log".to_string(), "a FIFO"), ("c.log".to_string(), "a character device")]);
         }
-        let err = find_inputs(&[fifo.clone()]).unwrap_err().to_string();
+        let err = find_inputs(std::slice::from_ref(&fifo)).unwrap_err().to_string();
         assert!(err.ends_with("b.log: not a regular file (a FIFO): only regular files are inputs"), "{err}");
         // Opened without blocking, and refused.
         let err = open_input(&fifo).unwrap_err().to_string();

@@ -148,6 +148,7 @@ impl PartitionedWriter {
             File::open(&f.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&f.staged, e))?;
             journal_move(&self.journal, &f.final_rel)?;
             std::fs::rename(&f.staged, &target).map_err(|e| LakeError::io(&target, e))?;
+            crate::fault::point("ingest-after-move");
             sync_dir(parent);
             let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
             out.push(DataFile {

@@ -315,6 +315,7 @@ fn unknown_empty_and_truncated_inputs_leave_the_lake_unchanged() {
         assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0, "{}", file.display());
     }
     let missing = cimlake(lake.path(), &["ingest", "no/such/file.log"]);
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.log: no such file"));
     // A good input beside a bad one is still ingested.
     let out = cimlake(lake.path(), &["ingest", unknown.to_str().unwrap(), sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);

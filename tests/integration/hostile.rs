@@ -86,7 +86,8 @@ fn hostile_records_are_counted_located_and_the_good_ones_kept() {
     // Billion laughs: entity expansion is not done, so the event is malformed, not a bomb.
     let laughs = "<!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]>";
     put(&mut f, laughs.as_bytes(), Some("not an XML event"));
-    put(&mut f, process.replace("<Computer>", "<Computer>&lol3;").as_bytes(), Some(""));
+    // An entity the event does not define: refused, never expanded.
+    put(&mut f, process.replace("<Computer>", "<Computer>&lol3;").as_bytes(), Some("unrecognized entity `lol3`"));
     // Absurd values.
     put(&mut f, with_data(&process, "ProcessId", "-1").as_bytes(), Some("ProcessId \"-1\""));
     put(&mut f, with_data(&flow, "DestinationPort", "70000").as_bytes(), Some("DestinationPort \"70000\""));
@@ -227,5 +228,84 @@ fn walks_and_globs_take_regular_files_only_and_always_end() {
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&format!("{}: not a regular file ({kind})", path.display())), "{stderr}");
+    }
+}
+
+#[test]
+fn archives_that_expand_too_far_fail_fast_naming_the_member() {
+    let dir = TempDir::new().unwrap();
+    let lake = TempDir::new().unwrap();
+    // An EVTX header and a gigabyte of zeros, in a megabyte of gzip: once read whole into memory
+    // (1.14 GB) before parsing.
+    let evtx = std::fs::read(sample_dir().join("sysmon_corrupt_chunk9.evtx")).unwrap();
+    let gz = dir.path().join("security.evtx.gz");
+    {
+        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+        e.write_all(&evtx[..4096]).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        e.finish().unwrap();
+    }
+    // One event and a gigabyte of newlines, in a megabyte of zip: once 47 s of reading lines.
+    let zip = dir.path().join("events.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&zip).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("sysmon.log", opts).unwrap();
+        z.write_all(events().0.as_bytes()).unwrap();
+        let newlines = vec![b'\n'; 1 << 20];
+        for _ in 0..1024 {
+            z.write_all(&newlines).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    for (file, says) in [
+        (&gz, "security.evtx.gz: the gzip stream expands more than 200 times its compressed size"),
+        (&zip, "events.zip!sysmon.log: the zip member expands more than 200 times its compressed size"),
+    ] {
+        assert!(std::fs::metadata(file).unwrap().len() < 4 << 20);
+        let (ok, _, stderr, peak_kb, took) = ingest_measured(lake.path(), file);
+        assert!(!ok);
+        assert!(stderr.contains(says) && stderr.contains("--max-expansion-ratio"), "{stderr}");
+        assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} KiB");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        assert_eq!(std::fs::read_dir(lake.path()).unwrap().count(), 0, "the lake changed");
+    }
+    // A higher limit is an option away: a smaller zip of the same kind is then read.
+    let small = dir.path().join("small.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&small).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("sysmon.log", opts).unwrap();
+        z.write_all(events().0.as_bytes()).unwrap();
+        z.write_all(&vec![b'\n'; 32 << 20]).unwrap();
+        z.finish().unwrap();
+    }
+    let out = cimlake(lake.path(), &["ingest", small.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expands more than 200 times"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cimlake(lake.path(), &["ingest", "--max-expansion-ratio", "2000", small.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 processes, 0 flows"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A tar holding only a symbolic link: nothing to ingest, an error as an empty file is.
+    let tar = dir.path().join("links.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "sysmon.log", "/etc/passwd").unwrap();
+        b.finish().unwrap();
+    }
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, b"").unwrap();
+    let fresh = TempDir::new().unwrap();
+    for (file, says) in [(&tar, "links.tar: nothing to ingest: the archive holds no files (skipped: 1 symbolic links)"), (&empty, "empty.log: empty file: nothing to ingest")] {
+        let out = cimlake(fresh.path(), &["ingest", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0, "the lake changed");
     }
 }

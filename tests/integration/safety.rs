@@ -1,9 +1,12 @@
-//! Nothing lost, nothing doubled: `cimlake ingest` killed at random points, two ingests of
-//! overlapping inputs at once, and queries while an ingest runs.
+//! Nothing lost, nothing doubled: `cimlake ingest` killed at random points and at the points that
+//! matter (after files are moved into the lake, after a commit), two ingests that convert the same
+//! input at the same time, queries at each step of an ingest, and a file edited while it is read.
+//! The named points are `CIMLAKE_FAULT` fault-injection points (`src/fault.rs`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -27,16 +30,27 @@ fn inputs(n: u64, processes: u64) -> TempDir {
     dir
 }
 
+/// `cimlake --lake LAKE ARGS…` in the background, without the user's `CIMLAKE_` settings.
 fn spawn(lake: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cimlake"))
-        .arg("--lake")
-        .arg(lake)
-        .args(args)
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cimlake starts")
+    spawn_with(lake, args, &[], Stdio::null())
+}
+
+fn spawn_with(lake: &Path, args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Child {
+    command(lake, args).envs(env.iter().copied()).stdout(stdout).stderr(Stdio::null()).spawn().expect("cimlake starts")
+}
+
+/// Waits (at most 120 s) until a process paused at a `wait=DIR` fault point says so.
+fn wait_for_pause(dir: &Path, point: &str, k: u32) {
+    let waiting = dir.join(format!("{point}.{k}.waiting"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !waiting.exists() {
+        assert!(Instant::now() < deadline, "no pause at {point} #{k}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn resume(dir: &Path, point: &str, k: u32) {
+    std::fs::write(dir.join(format!("{point}.{k}.go")), b"").unwrap();
 }
 
 /// (processes, flows) as one query sees them.
@@ -163,12 +177,28 @@ fn two_ingests_of_overlapping_inputs_at_once_commit_each_input_once() {
     let want = assert_whole(reference.path());
     for _ in 0..3 {
         let lake = TempDir::new().unwrap();
-        // Both start with the largest file, so they convert it at the same time.
-        let a = spawn(lake.path(), &["ingest", "-j", "1", &file(2), &file(0)]);
-        let b = spawn(lake.path(), &["ingest", "-j", "1", &file(2), &file(1)]);
-        for mut c in [a, b] {
-            assert!(c.wait().unwrap().success());
+        // Both start with the largest file, and each stops once it has converted it, before its
+        // commit is checked: the race is then certain, not likely.
+        let (pause_a, pause_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let fault = |d: &TempDir| format!("ingest-before-publish@1:wait={}", d.path().display());
+        let (fa, fb) = (fault(&pause_a), fault(&pause_b));
+        let a = spawn_with(lake.path(), &["ingest", "-j", "1", &file(2), &file(0)], &[("CIMLAKE_FAULT", &fa)], Stdio::piped());
+        let b = spawn_with(lake.path(), &["ingest", "-j", "1", &file(2), &file(1)], &[("CIMLAKE_FAULT", &fb)], Stdio::piped());
+        wait_for_pause(pause_a.path(), "ingest-before-publish", 1);
+        wait_for_pause(pause_b.path(), "ingest-before-publish", 1);
+        assert_eq!(commits(lake.path()).0.len(), 0, "a commit before both had converted the shared input");
+        resume(pause_a.path(), "ingest-before-publish", 1);
+        resume(pause_b.path(), "ingest-before-publish", 1);
+        let mut outputs = Vec::new();
+        for c in [a, b] {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            outputs.push(String::from_utf8(out.stdout).unwrap());
         }
+        // One committed the shared input; the other found it committed when it came to commit.
+        let raced = format!("skipped {}: already in the lake (commit 1, as {}; committed by another ingest while this one read it)", file(2), file(2));
+        assert_eq!(outputs.iter().filter(|o| o.contains(&raced)).count(), 1, "{outputs:#?}");
+        assert_eq!(outputs.iter().filter(|o| o.contains(&format!("ingested {} (XmlWinEventLog)", file(2)))).count(), 1, "{outputs:#?}");
         assert_eq!(assert_whole(lake.path()), want);
         let (commits, named) = commits(lake.path());
         assert_eq!(commits.len(), 3);
@@ -180,12 +210,31 @@ fn two_ingests_of_overlapping_inputs_at_once_commit_each_input_once() {
 fn a_query_during_an_ingest_sees_whole_inputs_only() {
     let dir = inputs(5, 400);
     let lake = TempDir::new().unwrap();
-    let mut child = spawn(lake.path(), &["ingest", "-j", "1", dir.path().to_str().unwrap()]);
-    let mut seen = Vec::new();
-    while child.try_wait().unwrap().is_none() {
-        seen.push(counts(lake.path()));
+    // The ingest stops after each commit until the test has queried.
+    let pause = TempDir::new().unwrap();
+    let fault = format!("ingest-after-commit:wait={}", pause.path().display());
+    let mut child = spawn_with(lake.path(), &["ingest", "-j", "1", dir.path().to_str().unwrap()], &[("CIMLAKE_FAULT", &fault)], Stdio::null());
+    // Meanwhile, queries at any moment.
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = {
+        let (lake, running) = (lake.path().to_path_buf(), running.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(counts(&lake));
+            }
+            seen
+        })
+    };
+    let mut at_each_commit = Vec::new();
+    for k in 1..=5 {
+        wait_for_pause(pause.path(), "ingest-after-commit", k);
+        at_each_commit.push(counts(lake.path()));
+        resume(pause.path(), "ingest-after-commit", k);
     }
     assert!(child.wait().unwrap().success());
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = poller.join().unwrap();
     // With one job the inputs are committed in order: every count seen is a prefix of them.
     let (commits, _) = commits(lake.path());
     let mut prefixes = vec![(0, 0)];
@@ -197,4 +246,95 @@ fn a_query_during_an_ingest_sees_whole_inputs_only() {
         assert!(prefixes.contains(s), "a query saw {s:?}, not whole inputs {prefixes:?}");
     }
     assert!(seen.len() >= 2, "{seen:?}");
+    // And each intermediate state was seen, exactly: after commit k, the first k inputs.
+    assert_eq!(at_each_commit, prefixes[1..].to_vec());
+}
+
+#[test]
+fn kills_after_files_are_moved_and_after_a_commit_leave_a_whole_lake() {
+    let dir = inputs(3, 600);
+    let dir_arg = dir.path().to_str().unwrap();
+    let reference = TempDir::new().unwrap();
+    cimlake_ok(reference.path(), &["ingest", "-j", "1", dir_arg]);
+    let want = assert_whole(reference.path());
+    // Files per input, as an uninterrupted ingest moves them.
+    let files_of = |n: usize| -> usize {
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(reference.path().join(format!("_cimlake/commits/{n:08}.json"))).unwrap()).unwrap();
+        c["files"].as_array().unwrap().len()
+    };
+    let (first, second) = (files_of(1), files_of(2));
+    assert!(second >= 2, "{second} files");
+    for (fault, commits_left, orphans_left) in [
+        // Every file of the second input moved into the lake, its commit not written.
+        (format!("ingest-after-move@{}:kill", first + second), 1, true),
+        // One of its files moved.
+        (format!("ingest-after-move@{}:kill", first + 1), 1, true),
+        // The second commit published, nothing after it done.
+        ("ingest-after-commit@2:kill".to_string(), 2, false),
+        // The first input converted and its files moved, its commit not yet checked.
+        ("ingest-before-publish@1:kill".to_string(), 0, true),
+    ] {
+        let fault = fault.as_str();
+        let lake = TempDir::new().unwrap();
+        let status = command(lake.path(), &["ingest", "-j", "1", dir_arg]).env("CIMLAKE_FAULT", fault).status().unwrap();
+        // The kill landed where it was meant to, not after the run.
+        assert_eq!(status.signal(), Some(9), "{fault}: {status}");
+        let (left, named) = commits(lake.path());
+        assert_eq!(left.len(), commits_left, "{fault}");
+        let on_disk = data_files(lake.path());
+        assert_eq!(on_disk != named, orphans_left, "{fault}: files that no commit names: {:?}", on_disk.difference(&named).count());
+        // Whole as it is; a rerun completes it and removes what the killed run left.
+        assert_whole(lake.path());
+        cimlake_ok(lake.path(), &["ingest", "-j", "1", dir_arg]);
+        assert_eq!(assert_whole(lake.path()), want, "{fault}");
+        let (done, named) = commits(lake.path());
+        assert_eq!(done.len(), 3, "{fault}");
+        assert_eq!(data_files(lake.path()), named, "{fault}: data files that no commit names");
+    }
+}
+
+#[test]
+fn a_file_edited_while_it_is_read_is_committed_under_the_hash_of_what_was_read() {
+    let dir = inputs(1, 4000);
+    let file = dir.path().join("input-0.log");
+    let intact = std::fs::read(&file).unwrap();
+    assert!(intact.len() > 8 << 20, "{} bytes", intact.len());
+    let keep = TempDir::new().unwrap();
+    let intact_copy = keep.path().join("intact.log");
+    std::fs::write(&intact_copy, &intact).unwrap();
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+
+    // The ingest stops once it has read 2 MiB; the rest of the file is then edited in place (some
+    // process creations turned into another event id, same length), its size and time restored.
+    let lake = TempDir::new().unwrap();
+    let pause = TempDir::new().unwrap();
+    let fault = format!("ingest-read@2:wait={}", pause.path().display());
+    let child = spawn_with(lake.path(), &["ingest", "-j", "1", file.to_str().unwrap()], &[("CIMLAKE_FAULT", &fault)], Stdio::piped());
+    wait_for_pause(pause.path(), "ingest-read", 2);
+    let text = String::from_utf8(intact.clone()).unwrap();
+    let (head, tail) = text.split_at(4 << 20);
+    let edited = format!("{head}{}", tail.replacen("<EventID>1</EventID>", "<EventID>9</EventID>", 50));
+    assert_eq!(edited.len(), intact.len());
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, edited.as_bytes(), 0).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    resume(pause.path(), "ingest-read", 2);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Committed under the hash of the bytes converted (the edited file), with its rows.
+    let (commits, _) = commits(lake.path());
+    assert_eq!(commits.len(), 1);
+    let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+    assert_eq!(commits[0].0, hash(edited.as_bytes()), "committed under the hash of bytes that were not converted");
+    let alone = TempDir::new().unwrap();
+    std::fs::write(keep.path().join("edited.log"), &edited).unwrap();
+    cimlake_ok(alone.path(), &["ingest", keep.path().join("edited.log").to_str().unwrap()]);
+    assert_eq!(counts(lake.path()), counts(alone.path()));
+    // The intact file is another input, not "already in the lake".
+    let again = cimlake_ok(lake.path(), &["ingest", intact_copy.to_str().unwrap()]);
+    assert!(again.contains("1 input: 1 ingested"), "{again}");
+    assert_eq!(counts(lake.path()).0, 2 * counts(alone.path()).0 + 50);
 }
