@@ -17,7 +17,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Messages carry names from files and archives: no control character reaches the
+            // terminal as it is.
+            eprintln!("error: {}", cimlake::output::escape_controls(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

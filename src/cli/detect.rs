@@ -101,7 +101,8 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     if args.list {
         let mut out = std::io::stdout().lock();
         for d in &catalog.detections {
-            writeln!(out, "{}\t{}\t{}", d.name, d.meta.mitre_attack_id.join(","), d.meta.name)?;
+            let shown = |s: &str| crate::output::escape_controls(s).into_owned();
+            writeln!(out, "{}\t{}\t{}", shown(&d.name), shown(&d.meta.mitre_attack_id.join(",")), shown(&d.meta.name))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -146,7 +147,7 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         let (schema, batches) = (run.schema, run.batches);
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if args.format == Format::Table && args.output.is_none() {
-            println!("{} — {} mode — {} results", d.meta.search_name, args.mode, rows);
+            println!("{} — {} mode — {} results", crate::output::escape_controls(&d.meta.search_name), args.mode, rows);
         }
         output::write(&batches, schema, args.format, args.output.as_deref())?;
     }

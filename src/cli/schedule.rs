@@ -116,7 +116,7 @@ fn print_run(out: &mut impl Write, r: &RunRecord) -> std::io::Result<()> {
             fmt(r.earliest_us),
             fmt(r.latest_us),
             r.trigger,
-            r.error.as_deref().unwrap_or("")
+            crate::output::escape_controls(r.error.as_deref().unwrap_or(""))
         ),
     }
 }
@@ -147,7 +147,8 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
             Err(e) if !args.once => {
                 // A long-running scheduler outlives a bad tick (an unmounted landing directory, a
                 // full disk): nothing was checkpointed past the failure, so it is retried.
-                eprintln!("error: tick at {}: {e:#}; retrying in {}s", now.to_rfc3339_opts(SecondsFormat::Secs, true), args.poll.max(1));
+                let e = crate::output::escape_controls(&format!("{e:#}")).into_owned();
+                eprintln!("error: tick at {}: {e}; retrying in {}s", now.to_rfc3339_opts(SecondsFormat::Secs, true), args.poll.max(1));
                 tokio::time::sleep(std::time::Duration::from_secs(args.poll.max(1))).await;
                 continue;
             }
@@ -185,7 +186,7 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
         )?;
         for i in &ing.inputs {
             if let crate::lake::ingest::InputOutcome::Failed { error, .. } = i {
-                writeln!(out, "landing: error: {error}")?;
+                writeln!(out, "landing: error: {}", crate::output::escape_controls(error))?;
             }
         }
     }
@@ -226,7 +227,7 @@ fn status(lake: &Lake, catalog: &crate::detect::Catalog, opts: &SchedulerOptions
         let results: u64 = runs::current(&all).iter().filter(|r| r.job == d.name && r.mode == opts.mode.name()).map(|r| r.results).sum();
         writeln!(out, "  runs: {} ({} failed), current results: {results}", mine.len(), errors)?;
         if let Some(last_err) = mine.iter().rev().find(|r| r.status == RunStatus::Error) {
-            writeln!(out, "  last error: [{}, {}) {}", fmt(last_err.earliest_us), fmt(last_err.latest_us), last_err.error.as_deref().unwrap_or(""))?;
+            writeln!(out, "  last error: [{}, {}) {}", fmt(last_err.earliest_us), fmt(last_err.latest_us), crate::output::escape_controls(last_err.error.as_deref().unwrap_or("")))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -50,6 +50,9 @@ pub enum LakeError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: unreadable commit: {source}")]
     BadCommit { path: PathBuf, source: serde_json::Error },
+    /// A record (commit, run, journal) that names a file outside the lake's tables.
+    #[error("{path}: refused: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
     #[error("writing Parquet {path}: {source}")]
     Parquet { path: PathBuf, source: parquet::errors::ParquetError },
 }
@@ -58,6 +61,36 @@ impl LakeError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         LakeError::Io { path: path.to_path_buf(), source }
     }
+}
+
+/// The directories data files may be in, relative to the lake: each table's.
+fn table_dirs() -> impl Iterator<Item = &'static str> {
+    Table::STORED.iter().map(|t| t.lake_dir()).chain([runs::RESULTS_TABLE.1, runs::RISK_TABLE.1, runs::INCIDENTS_TABLE.1])
+}
+
+/// Checks a data file path read from one of the lake's own records: relative, made of plain
+/// names only (no `..`, no root, no `.`), under a table's directory and ending in `.parquet`.
+/// Records are files on disk like any input; one that names `../../etc/x` must not make a query
+/// read it or an ingest delete it.
+pub(crate) fn check_data_path(rel: &str) -> Result<(), String> {
+    use std::path::Component;
+    let path = Path::new(rel);
+    let plain = !rel.is_empty() && !rel.contains('\0') && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(format!("it names {rel:?}, which is not a plain path inside the lake"));
+    }
+    if !table_dirs().any(|dir| path.starts_with(dir)) || path.extension().is_none_or(|e| e != "parquet") {
+        return Err(format!("it names {rel:?}, which is not a Parquet file of a lake table"));
+    }
+    Ok(())
+}
+
+/// `Err` naming `record` unless every file it lists passes [`check_data_path`].
+pub(crate) fn check_files(record: &Path, files: &[DataFile]) -> Result<(), LakeError> {
+    for f in files {
+        check_data_path(&f.path).map_err(|reason| LakeError::BadRecord { path: record.to_path_buf(), reason })?;
+    }
+    Ok(())
 }
 
 /// One Parquet file of the lake.
@@ -134,14 +167,16 @@ impl Lake {
 
     /// Every published commit, in commit order.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
-        read_numbered(&self.commits_dir())
+        read_numbered(&self.commits_dir(), |c: &Commit| &c.files)
     }
 
     /// Commit `id`.
     pub fn commit(&self, id: u64) -> Result<Commit, LakeError> {
         let path = self.commits_dir().join(format!("{id:08}.json"));
         let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path, source })
+        let commit: Commit = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
+        check_files(&path, &commit.files)?;
+        Ok(commit)
     }
 
     /// The data files of one table, from every commit.
@@ -162,7 +197,7 @@ impl Lake {
 
     /// Commits after `id`, in commit order (only their files are read).
     pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
-        read_numbered_after(&self.commits_dir(), id)
+        read_numbered_after(&self.commits_dir(), id, |c: &Commit| &c.files)
     }
 
     /// Publishes the commit of an input, unless a commit of the same bytes (same hash) is in the
@@ -368,8 +403,17 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
     let _commit = lake.commit_lock()?;
     let named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
     for (dir, lock_path, _held) in dead {
-        if let Ok(moved) = std::fs::read_to_string(dir.join(MOVED_JOURNAL)) {
-            for rel in moved.lines().filter(|l| !l.is_empty() && !named.contains(*l)) {
+        let journal = dir.join(MOVED_JOURNAL);
+        if let Ok(moved) = std::fs::read_to_string(&journal) {
+            let listed: Vec<&str> = moved.lines().filter(|l| !l.is_empty()).collect();
+            // Nothing is removed unless every path the journal lists is a lake data file.
+            for (n, rel) in listed.iter().enumerate() {
+                check_data_path(rel).map_err(|reason| LakeError::BadRecord {
+                    path: journal.clone(),
+                    reason: format!("line {}: {reason}; nothing was removed (check the lake, then delete {})", n + 1, dir.display()),
+                })?;
+            }
+            for rel in listed.into_iter().filter(|l| !named.contains(*l)) {
                 let _ = std::fs::remove_file(lake.root.join(rel));
             }
         }
@@ -379,9 +423,10 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
     Ok(())
 }
 
-/// Reads every `dir/*.json` in name order.
-pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, LakeError> {
-    read_numbered_after(dir, 0)
+/// Reads every `dir/*.json` in name order; `files` gives the data files each record names, which
+/// are checked ([`check_files`]).
+pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path, files: impl Fn(&T) -> &[DataFile]) -> Result<Vec<T>, LakeError> {
+    read_numbered_after(dir, 0, files)
 }
 
 /// How many published records `dir` holds.
@@ -414,12 +459,14 @@ fn numbered_paths(dir: &Path, after: u64) -> Result<Vec<PathBuf>, LakeError> {
 }
 
 /// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).
-fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -> Result<Vec<T>, LakeError> {
+fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64, files: impl Fn(&T) -> &[DataFile]) -> Result<Vec<T>, LakeError> {
     let paths = numbered_paths(dir, after)?;
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
         let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
-        out.push(serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?);
+        let record: T = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
+        check_files(&path, files(&record))?;
+        out.push(record);
     }
     Ok(out)
 }
@@ -428,5 +475,31 @@ fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64) -
 pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_data_path;
+
+    #[test]
+    fn only_plain_paths_to_table_files_pass() {
+        for ok in ["endpoint/processes/date=2026-11-03/hour=14/a-b-0.parquet", "risk/all_risk/date=2026-11-03/r.parquet", "quarantine/records/x.parquet"] {
+            assert!(check_data_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x.parquet",
+            "endpoint/processes/../../../x.parquet",
+            "/etc/passwd",
+            "/endpoint/processes/x.parquet",
+            "./endpoint/processes/x.parquet",
+            "endpoint/processes/x.parquet\0",
+            "_cimlake/commits/00000001.json",
+            "endpoint/processes/x.json",
+            "endpoint/processesX/x.parquet",
+        ] {
+            assert!(check_data_path(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -81,7 +81,7 @@ impl Lake {
 
     /// Every run record, in publication order.
     pub fn runs(&self) -> Result<Vec<RunRecord>, LakeError> {
-        read_numbered(&self.runs_dir())
+        read_numbered(&self.runs_dir(), |r: &RunRecord| &r.files)
     }
 
     /// Publishes a run record (its files already in place).

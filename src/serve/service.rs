@@ -324,6 +324,8 @@ impl QueryLog {
             None => sql,
         };
         let line = format!("query {} ({}): {outcome} after {} ms: {sql}\n", self.id, self.who, self.started.elapsed().as_millis());
+        // The SQL and the outcome are a client's words: no control character reaches the log raw.
+        let line = format!("{}\n", crate::output::escape_controls(line.trim_end_matches('\n')));
         // One write: stderr is unbuffered, and `eprintln!` writes each piece of its format on its
         // own, so a reader of the log could see half a line.
         use std::io::Write as _;

@@ -309,3 +309,100 @@ fn archives_that_expand_too_far_fail_fast_naming_the_member() {
         assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0, "the lake changed");
     }
 }
+
+#[test]
+fn paths_in_the_lakes_own_records_must_stay_inside_it() {
+    let root = TempDir::new().unwrap();
+    let lake = root.path().join("lake");
+    cimlake_ok(&lake, &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
+    let count = "SELECT count(*) AS n FROM endpoint.processes";
+    assert_eq!(query_csv(&lake, count, &[])[1], "10");
+
+    // A commit naming a file outside the lake (a real Parquet file of the table's schema): once
+    // read by every query. Now the commit is refused, by name, and nothing outside is read.
+    let commit_path = lake.join("_cimlake/commits/00000001.json");
+    let mut commit: serde_json::Value = serde_json::from_slice(&std::fs::read(&commit_path).unwrap()).unwrap();
+    let inside = commit["files"][0]["path"].as_str().unwrap().to_string();
+    std::fs::copy(lake.join(&inside), root.path().join("outside.parquet")).unwrap();
+    for bad in ["../outside.parquet", "endpoint/processes/../../../outside.parquet", "/etc/passwd", "_cimlake/commits/00000001.json"] {
+        commit["files"][0]["path"] = serde_json::json!(bad);
+        std::fs::write(&commit_path, serde_json::to_vec(&commit).unwrap()).unwrap();
+        let out = cimlake(&lake, &["query", count]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{}: refused: it names", commit_path.display())) && stderr.contains(&format!("{bad:?}")), "{bad}: {stderr}");
+    }
+    commit["files"][0]["path"] = serde_json::json!(inside);
+    std::fs::write(&commit_path, serde_json::to_vec(&commit).unwrap()).unwrap();
+    assert_eq!(query_csv(&lake, count, &[])[1], "10");
+
+    // A dead session's journal of moved files listing paths outside the lake: once deleted by the
+    // next ingest's sweep. Now the ingest refuses, naming the journal, and deletes nothing.
+    let victim = root.path().join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let staging = lake.join("_cimlake/staging");
+    std::fs::create_dir_all(staging.join("deadbeef")).unwrap();
+    std::fs::write(staging.join("deadbeef.lock"), b"").unwrap();
+    let journal = staging.join("deadbeef/moved");
+    for listed in ["../../victim.txt".to_string(), victim.display().to_string()] {
+        std::fs::write(&journal, format!("{inside}\n{listed}\n")).unwrap();
+        let out = cimlake(&lake, &["ingest", sample_dir().join("security_content_example_events.log").to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{}: refused: line 2: it names {listed:?}", journal.display())), "{stderr}");
+        assert!(victim.exists(), "{listed} was deleted");
+        assert!(lake.join(&inside).exists(), "a committed file was deleted");
+    }
+    std::fs::remove_dir_all(staging.join("deadbeef")).unwrap();
+    std::fs::remove_file(staging.join("deadbeef.lock")).unwrap();
+    cimlake_ok(&lake, &["ingest", sample_dir().join("security_content_example_events.log").to_str().unwrap()]);
+}
+
+#[test]
+fn control_characters_in_names_are_escaped_wherever_they_are_printed() {
+    let (process, _) = events();
+    let dir = TempDir::new().unwrap();
+    // A member name that would recolour the terminal and forge a line of output.
+    let evil = "logs/\x1b[31mevil\nbad records: 0\r.log";
+    let archive = dir.path().join("names.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+        let body = format!("{process}\nnot an event\n");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, evil, body.as_bytes()).unwrap();
+        b.finish().unwrap();
+    }
+    let lake = TempDir::new().unwrap();
+    let out = cimlake(lake.path(), &["ingest", archive.to_str().unwrap()]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{printed}");
+    let escaped = "logs/\\u{1b}[31mevil\\nbad records: 0\\r.log";
+    assert!(printed.contains(&format!("names.tar!{escaped}:2: not an XML event")), "{printed}");
+    for c in ['\x1b', '\r'] {
+        assert!(!printed.contains(c), "{c:?} printed raw:\n{printed}");
+    }
+    assert!(!printed.lines().any(|l| l.starts_with("bad records: 0")), "a forged line:\n{printed}");
+    // The lake keeps the name as it is; a table printed to a terminal escapes it, JSON encodes it.
+    let json = cimlake_ok(lake.path(), &["query", "SELECT DISTINCT source FROM endpoint.processes", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(row["source"].as_str().unwrap(), format!("{}!{evil}", archive.display()));
+    let table = cimlake_ok(lake.path(), &["query", "SELECT DISTINCT source FROM endpoint.processes"]);
+    assert!(table.contains(escaped) && !table.contains('\x1b'), "{table}");
+    // An error naming the member, through the same escape.
+    let unknown = dir.path().join("unknown.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&unknown).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, evil, &b"hello\n"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let out = cimlake(lake.path(), &["ingest", unknown.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("unknown.tar!{escaped}: not a known input shape")) && !stderr.contains('\x1b'), "{stderr}");
+}
