@@ -2,15 +2,17 @@
 //! that replays every saved case (`fuzz/regressions/<target>/`) in CI.
 //!
 //! Each runs one parser on arbitrary bytes and checks what must hold whatever the input: no
-//! panic, and every record read is accounted for as rows, a skip or a bad record.
+//! panic, and every record read is accounted for as rows, a skip or a bad record. `input` runs the
+//! whole input path (container sniffing, gzip, zip, tar, the shapes inside, the hash); `split`
+//! checks that a text input cut into pieces anywhere gives the rows and counts of a whole read.
 
 use std::io::Cursor;
 
 use crate::cim::Table;
-use crate::convert::{Emitter, Stats, VecSink, nvm, winevent_json, xmlwineventlog};
+use crate::convert::{Emitter, Sourcetype, Stats, VecSink, evtx, input, nvm, split, winevent_json, xmlwineventlog};
 
 /// The fuzz targets, by name.
-pub const TARGETS: [&str; 5] = ["xmlwineventlog", "nvm_kv", "nvm_json", "winevent_json", "relative_time"];
+pub const TARGETS: [&str; 8] = ["xmlwineventlog", "nvm_kv", "nvm_json", "winevent_json", "relative_time", "evtx", "input", "split"];
 
 /// Runs target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -20,8 +22,83 @@ pub fn run(name: &str, data: &[u8]) {
         "nvm_json" => check(data, |r, out| nvm::convert_json(r, "fuzz", out)),
         "winevent_json" => check(data, |r, out| winevent_json::convert(r, "fuzz", out)),
         "relative_time" => relative_time(data),
+        "evtx" => evtx_bytes(data),
+        "input" => whole_input(data),
+        "split" => split_anywhere(data),
         other => panic!("no fuzz target {other:?}"),
     }
+}
+
+/// EVTX bytes: an error for a file that is not one, else every record accounted for.
+fn evtx_bytes(data: &[u8]) {
+    let mut sink = VecSink::default();
+    let mut out = Emitter::new(&mut sink);
+    if evtx::convert_bytes(data.to_vec(), "fuzz", &mut out).is_err() {
+        return;
+    }
+    let stats = out.finish().expect("batches build");
+    accounted(&sink, &stats);
+}
+
+/// The bytes as an input file, through container and shape detection: an error or rows, never a
+/// panic; and the hash is that of the bytes.
+fn whole_input(data: &[u8]) {
+    // A file with a path: a zip's central directory is read through it.
+    let Ok(named) = tempfile::NamedTempFile::new() else { return };
+    if std::fs::write(named.path(), data).is_err() {
+        return;
+    }
+    let Ok(file) = std::fs::File::open(named.path()) else { return };
+    let mut sink = VecSink::default();
+    let mut out = Emitter::new(&mut sink);
+    let mut file_input = input::InputFile::new(file).expect("reads");
+    let limits = input::Limits { member_bytes: 64 << 20, ratio: input::DEFAULT_MAX_RATIO };
+    let opts = input::InputOptions { limits, ..Default::default() };
+    if input::convert_input(&mut file_input, named.path(), "fuzz", opts, &mut out).is_ok() {
+        let stats = out.finish().expect("batches build");
+        accounted(&sink, &stats);
+    }
+    let (hash, bytes) = file_input.finish().expect("reads to the end");
+    assert_eq!((hash, bytes), (blake3::hash(data).to_hex().to_string(), data.len() as u64));
+}
+
+/// A text input cut into pieces of a size taken from the input's first bytes: the same rows,
+/// records, skips and bad records as the whole.
+fn split_anywhere(data: &[u8]) {
+    let [a, b, rest @ ..] = data else { return };
+    let shape = if a & 1 == 0 { Sourcetype::XmlWinEventLog } else { Sourcetype::WinEventJson };
+    let target = 1 + usize::from(*b) * 8;
+    let convert = |r: Cursor<&[u8]>, out: &mut Emitter<'_>| match shape {
+        Sourcetype::XmlWinEventLog => xmlwineventlog::convert(r, "fuzz", out),
+        _ => winevent_json::convert(r, "fuzz", out),
+    };
+    let mut whole = VecSink::default();
+    let mut out = Emitter::new(&mut whole);
+    convert(Cursor::new(rest), &mut out).expect("not strict");
+    let whole_stats = out.finish().expect("batches build");
+
+    let mut pieces = VecSink::default();
+    let mut stats = Stats::default();
+    let mut splitter = split::Splitter::new(rest, shape, target);
+    while let Some(piece) = splitter.next_piece().expect("reads from memory") {
+        let mut out = Emitter::new(&mut pieces);
+        piece.convert(shape, "fuzz", &mut out).expect("not strict");
+        stats.merge(&out.finish().expect("batches build"));
+    }
+    assert_eq!(stats, whole_stats, "piece size {target}");
+    for t in Table::ALL {
+        assert_eq!(pieces.table(t), whole.table(t), "{t}, piece size {target}");
+    }
+}
+
+/// Rows written match rows counted, and every bad record is quarantined.
+fn accounted(sink: &VecSink, stats: &Stats) {
+    let rows = |cim: bool| -> u64 {
+        sink.batches.iter().filter(|(t, _)| (*t != Table::Quarantine) == cim).map(|(_, b)| b.num_rows() as u64).sum()
+    };
+    assert_eq!(rows(true), stats.rows.values().sum::<u64>(), "rows written vs rows counted");
+    assert_eq!(rows(false), stats.bad, "every bad record quarantined");
+    assert!(stats.bad <= stats.records, "more bad records than records: {stats:?}");
 }
 
 fn check(
@@ -32,12 +109,7 @@ fn check(
     let mut out = Emitter::new(&mut sink);
     convert(Cursor::new(data), &mut out).expect("not strict: bad input is a bad record, not an error");
     let stats: Stats = out.finish().expect("batches build");
-    let rows = |cim: bool| -> u64 {
-        sink.batches.iter().filter(|(t, _)| (*t != Table::Quarantine) == cim).map(|(_, b)| b.num_rows() as u64).sum()
-    };
-    assert_eq!(rows(true), stats.rows.values().sum::<u64>(), "rows written vs rows counted");
-    assert_eq!(rows(false), stats.bad, "every bad record quarantined");
-    assert!(stats.bad <= stats.records, "more bad records than records: {stats:?}");
+    accounted(&sink, &stats);
 }
 
 fn relative_time(data: &[u8]) {
@@ -71,7 +143,7 @@ mod tests {
             assert!(saved > 0, "{}: no saved cases", dir.display());
             ran += saved;
         }
-        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json")] {
+        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json"), ("input", "sysmon"), ("input", "json"), ("input", "nvm")] {
             for entry in std::fs::read_dir(root.join("data/logs").join(dir)).unwrap().flatten() {
                 super::run(target, &std::fs::read(entry.path()).unwrap());
                 ran += 1;

@@ -112,27 +112,34 @@ pub struct InputOptions {
     pub limits: Limits,
 }
 
+/// What a file system entry is, for a message: `a FIFO`, `a socket`, ….
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Opens a file for reading without blocking (a FIFO or a device is not waited on) and refuses
 /// it unless it is a regular file.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
     let t = file.metadata()?.file_type();
     if !t.is_file() {
-        let kind = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_char_device() {
-            "a character device"
-        } else if t.is_block_device() {
-            "a block device"
-        } else {
-            "not a regular file"
-        };
-        return Err(std::io::Error::other(format!("not a regular file ({kind}): only regular files are inputs")));
+        return Err(std::io::Error::other(format!("not a regular file ({}): only regular files are inputs", file_kind(t))));
     }
     Ok(file)
 }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::walk::{Skipped, find_inputs, open_input};
+use super::walk::{Skipped, find_inputs};
+use crate::convert::input::open_regular as open_input;
 use super::writer::{PartitionedWriter, remove_moved};
 use super::{Commit, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
 use crate::convert::input::{self, InputFile, InputInfo, InputOptions};

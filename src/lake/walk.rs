@@ -7,11 +7,12 @@
 //! followed, but a directory reached twice (the same device and inode, through a link loop such
 //! as `loop -> .` or two links to one place) is walked once, so every walk ends. Hidden entries
 //! (`.name`) are skipped in walks. Files are opened without blocking and checked again once open
-//! ([`open_input`]), so a path swapped for a FIFO after the walk is refused, not waited on.
+//! ([`crate::convert::input::open_regular`]), so a path swapped for a FIFO after the walk is
+//! refused, not waited on.
 
 use std::collections::HashSet;
-use std::fs::{File, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Why an input path cannot be used; stops an ingest before it starts.
@@ -45,23 +46,8 @@ pub struct Found {
 }
 
 /// What a file system entry is, for a message: `a FIFO`, `a socket`, ….
-pub fn kind(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_file() {
-        "a regular file"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
+fn kind(meta: &Metadata) -> &'static str {
+    crate::convert::input::file_kind(meta.file_type())
 }
 
 /// Files, directories (walked recursively) and glob patterns → the regular files they name, each
@@ -216,12 +202,6 @@ fn collect_matches(
     }
 }
 
-/// Opens an input for reading without blocking (a FIFO or a device swapped in after the walk is
-/// not waited on), and refuses it unless it is a regular file.
-pub fn open_input(path: &Path) -> std::io::Result<File> {
-    crate::convert::input::open_regular(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,9 +269,10 @@ mod tests {
         let err = find_inputs(std::slice::from_ref(&fifo)).unwrap_err().to_string();
         assert!(err.ends_with("b.log: not a regular file (a FIFO): only regular files are inputs"), "{err}");
         // Opened without blocking, and refused.
-        let err = open_input(&fifo).unwrap_err().to_string();
+        let open = crate::convert::input::open_regular;
+        let err = open(&fifo).unwrap_err().to_string();
         assert!(err.contains("not a regular file (a FIFO)"), "{err}");
-        assert!(open_input(Path::new("/dev/zero")).unwrap_err().to_string().contains("a character device"));
+        assert!(open(Path::new("/dev/zero")).unwrap_err().to_string().contains("a character device"));
         assert!(find_inputs(&[root.join("*.nothing")]).unwrap_err().to_string().contains("the glob matched no files"));
         assert!(find_inputs(&[root.join("missing.log")]).unwrap_err().to_string().contains("no such file or directory"));
     }
