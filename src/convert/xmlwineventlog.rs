@@ -122,6 +122,17 @@ pub fn convert_part<R: BufRead>(
         while let [rest @ .., b'\n' | b'\r'] = bytes {
             bytes = rest;
         }
+        // A new event before the previous one closed: the previous one is truncated. Decided
+        // before the line's own bytes are checked, so a damaged line that opens an event is a
+        // record of its own, as it is when an input is split there (found by fuzzing).
+        if let State::InEvent { line: start, offset: start_off, .. } = state
+            && starts_event(bytes)
+        {
+            out.record();
+            out.raw(event.as_bytes());
+            out.bad(bad(start, start_off, TRUNCATED_BY_NEXT.into()))?;
+            state = State::Outside;
+        }
         let line = match std::str::from_utf8(bytes) {
             Ok(line) => line,
             // Continuation lines of a plain-text record are not read.
@@ -150,28 +161,20 @@ pub fn convert_part<R: BufRead>(
         let trimmed = line.trim_start_matches(['\u{feff}', ' ', '\t']);
 
         if let State::InEvent { line: start, offset: start_off, too_big } = &mut state {
-            if is_event_start(trimmed) {
-                // A new event before the previous one closed: the previous one is truncated.
-                out.record();
-                out.raw(event.as_bytes());
-                out.bad(bad(*start, *start_off, TRUNCATED_BY_NEXT.into()))?;
-                state = State::Outside;
-            } else {
-                if !*too_big {
-                    event.push('\n');
-                    event.push_str(line);
-                    if event.len() > MAX_EVENT_BYTES {
-                        *too_big = true;
-                        event.clear();
-                    }
+            if !*too_big {
+                event.push('\n');
+                event.push_str(line);
+                if event.len() > MAX_EVENT_BYTES {
+                    *too_big = true;
+                    event.clear();
                 }
-                if line.contains("</Event>") {
-                    let (start, start_off, too_big) = (*start, *start_off, *too_big);
-                    state = State::Outside;
-                    finish_event(&event, too_big, source, start, start_off, &mut parsed, out)?;
-                }
-                continue;
             }
+            if line.contains("</Event>") {
+                let (start, start_off, too_big) = (*start, *start_off, *too_big);
+                state = State::Outside;
+                finish_event(&event, too_big, source, start, start_off, &mut parsed, out)?;
+            }
+            continue;
         }
 
         if is_event_start(trimmed) {
