@@ -96,6 +96,20 @@ pub fn query_csv(lake: &Path, sql: &str, extra: &[&str]) -> Vec<String> {
     cimlake_ok(lake, &args).lines().map(str::to_string).collect()
 }
 
+/// The Parquet files under `dir`, at any depth.
+pub fn parquet_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            n += parquet_files(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// A fresh copy of the repository's `sql/` directory, for editing.
 pub fn sql_copy() -> TempDir {
     let dir = TempDir::new().unwrap();

@@ -57,25 +57,12 @@ fn a_large_xml_file_split_across_jobs_gives_the_same_lake() {
     assert!(all_rows(one.path()).len() > 30_000);
     assert_eq!(all_rows(split.path()), all_rows(one.path()));
     // The pieces were written by both jobs: more than one file per table and hour.
-    let one_files = walk_parquet(one.path());
-    let split_files = walk_parquet(split.path());
+    let one_files = parquet_files(one.path());
+    let split_files = parquet_files(split.path());
     assert!(split_files > one_files, "{split_files} files split vs {one_files} whole");
     // And the detection finds the same rows.
     let detect = |lake: &Path| cimlake_ok(lake, &["detect", "--format", "csv"]);
     assert_eq!(detect(split.path()), detect(one.path()));
-}
-
-fn walk_parquet(dir: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            n += walk_parquet(&p);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]

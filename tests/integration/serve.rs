@@ -119,6 +119,20 @@ impl Server {
         stderr
     }
 
+    /// A client that runs `sql`, reads its first batch, then holds the query for `secs` seconds
+    /// without reading (returned once it has read that batch).
+    pub fn stall(&self, auth: &[&str], sql: &str, secs: u32) -> std::process::Child {
+        let mut stall = self
+            .client_args(Command::new(python()), auth, &["stall", sql, &secs.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stall.stdout.as_mut().unwrap()), &mut first).unwrap();
+        assert!(first.starts_with("read "), "{first}");
+        stall
+    }
+
     /// Runs `sql` through the client and returns its rows as `cimlake query --format json` writes them.
     pub fn query_rows(&self, auth: &[&str], sql: &str) -> String {
         let dir = TempDir::new().unwrap();
@@ -309,14 +323,7 @@ fn serve_stops_queries_over_time_or_whose_client_went_away() {
     // A client that stays connected but stops reading does not hold its query past the timeout;
     // meanwhile (one query at a time) the next query waits for its slot.
     let stalled = "SELECT value AS stalled FROM generate_series(1, 1000000000000)";
-    let mut stall = server
-        .client_args(Command::new(python()), &auth, &["stall", stalled, "60"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stall.stdout.as_mut().unwrap()), &mut first).unwrap();
-    assert!(first.starts_with("read "), "{first}");
+    let mut stall = server.stall(&auth, stalled, 60);
     assert_eq!(server.query_rows(&auth, "SELECT 1 AS waited"), "{\"waited\":1}\n");
     let log = server.log();
     let cancelled = log.lines().position(|l| l.contains(stalled) && l.contains("cancelled after"));

@@ -6,7 +6,6 @@
 //! Requests a well-behaved driver never sends are made with arrow-flight's own gRPC client, so
 //! each byte of a ticket or a parameter message is the test's to choose.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,14 +253,7 @@ async fn planning_waits_for_a_query_slot() {
     let server = Server::start(lake, &["--max-queries", "1", "--query-timeout", "4s"], &[("CIMLAKE_TOKEN", TOKEN)]);
     // A query that holds the only slot: the client reads one batch, then stops reading.
     let stalled = "SELECT value AS held FROM generate_series(1, 1000000000000)";
-    let mut stall = server
-        .client_args(std::process::Command::new(crate::serve::python()), &["--token", TOKEN], &["stall", stalled, "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stall.stdout.as_mut().unwrap()), &mut first).unwrap();
-    assert!(first.starts_with("read "), "{first}");
+    let mut stall = server.stall(&["--token", TOKEN], stalled, 30);
     // Planning another statement (GetFlightInfo) must wait for that slot: it returns only once the
     // held query was cancelled at its timeout, or fails waiting.
     let mut client = connect(&server).await;
@@ -345,19 +337,6 @@ fn many_file_lake(inputs: usize) -> TempDir {
     let lake = TempDir::new().unwrap();
     cimlake_ok(lake.path(), &["ingest", inputs_dir.path().to_str().unwrap()]);
     lake
-}
-
-fn parquet_files(dir: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            n += parquet_files(&p);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]
