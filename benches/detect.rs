@@ -12,8 +12,9 @@
 use std::hint::black_box;
 
 use chrono::{DateTime, Duration, Utc};
-use cimlake::detect::{Catalog, Mode, Window};
-use cimlake::engine::{EngineOptions, run_detection};
+use cimlake::detect::runner::Runner;
+use cimlake::detect::{Catalog, Mode, Search, Window};
+use cimlake::engine::EngineOptions;
 use cimlake::generate::{GenConfig, GenFormat, generate};
 use cimlake::lake::Lake;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -22,7 +23,7 @@ fn bench_existing_lakes(c: &mut Criterion, lakes: &str) {
     let hour: DateTime<Utc> = DateTime::parse_from_rfc3339(&std::env::var("CIMLAKE_BENCH_HOUR").expect("CIMLAKE_BENCH_HOUR"))
         .expect("CIMLAKE_BENCH_HOUR is RFC 3339")
         .with_timezone(&Utc);
-    let window = Window { earliest: Some(hour), latest: Some(hour + Duration::hours(1)), lookback: Duration::hours(24) };
+    let window = Search { window: Window { earliest: hour, latest: hour + Duration::hours(1) }, lookback: Duration::hours(24) };
     let catalog = Catalog::builtin().unwrap();
     let detection = &catalog.detections[0];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -30,10 +31,8 @@ fn bench_existing_lakes(c: &mut Criterion, lakes: &str) {
     g.sample_size(20);
     for dir in lakes.split(',') {
         let lake = Lake::new(dir);
-        let run = || {
-            let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, &EngineOptions::default())).unwrap();
-            out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
-        };
+        let runner = Runner::new(&lake, &catalog, EngineOptions::default());
+        let run = || rt.block_on(runner.run(detection, Mode::Cimlake, &window)).unwrap().rows();
         let rows = run();
         g.bench_function(format!("{dir} ({rows} rows)"), |b| b.iter(|| assert_eq!(black_box(run()), rows)));
     }
@@ -63,16 +62,14 @@ fn bench_detect(c: &mut Criterion) {
     let catalog = Catalog::builtin().unwrap();
     let detection = &catalog.detections[0];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let run = |window: Window| {
-        let out = rt.block_on(run_detection(&lake, &catalog, detection, Mode::Cimlake, &window, &EngineOptions::default())).unwrap();
-        out.batches.iter().map(|b| b.num_rows()).sum::<usize>()
-    };
-    assert_eq!(run(Window::all_time()), expected, "the planted positives");
+    let runner = Runner::new(&lake, &catalog, EngineOptions::default());
+    let run = |search: Search| rt.block_on(runner.run(detection, Mode::Cimlake, &search)).unwrap().rows();
+    assert_eq!(run(Search::all_time()), expected, "the planted positives");
 
     let mut g = c.benchmark_group(format!("detect/{}k_processes_{}k_flows", processes / 1000, report.flows / 1000));
     g.sample_size(10);
-    g.bench_function("whole lake", |b| b.iter(|| black_box(run(Window::all_time()))));
-    let hour = Window { earliest: Some(start + Duration::hours(12)), latest: Some(start + Duration::hours(13)), lookback: Duration::hours(24) };
+    g.bench_function("whole lake", |b| b.iter(|| black_box(run(Search::all_time()))));
+    let hour = Search { window: Window { earliest: start + Duration::hours(12), latest: start + Duration::hours(13) }, lookback: Duration::hours(24) };
     g.bench_function("one hour", |b| b.iter(|| black_box(run(hour))));
     g.finish();
 }

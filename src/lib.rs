@@ -36,4 +36,5 @@ pub mod lake;
 pub mod output;
 pub mod schedule;
 pub mod serve;
+pub mod shutdown;
 pub mod time;

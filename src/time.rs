@@ -2,10 +2,48 @@
 //! `-1d@d`, `@w1`, `-1mon@mon+2h`), RFC 3339 timestamps, `YYYY-MM-DD` dates and epoch seconds.
 //! Arithmetic and snapping happen in a time zone ([`parse_time_in`]; UTC for [`parse_time`]), as
 //! Splunk does in the user's zone: `@d` is local midnight, `-1d` the same local time a day before.
-//! Also durations (`24h`, `90m`, `7d`) for look-backs.
+//! Also durations (`24h`, `90m`, `7d`) for look-backs, and the one time-range type
+//! ([`Window`]) that scheduled runs and ad hoc searches share.
 
 use chrono::offset::LocalResult;
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
+
+/// Earliest time of "all time": 0001-01-01T00:00:00Z, in µs.
+pub const MIN_TIME_US: i64 = -62_135_596_800_000_000;
+/// Latest time of "all time": 10000-01-01T00:00:00Z (exclusive), in µs.
+pub const MAX_TIME_US: i64 = 253_402_300_800_000_000;
+
+/// A time range, `[earliest, latest)`: a scheduled run's window, or what an ad hoc search covers
+/// ([`Window::all_time`] when no bound is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+}
+
+impl Window {
+    /// Years 1 to 9999: every time the lake can hold.
+    pub fn all_time() -> Self {
+        Window {
+            earliest: DateTime::from_timestamp_micros(MIN_TIME_US).expect("in range"),
+            latest: DateTime::from_timestamp_micros(MAX_TIME_US).expect("in range"),
+        }
+    }
+
+    /// `[earliest, latest)`, each end all time's where it is not given.
+    pub fn between(earliest: Option<DateTime<Utc>>, latest: Option<DateTime<Utc>>) -> Self {
+        let all = Window::all_time();
+        Window { earliest: earliest.unwrap_or(all.earliest), latest: latest.unwrap_or(all.latest) }
+    }
+
+    pub fn earliest_us(&self) -> i64 {
+        self.earliest.timestamp_micros()
+    }
+
+    pub fn latest_us(&self) -> i64 {
+        self.latest.timestamp_micros()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad time {input:?}: {reason} (use e.g. now, -70m@m, -1d@d, 2026-11-03T14:00:00Z)")]

@@ -5,9 +5,15 @@
 //! back to the raw event it came from. This module depends on nothing else in the crate.
 
 pub mod all_traffic;
+#[macro_use]
+pub mod column;
+pub mod incidents;
 pub mod processes;
 pub mod provenance;
 pub mod quarantine;
+pub mod results;
+pub mod risk;
+pub mod runs;
 
 use std::sync::Arc;
 
@@ -21,10 +27,6 @@ pub fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
 }
 
-pub(crate) fn time_field() -> Field {
-    Field::new(TIME, time_type(), false)
-}
-
 pub(crate) fn utf8(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
 }
@@ -33,11 +35,9 @@ pub(crate) fn int64(name: &str) -> Field {
     Field::new(name, DataType::Int64, true)
 }
 
-pub(crate) fn int32(name: &str) -> Field {
-    Field::new(name, DataType::Int32, true)
-}
-
-/// A CIM table: its qualified SQL name and where it lives in the lake.
+/// Every table the lake holds, declared once: its SQL name, its place in the lake, its schema,
+/// how it is filled and what the scheduler counts of it. The engine registers each from here,
+/// and the scheduler's row counts and late-data checks go through [`Table::ALL_TABLES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     /// `endpoint.processes` (CIM `Endpoint.Processes`).
@@ -46,30 +46,57 @@ pub enum Table {
     AllTraffic,
     /// `quarantine.records`: rejected records, raw (not CIM).
     Quarantine,
+    /// `detections.results`: what scheduled runs found.
+    Results,
+    /// `risk.all_risk`: risk events of scheduled runs.
+    Risk,
+    /// `risk.incidents`: risk objects over their threshold.
+    Incidents,
+    /// `cimlake.runs`: every run of every job.
+    Runs,
+}
+
+/// Where a table's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// Parquet files that ingest commits name.
+    ByIngest,
+    /// Parquet files that the current scheduled runs name.
+    ByRuns,
+    /// The run records themselves.
+    RunLog,
 }
 
 impl Table {
-    /// The CIM tables.
+    /// The CIM tables (what converters write and detections read).
     pub const ALL: [Table; 2] = [Table::Processes, Table::AllTraffic];
-    /// Every table stored in the lake: the CIM tables and the quarantine.
+    /// Every table ingest writes: the CIM tables and the quarantine.
     pub const STORED: [Table; 3] = [Table::Processes, Table::AllTraffic, Table::Quarantine];
+    /// Every table of the lake.
+    pub const ALL_TABLES: [Table; 7] =
+        [Table::Processes, Table::AllTraffic, Table::Quarantine, Table::Results, Table::Risk, Table::Incidents, Table::Runs];
+
+    /// `(schema, table, lake directory, how it is filled)`.
+    const fn def(self) -> (&'static str, &'static str, Option<&'static str>, Filled) {
+        match self {
+            Table::Processes => ("endpoint", "processes", Some("endpoint/processes"), Filled::ByIngest),
+            Table::AllTraffic => ("network_traffic", "all_traffic", Some("network_traffic/all_traffic"), Filled::ByIngest),
+            Table::Quarantine => ("quarantine", "records", Some("quarantine/records"), Filled::ByIngest),
+            Table::Results => ("detections", "results", Some("detections/results"), Filled::ByRuns),
+            Table::Risk => ("risk", "all_risk", Some("risk/all_risk"), Filled::ByRuns),
+            Table::Incidents => ("risk", "incidents", Some("risk/incidents"), Filled::ByRuns),
+            Table::Runs => ("cimlake", "runs", None, Filled::RunLog),
+        }
+    }
 
     /// The SQL schema (data model) name.
     pub fn schema_name(self) -> &'static str {
-        match self {
-            Table::Processes => "endpoint",
-            Table::AllTraffic => "network_traffic",
-            Table::Quarantine => "quarantine",
-        }
+        self.def().0
     }
 
     /// The SQL table (dataset) name.
     pub fn table_name(self) -> &'static str {
-        match self {
-            Table::Processes => "processes",
-            Table::AllTraffic => "all_traffic",
-            Table::Quarantine => "records",
-        }
+        self.def().1
     }
 
     /// `schema.table`, as used in SQL.
@@ -78,29 +105,56 @@ impl Table {
             Table::Processes => "endpoint.processes",
             Table::AllTraffic => "network_traffic.all_traffic",
             Table::Quarantine => "quarantine.records",
+            Table::Results => "detections.results",
+            Table::Risk => "risk.all_risk",
+            Table::Incidents => "risk.incidents",
+            Table::Runs => "cimlake.runs",
         }
     }
 
-    /// The directory under the lake root, `endpoint/processes` for example.
-    pub fn lake_dir(self) -> &'static str {
-        match self {
-            Table::Processes => "endpoint/processes",
-            Table::AllTraffic => "network_traffic/all_traffic",
-            Table::Quarantine => "quarantine/records",
-        }
+    /// The directory under the lake root, `endpoint/processes` for example (none for a table
+    /// made from records).
+    pub fn lake_dir(self) -> Option<&'static str> {
+        self.def().2
     }
 
-    /// The Arrow schema of the table.
+    pub fn filled(self) -> Filled {
+        self.def().3
+    }
+
+    /// The Arrow schema of the table (for `detections.results`, its leading columns; the
+    /// detections' own follow, [`results::schema_with`]).
     pub fn schema(self) -> arrow::datatypes::SchemaRef {
         match self {
             Table::Processes => processes::schema(),
             Table::AllTraffic => all_traffic::schema(),
             Table::Quarantine => quarantine::schema(),
+            Table::Results => results::schema(),
+            Table::Risk => risk::schema(),
+            Table::Incidents => incidents::schema(),
+            Table::Runs => runs::schema(),
+        }
+    }
+
+    /// Whether a row of this table counts for the process look-back after its time (a process
+    /// may match flows up to the look-back later): for late data and window counts.
+    pub fn counts_for_lookback(self) -> bool {
+        self == Table::Processes
+    }
+
+    /// The `cimlake.runs` column holding the rows a run read of this table, for the tables runs
+    /// read: the CIM tables (detections) and the risk events (incidents).
+    pub fn rows_read_column(self) -> Option<&'static str> {
+        match self {
+            Table::Processes => Some("rows_read_processes"),
+            Table::AllTraffic => Some("rows_read_all_traffic"),
+            Table::Risk => Some("rows_read_risk"),
+            _ => None,
         }
     }
 
     pub fn from_qualified_name(name: &str) -> Option<Table> {
-        Table::STORED.into_iter().find(|t| t.qualified_name() == name)
+        Table::ALL_TABLES.into_iter().find(|t| t.qualified_name() == name)
     }
 }
 

@@ -1,63 +1,49 @@
 //! `endpoint.processes`: the CIM `Endpoint.Processes` dataset, one row per process start.
 
-use std::sync::{Arc, LazyLock};
+use super::file_name_of;
 
-use arrow::datatypes::{Schema, SchemaRef};
+crate::table! {
+    /// One `endpoint.processes` row. A converter leaves `process_exec`/`process_name` and their
+    /// parent counterparts empty unless the source names the process apart from its path;
+    /// [`ProcessRow::with_names_from_paths`] fills them from the paths.
+    pub struct ProcessRow / ProcessesBuilder {
+        /// When the process started.
+        time_us: Ts [super::TIME] not null;
+        action: Utf8 ["action" => ACTION];
+        /// The endpoint.
+        dest: Utf8 ["dest" => DEST];
+        original_file_name: Utf8 ["original_file_name" => ORIGINAL_FILE_NAME];
+        parent_process: Utf8 ["parent_process" => PARENT_PROCESS];
+        parent_process_exec: Utf8 ["parent_process_exec" => PARENT_PROCESS_EXEC];
+        parent_process_guid: Utf8 ["parent_process_guid" => PARENT_PROCESS_GUID];
+        parent_process_id: Int64 ["parent_process_id" => PARENT_PROCESS_ID];
+        parent_process_name: Utf8 ["parent_process_name" => PARENT_PROCESS_NAME];
+        parent_process_path: Utf8 ["parent_process_path" => PARENT_PROCESS_PATH];
+        /// The command line.
+        process: Utf8 ["process" => PROCESS];
+        process_exec: Utf8 ["process_exec" => PROCESS_EXEC];
+        process_guid: Utf8 ["process_guid" => PROCESS_GUID];
+        process_hash: Utf8 ["process_hash" => PROCESS_HASH];
+        process_id: Int64 ["process_id" => PROCESS_ID];
+        process_integrity_level: Utf8 ["process_integrity_level" => PROCESS_INTEGRITY_LEVEL];
+        process_current_directory: Utf8 ["process_current_directory" => PROCESS_CURRENT_DIRECTORY];
+        process_name: Utf8 ["process_name" => PROCESS_NAME];
+        process_path: Utf8 ["process_path" => PROCESS_PATH];
+        user: Utf8 ["user" => USER];
+        user_id: Utf8 ["user_id" => USER_ID];
+        vendor_product: Utf8 ["vendor_product" => VENDOR_PRODUCT];
+        provenance: Provenance [""];
+    }
+}
 
-use super::{int64, provenance, time_field, utf8};
-
-pub const ACTION: &str = "action";
-pub const DEST: &str = "dest";
-pub const ORIGINAL_FILE_NAME: &str = "original_file_name";
-pub const PARENT_PROCESS: &str = "parent_process";
-pub const PARENT_PROCESS_EXEC: &str = "parent_process_exec";
-pub const PARENT_PROCESS_GUID: &str = "parent_process_guid";
-pub const PARENT_PROCESS_ID: &str = "parent_process_id";
-pub const PARENT_PROCESS_NAME: &str = "parent_process_name";
-pub const PARENT_PROCESS_PATH: &str = "parent_process_path";
-pub const PROCESS: &str = "process";
-pub const PROCESS_EXEC: &str = "process_exec";
-pub const PROCESS_GUID: &str = "process_guid";
-pub const PROCESS_HASH: &str = "process_hash";
-pub const PROCESS_ID: &str = "process_id";
-pub const PROCESS_INTEGRITY_LEVEL: &str = "process_integrity_level";
-pub const PROCESS_CURRENT_DIRECTORY: &str = "process_current_directory";
-pub const PROCESS_NAME: &str = "process_name";
-pub const PROCESS_PATH: &str = "process_path";
-pub const USER: &str = "user";
-pub const USER_ID: &str = "user_id";
-pub const VENDOR_PRODUCT: &str = "vendor_product";
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let mut fields = vec![
-        time_field(),
-        utf8(ACTION),
-        utf8(DEST),
-        utf8(ORIGINAL_FILE_NAME),
-        utf8(PARENT_PROCESS),
-        utf8(PARENT_PROCESS_EXEC),
-        utf8(PARENT_PROCESS_GUID),
-        int64(PARENT_PROCESS_ID),
-        utf8(PARENT_PROCESS_NAME),
-        utf8(PARENT_PROCESS_PATH),
-        utf8(PROCESS),
-        utf8(PROCESS_EXEC),
-        utf8(PROCESS_GUID),
-        utf8(PROCESS_HASH),
-        int64(PROCESS_ID),
-        utf8(PROCESS_INTEGRITY_LEVEL),
-        utf8(PROCESS_CURRENT_DIRECTORY),
-        utf8(PROCESS_NAME),
-        utf8(PROCESS_PATH),
-        utf8(USER),
-        utf8(USER_ID),
-        utf8(VENDOR_PRODUCT),
-    ];
-    fields.extend(provenance::fields());
-    Arc::new(Schema::new(fields))
-});
-
-/// The Arrow schema of `endpoint.processes`.
-pub fn schema() -> SchemaRef {
-    SCHEMA.clone()
+impl<'a> ProcessRow<'a> {
+    /// The row with `process_exec` and `process_name` (and the parent's) set to the name the source
+    /// gave, else the file name part of the path.
+    pub fn with_names_from_paths(mut self) -> Self {
+        let name = self.process_name.or(self.process_path.map(file_name_of));
+        let parent = self.parent_process_name.or(self.parent_process_path.map(file_name_of));
+        (self.process_exec, self.process_name) = (name, name);
+        (self.parent_process_exec, self.parent_process_name) = (parent, parent);
+        self
+    }
 }

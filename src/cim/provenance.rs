@@ -24,7 +24,7 @@ pub(crate) fn fields() -> Vec<Field> {
 }
 
 /// Provenance of one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Provenance<'a> {
     pub source: &'a str,
     pub sourcetype: &'a str,

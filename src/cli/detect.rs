@@ -10,7 +10,8 @@ use clap::Args;
 use datafusion::physical_plan::displayable;
 
 use super::{EngineArgs, SqlArgs};
-use crate::detect::{self, Mode, Window};
+use crate::detect::runner::Runner;
+use crate::detect::{self, Mode, Search, Window};
 
 use crate::engine;
 use crate::lake::Lake;
@@ -84,7 +85,7 @@ impl DetectArgs {
         }
     }
 
-    pub fn window(&self) -> anyhow::Result<Window> {
+    pub fn search(&self) -> anyhow::Result<Search> {
         let now = Utc::now();
         let earliest = self.earliest.as_deref().map(|s| parse_time(s, now)).transpose().context("--earliest")?;
         let latest = self.latest.as_deref().map(|s| parse_time(s, now)).transpose().context("--latest")?;
@@ -92,7 +93,7 @@ impl DetectArgs {
             anyhow::ensure!(e < l, "--earliest ({e}) must be before --latest ({l})");
         }
         let lookback = parse_duration(&self.lookback).context("--lookback")?;
-        Ok(Window { earliest, latest, lookback })
+        Ok(Search { window: Window::between(earliest, latest), lookback })
     }
 }
 
@@ -106,8 +107,18 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let window = args.window()?;
+    let search = args.search()?;
     let selected = catalog.select(&args.detection)?;
+    let selected = if args.detection == "all" {
+        // Every detection that has the mode; the others are named, not run.
+        let (has, lacks): (Vec<_>, Vec<_>) = selected.into_iter().partition(|d| d.has_mode(args.mode));
+        for d in lacks {
+            eprintln!("note: {} has no {} mode; not run", crate::output::escape_controls(&d.name), args.mode);
+        }
+        has
+    } else {
+        selected
+    };
     anyhow::ensure!(
         selected.len() <= 1 || (args.format == Format::Table && args.output.is_none()) || args.explain,
         "{} detections selected: --format {:?} and -o take one (use --detection NAME)",
@@ -120,19 +131,18 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     }
     let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone() };
     // Only --explain plans here; a run makes its own session (per pass, under a memory limit).
-    let explain_ctx = if args.explain { Some(engine::session_with(&lake, None, &opts).await?) } else { None };
+    let explain_ctx = if args.explain { Some(engine::session_with(&lake, &opts).await?) } else { None };
+    let runner = Runner::new(&lake, &catalog, opts);
     for d in selected {
         if let Some(ctx) = &explain_ctx {
-            let df = detect::plan(ctx, &catalog, d, args.mode, &window).await?;
+            let df = detect::plan(ctx, &catalog, d, args.mode, &search).await?;
             let plan = df.create_physical_plan().await?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "-- {} ({} mode)", d.name, args.mode)?;
             writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
             continue;
         }
-        let run = engine::run_detection(&lake, &catalog, d, args.mode, &window, &opts)
-            .await
-            .with_context(|| format!("running {}", d.name))?;
+        let run = runner.run(d, args.mode, &search).await.with_context(|| format!("running {}", d.name))?;
         if run.passes > 1 {
             eprintln!(
                 "note: {}: the join did not fit in --memory-limit; ran in {} passes over hash buckets of {}",

@@ -44,7 +44,7 @@ pub async fn run(lake_dir: &Path, args: QueryArgs) -> anyhow::Result<ExitCode> {
     };
     let catalog = args.sql_args.catalog()?;
     let opts = engine::EngineOptions { memory_limit: None, engine: args.engine.engine };
-    let ctx = engine::session_with(&Lake::new(lake_dir), Some(&catalog), &opts).await?;
+    let ctx = crate::detect::runner::session(&Lake::new(lake_dir), &catalog, &opts).await?;
     let df = ctx.sql(&sql).await?;
     let schema = df.schema().inner().clone();
     let batches = df.collect().await?;

@@ -59,6 +59,11 @@ pub struct ScheduleArgs {
     #[arg(long, default_value_t = 100)]
     pub risk_threshold: i64,
 
+    /// Memory each run may use for joins, aggregations and sorts (e.g. 512M, 2G); a detection
+    /// whose join does not fit runs in passes, as `detect --memory-limit` does [default: no limit].
+    #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<usize>,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 
@@ -93,6 +98,7 @@ fn options(args: &ScheduleArgs) -> anyhow::Result<SchedulerOptions> {
         risk_threshold: args.risk_threshold,
         ingest: args.ingest.clone(),
         engine: args.engine.engine.clone(),
+        memory_limit: args.memory_limit,
     })
 }
 

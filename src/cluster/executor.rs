@@ -10,7 +10,7 @@ use anyhow::Context;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 
-use super::codec::LakeCodec;
+use crate::engine::codec::LakeCodec;
 use super::{SchedulerAddr, host_for_url};
 
 /// How an executor runs.
@@ -48,7 +48,7 @@ async fn wait_for_scheduler(scheduler: &SchedulerAddr, wait: Duration) -> anyhow
     let deadline = tokio::time::Instant::now() + wait;
     let mut said = false;
     loop {
-        let Err(err) = super::reach(&addr, Duration::from_secs(5)).await else { return Ok(()) };
+        let Err(err) = crate::engine::ballista::reach(&addr, Duration::from_secs(5)).await else { return Ok(()) };
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("no Ballista scheduler at {addr} after {} s: {err}", wait.as_secs());
         }
@@ -118,7 +118,7 @@ pub async fn run(opts: ExecutorOptions) -> anyhow::Result<()> {
         let signalled = Arc::new(AtomicBool::new(false));
         let flag = signalled.clone();
         tokio::spawn(async move {
-            super::shutdown_signal().await;
+            crate::shutdown::signal().await;
             flag.store(true, Ordering::SeqCst);
         });
         start_executor_process(Arc::new(config)).await.with_context(|| format!("executor {id} (scheduler {})", opts.scheduler))?;

@@ -8,7 +8,7 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
-use super::codec::LakeCodec;
+use crate::engine::codec::LakeCodec;
 use super::{GRPC_MESSAGE_BYTES, host_for_url};
 
 /// Runs a scheduler on `bind` (`IP:PORT`; port 0 picks a free one) until Ctrl-C or SIGTERM.
@@ -48,7 +48,7 @@ pub async fn run(bind: &str, external_host: Option<String>) -> anyhow::Result<()
     println!("scheduler listening on {local}");
     tokio::select! {
         served = start_grpc_service_with_listener(listener, server) => served.context("the scheduler's gRPC service stopped")?,
-        () = super::shutdown_signal() => eprintln!("scheduler on {local}: stopping"),
+        () = crate::shutdown::signal() => eprintln!("scheduler on {local}: stopping"),
     }
     Ok(())
 }

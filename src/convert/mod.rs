@@ -6,7 +6,6 @@
 //! counted by reason; records that cannot be read are counted as bad, with their location, and
 //! the conversion goes on (unless `strict`).
 
-pub mod builder;
 pub mod evtx;
 pub mod input;
 pub mod jsonlines;
@@ -26,7 +25,9 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::cim::Table;
-use builder::{AllTrafficBuilder, ProcessRow, ProcessesBuilder, TrafficRow};
+use crate::cim::all_traffic::{AllTrafficBuilder, TrafficRow};
+use crate::cim::processes::{ProcessRow, ProcessesBuilder};
+use crate::cim::quarantine::{QuarantineBuilder, QuarantineRow};
 
 /// Rows per record batch handed to the sink.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
@@ -216,6 +217,8 @@ pub struct Emitter<'s> {
     processes: ProcessesBuilder,
     traffic: AllTrafficBuilder,
     quarantine: QuarantineBuilder,
+    /// When this conversion started: the `_time` of its quarantined records.
+    now_us: i64,
     /// The raw bytes of the record being read, kept with it if it is rejected.
     raw: Vec<u8>,
     raw_truncated: bool,
@@ -231,7 +234,8 @@ impl<'s> Emitter<'s> {
         Emitter {
             processes: ProcessesBuilder::default(),
             traffic: AllTrafficBuilder::default(),
-            quarantine: QuarantineBuilder::new(chrono::Utc::now().timestamp_micros()),
+            quarantine: QuarantineBuilder::default(),
+            now_us: chrono::Utc::now().timestamp_micros(),
             raw: Vec::new(),
             raw_truncated: false,
             sourcetype: None,
@@ -287,7 +291,7 @@ impl<'s> Emitter<'s> {
         if !self.time_ok(row.time_us, &row.provenance)? {
             return Ok(());
         }
-        self.processes.append(row);
+        self.processes.append(&row.clone().with_names_from_paths());
         *self.stats.rows.entry(Table::Processes.qualified_name().into()).or_default() += 1;
         if self.processes.len() >= self.batch_size {
             let b = self.processes.finish()?;
@@ -318,11 +322,20 @@ impl<'s> Emitter<'s> {
             return Err(ConvertError::Strict(bad));
         }
         self.stats.bad += 1;
-        self.quarantine.append(&bad, self.sourcetype, (!self.raw.is_empty()).then_some(&self.raw[..]), self.raw_truncated);
+        self.quarantine.append(&QuarantineRow {
+            time_us: self.now_us,
+            source: Some(&bad.source),
+            sourcetype: self.sourcetype,
+            source_record: bad.record,
+            source_offset: bad.offset,
+            reason: Some(&bad.reason),
+            raw: (!self.raw.is_empty()).then_some(&self.raw[..]),
+            raw_truncated: Some(self.raw_truncated),
+        });
         if self.stats.bad_records.len() < MAX_BAD_EXAMPLES {
             self.stats.bad_records.push(bad);
         }
-        if self.quarantine.len >= self.batch_size {
+        if self.quarantine.len() >= self.batch_size {
             let b = self.quarantine.finish()?;
             self.sink.write_batch(Table::Quarantine, b)?;
         }
@@ -339,69 +352,11 @@ impl<'s> Emitter<'s> {
             let b = self.traffic.finish()?;
             self.sink.write_batch(Table::AllTraffic, b)?;
         }
-        if self.quarantine.len > 0 {
+        if !self.quarantine.is_empty() {
             let b = self.quarantine.finish()?;
             self.sink.write_batch(Table::Quarantine, b)?;
         }
         Ok(self.stats)
-    }
-}
-
-/// Builds `quarantine.records` batches.
-struct QuarantineBuilder {
-    now_us: i64,
-    source: arrow::array::StringBuilder,
-    sourcetype: arrow::array::StringBuilder,
-    record: arrow::array::Int64Builder,
-    offset: arrow::array::Int64Builder,
-    reason: arrow::array::StringBuilder,
-    raw: arrow::array::BinaryBuilder,
-    truncated: arrow::array::BooleanBuilder,
-    len: usize,
-}
-
-impl QuarantineBuilder {
-    fn new(now_us: i64) -> Self {
-        QuarantineBuilder {
-            now_us,
-            source: Default::default(),
-            sourcetype: Default::default(),
-            record: Default::default(),
-            offset: Default::default(),
-            reason: Default::default(),
-            raw: Default::default(),
-            truncated: Default::default(),
-            len: 0,
-        }
-    }
-
-    fn append(&mut self, bad: &BadRecord, sourcetype: Option<&str>, raw: Option<&[u8]>, truncated: bool) {
-        self.source.append_value(&bad.source);
-        self.sourcetype.append_option(sourcetype);
-        self.record.append_option(bad.record);
-        self.offset.append_option(bad.offset);
-        self.reason.append_value(&bad.reason);
-        self.raw.append_option(raw);
-        self.truncated.append_value(truncated);
-        self.len += 1;
-    }
-
-    fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
-        use std::sync::Arc;
-        let n = self.len;
-        self.len = 0;
-        let time = arrow::array::TimestampMicrosecondArray::from(vec![self.now_us; n]).with_timezone("UTC");
-        let columns: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(time),
-            Arc::new(self.source.finish()),
-            Arc::new(self.sourcetype.finish()),
-            Arc::new(self.record.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.raw.finish()),
-            Arc::new(self.truncated.finish()),
-        ];
-        Ok(RecordBatch::try_new(crate::cim::quarantine::schema(), columns)?)
     }
 }
 

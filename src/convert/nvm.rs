@@ -18,7 +18,8 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-use super::builder::{ProcessRow, TrafficRow};
+use crate::cim::all_traffic::TrafficRow;
+use crate::cim::processes::ProcessRow;
 use super::{BadRecord, ConvertError, Emitter};
 use crate::cim::provenance::Provenance;
 
@@ -362,6 +363,7 @@ impl NvmState {
                 user_id: None,
                 vendor_product: Some(VENDOR_PRODUCT),
                 provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
+                ..Default::default()
             };
             out.process(&row)?;
         }

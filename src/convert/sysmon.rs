@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, NaiveDateTime};
 
-use super::builder::{ProcessRow, TrafficRow};
+use crate::cim::all_traffic::TrafficRow;
+use crate::cim::processes::ProcessRow;
 use super::xml_event::WinEvent;
 use super::{BadRecord, ConvertError, Emitter};
 use crate::cim::file_name_of;
@@ -179,6 +180,7 @@ pub fn convert_event(
             user_id: ev.user_id.as_deref().filter(|u| !u.is_empty()),
             vendor_product: Some(VENDOR_PRODUCT),
             provenance: prov,
+            ..Default::default()
         };
         out.process(&row)
     } else {

@@ -41,6 +41,23 @@ pub struct Detection {
     pub files: HashMap<Mode, String>,
 }
 
+impl Detection {
+    /// Whether it has SQL for `mode`.
+    pub fn has_mode(&self, mode: Mode) -> bool {
+        self.sql.contains_key(&mode)
+    }
+
+    /// Its modes, in order.
+    pub fn modes(&self) -> Vec<Mode> {
+        Mode::ALL.into_iter().filter(|m| self.has_mode(*m)).collect()
+    }
+
+    /// One of its SQL files (for messages about the detection as a whole).
+    pub fn any_file(&self) -> &str {
+        self.modes().first().map_or("", |m| self.files[m].as_str())
+    }
+}
+
 /// Every detection and macro: the built-in ones, then each user directory's, a later file
 /// replacing an earlier one of the same relative path.
 #[derive(Debug, Clone)]
@@ -94,13 +111,20 @@ impl Catalog {
             }
             if let Some(name) = rel.strip_prefix("detections/").and_then(|n| n.strip_suffix("/detection.toml")) {
                 let meta: Metadata = toml::from_str(text).map_err(|e| DetectError::Load { path: from.clone(), reason: e.to_string() })?;
+                let dir = from.trim_end_matches("/detection.toml");
+                let present: Vec<Mode> = Mode::ALL.into_iter().filter(|m| files.contains_key(&format!("detections/{name}/{}.sql", m.name()))).collect();
+                // The modes it declares (`modes = [...]`), else those it has SQL for.
+                let modes = if meta.modes.is_empty() { present.clone() } else { meta.modes.clone() };
+                if modes.is_empty() {
+                    return Err(DetectError::Load { path: format!("{dir}/cimlake.sql"), reason: "missing: a detection needs cimlake.sql, splunk.sql or both".into() });
+                }
                 let mut sql = HashMap::new();
                 let mut sql_files = HashMap::new();
-                for mode in [Mode::Cimlake, Mode::Splunk] {
+                for mode in modes {
                     let sql_rel = format!("detections/{name}/{}.sql", mode.name());
                     let (sql_from, text) = files.get(&sql_rel).ok_or_else(|| DetectError::Load {
-                        path: format!("{}/{}.sql", from.trim_end_matches("/detection.toml"), mode.name()),
-                        reason: format!("missing: every detection needs a {}.sql", mode.name()),
+                        path: format!("{dir}/{}.sql", mode.name()),
+                        reason: format!("missing: detection.toml declares the {mode} mode"),
                     })?;
                     sql.insert(mode, text.clone());
                     sql_files.insert(mode, sql_from.clone());
@@ -114,7 +138,7 @@ impl Catalog {
         };
         for d in &detections {
             if !macros.contains_key(&d.meta.filter_macro) {
-                let dir = d.files[&Mode::Cimlake].rsplit_once("/detections/").map_or("", |(dir, _)| dir).to_string();
+                let dir = d.any_file().rsplit_once("/detections/").map_or("", |(dir, _)| dir).to_string();
                 return Err(DetectError::Load {
                     path: format!("{dir}/macros/{}.sql", d.meta.filter_macro),
                     reason: format!("missing: the filter macro of {}", d.name),
@@ -157,7 +181,8 @@ impl Catalog {
 
     /// The detection's SQL in a mode, macros expanded.
     pub fn expanded_sql(&self, d: &Detection, mode: Mode) -> Result<String, DetectError> {
-        macros::expand(&d.sql[&mode], &self.macros).map_err(|e| {
+        let sql = d.sql.get(&mode).ok_or_else(|| DetectError::NoMode { detection: d.name.clone(), mode, has: d.modes() })?;
+        macros::expand(sql, &self.macros).map_err(|e| {
             DetectError::Macro(format!("{} ({}.sql): {e}", d.name, mode.name()))
         })
     }

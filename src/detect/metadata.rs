@@ -21,6 +21,10 @@ pub struct Metadata {
     pub data_source: Vec<String>,
     /// The macro applied to the results (`sql/macros/<filter_macro>.sql`).
     pub filter_macro: String,
+    /// The modes it has (`cimlake`, `splunk`), each with its `<mode>.sql`; when absent, the modes
+    /// whose SQL file is there.
+    #[serde(default)]
+    pub modes: Vec<super::Mode>,
     pub schedule: Schedule,
     pub risk: Risk,
     /// Per mode (`cimlake`, `splunk`): for each lake table the detection reads, a column that every

@@ -19,10 +19,11 @@ pub mod macros;
 pub mod metadata;
 pub mod results;
 pub mod risk;
+pub mod runner;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
@@ -32,6 +33,7 @@ use datafusion::prelude::SessionContext;
 
 pub use catalog::{Catalog, Detection};
 pub use metadata::Metadata;
+pub use crate::time::Window;
 
 /// Join semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -44,6 +46,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order they are listed.
+    pub const ALL: [Mode; 2] = [Mode::Cimlake, Mode::Splunk];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Cimlake => "cimlake",
@@ -61,49 +66,33 @@ impl std::fmt::Display for Mode {
 /// The default process look-back of cimlake mode.
 pub const DEFAULT_LOOKBACK_HOURS: i64 = 24;
 
-/// Earliest time representable in the lake for "all time" (0001-01-01T00:00:00Z).
-pub const MIN_TIME_US: i64 = -62_135_596_800_000_000;
-/// Latest time for "all time" (10000-01-01T00:00:00Z, exclusive).
-pub const MAX_TIME_US: i64 = 253_402_300_800_000_000;
-
-/// A search window: `earliest` inclusive, `latest` exclusive, and the process look-back.
+/// What a run of a detection searches: flows (and, in Splunk mode, processes) in `window`, and in
+/// cimlake mode processes from `lookback` before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub earliest: Option<DateTime<Utc>>,
-    pub latest: Option<DateTime<Utc>>,
+pub struct Search {
+    pub window: Window,
     pub lookback: Duration,
 }
 
-impl Default for Window {
+impl Default for Search {
     fn default() -> Self {
-        Window::all_time()
+        Search::all_time()
     }
 }
 
-impl Window {
+impl Search {
     pub fn all_time() -> Self {
-        Window { earliest: None, latest: None, lookback: Duration::hours(DEFAULT_LOOKBACK_HOURS) }
+        Search { window: Window::all_time(), lookback: Duration::hours(DEFAULT_LOOKBACK_HOURS) }
     }
 
-    fn earliest_us(&self) -> i64 {
-        self.earliest.map_or(MIN_TIME_US, |t| t.timestamp_micros())
-    }
-
-    fn latest_us(&self) -> i64 {
-        self.latest.map_or(MAX_TIME_US, |t| t.timestamp_micros())
-    }
-
-    /// The named parameters every detection may use.
+    /// The named parameters every detection may use: `$earliest`, `$latest` and
+    /// `$process_earliest`.
     pub fn params(&self) -> Vec<(&'static str, ScalarValue)> {
         let ts = |us: i64| ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()));
-        let earliest = self.earliest_us();
+        let earliest = self.window.earliest_us();
         let lookback = self.lookback.num_microseconds().unwrap_or(i64::MAX);
-        let process_earliest = earliest.saturating_sub(lookback).max(MIN_TIME_US);
-        vec![
-            ("earliest", ts(earliest)),
-            ("latest", ts(self.latest_us())),
-            ("process_earliest", ts(process_earliest)),
-        ]
+        let process_earliest = earliest.saturating_sub(lookback).max(crate::time::MIN_TIME_US);
+        vec![("earliest", ts(earliest)), ("latest", ts(self.window.latest_us())), ("process_earliest", ts(process_earliest))]
     }
 }
 
@@ -120,6 +109,8 @@ pub enum DetectError {
     Macro(String),
     #[error("{file}: {reason}")]
     NotReadOnly { file: String, reason: String },
+    #[error("{detection} has no {mode} mode (it has {}; add {mode}.sql to its directory to give it one)", has.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "))]
+    NoMode { detection: String, mode: Mode, has: Vec<Mode> },
 }
 
 /// What detection SQL and served client SQL may be: queries only. DDL (`CREATE …`, including
@@ -155,13 +146,13 @@ pub enum PlanError {
     NotReadOnly { file: String, reason: String },
 }
 
-/// Plans a detection over a window in a mode; the DataFrame runs it.
+/// Plans a detection over a search in a mode; the DataFrame runs it.
 pub async fn plan(
     ctx: &SessionContext,
     catalog: &Catalog,
     detection: &Detection,
     mode: Mode,
-    window: &Window,
+    search: &Search,
 ) -> Result<DataFrame, DetectError> {
     let sql = catalog.expanded_sql(detection, mode)?;
     let sql_err = |source| DetectError::Sql { detection: detection.name.clone(), mode, source };
@@ -169,6 +160,6 @@ pub async fn plan(
         PlanError::DataFusion(e) => sql_err(e),
         PlanError::NotReadOnly { file, reason } => DetectError::NotReadOnly { file, reason },
     })?;
-    let params: HashMap<&str, ScalarValue> = window.params().into_iter().collect();
+    let params: HashMap<&str, ScalarValue> = search.params().into_iter().collect();
     df.with_param_values(params).map_err(sql_err)
 }

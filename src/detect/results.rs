@@ -1,24 +1,18 @@
-//! The shape of `detections.results`: run metadata, `_time`, then every output column of the
-//! detection as text (as Splunk keeps notable fields), so results of every detection and mode
-//! share one table.
+//! A detection's output as `detections.results` rows ([`crate::cim::results`]): the run's stamp,
+//! `_time`, then every output column of the detection as text (as Splunk keeps notable fields),
+//! so results of every detection and mode share one table.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
 
+use crate::cim::results::schema_with;
 use crate::cim::{TIME, time_type};
-
-pub const RUN_ID: &str = "run_id";
-pub const DETECTION: &str = "detection";
-pub const SEARCH_NAME: &str = "search_name";
-pub const MODE: &str = "mode";
-pub const WINDOW_EARLIEST: &str = "window_earliest";
-pub const WINDOW_LATEST: &str = "window_latest";
 
 /// Identity of a run, stamped on every row it writes.
 #[derive(Debug, Clone)]
@@ -31,28 +25,6 @@ pub struct RunInfo {
     pub latest_us: i64,
 }
 
-/// The metadata fields leading every results row.
-pub fn metadata_fields() -> Vec<Field> {
-    vec![
-        Field::new(RUN_ID, DataType::Utf8, false),
-        Field::new(DETECTION, DataType::Utf8, false),
-        Field::new(SEARCH_NAME, DataType::Utf8, false),
-        Field::new(MODE, DataType::Utf8, false),
-        Field::new(WINDOW_EARLIEST, time_type(), false),
-        Field::new(WINDOW_LATEST, time_type(), false),
-        Field::new(TIME, time_type(), true),
-    ]
-}
-
-/// The results table's schema for these output columns (in order, `_time` excluded).
-pub fn schema(output_columns: &[String]) -> SchemaRef {
-    let mut fields = metadata_fields();
-    for c in output_columns.iter().filter(|c| *c != TIME) {
-        fields.push(Field::new(c, DataType::Utf8, true));
-    }
-    Arc::new(Schema::new(fields))
-}
-
 fn constant_ts(v: i64, n: usize) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC"))
 }
@@ -61,7 +33,7 @@ fn constant_ts(v: i64, n: usize) -> ArrayRef {
 pub fn to_results(batch: &RecordBatch, run: &RunInfo) -> Result<RecordBatch, ArrowError> {
     let n = batch.num_rows();
     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let schema = schema(&names);
+    let schema = schema_with(&names);
     let text = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s; n])) };
     let mut cols: Vec<ArrayRef> = vec![
         text(&run.run_id),

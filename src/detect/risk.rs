@@ -1,50 +1,16 @@
-//! Risk events, shaped like Splunk's Risk data model (`risk.all_risk`): one event per risk object
-//! per result row, with the detection's message rendered, its threat objects and annotations.
+//! Risk events, shaped like Splunk's Risk data model (`risk.all_risk`, declared in
+//! [`crate::cim::risk`]): one event per risk object per result row, with the detection's message
+//! rendered, its threat objects and annotations.
 
-use std::sync::{Arc, LazyLock};
-
-use arrow::array::{Array, ArrayRef, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::Array;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 
 use super::metadata::Metadata;
 use super::results::RunInfo;
+use crate::cim::risk::{RiskBuilder, RiskRow};
 use crate::cim::{TIME, time_type};
-
-pub const MITRE_ATTACK: &str = "annotations.mitre_attack";
-pub const MITRE_TACTIC: &str = "annotations.mitre_attack.mitre_tactic";
-
-fn list(name: &str) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true)
-}
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new(TIME, time_type(), false),
-        Field::new("search_name", DataType::Utf8, false),
-        Field::new("risk_object", DataType::Utf8, false),
-        Field::new("risk_object_type", DataType::Utf8, false),
-        Field::new("risk_score", DataType::Int64, false),
-        Field::new("risk_message", DataType::Utf8, false),
-        list("threat_object"),
-        list("threat_object_type"),
-        list(MITRE_ATTACK),
-        list(MITRE_TACTIC),
-        list("analytic_story"),
-        Field::new("orig_sid", DataType::Utf8, false),
-        Field::new("detection", DataType::Utf8, false),
-        Field::new("mode", DataType::Utf8, false),
-        Field::new("window_earliest", time_type(), false),
-        Field::new("window_latest", time_type(), false),
-    ]))
-});
-
-/// The schema of `risk.all_risk`.
-pub fn schema() -> SchemaRef {
-    SCHEMA.clone()
-}
 
 /// Renders `$field$` tokens with `value`; a field without a value renders as `unknown`, and text
 /// that is not a token (a lone `$`, `$not a name$`) is kept as it is.
@@ -70,7 +36,8 @@ pub fn render(template: &str, value: impl Fn(&str) -> Option<String>) -> String 
     out
 }
 
-/// Risk events for every row of a detection's output.
+/// Risk events for every row of a detection's output, as `risk.all_risk` rows
+/// ([`crate::cim::risk`]).
 pub fn risk_events(batch: &RecordBatch, meta: &Metadata, run: &RunInfo) -> Result<RecordBatch, ArrowError> {
     let input = batch.schema();
     let get = |row: usize, field: &str| -> Option<String> {
@@ -83,78 +50,41 @@ pub fn risk_events(batch: &RecordBatch, meta: &Metadata, run: &RunInfo) -> Resul
     };
     let time_col = input.index_of(TIME).ok().map(|i| arrow::compute::cast(batch.column(i), &time_type())).transpose()?;
     let times = time_col.as_ref().map(|c| c.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().expect("cast").clone());
-    let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let (mut search, mut obj, mut obj_type, mut message) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-    let mut score = Int64Builder::new();
-    let mut threat = ListBuilder::new(StringBuilder::new());
-    let mut threat_type = ListBuilder::new(StringBuilder::new());
-    let mut mitre = ListBuilder::new(StringBuilder::new());
-    let mut tactic = ListBuilder::new(StringBuilder::new());
-    let mut story = ListBuilder::new(StringBuilder::new());
-    let (mut sid, mut det, mut mode) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-    let (mut we, mut wl) = (
-        TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-        TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-    );
+    let mut out = RiskBuilder::default();
     for row in 0..batch.num_rows() {
-        let msg = render(&meta.risk.message, |f| get(row, f));
+        let message = render(&meta.risk.message, |f| get(row, f));
         let when = times.as_ref().filter(|t| !t.is_null(row)).map_or(run.latest_us, |t| t.value(row));
         for ro in &meta.risk.objects {
             // A result without a value for the risk object has no such object to score.
             let Some(value) = get(row, &ro.field).filter(|v| !v.is_empty()) else { continue };
-            time.append_value(when);
-            search.append_value(&meta.search_name);
-            obj.append_value(&value);
-            obj_type.append_value(&ro.kind);
-            score.append_value(i64::from(ro.score));
-            message.append_value(&msg);
+            let (mut threats, mut threat_types) = (Vec::new(), Vec::new());
             for to in &meta.risk.threat_objects {
                 if let Some(v) = get(row, &to.field).filter(|v| !v.is_empty()) {
-                    threat.values().append_value(v);
-                    threat_type.values().append_value(&to.kind);
+                    threats.push(v);
+                    threat_types.push(to.kind.clone());
                 }
             }
-            threat.append(true);
-            threat_type.append(true);
-            for m in &meta.mitre_attack_id {
-                mitre.values().append_value(m);
-            }
-            mitre.append(true);
-            for t in &meta.mitre_tactic {
-                tactic.values().append_value(t);
-            }
-            tactic.append(true);
-            for s in &meta.analytic_story {
-                story.values().append_value(s);
-            }
-            story.append(true);
-            sid.append_value(&run.run_id);
-            det.append_value(&run.detection);
-            mode.append_value(&run.mode);
-            we.append_value(run.earliest_us);
-            wl.append_value(run.latest_us);
+            out.append(&RiskRow {
+                time_us: when,
+                search_name: Some(&meta.search_name),
+                risk_object: Some(&value),
+                risk_object_type: Some(&ro.kind),
+                risk_score: Some(i64::from(ro.score)),
+                risk_message: Some(&message),
+                threat_object: &threats,
+                threat_object_type: &threat_types,
+                mitre_attack: &meta.mitre_attack_id,
+                mitre_tactic: &meta.mitre_tactic,
+                analytic_story: &meta.analytic_story,
+                orig_sid: Some(&run.run_id),
+                detection: Some(&run.detection),
+                mode: Some(&run.mode),
+                window_earliest: run.earliest_us,
+                window_latest: run.latest_us,
+            });
         }
     }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(time.finish()),
-        Arc::new(search.finish()),
-        Arc::new(obj.finish()),
-        Arc::new(obj_type.finish()),
-        Arc::new(score.finish()),
-        Arc::new(message.finish()),
-        Arc::new(threat.finish()),
-        Arc::new(threat_type.finish()),
-        Arc::new(mitre.finish()),
-        Arc::new(tactic.finish()),
-        Arc::new(story.finish()),
-        Arc::new(sid.finish()),
-        Arc::new(det.finish()),
-        Arc::new(mode.finish()),
-        Arc::new(we.finish()),
-        Arc::new(wl.finish()),
-    ];
-    RecordBatch::try_new(schema(), cols)
+    out.finish()
 }
 
 #[cfg(test)]

@@ -1,37 +1,26 @@
 //! The query engine: a DataFusion [`SessionContext`] over the lake, in this process or on a
-//! Ballista cluster ([`Engine`]; the tables and views are registered the same way on both):
+//! Ballista cluster ([`Engine`]; the tables are registered the same way on both). Every table of
+//! [`crate::cim::Table`]'s registry is in the session's catalog ([`catalog`]): the CIM tables and
+//! the quarantine from the ingest commits, `detections.results`, `risk.all_risk` and
+//! `risk.incidents` from the current scheduled runs, and `cimlake.runs` from every run record.
+//! Detection views are added above this, by [`crate::detect`].
 //!
-//! * `endpoint.processes`, `network_traffic.all_traffic`: the CIM tables;
-//! * `detections.results`, `risk.all_risk`, `risk.incidents`: what scheduled runs wrote (the
-//!   current run of each window), and `cimlake.runs`: every run;
-//! * with a catalog, every detection as a view over all time: `detect.<name>` (cimlake mode) and
-//!   `detect_splunk.<name>` (Splunk mode).
+//! * [`catalog`]: the registry's tables as a DataFusion catalog;
+//! * [`open_files`]: the local file system, with the files open at once bounded;
+//! * [`ballista`], [`codec`]: the client of a Ballista cluster and how lake tables travel to it.
 
+pub mod ballista;
+pub mod catalog;
+pub mod codec;
 pub mod open_files;
 
 use std::sync::Arc;
 
-use datafusion::catalog::MemorySchemaProvider;
-use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::cim::Table;
-use crate::detect::{self, Catalog, DetectError, Mode, Window};
-use datafusion::error::DataFusionError;
-use crate::lake::runs::{self, INCIDENTS_TABLE, RESULTS_TABLE, RISK_TABLE, RunRecord, RunStatus};
-use crate::lake::table::LakeTable;
 use crate::lake::{Lake, LakeError};
-use arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-
-/// The schema holding detection views per mode.
-pub fn detection_schema(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Cimlake => "detect",
-        Mode::Splunk => "detect_splunk",
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -39,75 +28,8 @@ pub enum EngineError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
-    #[error(transparent)]
-    Detect(#[from] DetectError),
     #[error("{0}")]
     Cluster(String),
-}
-
-fn register_derived(ctx: &SessionContext, lake: &Lake) -> Result<(), EngineError> {
-    let default_catalog = ctx.catalog("datafusion").expect("default catalog");
-    let all = lake.runs()?;
-    for schema in ["detections", "risk", "cimlake"] {
-        if default_catalog.schema(schema).is_none() {
-            default_catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
-        }
-    }
-    // detections.results: the union of every detection's output columns.
-    let mut columns: Vec<String> = Vec::new();
-    for r in runs::current(&all) {
-        for c in &r.result_columns {
-            if !columns.contains(c) {
-                columns.push(c.clone());
-            }
-        }
-    }
-    let tables = [
-        (RESULTS_TABLE.0, crate::detect::results::schema(&columns)),
-        (RISK_TABLE.0, crate::detect::risk::schema()),
-        (INCIDENTS_TABLE.0, crate::schedule::incidents::schema()),
-    ];
-    for (name, schema) in tables {
-        let (s, t) = name.split_once('.').expect("qualified");
-        let provider = LakeTable::new(schema, lake.root().to_path_buf(), runs::current_files(&all, name));
-        ctx.register_table(TableReference::partial(s, t), Arc::new(provider))?;
-    }
-    let batch = runs_batch(&all)?;
-    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-    ctx.register_table(TableReference::partial("cimlake", "runs"), Arc::new(mem))?;
-    Ok(())
-}
-
-/// `cimlake.runs`: one row per run record, newest last.
-fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, EngineError> {
-    use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array};
-    let current: std::collections::HashSet<u64> = runs::current(all).iter().map(|r| r.seq).collect();
-    let ts = |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) };
-    let text = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
-    let read = |r: &RunRecord, t: &str| r.rows_read.get(t).copied();
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        ("seq", Arc::new(UInt64Array::from(all.iter().map(|r| r.seq).collect::<Vec<_>>()))),
-        ("run_id", text(all.iter().map(|r| Some(r.run_id.as_str())).collect())),
-        ("job", text(all.iter().map(|r| Some(r.job.as_str())).collect())),
-        ("mode", text(all.iter().map(|r| Some(r.mode.as_str()).filter(|m| !m.is_empty())).collect())),
-        ("trigger", text(all.iter().map(|r| Some(r.trigger.as_str())).collect())),
-        ("scheduled_time", ts(all.iter().map(|r| r.scheduled_us).collect())),
-        ("window_earliest", ts(all.iter().map(|r| Some(r.earliest_us)).collect())),
-        ("window_latest", ts(all.iter().map(|r| Some(r.latest_us)).collect())),
-        ("started_at", ts(all.iter().map(|r| Some(r.started_us)).collect())),
-        ("finished_at", ts(all.iter().map(|r| Some(r.finished_us)).collect())),
-        ("duration_ms", Arc::new(Int64Array::from(all.iter().map(|r| (r.finished_us - r.started_us) / 1000).collect::<Vec<_>>()))),
-        ("status", text(all.iter().map(|r| Some(if r.status == RunStatus::Ok { "ok" } else { "error" })).collect())),
-        ("error", text(all.iter().map(|r| r.error.as_deref()).collect())),
-        ("rows_read_processes", Arc::new(UInt64Array::from(all.iter().map(|r| read(r, "endpoint.processes")).collect::<Vec<_>>()))),
-        ("rows_read_all_traffic", Arc::new(UInt64Array::from(all.iter().map(|r| read(r, "network_traffic.all_traffic")).collect::<Vec<_>>()))),
-        ("rows_read_risk", Arc::new(UInt64Array::from(all.iter().map(|r| read(r, "risk.all_risk")).collect::<Vec<_>>()))),
-        ("results", Arc::new(UInt64Array::from(all.iter().map(|r| r.results).collect::<Vec<_>>()))),
-        ("risk_events", Arc::new(UInt64Array::from(all.iter().map(|r| r.risk_events).collect::<Vec<_>>()))),
-        ("incidents", Arc::new(UInt64Array::from(all.iter().map(|r| r.incidents).collect::<Vec<_>>()))),
-        ("current", Arc::new(BooleanArray::from(all.iter().map(|r| current.contains(&r.seq)).collect::<Vec<_>>()))),
-    ];
-    Ok(RecordBatch::try_from_iter(cols).map_err(DataFusionError::from)?)
 }
 
 /// Set to `false` to read Parquet columns whole before filtering (DataFusion's own default).
@@ -119,8 +41,8 @@ pub enum Engine {
     /// In this process (DataFusion).
     #[default]
     InProcess,
-    /// On a Ballista cluster, through its scheduler ([`crate::cluster`]).
-    Ballista(crate::cluster::SchedulerAddr),
+    /// On a Ballista cluster, through its scheduler ([`ballista`]).
+    Ballista(ballista::SchedulerAddr),
 }
 
 impl std::str::FromStr for Engine {
@@ -151,15 +73,15 @@ impl std::fmt::Display for Engine {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Bytes of memory DataFusion may use for joins, aggregations and sorts; beyond it, sorts and
-    /// aggregations spill to disk (see [`run_detection`] for joins). In-process only: a cluster's
+    /// aggregations spill to disk (see [`crate::detect::runner`] for joins). In-process only: a cluster's
     /// executors take theirs at start (`cimlake cluster executor --memory-limit`).
     pub memory_limit: Option<usize>,
     pub engine: Engine,
 }
 
-/// A session over the lake. With a catalog, detections are registered as views too.
-pub async fn session(lake: &Lake, catalog: Option<&Catalog>) -> Result<SessionContext, EngineError> {
-    session_with(lake, catalog, &EngineOptions::default()).await
+/// A session over the lake, in process, with no limits.
+pub async fn session(lake: &Lake) -> Result<SessionContext, EngineError> {
+    session_with(lake, &EngineOptions::default()).await
 }
 
 /// A memory pool of `bytes`. Spilling operators share it fairly, so each spills early instead of
@@ -169,8 +91,8 @@ pub fn memory_pool(bytes: usize) -> Arc<dyn datafusion::execution::memory_pool::
     Arc::new(datafusion::execution::memory_pool::TrackConsumersPool::new(pool, std::num::NonZeroUsize::new(5).expect("5")))
 }
 
-/// A session over the lake, with options. The tables and views are the same on either engine.
-pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
+/// A session over the lake, with options. The tables are the same on either engine.
+pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_…`).
     let mut config = SessionConfig::from_env()?
         .with_information_schema(true)
@@ -204,7 +126,7 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineO
                     opts.engine
                 )));
             }
-            crate::cluster::remote_context(scheduler, config).await?
+            ballista::remote_context(scheduler, config).await?
         }
     };
     // The lake's files are read through a store that bounds the files open at once.
@@ -213,49 +135,13 @@ pub async fn session_with(lake: &Lake, catalog: Option<&Catalog>, opts: &EngineO
     if let Some(udf) = crate::fault::panic_udf() {
         ctx.register_udf(udf);
     }
-    let default_catalog = ctx.catalog("datafusion").expect("default catalog");
-    let commits = lake.commits()?;
-    for table in Table::STORED {
-        if default_catalog.schema(table.schema_name()).is_none() {
-            default_catalog.register_schema(table.schema_name(), Arc::new(MemorySchemaProvider::new()))?;
-        }
-        let files = commits
-            .iter()
-            .flat_map(|c| c.files.iter())
-            .filter(|f| f.table == table.qualified_name())
-            .cloned()
-            .collect();
-        let provider = LakeTable::new(table.schema(), lake.root().to_path_buf(), files);
-        ctx.register_table(TableReference::partial(table.schema_name(), table.table_name()), Arc::new(provider))?;
-    }
-    register_derived(&ctx, lake)?;
-    if let Some(catalog) = catalog {
-        for mode in [Mode::Cimlake, Mode::Splunk] {
-            let schema = detection_schema(mode);
-            default_catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
-            for d in &catalog.detections {
-                let df = detect::plan(&ctx, catalog, d, mode, &Window::all_time()).await?;
-                ctx.register_table(TableReference::partial(schema, d.name.as_str()), df.into_view())?;
-            }
-        }
-    }
+    ctx.register_catalog("datafusion", catalog::lake_catalog(lake)?);
     Ok(ctx)
-}
-
-/// A detection's output, and how it was obtained.
-#[derive(Debug)]
-pub struct Executed {
-    pub schema: arrow::datatypes::SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    /// 1, or the number of passes the detection ran in because one did not fit in memory.
-    pub passes: u32,
-    pub spill_count: usize,
-    pub spilled_bytes: usize,
 }
 
 /// Whether an error is the memory pool saying no, however deeply it is wrapped (a hash join's
 /// build side reports it through a shared future).
-fn is_resources_exhausted(e: &DataFusionError) -> bool {
+pub fn is_resources_exhausted(e: &DataFusionError) -> bool {
     if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
         return true;
     }
@@ -267,178 +153,6 @@ fn is_resources_exhausted(e: &DataFusionError) -> bool {
         cur = err.source();
     }
     e.to_string().contains("Resources exhausted")
-}
-
-/// Sums spill metrics over a physical plan.
-fn spills(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> (usize, usize) {
-    let (mut count, mut bytes) = (0, 0);
-    if let Some(m) = plan.metrics() {
-        count += m.spill_count().unwrap_or(0);
-        bytes += m.spilled_bytes().unwrap_or(0);
-    }
-    for child in plan.children() {
-        let (c, b) = spills(child.as_ref());
-        count += c;
-        bytes += b;
-    }
-    (count, bytes)
-}
-
-/// One pass of a detection split into `of` passes: only the rows whose partition columns hash to
-/// bucket `index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pass {
-    index: u32,
-    of: u32,
-}
-
-/// A stable 63-bit hash of a value's text (FNV-1a), for splitting a detection into passes. Nulls
-/// hash to 0.
-fn bucket_udf() -> datafusion::logical_expr::ScalarUDF {
-    use arrow::array::{Array, Int64Array, StringArray};
-    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    create_udf(
-        "cimlake_partition_hash",
-        vec![arrow::datatypes::DataType::Utf8],
-        arrow::datatypes::DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let values = arrays[0].as_any().downcast_ref::<StringArray>().expect("Utf8 argument");
-            let hashed: Int64Array = (0..values.len())
-                .map(|i| {
-                    if values.is_null(i) {
-                        return Some(0);
-                    }
-                    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                    for b in values.value(i).bytes() {
-                        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-                    }
-                    Some((h >> 1) as i64)
-                })
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(hashed)))
-        }),
-    )
-}
-
-/// Replaces each lake table named in `keys` by its rows whose key column falls in `pass`.
-async fn restrict_to_pass(ctx: &SessionContext, keys: &std::collections::BTreeMap<String, String>, pass: Pass) -> Result<(), EngineError> {
-    use datafusion::prelude::{cast, col, lit};
-    let hash = Arc::new(bucket_udf());
-    for (table, column) in keys {
-        let name = TableReference::from(table.as_str());
-        let all = ctx.table(name.clone()).await?;
-        let key = hash.call(vec![cast(col(column.as_str()), arrow::datatypes::DataType::Utf8)]);
-        let part = all.filter((key % lit(i64::from(pass.of))).eq(lit(i64::from(pass.index))))?;
-        ctx.deregister_table(name.clone())?;
-        ctx.register_table(name, part.into_view())?;
-    }
-    Ok(())
-}
-
-struct Once {
-    executed: Executed,
-    ordering: Option<datafusion::physical_expr::LexOrdering>,
-}
-
-async fn execute_once(
-    lake: &Lake,
-    catalog: &Catalog,
-    d: &crate::detect::Detection,
-    mode: Mode,
-    window: &Window,
-    opts: &EngineOptions,
-    pass: Option<Pass>,
-) -> Result<Once, EngineError> {
-    let ctx = session_with(lake, None, opts).await?;
-    if let (Some(pass), Some(keys)) = (pass, d.meta.partition_by.get(mode.name())) {
-        restrict_to_pass(&ctx, keys, pass).await?;
-    }
-    let df = detect::plan(&ctx, catalog, d, mode, window).await?;
-    let schema = df.schema().inner().clone();
-    let task = df.task_ctx();
-    let plan = df.create_physical_plan().await?;
-    let batches = datafusion::physical_plan::collect(plan.clone(), std::sync::Arc::new(task)).await?;
-    let (spill_count, spilled_bytes) = spills(plan.as_ref());
-    let ordering = datafusion::physical_plan::ExecutionPlanProperties::output_ordering(&plan).cloned();
-    Ok(Once { executed: Executed { schema, batches, passes: 1, spill_count, spilled_bytes }, ordering })
-}
-
-/// Passes tried, in turn, when a detection does not fit in its memory limit.
-const PASS_COUNTS: [u32; 3] = [4, 16, 64];
-
-/// Runs a detection within `opts.memory_limit`.
-///
-/// Sorts and aggregations spill to disk. DataFusion's hash join cannot: it keeps its build side
-/// in memory. When a run does not fit, a detection that declares its partition columns
-/// (`partition_by` in `detection.toml`) runs again in 4, then 16, then 64 passes, each over one
-/// hash bucket of those columns, so each pass's join holds a fraction of the build side. The
-/// passes' rows, sorted as the SQL sorts them, are the rows of one run.
-pub async fn run_detection(
-    lake: &Lake,
-    catalog: &Catalog,
-    d: &crate::detect::Detection,
-    mode: Mode,
-    window: &Window,
-    opts: &EngineOptions,
-) -> Result<Executed, EngineError> {
-    let exhausted = |e: &EngineError| match e {
-        EngineError::DataFusion(e) => is_resources_exhausted(e),
-        EngineError::Detect(crate::detect::DetectError::Sql { source, .. }) => is_resources_exhausted(source),
-        _ => false,
-    };
-    let first = match execute_once(lake, catalog, d, mode, window, opts, None).await {
-        Err(e) if opts.memory_limit.is_some() && d.meta.partition_by.contains_key(mode.name()) && exhausted(&e) => e,
-        other => return other.map(|o| o.executed),
-    };
-    let mut last = first;
-    'counts: for of in PASS_COUNTS {
-        let mut parts = Vec::new();
-        for index in 0..of {
-            match execute_once(lake, catalog, d, mode, window, opts, Some(Pass { index, of })).await {
-                Ok(once) => parts.push(once),
-                Err(e) if exhausted(&e) => {
-                    last = e;
-                    continue 'counts;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        return combine(parts, of);
-    }
-    Err(last)
-}
-
-/// The rows of all passes, in the order the SQL's `ORDER BY` gives.
-fn combine(parts: Vec<Once>, passes: u32) -> Result<Executed, EngineError> {
-    let schema = parts[0].executed.schema.clone();
-    let ordering = parts[0].ordering.clone();
-    let (mut spill_count, mut spilled_bytes) = (0, 0);
-    let mut batches = Vec::new();
-    for p in parts {
-        spill_count += p.executed.spill_count;
-        spilled_bytes += p.executed.spilled_bytes;
-        batches.extend(p.executed.batches);
-    }
-    let all = arrow::compute::concat_batches(&schema, &batches).map_err(DataFusionError::from)?;
-    let sorted = match ordering {
-        Some(ordering) if all.num_rows() > 1 => {
-            let columns = ordering
-                .iter()
-                .map(|e| {
-                    Ok(arrow::compute::SortColumn {
-                        values: e.expr.evaluate(&all)?.into_array(all.num_rows())?,
-                        options: Some(e.options),
-                    })
-                })
-                .collect::<Result<Vec<_>, DataFusionError>>()?;
-            let indices = arrow::compute::lexsort_to_indices(&columns, None).map_err(DataFusionError::from)?;
-            arrow::compute::take_record_batch(&all, &indices).map_err(DataFusionError::from)?
-        }
-        _ => all,
-    };
-    Ok(Executed { schema, batches: vec![sorted], passes, spill_count, spilled_bytes })
 }
 
 /// Raises this process's soft limit on open files to its hard limit (many machines start

@@ -8,7 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::{Flow, Process};
 use crate::cim::file_name_of;
 use crate::cim::provenance::Provenance;
-use crate::convert::builder::{ProcessRow, TrafficRow};
+use crate::cim::all_traffic::TrafficRow;
+use crate::cim::processes::ProcessRow;
 use crate::convert::{ConvertError, Emitter};
 
 pub const SOURCETYPE: &str = "generated";
@@ -43,6 +44,7 @@ pub fn emit(p: &Process, flows: &[Flow], source: &str, record: i64, out: &mut Em
         user_id: Some("S-1-5-18"),
         vendor_product: Some("Microsoft Sysmon"),
         provenance: prov,
+        ..Default::default()
     })?;
     for f in flows {
         out.record();

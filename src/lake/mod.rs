@@ -65,7 +65,7 @@ impl LakeError {
 
 /// The directories data files may be in, relative to the lake: each table's.
 fn table_dirs() -> impl Iterator<Item = &'static str> {
-    Table::STORED.iter().map(|t| t.lake_dir()).chain([runs::RESULTS_TABLE.1, runs::RISK_TABLE.1, runs::INCIDENTS_TABLE.1])
+    Table::ALL_TABLES.into_iter().filter_map(Table::lake_dir)
 }
 
 /// Checks a data file path read from one of the lake's own records: relative, made of plain

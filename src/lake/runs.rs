@@ -21,10 +21,6 @@ use super::{DataFile, Lake, LakeError, publish_numbered, read_numbered, sync_dir
 
 pub(super) const RUNS_DIR: &str = "_cimlake/runs";
 
-/// The derived tables, by SQL name and lake directory.
-pub const RESULTS_TABLE: (&str, &str) = ("detections.results", "detections/results");
-pub const RISK_TABLE: (&str, &str) = ("risk.all_risk", "risk/all_risk");
-pub const INCIDENTS_TABLE: (&str, &str) = ("risk.incidents", "risk/incidents");
 
 /// The job that computes risk incidents.
 pub const INCIDENTS_JOB: &str = "risk_incidents";
@@ -127,10 +123,10 @@ impl Lake {
         std::fs::rename(&staged, &target).map_err(|e| LakeError::io(&target, e))?;
         sync_dir(parent);
         let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
-        let table = [RESULTS_TABLE, RISK_TABLE, INCIDENTS_TABLE]
-            .iter()
-            .find(|(_, dir)| rel.starts_with(dir))
-            .map_or("", |(name, _)| name);
+        let table = crate::cim::Table::ALL_TABLES
+            .into_iter()
+            .find(|t| t.filled() == crate::cim::Filled::ByRuns && t.lake_dir().is_some_and(|dir| rel.starts_with(dir)))
+            .map_or("", crate::cim::Table::qualified_name);
         Ok(DataFile {
             table: table.to_string(),
             path: rel.to_string(),
@@ -159,4 +155,44 @@ pub fn current(runs: &[RunRecord]) -> Vec<&RunRecord> {
 /// The files of one derived table from the current runs.
 pub fn current_files(runs: &[RunRecord], table: &str) -> Vec<DataFile> {
     current(runs).into_iter().flat_map(|r| r.files.iter().filter(|f| f.table == table).cloned()).collect()
+}
+
+/// `cimlake.runs`: one row per run record, newest last, in the schema of [`crate::cim::runs`].
+pub fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use crate::cim::Table;
+    use crate::cim::runs::{head, schema, tail};
+    let current: std::collections::HashSet<u64> = current(all).iter().map(|r| r.seq).collect();
+    let (mut heads, mut tails) = (head::RunHeadBuilder::default(), tail::RunTailBuilder::default());
+    let counted: Vec<Table> = Table::ALL_TABLES.into_iter().filter(|t| t.rows_read_column().is_some()).collect();
+    let mut rows_read: Vec<arrow::array::UInt64Builder> = counted.iter().map(|_| Default::default()).collect();
+    for r in all {
+        heads.append(&head::RunHead {
+            seq: Some(r.seq),
+            run_id: Some(&r.run_id),
+            job: Some(&r.job),
+            mode: Some(r.mode.as_str()).filter(|m| !m.is_empty()),
+            trigger: Some(&r.trigger),
+            scheduled_time: r.scheduled_us,
+            window_earliest: Some(r.earliest_us),
+            window_latest: Some(r.latest_us),
+            started_at: Some(r.started_us),
+            finished_at: Some(r.finished_us),
+            duration_ms: Some((r.finished_us - r.started_us) / 1000),
+            status: Some(if r.status == RunStatus::Ok { "ok" } else { "error" }),
+            error: r.error.as_deref(),
+        });
+        for (t, b) in counted.iter().zip(&mut rows_read) {
+            b.append_option(r.rows_read.get(t.qualified_name()).copied());
+        }
+        tails.append(&tail::RunTail {
+            results: Some(r.results),
+            risk_events: Some(r.risk_events),
+            incidents: Some(r.incidents),
+            current: Some(current.contains(&r.seq)),
+        });
+    }
+    let mut columns = heads.finish()?.columns().to_vec();
+    columns.extend(rows_read.iter_mut().map(|b| std::sync::Arc::new(b.finish()) as arrow::array::ArrayRef));
+    columns.extend(tails.finish()?.columns().iter().cloned());
+    RecordBatch::try_new(schema(), columns)
 }

@@ -101,7 +101,8 @@ impl PartitionedWriter {
         if !self.open.contains_key(&(table, hour)) {
             let n = self.files_started;
             self.files_started += 1;
-            let rel = format!("{}/{}/{}-{n}.parquet", table.lake_dir(), partition_dir(hour), self.stem);
+            let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+            let rel = format!("{dir}/{}/{}-{n}.parquet", partition_dir(hour), self.stem);
             let staged = self.staging.join(format!("{n}.parquet"));
             let f = File::create(&staged).map_err(|e| LakeError::io(&staged, e))?;
             let writer = ArrowWriter::try_new(f, table.schema(), Some(self.props.clone()))

@@ -20,17 +20,18 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::SessionContext;
 
 use crate::cim::Table;
 use crate::detect::results::{self, RunInfo};
-use crate::detect::{self, Catalog, Detection, Mode, risk};
+use crate::detect::runner::{Runner, count};
+use crate::detect::{Catalog, Detection, Mode, Search, risk};
 use crate::engine;
 use crate::lake::ingest::{IngestOptions, IngestReport, ingest};
-use crate::lake::runs::{self, INCIDENTS_JOB, INCIDENTS_TABLE, RESULTS_TABLE, RISK_TABLE, RunRecord, RunStatus};
+use crate::lake::runs::{self, INCIDENTS_JOB, RunRecord, RunStatus};
 use crate::lake::{Lake, LakeError};
+use crate::time::Window;
 use state::Checkpoint;
-use window::{Schedule, Window};
+use window::Schedule;
 
 /// Environment variable: milliseconds to pause after a run's files are written and before its
 /// record is published. A fault-injection point for crash tests; unset in normal use.
@@ -58,11 +59,13 @@ pub struct SchedulerOptions {
     pub ingest: Option<PathBuf>,
     /// Where the runs' queries run.
     pub engine: engine::Engine,
+    /// Memory each run may use (in process); a detection that does not fit runs in passes.
+    pub memory_limit: Option<usize>,
 }
 
 impl SchedulerOptions {
     fn engine_options(&self) -> engine::EngineOptions {
-        engine::EngineOptions { memory_limit: None, engine: self.engine.clone() }
+        engine::EngineOptions { memory_limit: self.memory_limit, engine: self.engine.clone() }
     }
 }
 
@@ -200,11 +203,11 @@ fn late_windows(
     let mut ranges: Vec<(i64, i64)> = Vec::new();
     for c in commits.iter().filter(|c| c.id > seen) {
         for f in &c.files {
-            if f.table == Table::AllTraffic.qualified_name() {
-                ranges.push((f.min_time, f.max_time));
-            } else if f.table == Table::Processes.qualified_name() {
-                ranges.push((f.min_time, f.max_time.saturating_add(lookback.num_microseconds().unwrap_or(i64::MAX))));
-            }
+            // Rows of the tables detections read; a table whose rows count for the look-back
+            // reaches as far after them.
+            let Some(table) = Table::ALL.into_iter().find(|t| t.qualified_name() == f.table) else { continue };
+            let reach = if table.counts_for_lookback() { lookback.num_microseconds().unwrap_or(i64::MAX) } else { 0 };
+            ranges.push((f.min_time, f.max_time.saturating_add(reach)));
         }
     }
     if ranges.is_empty() {
@@ -229,16 +232,6 @@ fn stall() {
     if let Some(ms) = std::env::var(STALL_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-}
-
-async fn count(ctx: &SessionContext, sql: &str, params: Vec<(&str, ScalarValue)>) -> Result<u64, String> {
-    let df = ctx.sql(sql).await.map_err(|e| e.to_string())?.with_param_values(params).map_err(|e| e.to_string())?;
-    let batches = df.collect().await.map_err(|e| e.to_string())?;
-    let v = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
-        .unwrap_or(0);
-    Ok(v.max(0) as u64)
 }
 
 fn date_dir(t_us: i64) -> String {
@@ -321,37 +314,25 @@ async fn execute_detection(
     run: &RunInfo,
     rec: &mut RunRecord,
 ) -> Result<(), String> {
-    let ctx = engine::session_with(lake, None, &opts.engine_options()).await.map_err(|e| e.to_string())?;
-    let window = detect::Window { earliest: Some(w.earliest), latest: Some(w.latest), lookback: opts.lookback };
-    let params = window.params();
-    let get = |name: &str| params.iter().find(|(k, _)| *k == name).expect("param").1.clone();
-    let process_from = if opts.mode == Mode::Cimlake { get("process_earliest") } else { get("earliest") };
-    rec.rows_read.insert(
-        Table::Processes.qualified_name().into(),
-        count(&ctx, "SELECT count(*) FROM endpoint.processes WHERE _time >= $from AND _time < $latest", vec![("from", process_from), ("latest", get("latest"))]).await?,
-    );
-    rec.rows_read.insert(
-        Table::AllTraffic.qualified_name().into(),
-        count(&ctx, "SELECT count(*) FROM network_traffic.all_traffic WHERE _time >= $earliest AND _time < $latest", vec![("earliest", get("earliest")), ("latest", get("latest"))]).await?,
-    );
-    let df = detect::plan(&ctx, catalog, d, opts.mode, &window).await.map_err(|e| e.to_string())?;
-    let out_schema = df.schema().inner().clone();
-    let batches = df.collect().await.map_err(|e| e.to_string())?;
-    rec.result_columns = out_schema.fields().iter().map(|f| f.name().clone()).collect();
+    let search = Search { window: w, lookback: opts.lookback };
+    let executed = Runner::new(lake, catalog, opts.engine_options()).counting().run(d, opts.mode, &search).await.map_err(|e| e.to_string())?;
+    rec.rows_read = executed.rows_read;
+    rec.result_columns = executed.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut result_batches = Vec::new();
     let mut risk_batches = Vec::new();
-    for b in &batches {
+    for b in &executed.batches {
         result_batches.push(results::to_results(b, run).map_err(|e| e.to_string())?);
         risk_batches.push(risk::risk_events(b, &d.meta, run).map_err(|e| e.to_string())?);
     }
     rec.results = result_batches.iter().map(|b| b.num_rows() as u64).sum();
     rec.risk_events = risk_batches.iter().map(|b| b.num_rows() as u64).sum();
     let date = date_dir(run.earliest_us);
-    let results_rel = format!("{}/detection={}/{date}/{}.parquet", RESULTS_TABLE.1, d.name, run.run_id);
-    let schema = results::schema(&rec.result_columns);
+    let dir = |t: Table| t.lake_dir().expect("stored in the lake");
+    let results_rel = format!("{}/detection={}/{date}/{}.parquet", dir(Table::Results), d.name, run.run_id);
+    let schema = crate::cim::results::schema_with(&rec.result_columns);
     rec.files.push(lake.write_derived(&results_rel, schema, &result_batches).map_err(|e| e.to_string())?);
-    let risk_rel = format!("{}/{date}/{}.parquet", RISK_TABLE.1, run.run_id);
-    rec.files.push(lake.write_derived(&risk_rel, risk::schema(), &risk_batches).map_err(|e| e.to_string())?);
+    let risk_rel = format!("{}/{date}/{}.parquet", dir(Table::Risk), run.run_id);
+    rec.files.push(lake.write_derived(&risk_rel, Table::Risk.schema(), &risk_batches).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -363,24 +344,22 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
     let span = Window { earliest, latest: w.latest };
     let mut rec = new_record(&run_id, INCIDENTS_JOB, "Risk incidents: score over 24h or several MITRE tactics", "", "scheduled", None, span, started);
     let outcome: Result<(), String> = async {
-        let ctx = engine::session_with(lake, None, &opts.engine_options()).await.map_err(|e| e.to_string())?;
+        let ctx = engine::session_with(lake, &opts.engine_options()).await.map_err(|e| e.to_string())?;
         let ts = |t: DateTime<Utc>| ScalarValue::TimestampMicrosecond(Some(us(t)), Some("UTC".into()));
         let params = vec![("earliest", ts(earliest)), ("latest", ts(w.latest)), ("threshold", ScalarValue::Int64(Some(opts.risk_threshold)))];
-        rec.rows_read.insert(
-            RISK_TABLE.0.into(),
-            count(&ctx, "SELECT count(*) FROM risk.all_risk WHERE _time >= $earliest AND _time < $latest", params[..2].to_vec()).await?,
-        );
+        let risk_in_span = format!("SELECT count(*) FROM {} WHERE _time >= $earliest AND _time < $latest", Table::Risk.qualified_name());
+        rec.rows_read.insert(Table::Risk.qualified_name().into(), count(&ctx, &risk_in_span, params[..2].to_vec()).await.map_err(|e| e.to_string())?);
         let df = crate::detect::plan_query(&ctx, &catalog.incidents_sql, &catalog.incidents_file).await.map_err(|e| match e {
             crate::detect::PlanError::DataFusion(e) => e.to_string(),
             crate::detect::PlanError::NotReadOnly { file, reason } => format!("{file}: {reason}"),
         })?;
         let df = df.with_param_values(params).map_err(|e| e.to_string())?;
         let batches = df.collect().await.map_err(|e| e.to_string())?;
-        let info = incidents::Stamp { run_id: run_id.clone(), earliest_us: us(earliest), latest_us: us(w.latest) };
-        let stamped: Vec<_> = batches.iter().map(|b| incidents::stamp(b, &info)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let info = Stamp { run_id: run_id.clone(), earliest_us: us(earliest), latest_us: us(w.latest) };
+        let stamped: Vec<_> = batches.iter().map(|b| stamp_incidents(b, &info)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         rec.incidents = stamped.iter().map(|b| b.num_rows() as u64).sum();
-        let rel = format!("{}/{}/{}.parquet", INCIDENTS_TABLE.1, date_dir(us(w.latest)), run_id);
-        rec.files.push(lake.write_derived(&rel, incidents::schema(), &stamped).map_err(|e| e.to_string())?);
+        let rel = format!("{}/{}/{}.parquet", Table::Incidents.lake_dir().expect("stored in the lake"), date_dir(us(w.latest)), run_id);
+        rec.files.push(lake.write_derived(&rel, Table::Incidents.schema(), &stamped).map_err(|e| e.to_string())?);
         Ok(())
     }
     .await;
@@ -393,54 +372,25 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
     Ok(lake.publish_run(rec)?)
 }
 
-/// The shape of `risk.incidents`.
-pub mod incidents {
-    use std::sync::{Arc, LazyLock};
+/// Who computed a set of incidents, stamped on each.
+struct Stamp {
+    run_id: String,
+    earliest_us: i64,
+    latest_us: i64,
+}
 
+/// The incident rule's output with `_time` (the end of its 24 hours) and the run stamped on, in
+/// the schema of `risk.incidents`.
+fn stamp_incidents(b: &arrow::record_batch::RecordBatch, s: &Stamp) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
-    use arrow::compute::cast;
-    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-    use arrow::error::ArrowError;
-    use arrow::record_batch::RecordBatch;
-
-    use crate::cim::time_type;
-
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        Arc::new(Schema::new(vec![
-            Field::new("_time", time_type(), false),
-            Field::new("run_id", DataType::Utf8, false),
-            Field::new("window_earliest", time_type(), false),
-            Field::new("window_latest", time_type(), false),
-            Field::new("risk_object", DataType::Utf8, true),
-            Field::new("risk_object_type", DataType::Utf8, true),
-            Field::new("risk_score", DataType::Int64, true),
-            Field::new("risk_events", DataType::Int64, true),
-            Field::new("searches", DataType::Int64, true),
-            Field::new("tactics", DataType::Int64, true),
-            Field::new("firstTime", time_type(), true),
-            Field::new("lastTime", time_type(), true),
-        ]))
-    });
-
-    pub fn schema() -> SchemaRef {
-        SCHEMA.clone()
+    use std::sync::Arc;
+    let schema = Table::Incidents.schema();
+    let n = b.num_rows();
+    let ts = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
+    let mut cols: Vec<ArrayRef> = vec![ts(s.latest_us), Arc::new(StringArray::from(vec![s.run_id.as_str(); n])), ts(s.earliest_us), ts(s.latest_us)];
+    for f in schema.fields().iter().skip(crate::cim::incidents::STAMP_COLUMNS) {
+        let c = b.column(b.schema().index_of(f.name())?);
+        cols.push(arrow::compute::cast(c, f.data_type())?);
     }
-
-    pub struct Stamp {
-        pub run_id: String,
-        pub earliest_us: i64,
-        pub latest_us: i64,
-    }
-
-    /// The rule's output with `_time` (the end of its 24 hours) and the run stamped on.
-    pub fn stamp(b: &RecordBatch, s: &Stamp) -> Result<RecordBatch, ArrowError> {
-        let n = b.num_rows();
-        let ts = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
-        let mut cols: Vec<ArrayRef> = vec![ts(s.latest_us), Arc::new(StringArray::from(vec![s.run_id.as_str(); n])), ts(s.earliest_us), ts(s.latest_us)];
-        for f in schema().fields().iter().skip(4) {
-            let c = b.column(b.schema().index_of(f.name())?);
-            cols.push(cast(c, f.data_type())?);
-        }
-        RecordBatch::try_new(schema(), cols)
-    }
+    arrow::record_batch::RecordBatch::try_new(schema, cols)
 }

@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 
 use crate::detect::metadata;
+pub use crate::time::Window;
 use crate::time::parse_time_in;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,13 +20,6 @@ pub enum WindowError {
     Time(String),
     #[error("window of the run scheduled at {fire} is empty or inverted: [{earliest}, {latest})")]
     Empty { fire: DateTime<Utc>, earliest: DateTime<Utc>, latest: DateTime<Utc> },
-}
-
-/// A search window: `[earliest, latest)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Window {
-    pub earliest: DateTime<Utc>,
-    pub latest: DateTime<Utc>,
 }
 
 /// A detection's schedule in a time zone.

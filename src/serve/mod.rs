@@ -111,7 +111,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     server
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, crate::cluster::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, crate::shutdown::signal())
         .await
         .context("the Flight SQL server failed")?;
     eprintln!("stopped serving {addr}");

@@ -127,7 +127,7 @@ impl LakeService {
         }
         let memory_limit = if self.limits.explicit_memory { self.limits.memory } else { None };
         let opts = EngineOptions { memory_limit, engine: Engine::InProcess };
-        let ctx = engine::session_with(&self.lake, Some(&self.catalog), &opts).await.map_err(|e| Status::internal(e.to_string()))?;
+        let ctx = crate::detect::runner::session(&self.lake, &self.catalog, &opts).await.map_err(|e| Status::internal(e.to_string()))?;
         *cached = Some((version, ctx.clone()));
         Ok(ctx)
     }

@@ -130,7 +130,7 @@ async fn session_for(slt: &Path) -> SessionContext {
         std::fs::write(file, format!("-- edited by {}\n{sql}\n", slt.display())).unwrap();
     }
     let catalog = Catalog::load_dir(sql_dir.path()).unwrap();
-    cimlake::engine::session(&Lake::new(lake_for(slt)), Some(&catalog)).await.unwrap()
+    cimlake::detect::runner::session(&Lake::new(lake_for(slt)), &catalog, &Default::default()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

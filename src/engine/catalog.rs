@@ -1,0 +1,68 @@
+//! The lake as a DataFusion catalog, built from the table registry ([`Table::ALL_TABLES`]): one
+//! schema per data model (`endpoint`, `network_traffic`, `quarantine`, `detections`, `risk`,
+//! `cimlake`), one table per entry, filled as the entry says ([`Filled`]). A table added to the
+//! registry is in every session without an edit here.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::DataFusionError;
+
+use super::EngineError;
+use crate::cim::{Filled, Table, results};
+use crate::lake::table::LakeTable;
+use crate::lake::{Lake, runs};
+
+/// The catalog's name: DataFusion's default, so `endpoint.processes` needs no catalog prefix.
+pub const CATALOG: &str = "datafusion";
+
+/// The schema that unqualified names resolve in (empty: every lake table is qualified).
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Every table of the lake as it is now (its commits and run records read once).
+pub fn lake_catalog(lake: &Lake) -> Result<Arc<MemoryCatalogProvider>, EngineError> {
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    catalog.register_schema(DEFAULT_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
+    let commits = lake.commits()?;
+    let all_runs = lake.runs()?;
+    for table in Table::ALL_TABLES {
+        let schema = match catalog.schema(table.schema_name()) {
+            Some(s) => s,
+            None => {
+                let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                catalog.register_schema(table.schema_name(), s.clone())?;
+                s
+            }
+        };
+        let provider: Arc<dyn TableProvider> = match table.filled() {
+            Filled::ByIngest => {
+                let files = commits.iter().flat_map(|c| c.files.iter()).filter(|f| f.table == table.qualified_name()).cloned().collect();
+                Arc::new(LakeTable::new(table.schema(), lake.root().to_path_buf(), files))
+            }
+            Filled::ByRuns => {
+                let arrow_schema = if table == Table::Results {
+                    // The union of every detection's output columns, as the current runs wrote them.
+                    let mut columns: Vec<String> = Vec::new();
+                    for r in runs::current(&all_runs) {
+                        for c in &r.result_columns {
+                            if !columns.contains(c) {
+                                columns.push(c.clone());
+                            }
+                        }
+                    }
+                    results::schema_with(&columns)
+                } else {
+                    table.schema()
+                };
+                Arc::new(LakeTable::new(arrow_schema, lake.root().to_path_buf(), runs::current_files(&all_runs, table.qualified_name())))
+            }
+            Filled::RunLog => {
+                let batch = runs::runs_batch(&all_runs).map_err(DataFusionError::from)?;
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
+            }
+        };
+        schema.register_table(table.table_name().to_string(), provider)?;
+    }
+    Ok(catalog)
+}
