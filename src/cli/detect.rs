@@ -51,9 +51,14 @@ pub struct DetectArgs {
     #[arg(long)]
     pub explain: bool,
 
-    /// List the detections and exit.
-    #[arg(long)]
+    /// List the detections (name, id, title, modes, origin, schedule) and exit.
+    #[arg(long, conflicts_with = "check")]
     pub list: bool,
+
+    /// Plan every detection in every mode it has against the lake's schemas (no rows needed) and
+    /// report each that fails by file and line; exit 1 if any fails.
+    #[arg(long)]
+    pub check: bool,
 
     /// Memory for joins, aggregations and sorts (e.g. 512M, 2G); beyond it, work spills to disk.
     #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
@@ -79,6 +84,7 @@ impl DetectArgs {
             output: None,
             explain: false,
             list: false,
+            check: false,
             memory_limit: None,
             engine,
             sql,
@@ -100,12 +106,11 @@ impl DetectArgs {
 pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> {
     let catalog = args.sql.catalog()?;
     if args.list {
-        let mut out = std::io::stdout().lock();
-        for d in &catalog.detections {
-            let shown = |s: &str| crate::output::escape_controls(s).into_owned();
-            writeln!(out, "{}\t{}\t{}", shown(&d.name), shown(&d.meta.mitre_attack_id.join(",")), shown(&d.meta.name))?;
-        }
+        list(&catalog)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.check {
+        return check(lake_dir, &catalog).await;
     }
     let search = args.search()?;
     let selected = catalog.select(&args.detection)?;
@@ -162,4 +167,48 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         output::write(&batches, schema, args.format, args.output.as_deref())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--list`: one tab-separated line per detection under a header.
+fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let shown = |s: &str| crate::output::escape_controls(s).into_owned();
+    writeln!(out, "name\tid\ttitle\tattack\tmodes\torigin\tschedule")?;
+    for d in &catalog.detections {
+        let modes: Vec<&str> = d.modes().iter().map(|m| m.name()).collect();
+        let s = &d.meta.schedule;
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{} ({} to {})",
+            shown(&d.name),
+            shown(&d.meta.id),
+            shown(&d.meta.name),
+            shown(&d.meta.mitre_attack_id.join(",")),
+            modes.join(","),
+            shown(&d.origin),
+            shown(&s.cron),
+            shown(&s.earliest),
+            shown(&s.latest)
+        )?;
+    }
+    Ok(())
+}
+
+/// `--check`: failures on stdout, one per line; a summary on stderr; exit 1 if any failed.
+async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<ExitCode> {
+    let lake = Lake::new(lake_dir);
+    let checked = detect::check::check(&lake, catalog).await?;
+    let mut out = std::io::stdout().lock();
+    for failure in &checked.failures {
+        writeln!(out, "{}", crate::output::escape_controls(&failure.to_string()))?;
+    }
+    let failed = checked.failures.len();
+    eprintln!(
+        "checked {} detections ({} plans) against {}: {}",
+        catalog.detections.len(),
+        checked.planned,
+        if lake.exists() { format!("the lake at {}", lake_dir.display()) } else { "the lake's schemas (no lake yet)".to_string() },
+        if failed == 0 { "all plan".to_string() } else { format!("{failed} failed") }
+    );
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -7,27 +7,8 @@ use super::macros;
 use super::metadata::Metadata;
 use super::{DetectError, Mode};
 
-/// The `sql/` tree of the source repository, built in.
-const BUILTIN: &[(&str, &str)] = &[
-    (
-        "detections/windows_http_network_communication_from_msiexec/detection.toml",
-        include_str!("../../sql/detections/windows_http_network_communication_from_msiexec/detection.toml"),
-    ),
-    (
-        "detections/windows_http_network_communication_from_msiexec/cimlake.sql",
-        include_str!("../../sql/detections/windows_http_network_communication_from_msiexec/cimlake.sql"),
-    ),
-    (
-        "detections/windows_http_network_communication_from_msiexec/splunk.sql",
-        include_str!("../../sql/detections/windows_http_network_communication_from_msiexec/splunk.sql"),
-    ),
-    ("macros/process_msiexec.sql", include_str!("../../sql/macros/process_msiexec.sql")),
-    ("risk/incidents.sql", include_str!("../../sql/risk/incidents.sql")),
-    (
-        "macros/windows_http_network_communication_from_msiexec_filter.sql",
-        include_str!("../../sql/macros/windows_http_network_communication_from_msiexec_filter.sql"),
-    ),
-];
+// `BUILTIN`: every file of the repository's `sql/` tree, listed by `build.rs`.
+include!(concat!(env!("OUT_DIR"), "/builtin_sql.rs"));
 
 /// One detection: its directory name, metadata and SQL per mode.
 #[derive(Debug, Clone)]
@@ -39,6 +20,8 @@ pub struct Detection {
     /// Where each mode's SQL file was read from (`built-in sql/detections/…/cimlake.sql`, or a
     /// path under a `--sql-dir`), for errors.
     pub files: HashMap<Mode, String>,
+    /// The source it came from: `built-in`, or the `--sql-dir` / `CIMLAKE_SQL_PATH` directory.
+    pub origin: String,
 }
 
 impl Detection {
@@ -129,7 +112,13 @@ impl Catalog {
                     sql.insert(mode, text.clone());
                     sql_files.insert(mode, sql_from.clone());
                 }
-                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files });
+                // `from` is the origin's path joined with `rel` (or `built-in sql/rel`).
+                let origin = if from.starts_with(BUILTIN_ORIGIN) {
+                    BUILTIN_ORIGIN.to_string()
+                } else {
+                    from.strip_suffix(rel.as_str()).map_or(from.as_str(), |d| d.trim_end_matches(['/', '\\'])).to_string()
+                };
+                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files, origin });
             }
         }
         let (incidents_file, incidents_sql) = match files.get("risk/incidents.sql") {
@@ -181,8 +170,13 @@ impl Catalog {
 
     /// The detection's SQL in a mode, macros expanded.
     pub fn expanded_sql(&self, d: &Detection, mode: Mode) -> Result<String, DetectError> {
+        self.expanded_sql_mapped(d, mode).map(|(sql, _)| sql)
+    }
+
+    /// [`Catalog::expanded_sql`], with the line of the detection's file each line comes from.
+    pub fn expanded_sql_mapped(&self, d: &Detection, mode: Mode) -> Result<(String, Vec<usize>), DetectError> {
         let sql = d.sql.get(&mode).ok_or_else(|| DetectError::NoMode { detection: d.name.clone(), mode, has: d.modes() })?;
-        macros::expand(sql, &self.macros).map_err(|e| {
+        macros::expand_mapped(sql, &self.macros).map_err(|e| {
             DetectError::Macro(format!("{} ({}.sql): {e}", d.name, mode.name()))
         })
     }

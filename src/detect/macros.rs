@@ -7,7 +7,26 @@ const MAX_DEPTH: usize = 16;
 
 /// Expands every `` `name` `` in `sql`. `macros` maps names to SQL text.
 pub fn expand(sql: &str, macros: &HashMap<String, String>) -> Result<String, String> {
-    expand_depth(sql, macros, 0, &mut Vec::new())
+    expand_depth(sql, macros, 0, &mut Vec::new(), None)
+}
+
+/// [`expand`], and for each line of the result (index 0 = line 1) the line of `sql` it comes
+/// from: a macro's lines map to the line that names the macro. Errors then point into the file a
+/// user wrote, not into the expansion.
+pub fn expand_mapped(sql: &str, macros: &HashMap<String, String>) -> Result<(String, Vec<usize>), String> {
+    let mut lines = vec![1];
+    let out = expand_depth(sql, macros, 0, &mut Vec::new(), Some(&mut lines))?;
+    Ok((out, lines))
+}
+
+/// The source line of each output line so far (see [`expand_mapped`]).
+fn advance(lines: &mut Option<&mut Vec<usize>>, text: &str, from_source: bool) {
+    if let Some(lines) = lines {
+        for _ in text.matches('\n') {
+            let last = *lines.last().expect("starts with line 1");
+            lines.push(if from_source { last + 1 } else { last });
+        }
+    }
 }
 
 fn expand_depth(
@@ -15,6 +34,7 @@ fn expand_depth(
     macros: &HashMap<String, String>,
     depth: usize,
     stack: &mut Vec<String>,
+    mut lines: Option<&mut Vec<usize>>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
@@ -22,6 +42,7 @@ fn expand_depth(
         // The next backtick that is outside comments and string literals.
         let Some(start) = next_macro(rest) else { break };
         out.push_str(&rest[..start]);
+        advance(&mut lines, &rest[..start], true);
         let after = &rest[start + 1..];
         let end = after.find('`').ok_or_else(|| "unclosed ` in SQL".to_string())?;
         let name = after[..end].trim();
@@ -33,14 +54,16 @@ fn expand_depth(
         }
         let body = macros.get(name).ok_or_else(|| format!("unknown macro `{name}`"))?;
         stack.push(name.to_string());
-        let body = expand_depth(&strip_comment_lines(body), macros, depth + 1, stack)?;
+        let body = expand_depth(&strip_comment_lines(body), macros, depth + 1, stack, None)?;
         stack.pop();
         out.push('(');
         out.push_str(body.trim());
+        advance(&mut lines, body.trim(), false);
         out.push(')');
         rest = &after[end + 1..];
     }
     out.push_str(rest);
+    advance(&mut lines, rest, true);
     Ok(out)
 }
 
@@ -107,6 +130,18 @@ mod tests {
             expand(sql, &macros).unwrap(),
             "-- `b` in a comment\nSELECT '`c`', \"`d`\" /* `e` */ WHERE (x)"
         );
+    }
+
+    #[test]
+    fn mapped_lines_point_into_the_source() {
+        let macros = m(&[("a", "x = 1\nAND y = 2\nAND z = 3")]);
+        let sql = "SELECT *\nFROM t\nWHERE `a`\nAND w = 4\nGROUP BY v";
+        let (out, lines) = expand_mapped(sql, &macros).unwrap();
+        assert_eq!(out, expand(sql, &macros).unwrap());
+        assert_eq!(out.lines().count(), lines.len());
+        // The macro's three lines are line 3 of the source; what follows keeps its own numbers.
+        assert_eq!(lines, vec![1, 2, 3, 3, 3, 4, 5]);
+        assert_eq!(out.lines().nth(5), Some("AND w = 4"));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! ([`read_only`]).
 
 pub mod catalog;
+pub mod check;
 pub mod macros;
 pub mod metadata;
 pub mod results;

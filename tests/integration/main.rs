@@ -1,6 +1,7 @@
 //! cimlake's integration tests: one test binary (one link of DataFusion) with a module per area.
 //!
 //! * `cli`: every subcommand end to end through the `cimlake` binary.
+//! * `contributing`: the checklists of CONTRIBUTING.md (add a detection, a format, a table), done.
 //! * `cluster`: a Ballista scheduler and two executors give the in-process engine's rows.
 //! * `parallel`: parallel and split ingest give the lake a one-job ingest gives.
 //! * `hostile`: input written to hurt: bad records counted and located, memory and time bounded.
@@ -14,6 +15,7 @@
 mod cli;
 mod cluster;
 mod common;
+mod contributing;
 mod corpus;
 mod generate;
 mod hostile;
