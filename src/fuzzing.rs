@@ -9,34 +9,50 @@
 use std::io::Cursor;
 
 use crate::cim::Table;
-use crate::convert::{Emitter, Sourcetype, Stats, VecSink, evtx, input, nvm, split, winevent_json, xmlwineventlog};
+use crate::convert::format::{FORMATS, Format};
+use crate::convert::{Emitter, Stats, VecSink, input, split};
 
-/// The fuzz targets, by name.
-pub const TARGETS: [&str; 8] = ["xmlwineventlog", "nvm_kv", "nvm_json", "winevent_json", "relative_time", "evtx", "input", "split"];
+/// The targets that are not one format's: see [`targets`].
+const OTHER_TARGETS: [&str; 3] = ["relative_time", "input", "split"];
+
+/// The fuzz targets, by name: one per input format ([`FORMATS`], named as on the command line
+/// with `_` for `-`, e.g. `nvm_kv`), then `relative_time`, `input` and `split`.
+pub fn targets() -> Vec<String> {
+    FORMATS.iter().map(|f| format_target(*f)).chain(OTHER_TARGETS.iter().map(|t| t.to_string())).collect()
+}
+
+/// The target name of a format.
+fn format_target(format: &dyn Format) -> String {
+    use clap::ValueEnum;
+    let value = format.sourcetype().to_possible_value().expect("every sourcetype has a name");
+    value.get_name().replace('-', "_")
+}
 
 /// Runs target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
     match name {
-        "xmlwineventlog" => check(data, |r, out| xmlwineventlog::convert(r, "fuzz", out)),
-        "nvm_kv" => check(data, |r, out| nvm::convert_kv(r, "fuzz", out)),
-        "nvm_json" => check(data, |r, out| nvm::convert_json(r, "fuzz", out)),
-        "winevent_json" => check(data, |r, out| winevent_json::convert(r, "fuzz", out)),
         "relative_time" => relative_time(data),
-        "evtx" => evtx_bytes(data),
         "input" => whole_input(data),
         "split" => split_anywhere(data),
-        other => panic!("no fuzz target {other:?}"),
+        other => match FORMATS.iter().find(|f| format_target(**f) == other) {
+            Some(format) => one_format(*format, data),
+            None => panic!("no fuzz target {other:?}"),
+        },
     }
 }
 
-/// EVTX bytes: an error for a file that is not one, else every record accounted for.
-fn evtx_bytes(data: &[u8]) {
+/// One format on the bytes. A text format never fails (a damaged record is a bad record); a
+/// binary one may refuse the whole file. Either way every record read is accounted for.
+fn one_format(format: &dyn Format, data: &[u8]) {
     let mut sink = VecSink::default();
     let mut out = Emitter::new(&mut sink);
-    if evtx::convert_bytes(data.to_vec(), "fuzz", &mut out).is_err() {
+    let converted = format.convert(&mut Cursor::new(data), "fuzz", &mut out);
+    if format.is_text() {
+        converted.expect("not strict: bad input is a bad record, not an error");
+    } else if converted.is_err() {
         return;
     }
-    let stats = out.finish().expect("batches build");
+    let stats: Stats = out.finish().expect("batches build");
     accounted(&sink, &stats);
 }
 
@@ -63,18 +79,18 @@ fn whole_input(data: &[u8]) {
 }
 
 /// A text input cut into pieces of a size taken from the input's first bytes: the same rows,
-/// records, skips and bad records as the whole.
+/// records, skips and bad records as the whole. The first byte picks the splittable format
+/// (counting from the last in [`FORMATS`]: 0 XmlWinEventLog, 1 Windows event JSON, as the saved
+/// cases were written).
 fn split_anywhere(data: &[u8]) {
     let [a, b, rest @ ..] = data else { return };
-    let shape = if a & 1 == 0 { Sourcetype::XmlWinEventLog } else { Sourcetype::WinEventJson };
+    let splittable: Vec<&dyn Format> = FORMATS.iter().rev().copied().filter(|f| f.splittable()).collect();
+    let format = splittable[usize::from(*a) % splittable.len()];
+    let shape = format.sourcetype();
     let target = 1 + usize::from(*b) * 8;
-    let convert = |r: Cursor<&[u8]>, out: &mut Emitter<'_>| match shape {
-        Sourcetype::XmlWinEventLog => xmlwineventlog::convert(r, "fuzz", out),
-        _ => winevent_json::convert(r, "fuzz", out),
-    };
     let mut whole = VecSink::default();
     let mut out = Emitter::new(&mut whole);
-    convert(Cursor::new(rest), &mut out).expect("not strict");
+    format.convert(&mut Cursor::new(rest), "fuzz", &mut out).expect("not strict");
     let whole_stats = out.finish().expect("batches build");
 
     let mut pieces = VecSink::default();
@@ -101,17 +117,6 @@ fn accounted(sink: &VecSink, stats: &Stats) {
     assert!(stats.bad <= stats.records, "more bad records than records: {stats:?}");
 }
 
-fn check(
-    data: &[u8],
-    convert: impl FnOnce(Cursor<&[u8]>, &mut Emitter<'_>) -> Result<(), crate::convert::ConvertError>,
-) {
-    let mut sink = VecSink::default();
-    let mut out = Emitter::new(&mut sink);
-    convert(Cursor::new(data), &mut out).expect("not strict: bad input is a bad record, not an error");
-    let stats: Stats = out.finish().expect("batches build");
-    accounted(&sink, &stats);
-}
-
 fn relative_time(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
@@ -129,7 +134,9 @@ mod tests {
     fn saved_fuzz_cases_and_seeds_pass() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut ran = 0;
-        for target in super::TARGETS {
+        let targets = super::targets();
+        assert_eq!(targets, ["evtx", "nvm_json", "winevent_json", "nvm_kv", "xmlwineventlog", "relative_time", "input", "split"]);
+        for target in &targets {
             let dir = root.join("fuzz/regressions").join(target);
             let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}: every target keeps its saved cases", dir.display()));
             let mut saved = 0;

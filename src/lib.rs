@@ -32,6 +32,7 @@ pub mod engine;
 pub mod fault;
 pub mod fuzzing;
 pub mod generate;
+pub mod ingest;
 pub mod lake;
 pub mod output;
 pub mod schedule;

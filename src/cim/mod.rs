@@ -14,6 +14,7 @@ pub mod quarantine;
 pub mod results;
 pub mod risk;
 pub mod runs;
+pub mod stats;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::cim::Table;
 use crate::convert::Sourcetype;
 use crate::lake::Lake;
-use crate::lake::ingest::{IngestOptions, IngestReport, InputOutcome, ingest};
+use crate::ingest::{IngestOptions, IngestReport, InputOutcome, Progress, ingest, ingest_with_progress};
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
@@ -67,14 +67,38 @@ pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<I
         batch_size: args.batch_size as usize,
         strict: args.strict,
         salvage: args.salvage,
-        progress: std::io::stderr().is_terminal(),
-        jobs: args.jobs.map_or_else(crate::lake::ingest::default_jobs, |j| j as usize),
+        jobs: args.jobs.map_or_else(crate::ingest::default_jobs, |j| j as usize),
         piece_bytes: args.piece_size.max(1),
         limits: crate::convert::input::Limits { member_bytes: args.max_member_size as u64, ratio: args.max_expansion_ratio },
     };
-    let report = ingest(&lake, &args.paths, &opts)?;
+    let report = if std::io::stderr().is_terminal() {
+        ingest_with_progress(&lake, &args.paths, &opts, &Bar(indicatif::ProgressBar::new(0)))?
+    } else {
+        ingest(&lake, &args.paths, &opts)?
+    };
     print_report(&lake, &report)?;
     Ok(report)
+}
+
+/// The bytes read, as a progress bar on a terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total_bytes: u64) {
+        self.0.set_length(total_bytes);
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}")
+                .expect("valid template"),
+        );
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
@@ -90,9 +114,9 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
             InputOutcome::Ingested { path, commit } => {
                 new += 1;
                 let s = &commit.input.stats;
-                let shapes: Vec<&str> = commit.input.sourcetypes.iter().map(|s| s.name()).collect();
-                let shapes = match commit.input.container {
-                    Some(c) => format!("{}: {}", c.name(), shapes.join(", ")),
+                let shapes: Vec<&str> = commit.input.sourcetypes.iter().map(String::as_str).collect();
+                let shapes = match &commit.input.container {
+                    Some(c) => format!("{c}: {}", shapes.join(", ")),
                     None => shapes.join(", "),
                 };
                 writeln!(

@@ -39,7 +39,7 @@ pub async fn run(lake_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         salvage: false,
         batch_size: crate::convert::DEFAULT_BATCH_SIZE as u64,
         jobs: None,
-        piece_size: crate::lake::ingest::DEFAULT_PIECE_BYTES,
+        piece_size: crate::ingest::DEFAULT_PIECE_BYTES,
         max_member_size: crate::convert::input::DEFAULT_MAX_MEMBER_BYTES as usize,
         max_expansion_ratio: crate::convert::input::DEFAULT_MAX_RATIO,
     };

@@ -191,7 +191,7 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
             stats.rows(crate::cim::Table::AllTraffic)
         )?;
         for i in &ing.inputs {
-            if let crate::lake::ingest::InputOutcome::Failed { error, .. } = i {
+            if let crate::ingest::InputOutcome::Failed { error, .. } = i {
                 writeln!(out, "landing: error: {}", crate::output::escape_controls(error))?;
             }
         }

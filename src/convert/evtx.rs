@@ -10,6 +10,31 @@ use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "evtx";
 
+/// The format: a binary file of chunks, recognised by its magic bytes. The parser seeks, so a
+/// stream (an archive member) is first copied to a temporary file.
+pub struct EvtxFormat;
+
+impl super::format::Format for EvtxFormat {
+    fn sourcetype(&self) -> super::Sourcetype {
+        super::Sourcetype::Evtx
+    }
+
+    fn sniff(&self, head: &[u8]) -> bool {
+        head.starts_with(MAGIC)
+    }
+
+    fn convert(&self, reader: &mut dyn std::io::BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        super::format::convert_spilled(reader, source, out, |r, source, out| convert_reader(r, source, out))
+    }
+
+    fn is_text(&self) -> bool {
+        false
+    }
+}
+
+/// The first bytes of every EVTX file.
+pub const MAGIC: &[u8] = b"ElfFile\0";
+
 /// Converts an EVTX file from a reader positioned at its start (a file on disk, or an archive
 /// member copied to a temporary file); the parser reads it chunk by chunk, in order.
 pub fn convert_reader<R: std::io::Read + std::io::Seek>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {

@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 
-use super::{BadRecord, ConvertError, Emitter, Sourcetype, evtx, nvm, winevent_json, xmlwineventlog};
+use super::{BadRecord, ConvertError, Emitter, Sourcetype, evtx};
 
 /// Bytes looked at to recognise a shape.
 pub const SNIFF_BYTES: usize = 64 * 1024;
@@ -377,7 +377,7 @@ fn damaged(source: &str, what: &str, e: &dyn std::fmt::Display) -> String {
 /// The shape of a plain (not packed) text input from its first bytes, or `None` for a container
 /// or an EVTX file or an unknown shape.
 pub fn plain_shape(head: &[u8], forced: Option<Sourcetype>) -> Option<Sourcetype> {
-    if is_gzip(head) || is_zip(head) || is_tar(head) || head.starts_with(b"ElfFile\0") {
+    if is_gzip(head) || is_zip(head) || is_tar(head) || head.starts_with(evtx::MAGIC) {
         return None;
     }
     forced.or_else(|| sniff(head)).filter(|s| *s != Sourcetype::Evtx)
@@ -413,7 +413,7 @@ pub fn convert_input(input: &mut InputFile<'_>, path: &Path, source: &str, opts:
         let error = Rc::new(RefCell::new(None));
         convert_tar(Guard { inner: &mut *input, error: error.clone() }, source, opts, out, &mut info, &mut member, Some(&error))?;
         report_damage(&error, source, "tar stream", &member, opts, out)?;
-    } else if opts.sourcetype.map_or(head.starts_with(b"ElfFile\0"), |s| s == Sourcetype::Evtx) {
+    } else if opts.sourcetype.map_or(head.starts_with(evtx::MAGIC), |s| s == Sourcetype::Evtx) {
         // A plain EVTX file is read in place, chunk by chunk.
         out.set_sourcetype(Sourcetype::Evtx.name());
         input.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -616,34 +616,10 @@ fn convert_tar_entries<R: Read>(
     Ok(())
 }
 
-/// Recognises a file's shape from its first bytes.
+/// Recognises a file's shape from its first bytes: the first of [`FORMATS`](super::format::FORMATS)
+/// that accepts them.
 pub fn sniff(head: &[u8]) -> Option<Sourcetype> {
-    if head.starts_with(b"ElfFile\0") {
-        return Some(Sourcetype::Evtx);
-    }
-    let text = String::from_utf8_lossy(head);
-    let first = text.lines().map(|l| l.trim_start_matches('\u{feff}').trim()).find(|l| !l.is_empty())?;
-    if first.starts_with('{') {
-        let obj = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first).ok();
-        return match obj {
-            Some(o) if nvm::is_nvm(&nvm::from_json(&o)) => Some(Sourcetype::NvmJson),
-            Some(o) if winevent_json::layout(&o).is_some() => Some(Sourcetype::WinEventJson),
-            Some(_) => None,
-            // A first line longer than the sniffed bytes: judge by the keys seen.
-            None if first.contains("\"fv\"") && first.contains("nvzFlow") => Some(Sourcetype::NvmJson),
-            None if ["\"EventID\"", "\"event_id\"", "\"winlog\"", "\"event_data\""].iter().any(|k| first.contains(k)) => {
-                Some(Sourcetype::WinEventJson)
-            }
-            None => None,
-        };
-    }
-    if text.lines().take(20).any(|l| nvm::parse_kv(l).is_ok_and(|r| nvm::is_nvm(&r))) {
-        return Some(Sourcetype::NvmKv);
-    }
-    if xmlwineventlog::looks_like(head) {
-        return Some(Sourcetype::XmlWinEventLog);
-    }
-    None
+    super::format::sniff(head).map(|f| f.sourcetype())
 }
 
 /// What the first bytes look like, for an error message.
@@ -671,24 +647,9 @@ fn convert_stream<R: Read>(reader: R, source: &str, opts: InputOptions, out: &mu
             )));
         }
     };
-    let buffered = BufReader::with_capacity(1 << 20, reader);
+    let mut buffered = BufReader::with_capacity(1 << 20, reader);
     out.set_sourcetype(shape.name());
-    match shape {
-        Sourcetype::XmlWinEventLog => xmlwineventlog::convert(buffered, source, out)?,
-        Sourcetype::WinEventJson => winevent_json::convert(buffered, source, out)?,
-        Sourcetype::NvmKv => nvm::convert_kv(buffered, source, out)?,
-        Sourcetype::NvmJson => nvm::convert_json(buffered, source, out)?,
-        Sourcetype::Evtx => {
-            // The parser seeks: the member goes to a temporary file (its size bounded by the
-            // reader's limits), never into memory.
-            let io = |e| ConvertError::io(Path::new(source), e);
-            let mut spill = tempfile::tempfile().map_err(io)?;
-            let mut r = buffered;
-            std::io::copy(&mut r, &mut spill).map_err(io)?;
-            spill.seek(SeekFrom::Start(0)).map_err(io)?;
-            evtx::convert_reader(BufReader::new(spill), source, out)?
-        }
-    }
+    super::format::format_of(shape).convert(&mut buffered, source, out)?;
     Ok(shape)
 }
 

@@ -25,6 +25,47 @@ use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE_KV: &str = "cisco:nvm:flowdata";
 pub const SOURCETYPE_JSON: &str = "cisco:nvm:flowdata:v2";
+
+/// Cisco NVM flow data as key="value" syslog lines. Flow stages and process records are merged
+/// across the input, so it is not split.
+pub struct NvmKvFormat;
+
+impl super::format::Format for NvmKvFormat {
+    fn sourcetype(&self) -> super::Sourcetype {
+        super::Sourcetype::NvmKv
+    }
+
+    fn sniff(&self, head: &[u8]) -> bool {
+        super::format::first_line(head).is_some_and(|l| !l.starts_with('{'))
+            && String::from_utf8_lossy(head).lines().take(20).any(|l| parse_kv(l).is_ok_and(|r| is_nvm(&r)))
+    }
+
+    fn convert(&self, reader: &mut dyn std::io::BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert_kv(reader, source, out)
+    }
+}
+
+/// Cisco NVM flow data as JSON lines; not split, as [`NvmKvFormat`].
+pub struct NvmJsonFormat;
+
+impl super::format::Format for NvmJsonFormat {
+    fn sourcetype(&self) -> super::Sourcetype {
+        super::Sourcetype::NvmJson
+    }
+
+    fn sniff(&self, head: &[u8]) -> bool {
+        let Some(first) = super::format::first_line(head).filter(|l| l.starts_with('{')) else { return false };
+        match serde_json::from_str::<serde_json::Map<String, Value>>(&first) {
+            Ok(o) => is_nvm(&from_json(&o)),
+            // A first line longer than the sniffed bytes: judge by the keys seen.
+            Err(_) => first.contains("\"fv\"") && first.contains("nvzFlow"),
+        }
+    }
+
+    fn convert(&self, reader: &mut dyn std::io::BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert_json(reader, source, out)
+    }
+}
 pub const VENDOR_PRODUCT: &str = "Cisco Network Visibility Module";
 
 /// Skip reason for NVM records that are neither flows nor endpoint records.

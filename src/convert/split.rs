@@ -12,16 +12,17 @@
 
 use std::io::{Cursor, Read};
 
+use super::format::{Format, format_of};
 use super::lines::Position;
-use super::{ConvertError, Emitter, Sourcetype, winevent_json, xmlwineventlog};
+use super::{ConvertError, Emitter, Sourcetype, xmlwineventlog};
 
 /// How far past its target size a piece may grow while looking for a record start before it is
 /// cut at a line end anyway (a record larger than this is a bad record in any case).
 const MAX_OVERRUN: usize = xmlwineventlog::MAX_EVENT_BYTES + (1 << 20);
 
-/// Whether inputs of this shape can be split.
+/// Whether inputs of this shape can be split ([`Format::splittable`]).
 pub fn splits(shape: Sourcetype) -> bool {
-    matches!(shape, Sourcetype::XmlWinEventLog | Sourcetype::WinEventJson)
+    format_of(shape).splittable()
 }
 
 /// A piece of an input.
@@ -38,145 +39,165 @@ pub struct Piece {
 impl Piece {
     /// Converts the piece as part of an input of shape `shape` named `source`.
     pub fn convert(&self, shape: Sourcetype, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-        let r = Cursor::new(&self.bytes[..]);
         out.set_sourcetype(shape.name());
-        match shape {
-            Sourcetype::XmlWinEventLog => xmlwineventlog::convert_part(r, source, self.at, self.more_follows, out),
-            Sourcetype::WinEventJson => winevent_json::convert_part(r, source, self.at, out),
-            other => unreachable!("{other} inputs are not split"),
-        }
+        format_of(shape).convert_part(&mut Cursor::new(&self.bytes[..]), source, self.at, self.more_follows, out)
     }
 }
 
-/// Cuts a stream into pieces of about `target` bytes, each ending just before a record start.
-pub struct Splitter<R> {
-    reader: R,
-    shape: Sourcetype,
+/// Cuts bytes pushed to it into pieces of about `target` bytes, each ending just before a record
+/// start: the push core of [`Splitter`] and of the formats' push decoders.
+pub struct Cutter {
+    format: &'static dyn Format,
     target: usize,
-    /// Bytes read past the end of the last piece.
-    carry: Vec<u8>,
+    /// Bytes not yet in a piece.
+    buf: Vec<u8>,
     next: Position,
     index: usize,
-    eof: bool,
     /// The last piece ended inside an overlong line: drop the rest of it first.
     skip_line: bool,
+    /// Where to go on looking for a cut in `buf` (no cut before it).
+    searched: usize,
 }
 
-impl<R: Read> Splitter<R> {
-    pub fn new(reader: R, shape: Sourcetype, target: usize) -> Self {
-        assert!(splits(shape), "{shape} inputs are not split");
-        Splitter { reader, shape, target: target.max(1), carry: Vec::new(), next: Position::default(), index: 0, eof: false, skip_line: false }
+impl Cutter {
+    pub fn new(format: &'static dyn Format, target: usize) -> Self {
+        assert!(format.splittable(), "{} inputs are not split", format.sourcetype());
+        Cutter { format, target: target.max(1), buf: Vec::new(), next: Position::default(), index: 0, skip_line: false, searched: 0 }
     }
 
-    fn fill(&mut self, buf: &mut Vec<u8>, upto: usize) -> std::io::Result<()> {
-        while buf.len() < upto && !self.eof {
-            let want = upto - buf.len();
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            let n = loop {
-                match self.reader.read(&mut buf[start..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        buf.truncate(start);
-                        return Err(e);
-                    }
-                }
-            };
-            buf.truncate(start + n);
-            self.eof = n == 0;
-        }
-        Ok(())
+    /// Bytes that follow those pushed before.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held, not yet in a piece.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Where to cut `buf` at or after `from`: the start of the first complete line that is a
     /// record start. `None` when more bytes are needed to know.
-    fn cut(&self, buf: &[u8], from: usize) -> Option<usize> {
+    fn cut(&self, from: usize, eof: bool) -> Option<usize> {
+        let buf = &self.buf;
         let from = from.saturating_sub(1).min(buf.len());
         for nl in memchr::memchr_iter(b'\n', &buf[from..]).map(|i| from + i) {
             let start = nl + 1;
             let line_end = memchr::memchr(b'\n', &buf[start..]).map(|i| start + i);
             let line = match line_end {
                 Some(e) => &buf[start..e],
-                None if self.eof => &buf[start..],
+                None if eof => &buf[start..],
                 None => return None,
             };
-            if start < buf.len() && self.is_record_start(line) {
+            if start < buf.len() && self.format.starts_record(line) {
                 return Some(start);
             }
         }
         None
     }
 
-    fn is_record_start(&self, line: &[u8]) -> bool {
-        match self.shape {
-            Sourcetype::XmlWinEventLog => xmlwineventlog::starts_event(line),
-            _ => true,
-        }
-    }
-
-    /// The next piece, or `None` at the end of the input.
-    pub fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
-        let mut buf = std::mem::take(&mut self.carry);
-        while self.skip_line {
-            if buf.is_empty() {
-                self.fill(&mut buf, 1 << 20)?;
-                if buf.is_empty() {
-                    self.skip_line = false;
-                    return Ok(None);
-                }
-            }
-            match memchr::memchr(b'\n', &buf) {
+    /// The next piece the bytes so far make, or `None` until more are pushed (or, at `eof`, when
+    /// none are left).
+    pub fn next_piece(&mut self, eof: bool) -> Option<Piece> {
+        if self.skip_line {
+            match memchr::memchr(b'\n', &self.buf) {
                 Some(i) => {
-                    buf.drain(..=i);
+                    self.buf.drain(..=i);
                     self.next = Position { lines_before: self.next.lines_before + 1, offset: self.next.offset + i as i64 + 1 };
                     self.skip_line = false;
                 }
                 None => {
-                    self.next.offset += buf.len() as i64;
-                    buf.clear();
+                    self.next.offset += self.buf.len() as i64;
+                    self.buf.clear();
+                    self.skip_line = !eof;
+                    return None;
                 }
             }
         }
-        self.fill(&mut buf, self.target)?;
-        if buf.is_empty() {
-            return Ok(None);
+        if self.buf.is_empty() || (self.buf.len() < self.target && !eof) {
+            return None;
         }
-        let mut searched = self.target.min(buf.len());
-        let end = loop {
-            if let Some(at) = self.cut(&buf, searched) {
-                break at;
-            }
-            if self.eof {
-                break buf.len();
-            }
-            if buf.len() >= self.target + MAX_OVERRUN {
+        let searched = self.searched.max(self.target.min(self.buf.len()));
+        let end = match self.cut(searched, eof) {
+            Some(at) => at,
+            None if eof => self.buf.len(),
+            None if self.buf.len() >= self.target + MAX_OVERRUN => {
                 // No record start in sight: cut at the last line end. With none at all, the piece
                 // ends inside a line longer than any record; the piece's converter reports it as
                 // too long, and the rest of it is skipped here.
-                match memchr::memrchr(b'\n', &buf) {
-                    Some(i) => break i + 1,
+                match memchr::memrchr(b'\n', &self.buf) {
+                    Some(i) => i + 1,
                     None => {
                         self.skip_line = true;
-                        break buf.len();
+                        self.buf.len()
                     }
                 }
             }
-            // Search again from the last line end seen, with more bytes.
-            searched = memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1).max(searched);
-            let more = buf.len() + (1 << 20);
-            self.fill(&mut buf, more)?;
+            None => {
+                // Search again from the last line end seen, once more bytes are here.
+                self.searched = memchr::memrchr(b'\n', &self.buf).map_or(self.buf.len(), |i| i + 1).max(searched);
+                return None;
+            }
         };
-        self.carry = buf.split_off(end);
+        self.searched = 0;
+        let rest = self.buf.split_off(end);
+        let bytes = std::mem::replace(&mut self.buf, rest);
         let at = self.next;
         self.next = Position {
-            lines_before: at.lines_before + memchr::memchr_iter(b'\n', &buf).count() as i64,
-            offset: at.offset + buf.len() as i64,
+            lines_before: at.lines_before + memchr::memchr_iter(b'\n', &bytes).count() as i64,
+            offset: at.offset + bytes.len() as i64,
         };
         let index = self.index;
         self.index += 1;
-        let more_follows = !self.carry.is_empty() || !self.eof;
-        Ok(Some(Piece { index, at, bytes: buf, more_follows }))
+        let more_follows = !self.buf.is_empty() || !eof;
+        Some(Piece { index, at, bytes, more_follows })
+    }
+}
+
+/// Cuts a stream into pieces of about `target` bytes, each ending just before a record start.
+pub struct Splitter<R> {
+    reader: R,
+    cutter: Cutter,
+    eof: bool,
+}
+
+impl<R: Read> Splitter<R> {
+    pub fn new(reader: R, shape: Sourcetype, target: usize) -> Self {
+        Splitter { reader, cutter: Cutter::new(format_of(shape), target), eof: false }
+    }
+
+    /// Reads up to `want` more bytes into the cutter (one read).
+    fn fill(&mut self, want: usize) -> std::io::Result<()> {
+        let buf = &mut self.cutter.buf;
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        let n = loop {
+            match self.reader.read(&mut buf[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            }
+        };
+        buf.truncate(start + n);
+        self.eof = n == 0;
+        Ok(())
+    }
+
+    /// The next piece, or `None` at the end of the input.
+    pub fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
+        loop {
+            if let Some(piece) = self.cutter.next_piece(self.eof) {
+                return Ok(Some(piece));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let buffered = self.cutter.buffered();
+            let want = if buffered < self.cutter.target { self.cutter.target - buffered } else { 1 << 20 };
+            self.fill(want.min(4 << 20))?;
+        }
     }
 }
 
@@ -185,7 +206,7 @@ mod tests {
     use super::*;
     use crate::cim::Table;
     use crate::convert::test_util::{row, sample};
-    use crate::convert::{Stats, VecSink};
+    use crate::convert::{Stats, VecSink, winevent_json};
 
     fn whole(shape: Sourcetype, bytes: &[u8]) -> (Stats, Vec<Vec<String>>) {
         let mut sink = VecSink::default();

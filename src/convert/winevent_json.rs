@@ -25,6 +25,37 @@ use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "WinEventLog:json";
 
+/// The format: one JSON object per line (NXLog, Winlogbeat 6, Winlogbeat 7+); any line starts a
+/// record, so it splits anywhere between lines.
+pub struct WinEventJsonFormat;
+
+impl super::format::Format for WinEventJsonFormat {
+    fn sourcetype(&self) -> super::Sourcetype {
+        super::Sourcetype::WinEventJson
+    }
+
+    fn sniff(&self, head: &[u8]) -> bool {
+        let Some(first) = super::format::first_line(head).filter(|l| l.starts_with('{')) else { return false };
+        match serde_json::from_str::<Map<String, Value>>(&first) {
+            Ok(o) => layout(&o).is_some(),
+            // A first line longer than the sniffed bytes: judge by the keys seen.
+            Err(_) => ["\"EventID\"", "\"event_id\"", "\"winlog\"", "\"event_data\""].iter().any(|k| first.contains(k)),
+        }
+    }
+
+    fn convert(&self, reader: &mut dyn BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert(reader, source, out)
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    fn convert_part(&self, reader: &mut dyn BufRead, source: &str, at: Position, _more_follows: bool, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert_part(reader, source, at, out)
+    }
+}
+
 /// Which layout a JSON object has, if it is a Windows event at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {

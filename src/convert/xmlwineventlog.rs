@@ -15,6 +15,36 @@ use super::{BadRecord, ConvertError, Emitter, sysmon};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "XmlWinEventLog";
+
+/// The format: `<Event>` records, one per line or pretty-printed, possibly among plain-text
+/// WinEventLog records; split at lines that open an `<Event>`.
+pub struct XmlWinEventLogFormat;
+
+impl super::format::Format for XmlWinEventLogFormat {
+    fn sourcetype(&self) -> super::Sourcetype {
+        super::Sourcetype::XmlWinEventLog
+    }
+
+    fn sniff(&self, head: &[u8]) -> bool {
+        super::format::first_line(head).is_some_and(|l| !l.starts_with('{')) && looks_like(head)
+    }
+
+    fn convert(&self, reader: &mut dyn BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert(reader, source, out)
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    fn starts_record(&self, line: &[u8]) -> bool {
+        starts_event(line)
+    }
+
+    fn convert_part(&self, reader: &mut dyn BufRead, source: &str, at: Position, more_follows: bool, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        convert_part(reader, source, at, more_follows, out)
+    }
+}
 /// Largest event accepted, in bytes; a larger one is a bad record.
 pub const MAX_EVENT_BYTES: usize = 8 << 20;
 

@@ -485,8 +485,8 @@ pub fn generate(
     match format {
         GenFormat::Lake => {
             let id = blake3::hash(cfg.describe().as_bytes()).to_hex().to_string();
-            let known = crate::lake::KnownInputs::load(lake)?;
-            if let Some(first) = known.get(&id) {
+            let writes = crate::lake::Transactions::begin(lake)?;
+            if let Some(first) = writes.find(&id) {
                 // The same generation is already in the lake: nothing to add.
                 while let Some(hour) = g.next_hour() {
                     for (_, f) in &hour {
@@ -497,9 +497,9 @@ pub fn generate(
                 report.commit = Some(lake.commit(first.commit_id)?);
             } else {
                 let source = format!("gen:{}", cfg.describe());
-                let session = crate::lake::IngestSession::begin(lake)?;
-                let mut writer = crate::lake::writer::PartitionedWriter::new(lake, &session, &id[..16])?;
-                let stats = {
+                let tx = writes.input(&id[..16]);
+                let mut writer = tx.writer(None)?;
+                let stats = (|| {
                     let mut out = crate::convert::Emitter::new(&mut writer);
                     let mut record = 0i64;
                     while let Some(hour) = g.next_hour() {
@@ -511,30 +511,27 @@ pub fn generate(
                         }
                         progress(processes);
                     }
-                    out.finish()?
-                };
-                let files = writer.finish()?;
-                let commit = crate::lake::Commit {
-                    id: 0,
-                    committed_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    input: crate::lake::InputRecord {
-                        path: source,
-                        hash: id,
-                        head_hash: None,
-                        bytes: 0,
-                        container: None,
-                        sourcetypes: Vec::new(),
-                        stats,
-                    },
-                    files,
-                };
-                let moved = commit.files.clone();
-                report.commit = Some(match lake.publish_input(commit, &std::sync::Mutex::new(known))? {
-                    crate::lake::Published::New(c) => *c,
-                    crate::lake::Published::Already(first) => {
-                        crate::lake::writer::remove_moved(lake, &moved);
-                        lake.commit(first.commit_id)?
+                    out.finish()
+                })();
+                let stats = match stats {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tx.abort(vec![writer]);
+                        return Err(e.into());
                     }
+                };
+                let input = crate::lake::InputRecord {
+                    path: source,
+                    hash: id,
+                    head_hash: None,
+                    bytes: 0,
+                    container: None,
+                    sourcetypes: Vec::new(),
+                    stats,
+                };
+                report.commit = Some(match tx.commit(vec![writer], input)? {
+                    crate::lake::Outcome::Published(c) => *c,
+                    crate::lake::Outcome::Already(first) => lake.commit(first.commit_id)?,
                 });
             }
         }

@@ -19,10 +19,9 @@
 //! the same path. A session killed mid-way leaves files no commit names; the next ingest removes
 //! them ([`IngestSession::begin`]).
 
-pub mod ingest;
 pub mod runs;
 pub mod table;
-pub mod walk;
+pub mod transaction;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -32,8 +31,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cim::Table;
-use crate::convert::input::Container;
-use crate::convert::{Sourcetype, Stats};
+use crate::cim::stats::Stats;
+
+pub use transaction::{Outcome, Transaction, Transactions};
 
 const META_DIR: &str = "_cimlake";
 const COMMITS_DIR: &str = "_cimlake/commits";
@@ -55,6 +55,8 @@ pub enum LakeError {
     BadRecord { path: PathBuf, reason: String },
     #[error("writing Parquet {path}: {source}")]
     Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("splitting a batch by hour: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl LakeError {
@@ -120,9 +122,9 @@ pub struct InputRecord {
     pub head_hash: Option<String>,
     pub bytes: u64,
     /// `gzip`, `zip`, `tar`, `tar.gz`, or none for a plain file.
-    pub container: Option<Container>,
-    /// The shapes of the files it held.
-    pub sourcetypes: Vec<Sourcetype>,
+    pub container: Option<String>,
+    /// The shapes (sourcetypes) of the files it held, e.g. `XmlWinEventLog`.
+    pub sourcetypes: Vec<String>,
     pub stats: Stats,
 }
 
@@ -236,7 +238,7 @@ pub(crate) struct KnownInputs {
 
 /// Where an input already in the lake came in.
 #[derive(Debug, Clone)]
-pub(crate) struct IngestedAs {
+pub struct IngestedAs {
     pub commit_id: u64,
     /// The path it was ingested from.
     pub path: String,

@@ -1,4 +1,4 @@
-//! Writes converted batches as Parquet (zstd), one file per table and hour, into a staging
+//! Writes batches of lake rows as Parquet (zstd), one file per table and hour, into a staging
 //! directory; [`PartitionedWriter::finish`] moves the closed files to their partitions for the
 //! commit that will publish them.
 
@@ -16,7 +16,6 @@ use parquet::file::properties::WriterProperties;
 
 use super::{DataFile, IngestSession, Lake, LakeError, journal_move, sync_dir};
 use crate::cim::Table;
-use crate::convert::{BatchSink, ConvertError};
 
 const HOUR_US: i64 = 3_600_000_000;
 /// Rows per Parquet row group.
@@ -197,8 +196,9 @@ fn close(table: Table, f: OpenFile) -> Result<ClosedFile, LakeError> {
     Ok(ClosedFile { table, staged: f.staged, final_rel: f.final_rel, rows: f.rows, min_time: f.min_time, max_time: f.max_time })
 }
 
-impl BatchSink for PartitionedWriter {
-    fn write_batch(&mut self, table: Table, batch: RecordBatch) -> Result<(), ConvertError> {
+impl PartitionedWriter {
+    /// Writes a batch of `table` (its first column `_time`), split by hour.
+    pub fn write(&mut self, table: Table, batch: RecordBatch) -> Result<(), LakeError> {
         let times = batch
             .column(0)
             .as_any()
@@ -226,7 +226,7 @@ impl BatchSink for PartitionedWriter {
             }
             r
         };
-        result.and_then(|()| self.close_old()).map_err(|e| ConvertError::Sink(e.to_string()))
+        result.and_then(|()| self.close_old())
     }
 }
 

@@ -26,7 +26,7 @@ use crate::detect::results::{self, RunInfo};
 use crate::detect::runner::{Runner, count};
 use crate::detect::{Catalog, Detection, Mode, Search, risk};
 use crate::engine;
-use crate::lake::ingest::{IngestOptions, IngestReport, ingest};
+use crate::ingest::{IngestOptions, IngestReport, ingest};
 use crate::lake::runs::{self, INCIDENTS_JOB, RunRecord, RunStatus};
 use crate::lake::{Lake, LakeError};
 use crate::time::Window;
@@ -44,7 +44,7 @@ pub enum ScheduleError {
     #[error("{detection}: {source}")]
     Window { detection: String, source: window::WindowError },
     #[error(transparent)]
-    Ingest(#[from] crate::lake::ingest::IngestError),
+    Ingest(#[from] crate::ingest::IngestError),
 }
 
 /// How the scheduler runs.

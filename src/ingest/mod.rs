@@ -1,5 +1,10 @@
-//! `ingest`: expands input paths, skips inputs already in the lake (by content hash), converts
-//! each new input and publishes it as one commit.
+//! `ingest`: expands input paths ([`walk`]), skips inputs already in the lake (by content hash),
+//! converts each new input ([`crate::convert`]) and publishes it as one commit through the lake's
+//! [`Transactions`]. Sits above both: the lake knows nothing of log formats, the converters
+//! nothing of the lake.
+
+pub mod sink;
+pub mod walk;
 
 use std::io::{BufReader, Read};
 
@@ -7,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use super::walk::{Skipped, find_inputs};
+use walk::{Skipped, find_inputs};
 use crate::convert::input::open_regular as open_input;
-use super::writer::{PartitionedWriter, remove_moved};
-use super::{Commit, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
 use crate::convert::input::{self, InputFile, InputInfo, InputOptions};
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
+use crate::lake::writer::PartitionedWriter;
+use crate::lake::{Commit, IngestedAs, InputRecord, Lake, LakeError, Outcome, Transaction, Transactions};
 
 /// Options for [`ingest`].
 #[derive(Debug, Clone)]
@@ -26,8 +29,6 @@ pub struct IngestOptions {
     pub strict: bool,
     /// Keep the records before a truncated or corrupt gzip/tar stream instead of failing the input.
     pub salvage: bool,
-    /// Draw a progress bar (only where stderr is a terminal).
-    pub progress: bool,
     /// Inputs converted at once, and pieces of one large input converted at once.
     pub jobs: usize,
     /// A plain text input larger than this is split into pieces of about this size.
@@ -51,7 +52,6 @@ impl Default for IngestOptions {
             batch_size: convert::DEFAULT_BATCH_SIZE,
             strict: false,
             salvage: false,
-            progress: false,
             jobs: default_jobs(),
             piece_bytes: DEFAULT_PIECE_BYTES,
             limits: input::Limits::default(),
@@ -98,10 +98,20 @@ impl IngestReport {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
-    Walk(#[from] super::walk::WalkError),
+    Walk(#[from] walk::WalkError),
     #[error(transparent)]
     Lake(#[from] LakeError),
 }
+
+/// How an ingest reports progress: the bytes it will read, then each read (from any thread).
+/// `()` reports nothing.
+pub trait Progress: Sync {
+    fn start(&self, _total_bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
 
 /// BLAKE3 of a file, hex, and its size.
 pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
@@ -122,16 +132,16 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), LakeError> {
 /// and skipped if it is the same (a second read only for those); inputs of this run with the
 /// same size and first bytes go one after another, so the same bytes are converted once.
 pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport, IngestError> {
+    ingest_with_progress(lake, inputs, opts, &())
+}
+
+/// [`ingest`], reporting the bytes read to `bar`.
+pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions, bar: &dyn Progress) -> Result<IngestReport, IngestError> {
     let found = find_inputs(inputs)?;
     let files = found.files;
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let bar = if opts.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}")
-            .expect("valid template"),
-    );
-    let session = IngestSession::begin(lake)?;
-    let known = KnownInputs::load(lake)?;
+    bar.start(total_bytes);
+    let target = Transactions::begin(lake)?;
     let jobs = opts.jobs.max(1);
     let looked = parallel_map(&files, jobs, |p| look(p, opts));
     let mut outcomes: Vec<Option<InputOutcome>> = Vec::with_capacity(files.len());
@@ -145,7 +155,6 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
             }
         }
     }
-    let target = Target { lake, session: &session, known: Mutex::new(known) };
     // Waves: inputs that may be the same bytes (same size and head) never convert at once.
     while !pending.is_empty() {
         let mut keys = std::collections::HashSet::new();
@@ -156,7 +165,7 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
             let l = looked[i].as_ref().expect("looked at");
             match known {
                 Ok(Some(first)) => {
-                    bar.inc(l.bytes);
+                    bar.advance(l.bytes);
                     outcomes[i] = Some(InputOutcome::AlreadyIngested { path: files[i].clone(), commit_id: first.commit_id, as_path: first.path, raced: false });
                 }
                 Err(error) => outcomes[i] = Some(InputOutcome::Failed { path: files[i].clone(), error }),
@@ -168,8 +177,8 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         }
         let converted = parallel_map(&whole, jobs, |&i| {
             let l = looked[i].as_ref().expect("looked at");
-            ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, &bar, |writer_stem, source, convert_opts, counted| {
-                convert_whole(&target, &files[i], writer_stem, source, convert_opts, Progress { bar: &bar, counted })
+            ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, bar, |tx, source, convert_opts, counted| {
+                convert_whole(tx, &files[i], source, convert_opts, Counting { bar, counted })
             })
         });
         for (&i, outcome) in whole.iter().zip(converted) {
@@ -177,25 +186,24 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         }
         for (i, shape) in split {
             let l = looked[i].as_ref().expect("looked at");
-            outcomes[i] = Some(ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, &bar, |writer_stem, source, convert_opts, counted| {
-                convert_split(&target, &files[i], shape, writer_stem, source, convert_opts, jobs, Progress { bar: &bar, counted })
+            outcomes[i] = Some(ingest_one(&target, &files[i], l, &format!("{}-{i}", &l.head_hash[..16]), opts, bar, |tx, source, convert_opts, counted| {
+                convert_split(tx, &files[i], shape, source, convert_opts, jobs, Counting { bar, counted })
             }));
         }
         pending = later;
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped: found.skipped })
 }
 
 /// Whether `path` is already in the lake: only an input whose size and first bytes match one
 /// there is read whole to find out.
-fn already_in(target: &Target<'_>, path: &Path, looked: &Looked) -> Result<Option<IngestedAs>, String> {
-    let maybe = target.known.lock().expect("no panics while held").maybe(looked.bytes, &looked.head_hash);
-    if !maybe {
+fn already_in(target: &Transactions, path: &Path, looked: &Looked) -> Result<Option<IngestedAs>, String> {
+    if !target.maybe(looked.bytes, &looked.head_hash) {
         return Ok(None);
     }
     let (hash, _) = hash_file(path).map_err(|e| e.to_string())?;
-    Ok(target.known.lock().expect("no panics while held").get(&hash).cloned())
+    Ok(target.find(&hash))
 }
 
 /// `f` over `items` on up to `jobs` threads; results in the order of `items`.
@@ -218,13 +226,6 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> U 
         }
     });
     results.into_inner().expect("no panics while held").into_iter().map(|r| r.expect("every item mapped")).collect()
-}
-
-/// Where an ingest writes: the lake, its session there, and the inputs known to be in it.
-struct Target<'a> {
-    lake: &'a Lake,
-    session: &'a IngestSession,
-    known: Mutex<KnownInputs>,
 }
 
 /// An input before conversion: its size and state, the hash of its first bytes, and whether it
@@ -264,13 +265,13 @@ fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
 /// commit, under that hash.
 #[allow(clippy::too_many_arguments)]
 fn ingest_one(
-    target: &Target<'_>,
+    target: &Transactions,
     path: &Path,
     looked: &Looked,
     stem: &str,
     opts: &IngestOptions,
-    bar: &ProgressBar,
-    convert: impl FnOnce(&str, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
+    bar: &dyn Progress,
+    convert: impl FnOnce(&Transaction<'_>, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
 ) -> InputOutcome {
     let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
     let source = path.to_string_lossy().to_string();
@@ -281,62 +282,37 @@ fn ingest_one(
         strict: opts.strict,
         input: InputOptions { sourcetype: opts.sourcetype, salvage: opts.salvage, limits: opts.limits },
     };
-    let converted = convert(stem, &source, convert_opts, &counted);
-    bar.inc(looked.bytes.saturating_sub(counted.load(Ordering::Relaxed)));
+    let tx = target.input(stem);
+    let converted = convert(&tx, &source, convert_opts, &counted);
+    bar.advance(looked.bytes.saturating_sub(counted.load(Ordering::Relaxed)));
     let Converted { info, stats, writers, hash, bytes } = match converted {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
     // A file still being written would be committed half, then again whole under another hash.
     if stamp(path) != looked.stamp || looked.stamp.map(|(len, _)| len) != Some(bytes) {
-        writers.into_iter().for_each(PartitionedWriter::abort);
+        tx.abort(writers);
         return failed(format!(
             "{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)",
             path.display()
         ));
     }
-    let mut files = Vec::new();
-    let mut writers = writers.into_iter();
-    while let Some(w) = writers.next() {
-        match w.finish() {
-            Ok(f) => files.extend(f),
-            Err(e) => {
-                writers.for_each(PartitionedWriter::abort);
-                remove_moved(target.lake, &files);
-                return failed(e.to_string());
-            }
-        }
-    }
-    let commit = Commit {
-        id: 0,
-        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        input: InputRecord {
-            path: source,
-            hash,
-            head_hash: Some(looked.head_hash.clone()),
-            bytes,
-            container: info.container,
-            sourcetypes: info.sourcetypes,
-            stats,
-        },
-        files,
+    let record = InputRecord {
+        path: source,
+        hash,
+        head_hash: Some(looked.head_hash.clone()),
+        bytes,
+        container: info.container.map(|c| c.name().to_string()),
+        sourcetypes: info.sourcetypes.iter().map(|s| s.name().to_string()).collect(),
+        stats,
     };
-    let moved = commit.files.clone();
-    crate::fault::point("ingest-before-publish");
-    match target.lake.publish_input(commit, &target.known) {
-        Ok(Published::New(commit)) => {
-            crate::fault::point("ingest-after-commit");
-            InputOutcome::Ingested { path: path.to_path_buf(), commit }
-        }
-        Ok(Published::Already(first)) => {
-            // Another ingest committed the same bytes while this one converted them.
-            remove_moved(target.lake, &moved);
+    match tx.commit(writers, record) {
+        Ok(Outcome::Published(commit)) => InputOutcome::Ingested { path: path.to_path_buf(), commit },
+        // Another ingest committed the same bytes while this one converted them.
+        Ok(Outcome::Already(first)) => {
             InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.commit_id, as_path: first.path, raced: true }
         }
-        Err(e) => {
-            remove_moved(target.lake, &moved);
-            failed(e.to_string())
-        }
+        Err(e) => failed(e.to_string()),
     }
 }
 
@@ -359,8 +335,8 @@ struct Converted {
 }
 
 /// Converts an input on this thread.
-fn convert_whole(target: &Target<'_>, path: &Path, stem: &str, source: &str, o: ConvertOptions, progress: Progress<'_>) -> Result<Converted, String> {
-    let mut writer = PartitionedWriter::new(target.lake, target.session, stem).map_err(|e| e.to_string())?;
+fn convert_whole(tx: &Transaction<'_>, path: &Path, source: &str, o: ConvertOptions, progress: Counting<'_>) -> Result<Converted, String> {
+    let mut writer = tx.writer(None).map_err(|e| e.to_string())?;
     let count = |n: u64| progress.count(n);
     let converted = (|| {
         let file = open_input(path).map_err(|e| ConvertError::io(path, e))?;
@@ -384,24 +360,23 @@ fn convert_whole(target: &Target<'_>, path: &Path, stem: &str, source: &str, o: 
 /// The file is read once, on this thread, at most `2 × jobs` pieces ahead of the converters.
 #[allow(clippy::too_many_arguments)]
 fn convert_split(
-    target: &Target<'_>,
+    tx: &Transaction<'_>,
     path: &Path,
     shape: Sourcetype,
-    stem: &str,
     source: &str,
     o: ConvertOptions,
     jobs: usize,
-    progress: Progress<'_>,
+    progress: Counting<'_>,
 ) -> Result<Converted, String> {
     let file = open_input(path).map_err(|e| LakeError::io(path, e).to_string())?;
     let count = |n: u64| progress.count(n);
     let mut input = InputFile::new(file).map_err(|e| LakeError::io(path, e).to_string())?.with_progress(&count);
     let mut splitter = split::Splitter::new(&mut input, shape, o.piece_bytes);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
+    let (send, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
     let rx = Mutex::new(rx);
     let stop = AtomicBool::new(false);
     let worker = |w: usize| -> Result<(PartitionedWriter, Vec<(usize, Stats)>), ConvertError> {
-        let mut writer = PartitionedWriter::new(target.lake, target.session, &format!("{stem}-{w}")).map_err(|e| ConvertError::Sink(e.to_string()))?;
+        let mut writer = tx.writer(Some(w)).map_err(|e| ConvertError::Sink(e.to_string()))?;
         let mut stats = Vec::new();
         let result = (|| {
             let mut emitter = Emitter::new(&mut writer).with_batch_size(o.batch_size).with_strict(o.strict);
@@ -435,7 +410,7 @@ fn convert_split(
             }
             match splitter.next_piece() {
                 Ok(Some(piece)) => {
-                    if tx.send(piece).is_err() {
+                    if send.send(piece).is_err() {
                         break Ok(());
                     }
                 }
@@ -443,7 +418,7 @@ fn convert_split(
                 Err(e) => break Err(e),
             }
         };
-        drop(tx);
+        drop(send);
         let results: Vec<_> = workers.into_iter().map(|h| h.join().expect("converter thread panicked")).collect();
         (read, results)
     });
@@ -479,17 +454,17 @@ fn convert_split(
     Ok(Converted { info: InputInfo { container: None, sourcetypes: vec![shape] }, stats, writers, hash, bytes })
 }
 
-/// Where bytes read are counted: the run's progress bar and the input's own count.
+/// Where bytes read are counted: the run's progress and the input's own count.
 #[derive(Clone, Copy)]
-struct Progress<'a> {
-    bar: &'a ProgressBar,
+struct Counting<'a> {
+    bar: &'a dyn Progress,
     counted: &'a AtomicU64,
 }
 
-impl Progress<'_> {
-    /// Counts `n` bytes read into the bar and the input's own count.
+impl Counting<'_> {
+    /// Counts `n` bytes read into the run's progress and the input's own count.
     fn count(&self, n: u64) {
-        self.bar.inc(n);
+        self.bar.advance(n);
         self.counted.fetch_add(n, Ordering::Relaxed);
     }
 }

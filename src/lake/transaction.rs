@@ -1,0 +1,134 @@
+//! Writing into the lake, one input at a time: the one sequence `ingest` and `gen` share.
+//!
+//! ```text
+//! Transactions::begin(lake)          one per run: a staging session, the inputs already in
+//!   .find(hash) / .maybe(size, head)   is this input in the lake already?
+//!   .input(stem) -> Transaction      one per input
+//!       .writer(part)                Parquet writers staging its rows (one per piece)
+//!       .commit(writers, record)     files moved into place, then one commit published:
+//!                                      Outcome::Published, or Outcome::Already when another
+//!                                      commit of the same bytes got there first
+//!       .abort(writers)              nothing of it is left
+//! ```
+//!
+//! What makes it safe (atomic publish, the commit lock, the journal of moved files, sweeping
+//! dead sessions) is in the module above ([`super`]).
+
+use std::sync::Mutex;
+
+use super::writer::{PartitionedWriter, remove_moved};
+use super::{Commit, DataFile, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
+
+/// The writes of one run (an `ingest` or a `gen`): its staging session and what the lake holds.
+#[derive(Debug)]
+pub struct Transactions {
+    lake: Lake,
+    session: IngestSession,
+    known: Mutex<KnownInputs>,
+}
+
+/// What a committed transaction did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Its commit is published.
+    Published(Box<Commit>),
+    /// A commit of the same bytes was published first (by this run or another process); nothing
+    /// of this transaction is left in the lake.
+    Already(IngestedAs),
+}
+
+impl Transactions {
+    /// Starts a run: a staging session (first removing what dead sessions left) and the inputs the
+    /// lake holds now.
+    pub fn begin(lake: &Lake) -> Result<Transactions, LakeError> {
+        let session = IngestSession::begin(lake)?;
+        let known = KnownInputs::load(lake)?;
+        Ok(Transactions { lake: lake.clone(), session, known: Mutex::new(known) })
+    }
+
+    /// The commit of the input whose content hash is `hash`, if the lake had it when last looked.
+    pub fn find(&self, hash: &str) -> Option<IngestedAs> {
+        self.known.lock().expect("no panics while held").get(hash).cloned()
+    }
+
+    /// Whether an input of `bytes` bytes whose first bytes hash to `head_hash` may be in the lake
+    /// (then hash it whole and [`Transactions::find`] it).
+    pub fn maybe(&self, bytes: u64, head_hash: &str) -> bool {
+        self.known.lock().expect("no panics while held").maybe(bytes, head_hash)
+    }
+
+    /// A transaction for one input; `stem` is unique per input of the run and starts its files'
+    /// names.
+    pub fn input(&self, stem: &str) -> Transaction<'_> {
+        Transaction { owner: self, stem: stem.to_string() }
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+}
+
+/// One input's write: its writers' files become part of the lake only through
+/// [`Transaction::commit`].
+#[derive(Debug)]
+pub struct Transaction<'a> {
+    owner: &'a Transactions,
+    stem: String,
+}
+
+impl Transaction<'_> {
+    /// A writer for the input (`part: None`) or one piece of it (`Some(n)`).
+    pub fn writer(&self, part: Option<usize>) -> Result<PartitionedWriter, LakeError> {
+        let stem = match part {
+            None => self.stem.clone(),
+            Some(n) => format!("{}-{n}", self.stem),
+        };
+        PartitionedWriter::new(&self.owner.lake, &self.owner.session, &stem)
+    }
+
+    /// Closes the writers, moves their files into place and publishes one commit of `input`
+    /// naming them, unless a commit of the same hash is there (then the files are removed). On an
+    /// error nothing of the input is left in the lake.
+    pub fn commit(self, writers: Vec<PartitionedWriter>, input: InputRecord) -> Result<Outcome, LakeError> {
+        let lake = &self.owner.lake;
+        let mut files: Vec<DataFile> = Vec::new();
+        let mut writers = writers.into_iter();
+        while let Some(w) = writers.next() {
+            match w.finish() {
+                Ok(f) => files.extend(f),
+                Err(e) => {
+                    writers.for_each(PartitionedWriter::abort);
+                    remove_moved(lake, &files);
+                    return Err(e);
+                }
+            }
+        }
+        let commit = Commit {
+            id: 0,
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            input,
+            files,
+        };
+        let moved = commit.files.clone();
+        crate::fault::point("ingest-before-publish");
+        match lake.publish_input(commit, &self.owner.known) {
+            Ok(Published::New(commit)) => {
+                crate::fault::point("ingest-after-commit");
+                Ok(Outcome::Published(commit))
+            }
+            Ok(Published::Already(first)) => {
+                remove_moved(lake, &moved);
+                Ok(Outcome::Already(first))
+            }
+            Err(e) => {
+                remove_moved(lake, &moved);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the writers' staged files: nothing of the input reaches the lake.
+    pub fn abort(self, writers: Vec<PartitionedWriter>) {
+        writers.into_iter().for_each(PartitionedWriter::abort);
+    }
+}
