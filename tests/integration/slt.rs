@@ -8,7 +8,12 @@
 //! * `# macro NAME: SQL`: edit a macro first, exactly as a user edits `sql/macros/*.sql`: the
 //!   harness copies `sql/`, rewrites those files and loads the copy.
 //!
-//! `CIMLAKE_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected results.
+//! The type letters of `query` records must be the result's: `I` for integers, `R` for floats and
+//! decimals, `T` for everything else (strings, times, lists…); a wrong letter or a wrong number of
+//! columns fails the record.
+//!
+//! `CIMLAKE_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected results and
+//! type letters.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,7 +26,7 @@ use cimlake::detect::Catalog;
 use cimlake::lake::Lake;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, MakeConnection, TestErrorKind};
 use tempfile::TempDir;
 
 use crate::common::*;
@@ -79,6 +84,16 @@ impl AsyncDB for CimlakeDb {
     fn engine_name(&self) -> &str {
         "cimlake"
     }
+}
+
+/// A runner over `ctx` that checks the type letters of `query` records.
+fn runner(ctx: SessionContext) -> sqllogictest::Runner<CimlakeDb, impl MakeConnection<Conn = CimlakeDb>> {
+    let mut runner = sqllogictest::Runner::new(move || {
+        let ctx = ctx.clone();
+        async move { Ok::<_, DataFusionError>(CimlakeDb { ctx }) }
+    });
+    runner.with_column_validator(sqllogictest::strict_column_validator);
+    runner
 }
 
 fn header(slt: &Path) -> Vec<String> {
@@ -146,10 +161,7 @@ async fn slt_files() {
     let mut failures = Vec::new();
     for file in &files {
         let ctx = session_for(file).await;
-        let mut runner = sqllogictest::Runner::new(move || {
-            let ctx = ctx.clone();
-            async move { Ok::<_, DataFusionError>(CimlakeDb { ctx }) }
-        });
+        let mut runner = runner(ctx);
         if complete {
             runner
                 .update_test_file(
@@ -157,7 +169,7 @@ async fn slt_files() {
                     " ",
                     sqllogictest::default_validator,
                     sqllogictest::default_normalizer,
-                    sqllogictest::default_column_validator,
+                    sqllogictest::strict_column_validator,
                 )
                 .await
                 .unwrap();
@@ -166,4 +178,29 @@ async fn slt_files() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+const PROCESS_4120: &str = "\
+query IT
+SELECT process_id, process_name FROM endpoint.processes WHERE process_id = 4120
+----
+4120 cmd.exe
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_a_wrong_type_letter_fails() {
+    let ctx = cimlake::detect::runner::session(&Lake::new(sample_lake()), &Catalog::builtin().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    runner(ctx.clone()).run_script_async(PROCESS_4120).await.unwrap();
+    for (letters, why) in [("TT", "integer as text"), ("IR", "text as float"), ("ITT", "one column too many"), ("I", "one too few")] {
+        let wrong = PROCESS_4120.replacen("query IT", &format!("query {letters}"), 1);
+        let err = runner(ctx.clone()).run_script_async(&wrong).await.expect_err(why);
+        match err.kind() {
+            TestErrorKind::QueryResultColumnsMismatch { expected, actual, .. } => {
+                assert_eq!((expected.as_str(), actual.as_str()), (letters, "IT"), "{why}");
+            }
+            other => panic!("{why}: expected a column type mismatch, got {other}"),
+        }
+    }
 }
