@@ -22,9 +22,11 @@
 //!
 //! Environment:
 //!
+//! * `CIMLAKE_SLT_FILTER=SUBSTRING cargo test --test integration slt` runs only the files whose
+//!   name contains SUBSTRING, and fails if none does (a typo does not pass silently).
 //! * `CIMLAKE_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected results
-//!   (rows, type letters, and error messages that no longer match); review the diff. Headers and
-//!   comments are kept.
+//!   (rows, type letters, and error messages that no longer match) of the files it runs, with
+//!   `CIMLAKE_SLT_FILTER` too; review the diff. Headers and comments are kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -249,20 +251,25 @@ async fn run_file(slt: &Path, complete: bool) -> Result<(), Failure> {
     }
 }
 
-/// The .slt files of `tests/slt`, sorted.
-fn slt_paths() -> Vec<PathBuf> {
+/// The .slt files of `tests/slt`, sorted; with a filter, those whose name contains it, and an
+/// error if none does.
+fn slt_paths(filter: Option<&str>) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/slt"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(|p| filter.is_none_or(|f| p.file_name().unwrap().to_string_lossy().contains(f)))
         .collect();
     files.sort();
-    files
+    match filter {
+        Some(f) if files.is_empty() => Err(format!("CIMLAKE_SLT_FILTER={f:?} matches no file of tests/slt")),
+        _ => Ok(files),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_files() {
-    let files = slt_paths();
+    let files = slt_paths(std::env::var("CIMLAKE_SLT_FILTER").ok().as_deref()).unwrap();
     assert!(!files.is_empty());
     let complete = std::env::var_os("CIMLAKE_SLT_COMPLETE").is_some();
     let mut failures = Vec::new();
@@ -362,4 +369,14 @@ async fn slt_load_errors_are_checked() {
         Err(Failure::Harness(e)) => assert!(e.contains("sql/macros has no no_such_macro.sql"), "{e}"),
         other => panic!("expected the harness to refuse it, got {other:?}"),
     }
+}
+
+#[test]
+fn slt_filter_selects_files_by_name() {
+    let all = slt_paths(None).unwrap();
+    let errors = slt_paths(Some("errors")).unwrap();
+    assert!(!errors.is_empty() && errors.len() < all.len(), "{errors:?}");
+    assert!(errors.iter().all(|p| p.file_name().unwrap().to_string_lossy().contains("errors")));
+    let none = slt_paths(Some("no-such-slt-file")).unwrap_err();
+    assert!(none.contains("matches no file"), "{none}");
 }
