@@ -11,6 +11,8 @@
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
+//! * `snapshots`: the stdout of the README's main commands on the bundled samples, pinned with
+//!   `insta` (`tests/integration/snapshots/`).
 
 mod cli;
 mod cluster;
@@ -25,3 +27,4 @@ mod schedule;
 mod serve;
 mod serve_hostile;
 mod slt;
+mod snapshots;
