@@ -147,10 +147,7 @@ impl Catalog {
         if !self.macros.contains_key(name) {
             let mut known: Vec<_> = self.macros.keys().cloned().collect();
             known.sort();
-            return Err(DetectError::Macro(format!(
-                "no macro named {name:?} to override (known: {})",
-                known.join(", ")
-            )));
+            return Err(DetectError::NoSuchMacro { name: name.to_string(), known });
         }
         self.macros.insert(name.to_string(), sql.to_string());
         Ok(())
@@ -176,8 +173,10 @@ impl Catalog {
     /// [`Catalog::expanded_sql`], with the line of the detection's file each line comes from.
     pub fn expanded_sql_mapped(&self, d: &Detection, mode: Mode) -> Result<(String, Vec<usize>), DetectError> {
         let sql = d.sql.get(&mode).ok_or_else(|| DetectError::NoMode { detection: d.name.clone(), mode, has: d.modes() })?;
-        macros::expand_mapped(sql, &self.macros).map_err(|e| {
-            DetectError::Macro(format!("{} ({}.sql): {e}", d.name, mode.name()))
+        macros::expand_mapped(sql, &self.macros).map_err(|source| DetectError::Macro {
+            detection: d.name.clone(),
+            file: format!("{}.sql", mode.name()),
+            source,
         })
     }
 }

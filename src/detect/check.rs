@@ -79,11 +79,10 @@ async fn check_one(ctx: &SessionContext, catalog: &Catalog, d: &Detection, mode:
     };
     let (sql, lines) = match catalog.expanded_sql_mapped(d, mode) {
         Ok(expanded) => expanded,
-        Err(DetectError::Macro(reason)) => {
+        Err(DetectError::Macro { source, .. }) => {
             // The line of the source that names the macro, when the detection names it itself.
-            let line = macro_name(&reason).and_then(|name| line_of(&d.sql[&mode], &format!("`{name}`")));
-            let prefix = format!("{} ({}.sql): ", d.name, mode.name());
-            return Err(fail(line, None, reason.strip_prefix(&prefix).unwrap_or(&reason).to_string()));
+            let line = source.name().and_then(|name| line_of(&d.sql[&mode], &format!("`{name}`")));
+            return Err(fail(line, None, source.to_string()));
         }
         Err(e) => return Err(fail(None, None, e.to_string())),
     };
@@ -121,13 +120,6 @@ fn location(e: &DataFusionError) -> Option<(usize, usize)> {
     (line > 0).then_some((line, column))
 }
 
-/// The macro an expansion error is about (`unknown macro `x``, `macro `x` uses itself`).
-fn macro_name(reason: &str) -> Option<&str> {
-    let start = reason.find('`')? + 1;
-    let len = reason[start..].find('`')?;
-    Some(&reason[start..start + len])
-}
-
 /// The 1-based line of the first occurrence of `needle` in `text`.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
@@ -145,8 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn macro_errors_name_the_macro() {
-        assert_eq!(macro_name("d (cimlake.sql): unknown macro `nope`"), Some("nope"));
+    fn macro_errors_are_placed_on_the_line_naming_the_macro() {
         assert_eq!(line_of("SELECT\nWHERE `nope`\n", "`nope`"), Some(2));
     }
 }

@@ -5,15 +5,38 @@ use std::collections::HashMap;
 
 const MAX_DEPTH: usize = 16;
 
+/// Why a macro could not be expanded; each names the macro.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacroError {
+    #[error("unclosed ` in SQL")]
+    Unclosed,
+    #[error("bad macro name `{0}`")]
+    BadName(String),
+    #[error("macro `{name}` uses itself (through {})", through.join(" → "))]
+    Recursive { name: String, through: Vec<String> },
+    #[error("unknown macro `{0}`")]
+    Unknown(String),
+}
+
+impl MacroError {
+    /// The macro it is about, if it names one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            MacroError::Unclosed => None,
+            MacroError::BadName(n) | MacroError::Unknown(n) | MacroError::Recursive { name: n, .. } => Some(n),
+        }
+    }
+}
+
 /// Expands every `` `name` `` in `sql`. `macros` maps names to SQL text.
-pub fn expand(sql: &str, macros: &HashMap<String, String>) -> Result<String, String> {
+pub fn expand(sql: &str, macros: &HashMap<String, String>) -> Result<String, MacroError> {
     expand_depth(sql, macros, 0, &mut Vec::new(), None)
 }
 
 /// [`expand`], and for each line of the result (index 0 = line 1) the line of `sql` it comes
 /// from: a macro's lines map to the line that names the macro. Errors then point into the file a
 /// user wrote, not into the expansion.
-pub fn expand_mapped(sql: &str, macros: &HashMap<String, String>) -> Result<(String, Vec<usize>), String> {
+pub fn expand_mapped(sql: &str, macros: &HashMap<String, String>) -> Result<(String, Vec<usize>), MacroError> {
     let mut lines = vec![1];
     let out = expand_depth(sql, macros, 0, &mut Vec::new(), Some(&mut lines))?;
     Ok((out, lines))
@@ -35,7 +58,7 @@ fn expand_depth(
     depth: usize,
     stack: &mut Vec<String>,
     mut lines: Option<&mut Vec<usize>>,
-) -> Result<String, String> {
+) -> Result<String, MacroError> {
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
     loop {
@@ -44,15 +67,15 @@ fn expand_depth(
         out.push_str(&rest[..start]);
         advance(&mut lines, &rest[..start], true);
         let after = &rest[start + 1..];
-        let end = after.find('`').ok_or_else(|| "unclosed ` in SQL".to_string())?;
+        let end = after.find('`').ok_or(MacroError::Unclosed)?;
         let name = after[..end].trim();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("bad macro name `{name}`"));
+            return Err(MacroError::BadName(name.to_string()));
         }
         if stack.iter().any(|s| s == name) || depth >= MAX_DEPTH {
-            return Err(format!("macro `{name}` uses itself (through {})", stack.join(" → ")));
+            return Err(MacroError::Recursive { name: name.to_string(), through: stack.clone() });
         }
-        let body = macros.get(name).ok_or_else(|| format!("unknown macro `{name}`"))?;
+        let body = macros.get(name).ok_or_else(|| MacroError::Unknown(name.to_string()))?;
         stack.push(name.to_string());
         let body = expand_depth(&strip_comment_lines(body), macros, depth + 1, stack, None)?;
         stack.pop();
@@ -147,9 +170,9 @@ mod tests {
     #[test]
     fn errors_name_the_macro() {
         let macros = m(&[("a", "`a`")]);
-        assert!(expand("`nope`", &macros).unwrap_err().contains("nope"));
-        assert!(expand("`a`", &macros).unwrap_err().contains("uses itself"));
-        assert!(expand("`a", &macros).unwrap_err().contains("unclosed"));
-        assert!(expand("`a b`", &macros).unwrap_err().contains("bad macro name"));
+        assert!(expand("`nope`", &macros).unwrap_err().to_string().contains("nope"));
+        assert!(expand("`a`", &macros).unwrap_err().to_string().contains("uses itself"));
+        assert!(expand("`a", &macros).unwrap_err().to_string().contains("unclosed"));
+        assert!(expand("`a b`", &macros).unwrap_err().to_string().contains("bad macro name"));
     }
 }

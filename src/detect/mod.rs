@@ -106,8 +106,12 @@ pub enum DetectError {
     Unknown(String),
     #[error("{detection} ({mode} mode): {source}")]
     Sql { detection: String, mode: Mode, source: DataFusionError },
-    #[error("{0}")]
-    Macro(String),
+    /// A detection's SQL names a macro that cannot be expanded.
+    #[error("{detection} ({file}): {source}")]
+    Macro { detection: String, file: String, source: macros::MacroError },
+    /// `--macro NAME=SQL` names no macro.
+    #[error("no macro named {name:?} to override (known: {})", known.join(", "))]
+    NoSuchMacro { name: String, known: Vec<String> },
     #[error("{file}: {reason}")]
     NotReadOnly { file: String, reason: String },
     #[error("{detection} has no {mode} mode (it has {}; add {mode}.sql to its directory to give it one)", has.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "))]
@@ -121,11 +125,19 @@ pub fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
-/// `Err(reason)` unless `plan` only reads (see [`read_only`]).
-pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
+/// A plan that does more than read: what it does, as DataFusion says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NotReadOnly {
+    /// e.g. `DDL not supported: CreateExternalTable`.
+    pub reason: String,
+}
+
+/// An error unless `plan` only reads (see [`read_only`]).
+pub fn check_read_only(plan: &LogicalPlan) -> Result<(), NotReadOnly> {
     read_only().verify_plan(plan).map_err(|e| {
         let msg = e.strip_backtrace();
-        msg.strip_prefix("Error during planning: ").unwrap_or(&msg).to_string()
+        NotReadOnly { reason: msg.strip_prefix("Error during planning: ").unwrap_or(&msg).to_string() }
     })
 }
 
@@ -133,9 +145,9 @@ pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
 /// `what` names the SQL's file in the error.
 pub async fn plan_query(ctx: &SessionContext, sql: &str, what: &str) -> Result<DataFrame, PlanError> {
     let plan = ctx.state().create_logical_plan(sql).await.map_err(PlanError::DataFusion)?;
-    check_read_only(&plan).map_err(|reason| PlanError::NotReadOnly {
+    check_read_only(&plan).map_err(|e| PlanError::NotReadOnly {
         file: what.to_string(),
-        reason: format!("only queries may run here ({reason})"),
+        reason: format!("only queries may run here ({e})"),
     })?;
     ctx.execute_logical_plan(plan).await.map_err(PlanError::DataFusion)
 }

@@ -61,7 +61,7 @@ pub fn number_placeholders(sql: &str) -> Result<String, String> {
 /// DML (`INSERT`, `COPY … TO`), and statements such as `SET` or transactions. The served session has
 /// no file-reading table functions and no URL tables, so a query reads only the lake.
 pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
-    crate::detect::check_read_only(plan).map_err(|msg| format!("the server is read-only ({msg}); only queries may run"))
+    crate::detect::check_read_only(plan).map_err(|e| format!("the server is read-only ({e}); only queries may run"))
 }
 
 /// The parameters a plan needs, as the schema a client binds against: fields `$1, $2, …` in order,
