@@ -137,7 +137,7 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
                 writeln!(out, "skipped {}: already in the lake (commit {commit_id}, as {}{when})", shown(&path.to_string_lossy()), shown(as_path))?;
             }
             InputOutcome::Failed { path: _, error } => {
-                writeln!(err, "error: {}", shown(error))?;
+                writeln!(err, "error: {}", shown(&error.to_string()))?;
             }
         }
     }

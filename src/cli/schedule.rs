@@ -192,7 +192,7 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
         )?;
         for i in &ing.inputs {
             if let crate::ingest::InputOutcome::Failed { error, .. } = i {
-                writeln!(out, "landing: error: {}", crate::output::escape_controls(error))?;
+                writeln!(out, "landing: error: {}", crate::output::escape_controls(&error.to_string()))?;
             }
         }
     }

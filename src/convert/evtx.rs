@@ -67,7 +67,7 @@ fn convert_parser<T: std::io::Read + std::io::Seek>(
                     reason,
                 };
                 if let Err(reason) = xml_event::parse_into(&r.data, &mut parsed) {
-                    out.bad(bad(reason))?;
+                    out.bad(bad(reason.0))?;
                     continue;
                 }
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: id, offset: None };

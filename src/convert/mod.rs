@@ -35,13 +35,31 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// else in a log's time field is garbage.
 pub const PLAUSIBLE_TIME_US: std::ops::Range<i64> = 0..4_102_444_800_000_000;
 
-/// `Err(reason)` for a time outside [`PLAUSIBLE_TIME_US`].
-pub(crate) fn plausible_time(time_us: i64) -> Result<(), String> {
+/// Why one record cannot be read or mapped. The reader turns it into a [`BadRecord`], which adds
+/// where the record is (input, line or record id, byte offset).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+impl From<String> for Unreadable {
+    fn from(reason: String) -> Self {
+        Unreadable(reason)
+    }
+}
+
+impl From<&str> for Unreadable {
+    fn from(reason: &str) -> Self {
+        Unreadable(reason.to_string())
+    }
+}
+
+/// An error for a time outside [`PLAUSIBLE_TIME_US`].
+pub(crate) fn plausible_time(time_us: i64) -> Result<(), Unreadable> {
     if PLAUSIBLE_TIME_US.contains(&time_us) {
         return Ok(());
     }
     let shown = chrono::DateTime::from_timestamp_micros(time_us).map_or_else(|| format!("{time_us} µs since 1970"), |t| t.to_rfc3339());
-    Err(format!("time {shown} outside 1970-01-01 to 2100-01-01"))
+    Err(Unreadable(format!("time {shown} outside 1970-01-01 to 2100-01-01")))
 }
 
 pub use crate::cim::stats::MAX_BAD_EXAMPLES;
@@ -222,7 +240,7 @@ impl<'s> Emitter<'s> {
     /// is a bad record.
     fn time_ok(&mut self, time_us: i64, p: &crate::cim::provenance::Provenance<'_>) -> Result<bool, ConvertError> {
         let Err(reason) = plausible_time(time_us) else { return Ok(true) };
-        self.bad(BadRecord { source: p.source.to_string(), record: p.record, offset: p.offset, reason })?;
+        self.bad(BadRecord { source: p.source.to_string(), record: p.record, offset: p.offset, reason: reason.0 })?;
         Ok(false)
     }
 

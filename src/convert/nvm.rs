@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::cim::all_traffic::TrafficRow;
 use crate::cim::processes::ProcessRow;
-use super::{BadRecord, ConvertError, Emitter};
+use super::{BadRecord, ConvertError, Emitter, Unreadable};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE_KV: &str = "cisco:nvm:flowdata";
@@ -76,7 +76,7 @@ pub type Record = BTreeMap<String, String>;
 
 /// Parses the key="value" part of a syslog line. The syslog prefix before the first `key="` is
 /// ignored. Returns an error naming the byte where the line stops making sense.
-pub fn parse_kv(line: &str) -> Result<Record, String> {
+pub fn parse_kv(line: &str) -> Result<Record, Unreadable> {
     let b = line.as_bytes();
     let start = first_key(b).ok_or("no key=\"value\" pairs")?;
     let mut rec = Record::new();
@@ -93,7 +93,7 @@ pub fn parse_kv(line: &str) -> Result<Record, String> {
             i += 1;
         }
         if i == k0 || i >= b.len() || b[i] != b'=' {
-            return Err(format!("expected key=\"value\" at byte {k0}"));
+            return Err(Unreadable(format!("expected key=\"value\" at byte {k0}")));
         }
         let key = &line[k0..i];
         i += 1;
@@ -103,7 +103,7 @@ pub fn parse_kv(line: &str) -> Result<Record, String> {
             let mut seg = i;
             loop {
                 match b.get(i) {
-                    None => return Err(format!("unterminated value of {key}")),
+                    None => return Err(Unreadable(format!("unterminated value of {key}"))),
                     Some(b'\\') if b.get(i + 1) == Some(&b'"') => {
                         v.push_str(&line[seg..i]);
                         v.push('"');
@@ -277,7 +277,7 @@ impl NvmState {
         };
         // Checked here, once per record: the record becomes both a flow and a process row.
         if let Err(reason) = super::plausible_time(start) {
-            return out.bad(bad(reason));
+            return out.bad(bad(reason.0));
         }
         // A number that is there but impossible (a pid of -1, a port of 70000) makes the record
         // bad, not a silent null.
@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(r["ppath"], r"C:\Windows\system32\msiexec.exe");
         assert_eq!(r["n"], "5");
         assert!(parse_kv("no pairs here").is_err());
-        assert!(parse_kv(r#"x fv="open"#).unwrap_err().contains("unterminated"));
+        assert!(parse_kv(r#"x fv="open"#).unwrap_err().to_string().contains("unterminated"));
     }
 
     #[test]

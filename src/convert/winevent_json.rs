@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::lines::Position;
 use super::xml_event::WinEvent;
-use super::{BadRecord, ConvertError, Emitter, sysmon};
+use super::{BadRecord, ConvertError, Emitter, Unreadable, sysmon};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "WinEventLog:json";
@@ -116,7 +116,7 @@ const FLATTENED_META: &[&str] = &[
 ];
 
 /// Fills `ev` from one JSON object.
-pub fn to_win_event(obj: &Map<String, Value>, ev: &mut WinEvent) -> Result<Layout, String> {
+pub fn to_win_event(obj: &Map<String, Value>, ev: &mut WinEvent) -> Result<Layout, Unreadable> {
     *ev = WinEvent::default();
     let layout = layout(obj).ok_or_else(|| {
         let keys: Vec<&str> = obj.keys().take(8).map(String::as_str).collect();
@@ -183,7 +183,7 @@ pub fn convert_part<R: BufRead>(reader: R, source: &str, at: Position, out: &mut
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
                 sysmon::convert_event(&ev, prov, out)
             }
-            Err(reason) => out.bad(bad(reason)),
+            Err(reason) => out.bad(bad(reason.0)),
         }
     })
 }
@@ -224,6 +224,6 @@ mod tests {
         assert_eq!(ev.event_id.as_deref(), Some("3"));
         assert_eq!(ev.record_id.as_deref(), Some("99"));
         assert_eq!(ev.data("ProcessId"), Some("42"));
-        assert!(to_win_event(&obj(r#"{"a":1}"#), &mut ev).unwrap_err().contains("keys: a"));
+        assert!(to_win_event(&obj(r#"{"a":1}"#), &mut ev).unwrap_err().to_string().contains("keys: a"));
     }
 }

@@ -7,6 +7,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
+use super::Unreadable;
+
 /// One Windows event. Empty values are kept as empty strings; [`WinEvent::data`] hides them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WinEvent {
@@ -65,7 +67,7 @@ enum Target {
 /// Deepest element nesting accepted; a Windows event is four deep.
 pub const MAX_DEPTH: usize = 32;
 
-pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), String> {
+pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), Unreadable> {
     event.clear();
     let mut reader = Reader::from_str(xml);
     let mut depth = 0usize;
@@ -85,10 +87,10 @@ pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), String> {
                 let name = name.as_ref();
                 if depth == 0 {
                     if name != b"Event" {
-                        return Err(format!(
+                        return Err(Unreadable(format!(
                             "root element is <{}>, not <Event>",
                             String::from_utf8_lossy(name)
-                        ));
+                        )));
                     }
                     saw_root = true;
                 } else if depth == 1 {
@@ -100,7 +102,7 @@ pub fn parse_into(xml: &str, event: &mut WinEvent) -> Result<(), String> {
                 }
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
+                    return Err(Unreadable(format!("XML nested deeper than {MAX_DEPTH} elements")));
                 }
             }
             Event::Empty(e) => {
@@ -169,10 +171,10 @@ fn start_child(
     in_event_data: bool,
     event: &mut WinEvent,
     data_name: &mut String,
-) -> Result<Target, String> {
+) -> Result<Target, Unreadable> {
     let name = e.local_name();
     let name = name.as_ref();
-    let attr = |key: &[u8]| -> Result<Option<String>, String> {
+    let attr = |key: &[u8]| -> Result<Option<String>, Unreadable> {
         for a in e.attributes() {
             let a = a.map_err(|err| format!("bad attribute: {err}"))?;
             if a.key.local_name().as_ref() == key {
@@ -248,8 +250,8 @@ mod tests {
     fn rejects_bad_input() {
         let mut ev = WinEvent::default();
         assert!(parse_into("<Foo/>", &mut ev).is_err());
-        assert!(parse_into("<Foo></Foo>", &mut ev).unwrap_err().contains("<Foo>"));
-        assert!(parse_into(&EV[..EV.len() - 20], &mut ev).unwrap_err().contains("truncated"));
+        assert!(parse_into("<Foo></Foo>", &mut ev).unwrap_err().to_string().contains("<Foo>"));
+        assert!(parse_into(&EV[..EV.len() - 20], &mut ev).unwrap_err().to_string().contains("truncated"));
         assert!(parse_into("<Event><System></Event>", &mut ev).is_err());
         assert!(parse_into("<!DOCTYPE x [<!ENTITY a 'b'>]><Event></Event>", &mut ev).is_err());
         assert!(parse_into("<Event><EventData><Data Name='x'>&bogus;</Data></EventData></Event>", &mut ev).is_err());

@@ -285,7 +285,7 @@ fn finish_event(
     // Text after </Event> on the closing line is not part of the event.
     let end = xml.find("</Event>").map_or(xml.len(), |i| i + "</Event>".len());
     if let Err(reason) = xml_event::parse_into(&xml[..end], parsed) {
-        return out.bad(bad(reason));
+        return out.bad(bad(reason.0));
     }
     let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
     sysmon::convert_event(parsed, prov, out)

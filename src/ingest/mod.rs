@@ -66,7 +66,7 @@ pub enum InputOutcome {
     /// The same bytes were ingested before (commit id, path then); `raced` when another ingest
     /// committed them while this one was converting them.
     AlreadyIngested { path: PathBuf, commit_id: u64, as_path: String, raced: bool },
-    Failed { path: PathBuf, error: String },
+    Failed { path: PathBuf, error: InputError },
 }
 
 /// The outcome of an ingest run.
@@ -91,6 +91,24 @@ impl IngestReport {
 
     pub fn failed(&self) -> usize {
         self.inputs.iter().filter(|i| matches!(i, InputOutcome::Failed { .. })).count()
+    }
+}
+
+/// Why one input was not ingested; each names the input (or the lake file) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// Its size or modification time changed between the first look and the end of its read.
+    #[error("{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)", .0.display())]
+    Changed(PathBuf),
+}
+
+impl InputError {
+    fn io(path: &Path, e: std::io::Error) -> Self {
+        InputError::Lake(LakeError::io(path, e))
     }
 }
 
@@ -143,14 +161,18 @@ pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOption
     bar.start(total_bytes);
     let target = Transactions::begin(lake)?;
     let jobs = opts.jobs.max(1);
-    let looked = parallel_map(&files, jobs, |p| look(p, opts));
     let mut outcomes: Vec<Option<InputOutcome>> = Vec::with_capacity(files.len());
+    let mut looked: Vec<Option<Looked>> = Vec::with_capacity(files.len());
     let mut pending = Vec::new();
-    for (i, (path, l)) in files.iter().zip(&looked).enumerate() {
+    for (i, (path, l)) in files.iter().zip(parallel_map(&files, jobs, |p| look(p, opts))).enumerate() {
         match l {
-            Err(error) => outcomes.push(Some(InputOutcome::Failed { path: path.clone(), error: error.clone() })),
-            Ok(_) => {
+            Err(error) => {
+                outcomes.push(Some(InputOutcome::Failed { path: path.clone(), error }));
+                looked.push(None);
+            }
+            Ok(l) => {
                 outcomes.push(None);
+                looked.push(Some(l));
                 pending.push(i);
             }
         }
@@ -198,11 +220,11 @@ pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOption
 
 /// Whether `path` is already in the lake: only an input whose size and first bytes match one
 /// there is read whole to find out.
-fn already_in(target: &Transactions, path: &Path, looked: &Looked) -> Result<Option<IngestedAs>, String> {
+fn already_in(target: &Transactions, path: &Path, looked: &Looked) -> Result<Option<IngestedAs>, InputError> {
     if !target.maybe(looked.bytes, &looked.head_hash) {
         return Ok(None);
     }
-    let (hash, _) = hash_file(path).map_err(|e| e.to_string())?;
+    let (hash, _) = hash_file(path)?;
     Ok(target.find(&hash))
 }
 
@@ -251,11 +273,11 @@ fn stamp(p: &Path) -> Option<Stamp> {
     std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).ok()
 }
 
-fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, String> {
+fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, InputError> {
     let stamp = stamp(path);
     let mut head = Vec::new();
     let file = open_input(path).and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head).map(|_| ()));
-    file.map_err(|e| LakeError::io(path, e).to_string())?;
+    file.map_err(|e| InputError::io(path, e))?;
     let bytes = stamp.map_or(head.len() as u64, |(len, _)| len);
     let split = if bytes > opts.piece_bytes as u64 { input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s)) } else { None };
     Ok(Looked { bytes, head_hash: blake3::hash(&head).to_hex().to_string(), stamp, split })
@@ -271,9 +293,9 @@ fn ingest_one(
     stem: &str,
     opts: &IngestOptions,
     bar: &dyn Progress,
-    convert: impl FnOnce(&Transaction<'_>, &str, ConvertOptions, &AtomicU64) -> Result<Converted, String>,
+    convert: impl FnOnce(&Transaction<'_>, &str, ConvertOptions, &AtomicU64) -> Result<Converted, InputError>,
 ) -> InputOutcome {
-    let failed = |error: String| InputOutcome::Failed { path: path.to_path_buf(), error };
+    let failed = |error: InputError| InputOutcome::Failed { path: path.to_path_buf(), error };
     let source = path.to_string_lossy().to_string();
     let counted = AtomicU64::new(0);
     let convert_opts = ConvertOptions {
@@ -292,10 +314,7 @@ fn ingest_one(
     // A file still being written would be committed half, then again whole under another hash.
     if stamp(path) != looked.stamp || looked.stamp.map(|(len, _)| len) != Some(bytes) {
         tx.abort(writers);
-        return failed(format!(
-            "{}: the file changed while it was being ingested; ingest it once it is complete (move files into a landing directory whole)",
-            path.display()
-        ));
+        return failed(InputError::Changed(path.to_path_buf()));
     }
     let record = InputRecord {
         path: source,
@@ -312,7 +331,7 @@ fn ingest_one(
         Ok(Outcome::Already(first)) => {
             InputOutcome::AlreadyIngested { path: path.to_path_buf(), commit_id: first.commit_id, as_path: first.path, raced: true }
         }
-        Err(e) => failed(e.to_string()),
+        Err(e) => failed(e.into()),
     }
 }
 
@@ -335,8 +354,8 @@ struct Converted {
 }
 
 /// Converts an input on this thread.
-fn convert_whole(tx: &Transaction<'_>, path: &Path, source: &str, o: ConvertOptions, progress: Counting<'_>) -> Result<Converted, String> {
-    let mut writer = tx.writer(None).map_err(|e| e.to_string())?;
+fn convert_whole(tx: &Transaction<'_>, path: &Path, source: &str, o: ConvertOptions, progress: Counting<'_>) -> Result<Converted, InputError> {
+    let mut writer = tx.writer(None)?;
     let count = |n: u64| progress.count(n);
     let converted = (|| {
         let file = open_input(path).map_err(|e| ConvertError::io(path, e))?;
@@ -351,7 +370,7 @@ fn convert_whole(tx: &Transaction<'_>, path: &Path, source: &str, o: ConvertOpti
         Ok((info, stats, hash, bytes)) => Ok(Converted { info, stats, writers: vec![writer], hash, bytes }),
         Err(e) => {
             writer.abort();
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
@@ -367,10 +386,10 @@ fn convert_split(
     o: ConvertOptions,
     jobs: usize,
     progress: Counting<'_>,
-) -> Result<Converted, String> {
-    let file = open_input(path).map_err(|e| LakeError::io(path, e).to_string())?;
+) -> Result<Converted, InputError> {
+    let file = open_input(path).map_err(|e| InputError::io(path, e))?;
     let count = |n: u64| progress.count(n);
-    let mut input = InputFile::new(file).map_err(|e| LakeError::io(path, e).to_string())?.with_progress(&count);
+    let mut input = InputFile::new(file).map_err(|e| InputError::io(path, e))?.with_progress(&count);
     let mut splitter = split::Splitter::new(&mut input, shape, o.piece_bytes);
     let (send, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
     let rx = Mutex::new(rx);
@@ -424,14 +443,14 @@ fn convert_split(
     });
     let mut writers = Vec::new();
     let mut pieces = Vec::new();
-    let mut error = read.err().map(|e| LakeError::io(path, e).to_string());
+    let mut error = read.err().map(|e| InputError::io(path, e));
     for r in results {
         match r {
             Ok((w, s)) => {
                 writers.push(w);
                 pieces.extend(s);
             }
-            Err(e) => error = error.or(Some(e.to_string())),
+            Err(e) => error = error.or(Some(e.into())),
         }
     }
     if let Some(e) = error {
@@ -448,7 +467,7 @@ fn convert_split(
         Ok(h) => h,
         Err(e) => {
             writers.into_iter().for_each(PartitionedWriter::abort);
-            return Err(LakeError::io(path, e).to_string());
+            return Err(InputError::io(path, e));
         }
     };
     Ok(Converted { info: InputInfo { container: None, sourcetypes: vec![shape] }, stats, writers, hash, bytes })

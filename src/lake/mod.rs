@@ -74,23 +74,32 @@ fn table_dirs() -> impl Iterator<Item = &'static str> {
 /// names only (no `..`, no root, no `.`), under a table's directory and ending in `.parquet`.
 /// Records are files on disk like any input; one that names `../../etc/x` must not make a query
 /// read it or an ingest delete it.
-pub(crate) fn check_data_path(rel: &str) -> Result<(), String> {
+pub(crate) fn check_data_path(rel: &str) -> Result<(), BadDataPath> {
     use std::path::Component;
     let path = Path::new(rel);
     let plain = !rel.is_empty() && !rel.contains('\0') && path.components().all(|c| matches!(c, Component::Normal(_)));
     if !plain {
-        return Err(format!("it names {rel:?}, which is not a plain path inside the lake"));
+        return Err(BadDataPath::NotPlain(rel.to_string()));
     }
     if !table_dirs().any(|dir| path.starts_with(dir)) || path.extension().is_none_or(|e| e != "parquet") {
-        return Err(format!("it names {rel:?}, which is not a Parquet file of a lake table"));
+        return Err(BadDataPath::NotTableFile(rel.to_string()));
     }
     Ok(())
+}
+
+/// A path in one of the lake's own records that is not one of its data files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDataPath {
+    #[error("it names {0:?}, which is not a plain path inside the lake")]
+    NotPlain(String),
+    #[error("it names {0:?}, which is not a Parquet file of a lake table")]
+    NotTableFile(String),
 }
 
 /// `Err` naming `record` unless every file it lists passes [`check_data_path`].
 pub(crate) fn check_files(record: &Path, files: &[DataFile]) -> Result<(), LakeError> {
     for f in files {
-        check_data_path(&f.path).map_err(|reason| LakeError::BadRecord { path: record.to_path_buf(), reason })?;
+        check_data_path(&f.path).map_err(|e| LakeError::BadRecord { path: record.to_path_buf(), reason: e.to_string() })?;
     }
     Ok(())
 }
@@ -410,9 +419,9 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
             let listed: Vec<&str> = moved.lines().filter(|l| !l.is_empty()).collect();
             // Nothing is removed unless every path the journal lists is a lake data file.
             for (n, rel) in listed.iter().enumerate() {
-                check_data_path(rel).map_err(|reason| LakeError::BadRecord {
+                check_data_path(rel).map_err(|e| LakeError::BadRecord {
                     path: journal.clone(),
-                    reason: format!("line {}: {reason}; nothing was removed (check the lake, then delete {})", n + 1, dir.display()),
+                    reason: format!("line {}: {e}; nothing was removed (check the lake, then delete {})", n + 1, dir.display()),
                 })?;
             }
             for rel in listed.into_iter().filter(|l| !named.contains(*l)) {
@@ -483,6 +492,48 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::check_data_path;
+    use super::{COMMITS_DIR, Lake, LakeError, runs::RUNS_DIR};
+
+    /// A damaged commit or run record is an error naming its file, never a panic, whatever it
+    /// holds: cut short, wrong types, absurd numbers, a path out of the lake.
+    #[test]
+    fn damaged_records_are_errors_naming_their_file() {
+        let absurd_run = r#"{"seq":18446744073709551615,"run_id":"r","job":"j","search_name":"s","mode":"x","trigger":"t",
+            "scheduled_us":-9223372036854775808,"earliest_us":9223372036854775807,"latest_us":-9223372036854775808,
+            "started_us":0,"finished_us":0,"status":"ok","error":null,"rows_read":{"\u0000":1},"results":0,
+            "risk_events":0,"incidents":0,"files":[],"result_columns":["_time","_time",""]}"#;
+        let cases: [(&str, &str, Option<&str>); 6] = [
+            (COMMITS_DIR, "{\"id\": 1, \"committed_at\": ", Some("unreadable commit")),
+            (COMMITS_DIR, r#"{"id": "one", "committed_at": 5, "input": [], "files": {}}"#, Some("unreadable commit")),
+            (COMMITS_DIR, "\u{0}\u{ff}\u{fe}", Some("unreadable commit")),
+            (RUNS_DIR, "[1, 2", Some("unreadable commit")),
+            (RUNS_DIR, r#"{"seq": 1, "files": [{"table": "x", "path": "../../etc/passwd", "rows": 0, "bytes": 0, "min_time": 0, "max_time": 0}]}"#, Some("")),
+            // Absurd but well-formed: read as it is (what it names is checked where it is used).
+            (RUNS_DIR, absurd_run, None),
+        ];
+        for (dir, text, error) in cases {
+            let root = tempfile::tempdir().unwrap();
+            let lake = Lake::new(root.path());
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            let file = root.path().join(dir).join("00000001.json");
+            std::fs::write(&file, text).unwrap();
+            let read = if dir == COMMITS_DIR { lake.commits().map(|c| c.len()) } else { lake.runs().map(|r| r.len()) };
+            match (read, error) {
+                (Err(e), Some(what)) => {
+                    let shown = e.to_string();
+                    assert!(shown.starts_with(&file.display().to_string()), "{text}: {shown}");
+                    assert!(shown.contains(what), "{text}: {shown}");
+                    assert!(matches!(e, LakeError::BadCommit { .. } | LakeError::BadRecord { .. }), "{text}: {e:?}");
+                }
+                (Ok(n), None) => {
+                    assert_eq!(n, 1);
+                    let runs = lake.runs().unwrap();
+                    crate::lake::runs::runs_batch(&runs).unwrap();
+                }
+                (other, _) => panic!("{text}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn only_plain_paths_to_table_files_pass() {
