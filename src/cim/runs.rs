@@ -12,19 +12,19 @@ pub mod head {
     crate::table! {
         /// A run's identity, window, timing and outcome.
         pub struct RunHead / RunHeadBuilder {
-            seq: UInt64 ["seq"];
-            run_id: Utf8 ["run_id"];
-            job: Utf8 ["job"];
+            seq: UInt64 ["seq"] not null;
+            run_id: Utf8 ["run_id"] not null;
+            job: Utf8 ["job"] not null;
             /// Null for the incidents job.
             mode: Utf8 ["mode"];
-            trigger: Utf8 ["trigger"];
+            trigger: Utf8 ["trigger"] not null;
             scheduled_time: OptTs ["scheduled_time"];
-            window_earliest: OptTs ["window_earliest"];
-            window_latest: OptTs ["window_latest"];
-            started_at: OptTs ["started_at"];
-            finished_at: OptTs ["finished_at"];
-            duration_ms: Int64 ["duration_ms"];
-            status: Utf8 ["status"];
+            window_earliest: OptTs ["window_earliest"] not null;
+            window_latest: OptTs ["window_latest"] not null;
+            started_at: OptTs ["started_at"] not null;
+            finished_at: OptTs ["finished_at"] not null;
+            duration_ms: Int64 ["duration_ms"] not null;
+            status: Utf8 ["status"] not null;
             error: Utf8 ["error"];
         }
     }
@@ -35,10 +35,10 @@ pub mod tail {
     crate::table! {
         /// What a run wrote, and whether its output is the current one for its window.
         pub struct RunTail / RunTailBuilder {
-            results: UInt64 ["results"];
-            risk_events: UInt64 ["risk_events"];
-            incidents: UInt64 ["incidents"];
-            current: Bool ["current"];
+            results: UInt64 ["results"] not null;
+            risk_events: UInt64 ["risk_events"] not null;
+            incidents: UInt64 ["incidents"] not null;
+            current: Bool ["current"] not null;
         }
     }
 }
