@@ -9,7 +9,8 @@
 use std::io::Cursor;
 
 use crate::cim::Table;
-use crate::convert::format::{FORMATS, Format};
+use crate::convert::format::Format;
+use crate::convert::formats::FORMATS;
 use crate::convert::{Emitter, Stats, VecSink, input, split};
 
 /// The targets that are not one format's: see [`targets`].
@@ -86,7 +87,6 @@ fn split_anywhere(data: &[u8]) {
     let [a, b, rest @ ..] = data else { return };
     let splittable: Vec<&dyn Format> = FORMATS.iter().rev().copied().filter(|f| f.splittable()).collect();
     let format = splittable[usize::from(*a) % splittable.len()];
-    let shape = format.sourcetype();
     let target = 1 + usize::from(*b) * 8;
     let mut whole = VecSink::default();
     let mut out = Emitter::new(&mut whole);
@@ -95,10 +95,10 @@ fn split_anywhere(data: &[u8]) {
 
     let mut pieces = VecSink::default();
     let mut stats = Stats::default();
-    let mut splitter = split::Splitter::new(rest, shape, target);
+    let mut splitter = split::Splitter::new(rest, format, target);
     while let Some(piece) = splitter.next_piece().expect("reads from memory") {
         let mut out = Emitter::new(&mut pieces);
-        piece.convert(shape, "fuzz", &mut out).expect("not strict");
+        piece.convert(format, "fuzz", &mut out).expect("not strict");
         stats.merge(&out.finish().expect("batches build"));
     }
     assert_eq!(stats, whole_stats, "piece size {target}");

@@ -3,24 +3,42 @@
 //! Data flows one way:
 //!
 //! ```text
-//! raw logs ──convert──▶ CIM rows (Arrow) ──lake──▶ Parquet + commit log
-//!                                                    │
-//!           results ◀──detect (SQL, DataFusion)──────┘
+//! raw logs ──ingest (convert)──▶ CIM rows (Arrow) ──lake──▶ Parquet + commit log
+//!                                                            │
+//!   results, risk ◀──detect (SQL, DataFusion / Ballista)─────┘
 //! ```
 //!
-//! * [`cim`]: the CIM data models as Arrow schemas, field names as constants.
-//! * [`convert`]: Sysmon XmlWinEventLog text and EVTX → CIM rows.
-//! * [`lake`]: Parquet layout, atomic commits, the manifest of ingested inputs, table scans.
-//! * [`detect`]: detections as SQL files with metadata and macros, in two join semantics.
-//! * [`engine`]: the DataFusion session over the lake, in process or on a cluster.
-//! * [`cluster`]: the Ballista engine: plan codec, scheduler and executor.
-//! * [`schedule`]: scheduled runs, results, risk events, incidents.
-//! * [`generate`]: deterministic test and benchmark data with planted positives.
-//! * [`time`]: Splunk relative time syntax.
-//! * [`output`]: result formats.
+//! Modules, top to bottom: a module uses only those below it (no cycles).
+//!
+//! ```text
+//! cli                                     the command line
+//! serve   schedule   cluster              services: Flight SQL, scheduled runs, Ballista nodes
+//! generate           ingest               data in: generated, or raw logs through the converters
+//! detect                                  detections: catalog, runner, check, results and risk
+//! engine                                  DataFusion sessions over the lake, in process or on Ballista
+//! lake               convert              storage; raw log formats to CIM rows
+//! cim                                     the tables: registry, schemas, row builders
+//! time   output   shutdown   fault   fuzzing (uses convert)
+//! ```
+//!
+//! * [`cim`]: every table the lake holds, declared once (SQL name, place in the lake, schema, row
+//!   type and builder), and the CIM field names.
+//! * [`convert`]: the input formats ([`convert::formats::FORMATS`]: XmlWinEventLog, EVTX, Windows
+//!   event JSON, Cisco NVM) and containers → CIM rows.
+//! * [`lake`]: the on-disk layout, atomic commits, transactions, run records, table scans.
+//! * [`ingest`]: finds inputs, skips those already in the lake, converts and commits each one.
+//! * [`engine`]: the DataFusion session and catalog over the lake, in process or on Ballista.
+//! * [`detect`]: detections as data (SQL files, metadata, macros) in two join semantics; the one
+//!   runner used by every command; `--check`; results and risk events.
+//! * [`schedule`]: cron, windows, checkpoints, late data, publishing runs, the daemon loop.
+//! * [`cluster`]: the Ballista scheduler and executor processes.
 //! * [`serve`]: the lake over Arrow Flight SQL.
-//! * [`fuzzing`]: the fuzz targets' entry points.
+//! * [`generate`]: deterministic test and benchmark data with planted positives.
+//! * [`time`]: Splunk relative time syntax, time windows.
+//! * [`output`]: result formats, escaping of what is printed.
+//! * [`shutdown`]: the signals that stop a long-running command.
 //! * [`fault`]: fault injection points for the crash and race tests (`CIMLAKE_FAULT`).
+//! * [`fuzzing`]: the fuzz targets' entry points.
 //! * [`cli`]: the command line, one module per subcommand.
 
 pub mod cim;

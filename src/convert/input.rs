@@ -616,10 +616,10 @@ fn convert_tar_entries<R: Read>(
     Ok(())
 }
 
-/// Recognises a file's shape from its first bytes: the first of [`FORMATS`](super::format::FORMATS)
+/// Recognises a file's shape from its first bytes: the first of [`FORMATS`](super::formats::FORMATS)
 /// that accepts them.
 pub fn sniff(head: &[u8]) -> Option<Sourcetype> {
-    super::format::sniff(head).map(|f| f.sourcetype())
+    super::formats::sniff(head).map(|f| f.sourcetype())
 }
 
 /// What the first bytes look like, for an error message.
@@ -649,7 +649,7 @@ fn convert_stream<R: Read>(reader: R, source: &str, opts: InputOptions, out: &mu
     };
     let mut buffered = BufReader::with_capacity(1 << 20, reader);
     out.set_sourcetype(shape.name());
-    super::format::format_of(shape).convert(&mut buffered, source, out)?;
+    super::formats::format_of(shape).convert(&mut buffered, source, out)?;
     Ok(shape)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod evtx;
 pub mod format;
+pub mod formats;
 pub mod input;
 pub mod jsonlines;
 pub mod lines;

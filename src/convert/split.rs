@@ -12,18 +12,13 @@
 
 use std::io::{Cursor, Read};
 
-use super::format::{Format, format_of};
+use super::format::Format;
 use super::lines::Position;
-use super::{ConvertError, Emitter, Sourcetype, xmlwineventlog};
+use super::{ConvertError, Emitter, xmlwineventlog};
 
 /// How far past its target size a piece may grow while looking for a record start before it is
 /// cut at a line end anyway (a record larger than this is a bad record in any case).
 const MAX_OVERRUN: usize = xmlwineventlog::MAX_EVENT_BYTES + (1 << 20);
-
-/// Whether inputs of this shape can be split ([`Format::splittable`]).
-pub fn splits(shape: Sourcetype) -> bool {
-    format_of(shape).splittable()
-}
 
 /// A piece of an input.
 #[derive(Debug)]
@@ -37,10 +32,10 @@ pub struct Piece {
 }
 
 impl Piece {
-    /// Converts the piece as part of an input of shape `shape` named `source`.
-    pub fn convert(&self, shape: Sourcetype, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-        out.set_sourcetype(shape.name());
-        format_of(shape).convert_part(&mut Cursor::new(&self.bytes[..]), source, self.at, self.more_follows, out)
+    /// Converts the piece as part of an input in `format` named `source`.
+    pub fn convert(&self, format: &dyn Format, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        out.set_sourcetype(format.sourcetype().name());
+        format.convert_part(&mut Cursor::new(&self.bytes[..]), source, self.at, self.more_follows, out)
     }
 }
 
@@ -161,8 +156,9 @@ pub struct Splitter<R> {
 }
 
 impl<R: Read> Splitter<R> {
-    pub fn new(reader: R, shape: Sourcetype, target: usize) -> Self {
-        Splitter { reader, cutter: Cutter::new(format_of(shape), target), eof: false }
+    /// Splits `reader`, an input in `format` (which must be splittable).
+    pub fn new(reader: R, format: &'static dyn Format, target: usize) -> Self {
+        Splitter { reader, cutter: Cutter::new(format, target), eof: false }
     }
 
     /// Reads up to `want` more bytes into the cutter (one read).
@@ -206,7 +202,8 @@ mod tests {
     use super::*;
     use crate::cim::Table;
     use crate::convert::test_util::{row, sample};
-    use crate::convert::{Stats, VecSink, winevent_json};
+    use crate::convert::formats::format_of;
+    use crate::convert::{Sourcetype, Stats, VecSink, winevent_json};
 
     fn whole(shape: Sourcetype, bytes: &[u8]) -> (Stats, Vec<Vec<String>>) {
         let mut sink = VecSink::default();
@@ -220,7 +217,7 @@ mod tests {
     }
 
     fn pieces(shape: Sourcetype, bytes: &[u8], target: usize) -> (Stats, Vec<Vec<String>>, usize) {
-        let mut split = Splitter::new(Cursor::new(bytes), shape, target);
+        let mut split = Splitter::new(Cursor::new(bytes), format_of(shape), target);
         let mut sink = VecSink::default();
         let mut stats = Stats::default();
         let mut n = 0;
@@ -231,7 +228,7 @@ mod tests {
             assert!(p.at.offset as usize >= total, "pieces in order");
             total = p.at.offset as usize + p.bytes.len();
             let mut out = Emitter::new(&mut sink);
-            p.convert(shape, "in", &mut out).unwrap();
+            p.convert(format_of(shape), "in", &mut out).unwrap();
             stats.merge(&out.finish().unwrap());
             n += 1;
         }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use walk::{Skipped, find_inputs};
 use crate::convert::input::open_regular as open_input;
 use crate::convert::input::{self, InputFile, InputInfo, InputOptions};
+use crate::convert::formats::format_of;
 use crate::convert::{self, ConvertError, Emitter, Sourcetype, Stats, split};
 use crate::lake::writer::PartitionedWriter;
 use crate::lake::{Commit, IngestedAs, InputRecord, Lake, LakeError, Outcome, Transaction, Transactions};
@@ -279,7 +280,7 @@ fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, InputError> {
     let file = open_input(path).and_then(|f| f.take(input::SNIFF_BYTES as u64).read_to_end(&mut head).map(|_| ()));
     file.map_err(|e| InputError::io(path, e))?;
     let bytes = stamp.map_or(head.len() as u64, |(len, _)| len);
-    let split = if bytes > opts.piece_bytes as u64 { input::plain_shape(&head, opts.sourcetype).filter(|s| split::splits(*s)) } else { None };
+    let split = if bytes > opts.piece_bytes as u64 { input::plain_shape(&head, opts.sourcetype).filter(|s| format_of(*s).splittable()) } else { None };
     Ok(Looked { bytes, head_hash: blake3::hash(&head).to_hex().to_string(), stamp, split })
 }
 
@@ -390,7 +391,7 @@ fn convert_split(
     let file = open_input(path).map_err(|e| InputError::io(path, e))?;
     let count = |n: u64| progress.count(n);
     let mut input = InputFile::new(file).map_err(|e| InputError::io(path, e))?.with_progress(&count);
-    let mut splitter = split::Splitter::new(&mut input, shape, o.piece_bytes);
+    let mut splitter = split::Splitter::new(&mut input, format_of(shape), o.piece_bytes);
     let (send, rx) = std::sync::mpsc::sync_channel::<split::Piece>(jobs);
     let rx = Mutex::new(rx);
     let stop = AtomicBool::new(false);
@@ -405,7 +406,7 @@ fn convert_split(
                 if stop.load(Ordering::Relaxed) {
                     continue;
                 }
-                piece.convert(shape, source, &mut emitter)?;
+                piece.convert(format_of(shape), source, &mut emitter)?;
                 stats.push((piece.index, std::mem::take(&mut emitter.stats)));
             }
             let rest = emitter.finish()?;

@@ -1,23 +1,46 @@
-//! The lake: Parquet files laid out by table and hour, and a commit log that says which files
-//! are part of it and which inputs they came from.
+//! The lake: Parquet files laid out by table and time, and the records that say which files are
+//! part of it: commits (ingested inputs) and runs (scheduled detections).
+//!
+//! # On-disk layout
+//!
+//! This is the one description of it; the constants below and the table registry
+//! ([`crate::cim::Table::lake_dir`]) define every path in it.
 //!
 //! ```text
 //! LAKE/
-//!   endpoint/processes/date=2026-11-03/hour=14/<input-hash>-<n>.parquet
-//!   network_traffic/all_traffic/date=2026-11-03/hour=14/…
-//!   _cimlake/commits/00000001.json     one per ingested input: its content hash, stats, files
-//!   _cimlake/commit.lock               held while an input's commit is checked and published
-//!   _cimlake/staging/<session>/        files being written by one ingest process (never read)
-//!   _cimlake/staging/<session>.lock    held by that process while it lives
+//!   endpoint/processes/date=2026-11-03/hour=14/<input>-<session>-<n>.parquet    ingested rows,
+//!   network_traffic/all_traffic/date=…/hour=…/…                                  one file per input,
+//!   quarantine/records/date=…/hour=…/…                                           table and hour
+//!   detections/results/detection=<name>/date=…/<run-id>.parquet     written by scheduled runs,
+//!   risk/all_risk/date=…/<run-id>.parquet                            one file per run and table
+//!   risk/incidents/date=…/<run-id>.parquet
+//!   _cimlake/                                 [`META_DIR`]: the lake's own records
+//!     commits/00000001.json                   [`COMMITS_DIR`]: one per ingested input: its content
+//!                                             hash, shapes, stats and data files ([`Commit`])
+//!     commit.lock                             [`COMMIT_LOCK`]: held while a commit is checked and
+//!                                             published
+//!     runs/00000001.json                      [`RUNS_DIR`]: one per scheduled run: job, window,
+//!                                             status, counts and files ([`runs::RunRecord`])
+//!     schedule/<detection>.<mode>.json        [`SCHEDULE_DIR`]: the scheduler's checkpoint per job
+//!     staging/<session>/                      [`STAGING_DIR`]: files being written by one ingest
+//!                                             process (never read); `moved` lists the files it
+//!                                             moved into the tables
+//!     staging/<session>.lock                  held by that process while it lives
 //! ```
 //!
-//! A file becomes part of the lake only when a commit naming it is published, and a commit is
-//! published by one atomic link of a complete file: readers see a whole input or nothing of it.
+//! `cimlake.runs` has no files: it is read from `_cimlake/runs/`. A record's name is its number,
+//! and a name starting with `.` is a record being written.
+//!
+//! # Guarantees
+//!
+//! A file becomes part of the lake only when a commit or run naming it is published, and a record
+//! is published by one atomic link of a complete file: readers see a whole input or nothing of it.
 //! The commits together are the manifest of ingested inputs, keyed by content hash, so ingesting
 //! the same bytes twice adds nothing, even from two processes at once: the check and the publish
-//! happen under one lock. Data file names carry the ingest session, so two sessions never write
-//! the same path. A session killed mid-way leaves files no commit names; the next ingest removes
-//! them ([`IngestSession::begin`]).
+//! happen under one lock ([`Transactions`]). Data file names carry the ingest session, so two
+//! sessions never write the same path. A session killed mid-way leaves files no commit names; the
+//! next ingest removes them ([`IngestSession::begin`]). Every path read from a record is checked
+//! to be a data file of a table before anything reads or removes it.
 
 pub mod runs;
 pub mod table;
@@ -35,10 +58,18 @@ use crate::cim::stats::Stats;
 
 pub use transaction::{Outcome, Transaction, Transactions};
 
-const META_DIR: &str = "_cimlake";
-const COMMITS_DIR: &str = "_cimlake/commits";
-const STAGING_DIR: &str = "_cimlake/staging";
-const COMMIT_LOCK: &str = "_cimlake/commit.lock";
+/// The lake's own records (see the layout above).
+pub const META_DIR: &str = "_cimlake";
+/// Published commits, one per ingested input.
+pub const COMMITS_DIR: &str = "_cimlake/commits";
+/// Published run records, one per scheduled run.
+pub const RUNS_DIR: &str = "_cimlake/runs";
+/// The scheduler's checkpoints.
+pub const SCHEDULE_DIR: &str = "_cimlake/schedule";
+/// Ingest sessions' staging areas.
+pub const STAGING_DIR: &str = "_cimlake/staging";
+/// Held while a commit is checked and published.
+pub const COMMIT_LOCK: &str = "_cimlake/commit.lock";
 /// In a session's staging directory: the lake paths it moved files to, one per line, written
 /// before each move.
 const MOVED_JOURNAL: &str = "moved";
@@ -203,7 +234,7 @@ impl Lake {
     /// A cheap marker of what the lake has published: how many commits and run records it has
     /// (names only, no file is read). Both logs only grow, so a new marker means new data.
     pub fn version(&self) -> Result<(usize, usize), LakeError> {
-        Ok((count_numbered(&self.commits_dir())?, count_numbered(&self.root.join(runs::RUNS_DIR))?))
+        Ok((count_numbered(&self.commits_dir())?, count_numbered(&self.root.join(RUNS_DIR))?))
     }
 
     /// Commits after `id`, in commit order (only their files are read).
@@ -492,7 +523,7 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::check_data_path;
-    use super::{COMMITS_DIR, Lake, LakeError, runs::RUNS_DIR};
+    use super::{COMMITS_DIR, Lake, LakeError, RUNS_DIR};
 
     /// A damaged commit or run record is an error naming its file, never a panic, whatever it
     /// holds: cut short, wrong types, absurd numbers, a path out of the lake.

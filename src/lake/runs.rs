@@ -17,10 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::{DataFile, Lake, LakeError, publish_numbered, read_numbered, sync_dir};
-
-pub(super) const RUNS_DIR: &str = "_cimlake/runs";
-
+use super::{DataFile, Lake, LakeError, RUNS_DIR, publish_numbered, read_numbered, sync_dir};
 
 /// The job that computes risk incidents.
 pub const INCIDENTS_JOB: &str = "risk_incidents";
