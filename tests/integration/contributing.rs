@@ -141,3 +141,75 @@ fn check_reports_file_and_line() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("1 failed"));
     }
 }
+
+/// Adding an input format: every format in `FORMATS` has what CONTRIBUTING.md's checklist asks
+/// (a bundled sample that sniffs as it and ingests through the CLI, forced or not; a fuzz target
+/// with saved cases; its name in the README). The conversion invariants (any batch size, any read
+/// buffer, pulled or pushed) are unit tests over the same list (`convert::formats`).
+#[test]
+fn add_a_format() {
+    use clap::ValueEnum;
+    use cimlake::convert::formats::{FORMATS, sniff};
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let fuzz_manifest = std::fs::read_to_string(repo().join("fuzz/Cargo.toml")).unwrap();
+    for format in FORMATS {
+        let shape = format.sourcetype();
+        let value = shape.to_possible_value().unwrap();
+        let flag = value.get_name();
+        assert!(readme.contains(flag), "README does not name --sourcetype {flag}");
+
+        let target = flag.replace('-', "_");
+        assert!(repo().join(format!("fuzz/fuzz_targets/{target}.rs")).is_file(), "no fuzz target {target}");
+        assert!(fuzz_manifest.contains(&format!("name = \"{target}\"")), "fuzz/Cargo.toml lacks {target}");
+        let saved = std::fs::read_dir(repo().join("fuzz/regressions").join(&target)).map(|d| d.count()).unwrap_or(0);
+        assert!(saved > 0, "no saved fuzz cases for {target}");
+
+        // A bundled sample of it, sniffed as it and ingested through the CLI, detected and forced.
+        let sample = ["sysmon", "json", "nvm"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(repo().join("data/logs").join(d)).unwrap().flatten().map(|e| e.path()))
+            .find(|p| {
+                let bytes = std::fs::read(p).unwrap();
+                sniff(&bytes[..bytes.len().min(64 << 10)]).is_some_and(|f| f.sourcetype() == shape)
+            })
+            .unwrap_or_else(|| panic!("no bundled sample of {shape} in data/logs"));
+        let rel = sample.strip_prefix(repo()).unwrap().to_str().unwrap().to_string();
+        for forced in [false, true] {
+            let lake = TempDir::new().unwrap();
+            let mut args = vec!["ingest", rel.as_str()];
+            if forced {
+                args.extend(["--sourcetype", flag]);
+            }
+            let out = cimlake_ok(lake.path(), &args);
+            assert!(out.contains(&format!("ingested {rel} ({}): ", shape.name())), "{args:?}: {out}");
+        }
+    }
+}
+
+/// Adding a table: every table of the registry is in every session under its SQL name with its
+/// declared columns, has its place in the lake's layout description (`src/lake/mod.rs`), and is
+/// named in the README. (Its schema is pinned by `cim::tests::schemas_are_pinned`.)
+#[test]
+fn add_a_table() {
+    use cimlake::cim::Table;
+    let lake = sample_lake();
+    let layout = std::fs::read_to_string(repo().join("src/lake/mod.rs")).unwrap();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for table in Table::ALL_TABLES {
+        let name = table.qualified_name();
+        let (schema, short) = name.split_once('.').unwrap();
+        let columns = query_csv(
+            lake,
+            &format!(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = '{short}' ORDER BY ordinal_position"
+            ),
+            &[],
+        );
+        let declared: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(&columns[1..=declared.len().min(columns.len() - 1)], &declared[..], "{name}: columns in the session");
+        if let Some(dir) = table.lake_dir() {
+            assert!(layout.contains(&format!("//!   {dir}/")), "{name}: {dir} is not in the lake layout of src/lake/mod.rs");
+        }
+        assert!(readme.contains(&format!("`{name}`")), "README does not name {name}");
+    }
+}
