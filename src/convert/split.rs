@@ -191,7 +191,14 @@ impl<R: Read> Splitter<R> {
                 return Ok(None);
             }
             let buffered = self.cutter.buffered();
-            let want = if buffered < self.cutter.target { self.cutter.target - buffered } else { 1 << 20 };
+            let want = if buffered < self.cutter.target {
+                // A piece's buffer is allocated once, at its size: growing it by doubling would
+                // hold up to twice the piece for every piece in flight.
+                self.cutter.buf.reserve_exact(self.cutter.target - buffered);
+                self.cutter.target - buffered
+            } else {
+                1 << 20
+            };
             self.fill(want.min(4 << 20))?;
         }
     }
