@@ -41,6 +41,9 @@ pub const STALL_ENV: &str = "CIMLAKE_FAULT_STALL_MS";
 pub enum ScheduleError {
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// A checkpoint, or the scheduler lock.
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error("{detection}: {source}")]
     Window { detection: String, source: window::WindowError },
     #[error(transparent)]
