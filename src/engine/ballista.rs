@@ -10,6 +10,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::EngineError;
+
 /// The scheduler port Ballista uses when none is given.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 
@@ -40,26 +42,45 @@ impl std::fmt::Display for SchedulerAddr {
     }
 }
 
+/// Why a scheduler address (`HOST:PORT` after `ballista://`, or `--scheduler`) does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseSchedulerAddrError {
+    #[error("bad scheduler address {0:?}: no port after ':'")]
+    NoPort(String),
+    #[error("bad scheduler address {0:?}: write an IPv6 address in brackets, e.g. [::1]:50050")]
+    UnbracketedIpv6(String),
+    #[error("bad scheduler address {addr:?}: {reason} (expected HOST:PORT)")]
+    NotAnAddress { addr: String, reason: url::ParseError },
+    #[error("bad scheduler address {0:?}: no host (expected HOST:PORT)")]
+    NoHost(String),
+    /// A path, query, fragment or user after the host and port.
+    #[error("bad scheduler address {0:?}: expected HOST:PORT only")]
+    NotHostPort(String),
+    #[error("bad scheduler address {0:?}: port 0")]
+    PortZero(String),
+}
+
 impl std::str::FromStr for SchedulerAddr {
-    type Err = String;
+    type Err = ParseSchedulerAddrError;
 
     /// `HOST:PORT`, `HOST` (port 50050) or `[IPv6]:PORT`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use ParseSchedulerAddrError as E;
         if s.ends_with(':') {
-            return Err(format!("bad scheduler address {s:?}: no port after ':'"));
+            return Err(E::NoPort(s.to_string()));
         }
         if s.matches(':').count() > 1 && !s.starts_with('[') {
-            return Err(format!("bad scheduler address {s:?}: write an IPv6 address in brackets, e.g. [::1]:50050"));
+            return Err(E::UnbracketedIpv6(s.to_string()));
         }
-        let url = url::Url::parse(&format!("ballista://{s}")).map_err(|e| format!("bad scheduler address {s:?}: {e} (expected HOST:PORT)"))?;
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("bad scheduler address {s:?}: no host (expected HOST:PORT)"))?;
+        let url = url::Url::parse(&format!("ballista://{s}")).map_err(|reason| E::NotAnAddress { addr: s.to_string(), reason })?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| E::NoHost(s.to_string()))?;
         if url.path() != "" && url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("bad scheduler address {s:?}: expected HOST:PORT only"));
+            return Err(E::NotHostPort(s.to_string()));
         }
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = url.port().unwrap_or(DEFAULT_SCHEDULER_PORT);
         if port == 0 {
-            return Err(format!("bad scheduler address {s:?}: port 0"));
+            return Err(E::PortZero(s.to_string()));
         }
         Ok(SchedulerAddr { host, port })
     }
@@ -69,13 +90,9 @@ impl std::str::FromStr for SchedulerAddr {
 ///
 /// The scheduler is checked to be reachable first, so a wrong address fails here, naming it,
 /// rather than at the first query.
-pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) -> Result<SessionContext, DataFusionError> {
+pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) -> Result<SessionContext, EngineError> {
     let addr = scheduler.to_string();
-    reach(&addr, Duration::from_secs(10)).await.map_err(|e| {
-        DataFusionError::Execution(format!(
-            "cannot reach the Ballista scheduler at {addr}: {e} (start one with `cimlake cluster scheduler --bind {addr}`)"
-        ))
-    })?;
+    reach(&addr, Duration::from_secs(10)).await.map_err(|reason| EngineError::Unreachable { scheduler: scheduler.clone(), reason })?;
     let mut config = config.with_ballista_logical_extension_codec(Arc::new(super::codec::LakeCodec::default()));
     if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
         config = config.with_target_partitions(DEFAULT_TARGET_PARTITIONS);
@@ -106,12 +123,22 @@ pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) ->
     Ok(ctx)
 }
 
+/// Why a scheduler did not accept a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    /// Refused, no route, a name that does not resolve: as the system says.
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("no answer in {} s", .0.as_secs())]
+    NoAnswer(Duration),
+}
+
 /// Whether `addr` accepts a TCP connection within `timeout`; if not, why.
-pub(crate) async fn reach(addr: &str, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn reach(addr: &str, timeout: Duration) -> Result<(), ReachError> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer in {} s", timeout.as_secs())),
+        Ok(Err(e)) => Err(ReachError::Connect(e)),
+        Err(_) => Err(ReachError::NoAnswer(timeout)),
     }
 }
 

@@ -28,8 +28,38 @@ pub enum EngineError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
-    #[error("{0}")]
-    Cluster(String),
+    /// `--memory-limit` with a cluster engine: executors take theirs at start.
+    #[error(
+        "--memory-limit applies to the in-process engine; on {engine}, give each executor its own (`cimlake cluster executor --memory-limit`)"
+    )]
+    MemoryLimitOnCluster { engine: Engine },
+    /// No scheduler accepts connections at the address of `--engine ballista://…`. The text is
+    /// the one this error has always had (it was a DataFusion execution error, hence its prefix).
+    #[error(
+        "Execution error: cannot reach the Ballista scheduler at {scheduler}: {reason} (start one with `cimlake cluster scheduler --bind {scheduler}`)"
+    )]
+    Unreachable { scheduler: ballista::SchedulerAddr, reason: ballista::ReachError },
+}
+
+/// Why an `--engine` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseEngineError {
+    #[error("unknown engine {0:?}: use in-process or ballista://HOST:PORT")]
+    Unknown(String),
+    #[error(transparent)]
+    Scheduler(#[from] ballista::ParseSchedulerAddrError),
+}
+
+/// Why a size (`--memory-limit`, `512M`) does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseSizeError {
+    #[error("bad size {0:?}: use e.g. 512M or 2G")]
+    NotANumber(String),
+    #[error("bad size unit {unit:?} in {size:?}: use K, M or G")]
+    Unit { unit: String, size: String },
+    /// Under a byte, or over a petabyte.
+    #[error("bad size {0:?}")]
+    OutOfRange(String),
 }
 
 /// Set to `false` to read Parquet columns whole before filtering (DataFusion's own default).
@@ -46,15 +76,15 @@ pub enum Engine {
 }
 
 impl std::str::FromStr for Engine {
-    type Err = String;
+    type Err = ParseEngineError;
 
     /// `in-process`, or `ballista://HOST:PORT`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "in-process" => Ok(Engine::InProcess),
             _ => match s.strip_prefix("ballista://") {
                 Some(addr) => Ok(Engine::Ballista(addr.trim_end_matches('/').parse()?)),
-                None => Err(format!("unknown engine {s:?}: use in-process or ballista://HOST:PORT")),
+                None => Err(ParseEngineError::Unknown(s.to_string())),
             },
         }
     }
@@ -121,10 +151,7 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
         Engine::InProcess => SessionContext::new_with_config_rt(config, runtime.build_arc()?),
         Engine::Ballista(scheduler) => {
             if opts.memory_limit.is_some() {
-                return Err(EngineError::Cluster(format!(
-                    "--memory-limit applies to the in-process engine; on {}, give each executor its own (`cimlake cluster executor --memory-limit`)",
-                    opts.engine
-                )));
+                return Err(EngineError::MemoryLimitOnCluster { engine: opts.engine.clone() });
             }
             ballista::remote_context(scheduler, config).await?
         }
@@ -184,27 +211,27 @@ pub fn machine_memory() -> Option<usize> {
 }
 
 /// Parses a size: `512M`, `2G`, `64MiB`, `1048576`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, ParseSizeError> {
     let t = s.trim();
     let digits = t.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
-    let n: f64 = t[..digits].parse().map_err(|_| format!("bad size {s:?}: use e.g. 512M or 2G"))?;
+    let n: f64 = t[..digits].parse().map_err(|_| ParseSizeError::NotANumber(s.to_string()))?;
     let mult: f64 = match t[digits..].trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1.0,
         "K" | "KB" | "KIB" => 1024.0,
         "M" | "MB" | "MIB" => 1024.0 * 1024.0,
         "G" | "GB" | "GIB" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("bad size unit {other:?} in {s:?}: use K, M or G")),
+        other => return Err(ParseSizeError::Unit { unit: other.to_string(), size: s.to_string() }),
     };
     let v = n * mult;
     if !(1.0..=1e15).contains(&v) {
-        return Err(format!("bad size {s:?}"));
+        return Err(ParseSizeError::OutOfRange(s.to_string()));
     }
     Ok(v as usize)
 }
 
 #[cfg(test)]
 mod engine_tests {
-    use super::Engine;
+    use super::{Engine, ParseEngineError, ParseSizeError, parse_size};
 
     #[test]
     fn engines_parse_and_print_back() {
@@ -216,5 +243,20 @@ mod engine_tests {
         for bad in ["local", "ballista://", "df://host:1", "Ballista", "ballista://host:0"] {
             assert!(bad.parse::<Engine>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn engines_and_sizes_that_do_not_parse_say_why() {
+        assert_eq!("local".parse::<Engine>(), Err(ParseEngineError::Unknown("local".into())));
+        assert_eq!("local".parse::<Engine>().unwrap_err().to_string(), "unknown engine \"local\": use in-process or ballista://HOST:PORT");
+        let err = "ballista://a:b:c".parse::<Engine>().unwrap_err();
+        assert!(matches!(err, ParseEngineError::Scheduler(_)), "{err:?}");
+        assert_eq!(err.to_string(), "bad scheduler address \"a:b:c\": write an IPv6 address in brackets, e.g. [::1]:50050");
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("M"), Err(ParseSizeError::NotANumber("M".into())));
+        assert_eq!(parse_size("M").unwrap_err().to_string(), "bad size \"M\": use e.g. 512M or 2G");
+        assert_eq!(parse_size("12x").unwrap_err().to_string(), "bad size unit \"X\" in \"12x\": use K, M or G");
+        assert_eq!(parse_size("0"), Err(ParseSizeError::OutOfRange("0".into())));
+        assert_eq!(parse_size("0").unwrap_err().to_string(), "bad size \"0\"");
     }
 }

@@ -41,10 +41,57 @@ pub const STALL_ENV: &str = "CIMLAKE_FAULT_STALL_MS";
 pub enum ScheduleError {
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// A checkpoint, or the scheduler lock.
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error("{detection}: {source}")]
     Window { detection: String, source: window::WindowError },
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
+    /// A run record whose window is no time range (a damaged record): a bound beyond the times
+    /// there are, or an end with no 24 hours before it (incidents are computed over those).
+    #[error("run record {seq} (run {run_id}): refused: its window [{earliest_us} µs, {latest_us} µs) is out of range")]
+    RunOutOfRange { seq: u64, run_id: String, earliest_us: i64, latest_us: i64 },
+}
+
+/// Why one run failed, as its run record says (`error`).
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Detection(#[from] crate::detect::runner::RunError),
+    #[error(transparent)]
+    Session(#[from] engine::EngineError),
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// The incident rule's SQL is not a query.
+    #[error("{file}: {reason}")]
+    NotReadOnly { file: String, reason: String },
+    /// Turning the output into results, risk events or incidents.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Writing the output to the lake.
+    #[error(transparent)]
+    Write(#[from] LakeError),
+}
+
+impl From<crate::detect::PlanError> for JobError {
+    fn from(e: crate::detect::PlanError) -> Self {
+        match e {
+            crate::detect::PlanError::DataFusion(e) => JobError::Query(e),
+            crate::detect::PlanError::NotReadOnly { file, reason } => JobError::NotReadOnly { file, reason },
+        }
+    }
+}
+
+/// The window of a run record as times, or an error naming the record if it is out of range
+/// (only a damaged record is).
+fn run_window(r: &RunRecord) -> Result<Window, ScheduleError> {
+    let earliest = DateTime::from_timestamp_micros(r.earliest_us);
+    let latest = DateTime::from_timestamp_micros(r.latest_us).filter(|t| t.checked_sub_signed(Duration::hours(24)).is_some());
+    match (earliest, latest) {
+        (Some(earliest), Some(latest)) => Ok(Window { earliest, latest }),
+        _ => Err(ScheduleError::RunOutOfRange { seq: r.seq, run_id: r.run_id.clone(), earliest_us: r.earliest_us, latest_us: r.latest_us }),
+    }
 }
 
 /// How the scheduler runs.
@@ -128,14 +175,14 @@ pub async fn tick(
         // fails, the commits stay unseen so the next tick tries again.
         let mut late_ok = true;
         if let Some(c) = &ckpt {
-            let late = late_windows(&prior_runs, &commits, c.seen_commit, &d.name, mode, opts.lookback);
+            let late = late_windows(&prior_runs, &commits, c.seen_commit, &d.name, mode, opts.lookback)?;
             for w in late {
                 let rec = run_detection(lake, catalog, d, opts, w, None, "late-data").await?;
                 if rec.status == RunStatus::Ok {
                     ran_windows.insert(w);
                     for r in runs::current(&prior_runs).into_iter().filter(|r| r.job == INCIDENTS_JOB) {
                         if r.latest_us > us(w.earliest) && r.earliest_us < us(w.latest) {
-                            stale_incidents.insert(DateTime::from_timestamp_micros(r.latest_us).expect("valid"));
+                            stale_incidents.insert(run_window(r)?.latest);
                         }
                     }
                 } else {
@@ -199,7 +246,7 @@ fn late_windows(
     detection: &str,
     mode: &str,
     lookback: Duration,
-) -> Vec<Window> {
+) -> Result<Vec<Window>, ScheduleError> {
     let mut ranges: Vec<(i64, i64)> = Vec::new();
     for c in commits.iter().filter(|c| c.id > seen) {
         for f in &c.files {
@@ -211,7 +258,7 @@ fn late_windows(
         }
     }
     if ranges.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut out: BTreeSet<Window> = BTreeSet::new();
     for r in runs::current(runs_before) {
@@ -219,13 +266,10 @@ fn late_windows(
             continue;
         }
         if ranges.iter().any(|(lo, hi)| *lo < r.latest_us && *hi >= r.earliest_us) {
-            out.insert(Window {
-                earliest: DateTime::from_timestamp_micros(r.earliest_us).expect("valid"),
-                latest: DateTime::from_timestamp_micros(r.latest_us).expect("valid"),
-            });
+            out.insert(run_window(r)?);
         }
     }
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 fn stall() {
@@ -234,8 +278,8 @@ fn stall() {
     }
 }
 
-fn date_dir(t_us: i64) -> String {
-    DateTime::from_timestamp_micros(t_us).expect("valid").format("date=%Y-%m-%d").to_string()
+fn date_dir(t: DateTime<Utc>) -> String {
+    t.format("date=%Y-%m-%d").to_string()
 }
 
 /// A run record before the run: status ok, nothing counted yet.
@@ -295,7 +339,7 @@ async fn run_detection(
     let mut rec = new_record(&run.run_id, &d.name, &d.meta.search_name, &run.mode, trigger, fire, w, started);
     if let Err(e) = execute_detection(lake, catalog, d, opts, w, &run, &mut rec).await {
         rec.status = RunStatus::Error;
-        rec.error = Some(e);
+        rec.error = Some(e.to_string());
         rec.files.clear();
     }
     rec.finished_us = us(Utc::now());
@@ -313,26 +357,26 @@ async fn execute_detection(
     w: Window,
     run: &RunInfo,
     rec: &mut RunRecord,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     let search = Search { window: w, lookback: opts.lookback };
-    let executed = Runner::new(lake, catalog, opts.engine_options()).counting().run(d, opts.mode, &search).await.map_err(|e| e.to_string())?;
+    let executed = Runner::new(lake, catalog, opts.engine_options()).counting().run(d, opts.mode, &search).await?;
     rec.rows_read = executed.rows_read;
     rec.result_columns = executed.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut result_batches = Vec::new();
     let mut risk_batches = Vec::new();
     for b in &executed.batches {
-        result_batches.push(results::to_results(b, run).map_err(|e| e.to_string())?);
-        risk_batches.push(risk::risk_events(b, &d.meta, run).map_err(|e| e.to_string())?);
+        result_batches.push(results::to_results(b, run)?);
+        risk_batches.push(risk::risk_events(b, &d.meta, run)?);
     }
     rec.results = result_batches.iter().map(|b| b.num_rows() as u64).sum();
     rec.risk_events = risk_batches.iter().map(|b| b.num_rows() as u64).sum();
-    let date = date_dir(run.earliest_us);
+    let date = date_dir(w.earliest);
     let dir = |t: Table| t.lake_dir().expect("stored in the lake");
     let results_rel = format!("{}/detection={}/{date}/{}.parquet", dir(Table::Results), d.name, run.run_id);
     let schema = crate::cim::results::schema_with(&rec.result_columns);
-    rec.files.push(lake.write_derived(&results_rel, schema, &result_batches).map_err(|e| e.to_string())?);
+    rec.files.push(lake.write_derived(&results_rel, schema, &result_batches)?);
     let risk_rel = format!("{}/{date}/{}.parquet", dir(Table::Risk), run.run_id);
-    rec.files.push(lake.write_derived(&risk_rel, Table::Risk.schema(), &risk_batches).map_err(|e| e.to_string())?);
+    rec.files.push(lake.write_derived(&risk_rel, Table::Risk.schema(), &risk_batches)?);
     Ok(())
 }
 
@@ -343,29 +387,26 @@ async fn run_incidents(lake: &Lake, catalog: &Catalog, opts: &SchedulerOptions, 
     let earliest = w.latest - Duration::hours(24);
     let span = Window { earliest, latest: w.latest };
     let mut rec = new_record(&run_id, INCIDENTS_JOB, "Risk incidents: score over 24h or several MITRE tactics", "", "scheduled", None, span, started);
-    let outcome: Result<(), String> = async {
-        let ctx = engine::session_with(lake, &opts.engine_options()).await.map_err(|e| e.to_string())?;
+    let outcome: Result<(), JobError> = async {
+        let ctx = engine::session_with(lake, &opts.engine_options()).await?;
         let ts = |t: DateTime<Utc>| ScalarValue::TimestampMicrosecond(Some(us(t)), Some("UTC".into()));
         let params = vec![("earliest", ts(earliest)), ("latest", ts(w.latest)), ("threshold", ScalarValue::Int64(Some(opts.risk_threshold)))];
         let risk_in_span = format!("SELECT count(*) FROM {} WHERE _time >= $earliest AND _time < $latest", Table::Risk.qualified_name());
-        rec.rows_read.insert(Table::Risk.qualified_name().into(), count(&ctx, &risk_in_span, params[..2].to_vec()).await.map_err(|e| e.to_string())?);
-        let df = crate::detect::plan_query(&ctx, &catalog.incidents_sql, &catalog.incidents_file).await.map_err(|e| match e {
-            crate::detect::PlanError::DataFusion(e) => e.to_string(),
-            crate::detect::PlanError::NotReadOnly { file, reason } => format!("{file}: {reason}"),
-        })?;
-        let df = df.with_param_values(params).map_err(|e| e.to_string())?;
-        let batches = df.collect().await.map_err(|e| e.to_string())?;
+        rec.rows_read.insert(Table::Risk.qualified_name().into(), count(&ctx, &risk_in_span, params[..2].to_vec()).await?);
+        let df = crate::detect::plan_query(&ctx, &catalog.incidents_sql, &catalog.incidents_file).await?;
+        let df = df.with_param_values(params)?;
+        let batches = df.collect().await?;
         let info = Stamp { run_id: run_id.clone(), earliest_us: us(earliest), latest_us: us(w.latest) };
-        let stamped: Vec<_> = batches.iter().map(|b| stamp_incidents(b, &info)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let stamped: Vec<_> = batches.iter().map(|b| stamp_incidents(b, &info)).collect::<Result<_, _>>()?;
         rec.incidents = stamped.iter().map(|b| b.num_rows() as u64).sum();
-        let rel = format!("{}/{}/{}.parquet", Table::Incidents.lake_dir().expect("stored in the lake"), date_dir(us(w.latest)), run_id);
-        rec.files.push(lake.write_derived(&rel, Table::Incidents.schema(), &stamped).map_err(|e| e.to_string())?);
+        let rel = format!("{}/{}/{}.parquet", Table::Incidents.lake_dir().expect("stored in the lake"), date_dir(w.latest), run_id);
+        rec.files.push(lake.write_derived(&rel, Table::Incidents.schema(), &stamped)?);
         Ok(())
     }
     .await;
     if let Err(e) = outcome {
         rec.status = RunStatus::Error;
-        rec.error = Some(e);
+        rec.error = Some(e.to_string());
         rec.files.clear();
     }
     rec.finished_us = us(Utc::now());
@@ -393,4 +434,60 @@ fn stamp_incidents(b: &arrow::record_batch::RecordBatch, s: &Stamp) -> Result<ar
         cols.push(arrow::compute::cast(c, f.data_type())?);
     }
     arrow::record_batch::RecordBatch::try_new(schema, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::{Commit, DataFile, InputRecord};
+
+    /// A commit of one processes file with rows from `min_time` to `max_time` (µs).
+    fn commit(id: u64, min_time: i64, max_time: i64) -> Commit {
+        Commit {
+            id,
+            committed_at: "2026-11-03T14:00:00Z".into(),
+            input: InputRecord {
+                path: "late.log".into(),
+                hash: "00".into(),
+                head_hash: None,
+                bytes: 1,
+                container: None,
+                sourcetypes: Vec::new(),
+                stats: Default::default(),
+            },
+            files: vec![DataFile {
+                table: Table::Processes.qualified_name().into(),
+                path: "endpoint/processes/date=2026-11-03/hour=13/x.parquet".into(),
+                rows: 1,
+                bytes: 1,
+                min_time,
+                max_time,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_run_record_whose_window_is_out_of_range_is_an_error_naming_it() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let w = Window { earliest: at("2026-11-03T12:50:00Z"), latest: at("2026-11-03T13:50:00Z") };
+        let mut run = new_record("run-1", "d", "D", "cimlake", "scheduled", None, w, w.latest);
+        run.seq = 1;
+        // Rows ingested since the run, from the first time there is to its window.
+        let commits = [commit(2, DateTime::<Utc>::MIN_UTC.timestamp_micros(), us(w.latest))];
+        let late = |r: &RunRecord| late_windows(std::slice::from_ref(r), &commits, 1, "d", "cimlake", Duration::hours(24));
+        assert_eq!(late(&run).unwrap(), vec![w]);
+        let min = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+        for (earliest_us, latest_us) in [
+            (i64::MIN, i64::MAX),
+            (us(w.earliest), i64::MAX),
+            (i64::MIN, us(w.latest)),
+            // Times there are, but no 24 hours before the end.
+            (min, min + 3_600_000_000),
+        ] {
+            let damaged = RunRecord { seq: 7, run_id: "run-7".into(), earliest_us, latest_us, ..run.clone() };
+            let err = late(&damaged).unwrap_err();
+            assert!(matches!(err, ScheduleError::RunOutOfRange { seq: 7, .. }), "{err:?}");
+            assert!(err.to_string().starts_with("run record 7 (run run-7): refused: its window ["), "{err}");
+        }
+    }
 }

@@ -12,12 +12,13 @@ use crate::detect::metadata;
 pub use crate::time::Window;
 use crate::time::parse_time_in;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WindowError {
     #[error("bad cron {cron:?}: {reason}")]
-    Cron { cron: String, reason: String },
-    #[error("{0}")]
-    Time(String),
+    Cron { cron: String, reason: croner::errors::CronError },
+    /// A relative time of the schedule (`earliest`, `latest`).
+    #[error(transparent)]
+    Time(#[from] crate::time::TimeError),
     #[error("window of the run scheduled at {fire} is empty or inverted: [{earliest}, {latest})")]
     Empty { fire: DateTime<Utc>, earliest: DateTime<Utc>, latest: DateTime<Utc> },
 }
@@ -34,7 +35,7 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(meta: &metadata::Schedule, tz: Tz) -> Result<Self, WindowError> {
         let cron = Cron::from_str(&meta.cron)
-            .map_err(|e| WindowError::Cron { cron: meta.cron.clone(), reason: e.to_string() })?;
+            .map_err(|reason| WindowError::Cron { cron: meta.cron.clone(), reason })?;
         let s = Schedule { cron, earliest: meta.earliest.clone(), latest: meta.latest.clone(), tz };
         // Fail early on bad relative times.
         s.window(Utc::now())?;
@@ -72,8 +73,8 @@ impl Schedule {
     /// The window searched by the run scheduled at `fire`.
     pub fn window(&self, fire: DateTime<Utc>) -> Result<Window, WindowError> {
         let local = fire.with_timezone(&self.tz);
-        let earliest = parse_time_in(&self.earliest, local.clone()).map_err(|e| WindowError::Time(e.to_string()))?;
-        let latest = parse_time_in(&self.latest, local).map_err(|e| WindowError::Time(e.to_string()))?;
+        let earliest = parse_time_in(&self.earliest, local)?;
+        let latest = parse_time_in(&self.latest, local)?;
         let (earliest, latest) = (earliest.with_timezone(&Utc), latest.with_timezone(&Utc));
         if earliest >= latest {
             return Err(WindowError::Empty { fire, earliest, latest });
@@ -162,5 +163,9 @@ mod tests {
         assert!(matches!(Schedule::new(&bad, chrono_tz::UTC), Err(WindowError::Cron { .. })));
         let inverted = metadata::Schedule { cron: "0 * * * *".into(), earliest: "-10m".into(), latest: "-70m".into() };
         assert!(matches!(Schedule::new(&inverted, chrono_tz::UTC), Err(WindowError::Empty { .. })));
+        let bad_time = metadata::Schedule { cron: "0 * * * *".into(), earliest: "-10x".into(), latest: "now".into() };
+        let err = Schedule::new(&bad_time, chrono_tz::UTC).unwrap_err();
+        assert!(matches!(err, WindowError::Time(_)), "{err:?}");
+        assert!(err.to_string().starts_with("bad time \"-10x\": unknown time unit"), "{err}");
     }
 }

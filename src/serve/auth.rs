@@ -103,21 +103,30 @@ fn same_secret(a: &str, b: &str) -> bool {
     blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
 }
 
+/// Credentials the server will not start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("the token is too short: use at least {} characters (e.g. `openssl rand -hex 32`)", MIN_TOKEN_LEN)]
+    TokenTooShort,
+    #[error("bad user name {user:?}: use printable ASCII without spaces or ':'")]
+    BadUserName { user: String },
+    #[error("the password of user {user:?} is too short: use at least {} characters in CIMLAKE_PASSWORD, as for a token", MIN_TOKEN_LEN)]
+    PasswordTooShort { user: String },
+}
+
 impl Auth {
-    pub fn new(token: Option<Secret>, basic: Option<(String, Secret)>) -> Result<Self, String> {
+    pub fn new(token: Option<Secret>, basic: Option<(String, Secret)>) -> Result<Self, AuthConfigError> {
         if let Some(t) = &token
             && t.expose().chars().count() < MIN_TOKEN_LEN
         {
-            return Err(format!("the token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"));
+            return Err(AuthConfigError::TokenTooShort);
         }
         if let Some((user, password)) = &basic {
             if user.is_empty() || user.contains(':') || !user.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(format!("bad user name {user:?}: use printable ASCII without spaces or ':'"));
+                return Err(AuthConfigError::BadUserName { user: user.clone() });
             }
             if password.expose().chars().count() < MIN_TOKEN_LEN {
-                return Err(format!(
-                    "the password of user {user:?} is too short: use at least {MIN_TOKEN_LEN} characters in CIMLAKE_PASSWORD, as for a token"
-                ));
+                return Err(AuthConfigError::PasswordTooShort { user: user.clone() });
             }
         }
         Ok(Auth { token, basic, sessions: Mutex::default(), failures: Mutex::default() })
@@ -323,13 +332,20 @@ mod tests {
 
     #[test]
     fn weak_settings_are_refused_and_no_auth_accepts_all() {
-        assert!(Auth::new(Some("short".into()), None).unwrap_err().contains("too short"));
-        assert!(Auth::new(None, Some(("a".into(), "".into()))).unwrap_err().contains("CIMLAKE_PASSWORD"));
+        let err = |token: Option<&str>, basic: Option<(&str, &str)>| Auth::new(token.map(Secret::from), basic.map(|(u, p)| (u.to_string(), p.into()))).unwrap_err();
+        assert_eq!(err(Some("short"), None), AuthConfigError::TokenTooShort);
+        assert!(err(Some("short"), None).to_string().contains("too short"));
+        assert!(err(None, Some(("a", ""))).to_string().contains("CIMLAKE_PASSWORD"));
         // A password is held to a token's length.
-        let err = Auth::new(None, Some(("a".into(), "fifteen chars!!".into()))).unwrap_err();
-        assert!(err.contains("too short") && err.contains("16 characters"), "{err}");
+        let e = err(None, Some(("a", "fifteen chars!!"))).to_string();
+        assert!(e.contains("too short") && e.contains("16 characters"), "{e}");
+        assert_eq!(
+            e,
+            "the password of user \"a\" is too short: use at least 16 characters in CIMLAKE_PASSWORD, as for a token"
+        );
         assert!(Auth::new(None, Some(("a".into(), "sixteen chars!!!".into()))).is_ok());
-        assert!(Auth::new(None, Some(("é".into(), "a long enough password".into()))).unwrap_err().contains("bad user name"));
+        assert_eq!(err(None, Some(("é", "a long enough password"))), AuthConfigError::BadUserName { user: "é".into() });
+        assert!(err(None, Some(("é", "a long enough password"))).to_string().contains("bad user name"));
         let open = Auth::new(None, None).unwrap();
         assert_eq!(format!("{:?}", Auth::new(Some("0123456789abcdef-token".into()), None).unwrap()).matches("0123").count(), 0);
         assert!(!open.required());

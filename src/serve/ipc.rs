@@ -22,6 +22,57 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// The most rows one batch may declare (an execution binds one row).
 pub const MAX_ROWS: i64 = 1024;
 
+/// Why a client's Arrow IPC is refused: what it declares does not fit the bytes sent or the
+/// limits, it is not what parameters are, or decoding it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    /// Over [`MAX_BYTES`] in all.
+    #[error("the parameter data is larger than {} KiB", MAX_BYTES >> 10)]
+    TooLarge,
+    /// Metadata the flatbuffer verifier refuses: what it said (its error type is flatbuffers',
+    /// which is not a dependency of this crate, and is no `std::error::Error` as arrow builds it).
+    #[error("not an Arrow IPC message: {reason}")]
+    NotAMessage { reason: String },
+    /// A message whose body length is more than the body sent with it.
+    #[error("an IPC message declares a body of {declared} bytes, but {sent} were sent")]
+    BodyNotSent { declared: i64, sent: usize },
+    #[error("a second schema in the parameter data")]
+    SecondSchema,
+    #[error("an IPC schema message without a schema")]
+    NoSchema,
+    #[error("a record batch before its schema")]
+    BatchBeforeSchema,
+    #[error("an IPC record batch message without a batch")]
+    NoBatch,
+    #[error("compressed parameter batches are not supported: send them uncompressed")]
+    Compressed,
+    #[error("an IPC record batch declares {rows} rows (at most {})", MAX_ROWS)]
+    TooManyRows { rows: i64 },
+    #[error("an IPC record batch declares an array of {0} values")]
+    ArrayTooLong(i64),
+    #[error("an IPC buffer at offset {offset} of {length} bytes lies outside the {body}-byte body")]
+    BufferOutsideBody { offset: i64, length: i64, body: usize },
+    #[error("dictionary-encoded parameters are not supported")]
+    Dictionary,
+    #[error("unexpected IPC message {0:?} in the parameter data")]
+    Unexpected(MessageHeader),
+    /// A stream that ends inside a length prefix.
+    #[error("the IPC stream is truncated (in a length prefix)")]
+    Truncated,
+    /// A stream whose metadata length is more than the bytes left in it.
+    #[error("an IPC message declares {declared} bytes of metadata, but only {left} follow")]
+    MetadataBeyondStream { declared: usize, left: usize },
+    /// A stream whose body length is more than the bytes left in it.
+    #[error("an IPC message declares a body of {declared} bytes, but only {left} follow")]
+    BodyBeyondStream { declared: i64, left: usize },
+    /// What arrow-ipc said when the checked message did not decode.
+    #[error("{0}")]
+    Arrow(arrow::error::ArrowError),
+    /// A panic in the decoder, caught: what it said.
+    #[error("undecodable IPC data ({0})")]
+    Panicked(String),
+}
+
 /// Reads the messages of one client's parameter data: a schema, then record batches.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -33,63 +84,58 @@ pub struct Decoder {
 impl Decoder {
     /// One IPC message: its flatbuffer metadata (`header`, without the stream's length prefix) and
     /// its body.
-    pub fn push(&mut self, header: &[u8], body: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, header: &[u8], body: &[u8]) -> Result<(), IpcError> {
         self.bytes = self.bytes.saturating_add(header.len()).saturating_add(body.len());
         if self.bytes > MAX_BYTES {
-            return Err(format!("the parameter data is larger than {} KiB", MAX_BYTES >> 10));
+            return Err(IpcError::TooLarge);
         }
-        let message = root_as_message(header).map_err(|e| format!("not an Arrow IPC message: {e}"))?;
+        let message = root_as_message(header).map_err(|e| IpcError::NotAMessage { reason: e.to_string() })?;
         let declared = message.bodyLength();
         if declared < 0 || declared as u64 > body.len() as u64 {
-            return Err(format!("an IPC message declares a body of {declared} bytes, but {} were sent", body.len()));
+            return Err(IpcError::BodyNotSent { declared, sent: body.len() });
         }
         let body = &body[..declared as usize];
         match message.header_type() {
             MessageHeader::Schema => {
                 if self.schema.is_some() {
-                    return Err("a second schema in the parameter data".into());
+                    return Err(IpcError::SecondSchema);
                 }
-                let fb = message.header_as_schema().ok_or("an IPC schema message without a schema")?;
+                let fb = message.header_as_schema().ok_or(IpcError::NoSchema)?;
                 let schema = caught(|| Ok(arrow::ipc::convert::fb_to_schema(fb)))?;
                 self.schema = Some(Arc::new(schema));
                 Ok(())
             }
             MessageHeader::RecordBatch => {
-                let schema = self.schema.clone().ok_or("a record batch before its schema")?;
-                let batch = message.header_as_record_batch().ok_or("an IPC record batch message without a batch")?;
+                let schema = self.schema.clone().ok_or(IpcError::BatchBeforeSchema)?;
+                let batch = message.header_as_record_batch().ok_or(IpcError::NoBatch)?;
                 if batch.compression().is_some() {
-                    return Err("compressed parameter batches are not supported: send them uncompressed".into());
+                    return Err(IpcError::Compressed);
                 }
                 if !(0..=MAX_ROWS).contains(&batch.length()) {
-                    return Err(format!("an IPC record batch declares {} rows (at most {MAX_ROWS})", batch.length()));
+                    return Err(IpcError::TooManyRows { rows: batch.length() });
                 }
                 for node in batch.nodes().into_iter().flatten() {
                     // Nested values may outnumber rows, but never the bits of the body.
                     if node.length() < 0 || node.length() as u64 > 8 * MAX_BYTES as u64 || node.null_count() < 0 {
-                        return Err(format!("an IPC record batch declares an array of {} values", node.length()));
+                        return Err(IpcError::ArrayTooLong(node.length()));
                     }
                 }
                 for b in batch.buffers().into_iter().flatten() {
                     let end = b.offset().checked_add(b.length());
                     if b.offset() < 0 || b.length() < 0 || end.is_none_or(|end| end as u64 > body.len() as u64) {
-                        return Err(format!(
-                            "an IPC buffer at offset {} of {} bytes lies outside the {}-byte body",
-                            b.offset(),
-                            b.length(),
-                            body.len()
-                        ));
+                        return Err(IpcError::BufferOutsideBody { offset: b.offset(), length: b.length(), body: body.len() });
                     }
                 }
                 let version = message.version();
                 let decoded = caught(|| {
                     arrow::ipc::reader::read_record_batch(&Buffer::from(body), batch, schema, &HashMap::new(), None, &version)
-                        .map_err(|e| e.to_string())
+                        .map_err(IpcError::Arrow)
                 })?;
                 self.batches.push(decoded);
                 Ok(())
             }
-            MessageHeader::DictionaryBatch => Err("dictionary-encoded parameters are not supported".into()),
-            other => Err(format!("unexpected IPC message {other:?} in the parameter data")),
+            MessageHeader::DictionaryBatch => Err(IpcError::Dictionary),
+            other => Err(IpcError::Unexpected(other)),
         }
     }
 
@@ -105,11 +151,11 @@ impl Decoder {
 
 /// Decodes an Arrow IPC stream (`[0xFFFFFFFF] <metadata length> <metadata> <body>`…, ended by a
 /// zero length or the end of the bytes), checking each declared length against the bytes left.
-pub fn decode_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
+pub fn decode_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>, IpcError> {
     let mut decoder = Decoder::default();
     let mut rest = bytes;
-    let take_u32 = |rest: &mut &[u8]| -> Result<u32, String> {
-        let (word, after) = rest.split_first_chunk::<4>().ok_or("the IPC stream is truncated (in a length prefix)")?;
+    let take_u32 = |rest: &mut &[u8]| -> Result<u32, IpcError> {
+        let (word, after) = rest.split_first_chunk::<4>().ok_or(IpcError::Truncated)?;
         *rest = after;
         Ok(u32::from_le_bytes(*word))
     };
@@ -123,12 +169,12 @@ pub fn decode_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
         }
         let len = len as usize;
         if len > rest.len() {
-            return Err(format!("an IPC message declares {len} bytes of metadata, but only {} follow", rest.len()));
+            return Err(IpcError::MetadataBeyondStream { declared: len, left: rest.len() });
         }
         let (header, after) = rest.split_at(len);
-        let declared = root_as_message(header).map_err(|e| format!("not an Arrow IPC message: {e}"))?.bodyLength();
+        let declared = root_as_message(header).map_err(|e| IpcError::NotAMessage { reason: e.to_string() })?.bodyLength();
         if declared < 0 || declared as u64 > after.len() as u64 {
-            return Err(format!("an IPC message declares a body of {declared} bytes, but only {} follow", after.len()));
+            return Err(IpcError::BodyBeyondStream { declared, left: after.len() });
         }
         let (body, after) = after.split_at(declared as usize);
         decoder.push(header, body)?;
@@ -138,8 +184,8 @@ pub fn decode_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
 }
 
 /// `f`, with a panic turned into an error.
-fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| Err(format!("undecodable IPC data ({})", panic_text(&*p))))
+fn caught<T>(f: impl FnOnce() -> Result<T, IpcError>) -> Result<T, IpcError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| Err(IpcError::Panicked(panic_text(&*p))))
 }
 
 /// What a caught panic said.
@@ -200,7 +246,9 @@ mod tests {
         // Metadata length 0x7ffffff0 (2 GiB) in a stream of a few hundred bytes.
         let mut huge_meta = good.clone();
         huge_meta[msgs[0].0..msgs[0].0 + 4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
-        assert!(decode_stream(&huge_meta).unwrap_err().contains("declares 2147483632 bytes of metadata"));
+        let err = decode_stream(&huge_meta).unwrap_err();
+        assert!(matches!(err, IpcError::MetadataBeyondStream { declared: 2147483632, .. }), "{err:?}");
+        assert!(err.to_string().contains("declares 2147483632 bytes of metadata"), "{err}");
         // A body length of 64 GiB: rewrite the record batch message's bodyLength.
         let (_, meta, _) = msgs[1];
         let declared = root_as_message(&good[meta..msgs[1].2]).unwrap().bodyLength();
@@ -208,7 +256,7 @@ mod tests {
         let at = good[meta..msgs[1].2].windows(8).position(|w| w == le).unwrap() + meta;
         let mut huge_body = good.clone();
         huge_body[at..at + 8].copy_from_slice(&(64i64 << 30).to_le_bytes());
-        let err = decode_stream(&huge_body).unwrap_err();
+        let err = decode_stream(&huge_body).unwrap_err().to_string();
         assert!(err.contains("declares a body of 68719476736 bytes"), "{err}");
         // Cut anywhere: an error, never a panic.
         for cut in 0..good.len() {
@@ -238,7 +286,7 @@ mod tests {
         moved[last..last + 8].copy_from_slice(&(body.len() as i64 + 100).to_le_bytes());
         let mut d = Decoder::default();
         d.push(&good[schema_meta..schema_end], &[]).unwrap();
-        let err = d.push(&moved, body).unwrap_err();
+        let err = d.push(&moved, body).unwrap_err().to_string();
         assert!(err.contains("lies outside the"), "{err}");
         // The same batch, compressed: refused (a compressed buffer's declared size is allocated as
         // it stands).
@@ -249,11 +297,16 @@ mod tests {
         w.write(&batch).unwrap();
         w.finish().unwrap();
         drop(w);
-        assert!(decode_stream(&zipped).unwrap_err().contains("compressed parameter batches are not supported"));
+        assert!(decode_stream(&zipped).unwrap_err().to_string().contains("compressed parameter batches are not supported"));
         // A record batch before any schema, and a second schema.
         let mut d = Decoder::default();
-        assert!(d.push(header, body).unwrap_err().contains("before its schema"));
+        assert!(d.push(header, body).unwrap_err().to_string().contains("before its schema"));
         d.push(&good[schema_meta..schema_end], &[]).unwrap();
-        assert!(d.push(&good[schema_meta..schema_end], &[]).unwrap_err().contains("second schema"));
+        assert!(d.push(&good[schema_meta..schema_end], &[]).unwrap_err().to_string().contains("second schema"));
+        // Over the size limit in all: its own error, which the service answers as too many values.
+        let mut d = Decoder::default();
+        let err = d.push(&vec![0; MAX_BYTES + 1], &[]).unwrap_err();
+        assert!(matches!(err, IpcError::TooLarge), "{err:?}");
+        assert_eq!(err.to_string(), "the parameter data is larger than 1024 KiB");
     }
 }

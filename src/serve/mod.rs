@@ -53,7 +53,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if !lake.exists() {
         bail!("no lake at {} (create one with `cimlake ingest` or `cimlake gen`, or give --lake)", opts.lake.display());
     }
-    let auth = Arc::new(Auth::new(opts.token, opts.basic).map_err(anyhow::Error::msg)?);
+    let auth = Arc::new(Auth::new(opts.token, opts.basic)?);
     if !auth.required() && !opts.no_auth {
         bail!(
             "no credentials: give --token (or CIMLAKE_TOKEN) or --user (with CIMLAKE_PASSWORD), \
@@ -95,7 +95,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let max_queries = limits.max_queries;
     eprintln!("detections: {}", crate::output::escape_controls(&opts.catalog.describe()));
     let service = LakeService::new(lake, opts.catalog, limits, auth.clone());
-    service.warm_up().await.map_err(anyhow::Error::msg)?;
+    // The error's own text only: it already says what its causes say.
+    service.warm_up().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let svc = FlightServiceServer::with_interceptor(service, auth::interceptor(auth.clone()));
     if let Some(limit) = raised {
         eprintln!("open files: up to {limit}");

@@ -41,10 +41,11 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Auth, Principal};
-use super::statement::{self, Handle, HandleKey};
+use super::ipc::IpcError;
+use super::statement::{self, Handle, HandleError, HandleKey, StatementError};
 use crate::detect::Catalog;
 use crate::engine::{self, Engine, EngineOptions};
-use crate::lake::Lake;
+use crate::lake::{Lake, LakeError};
 
 /// Per-query limits.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl LakeService {
 
     /// The handle in a client's bytes, if this server sealed it.
     fn handle(&self, bytes: &[u8]) -> Result<Handle, Status> {
-        Handle::decode(bytes, &self.handle_key).map_err(Status::invalid_argument)
+        Ok(Handle::decode(bytes, &self.handle_key)?)
     }
 
     /// A query slot, waited for until `deadline`.
@@ -112,13 +113,13 @@ impl LakeService {
 
     /// Builds the session once before serving, so a detection that does not load (not a query,
     /// a bad table) stops the server at start instead of failing every client's query.
-    pub async fn warm_up(&self) -> Result<(), String> {
-        self.session().await.map(drop).map_err(|s| s.message().to_string())
+    pub async fn warm_up(&self) -> Result<(), SessionError> {
+        self.session().await.map(drop)
     }
 
     /// The session over the lake as it is now.
-    async fn session(&self) -> Result<SessionContext, Status> {
-        let version = self.lake.version().map_err(|e| Status::internal(e.to_string()))?;
+    async fn session(&self) -> Result<SessionContext, SessionError> {
+        let version = self.lake.version()?;
         let mut cached = self.snapshot.lock().await;
         if let Some((v, ctx)) = cached.as_ref()
             && *v == version
@@ -127,7 +128,7 @@ impl LakeService {
         }
         let memory_limit = if self.limits.explicit_memory { self.limits.memory } else { None };
         let opts = EngineOptions { memory_limit, engine: Engine::InProcess };
-        let ctx = crate::detect::runner::session(&self.lake, &self.catalog, &opts).await.map_err(|e| Status::internal(e.to_string()))?;
+        let ctx = crate::detect::runner::session(&self.lake, &self.catalog, &opts).await?;
         *cached = Some((version, ctx.clone()));
         Ok(ctx)
     }
@@ -146,9 +147,9 @@ impl LakeService {
 
     /// The logical plan of a client's statement, refused unless it only reads.
     async fn logical_plan(&self, state: &SessionState, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan, Status> {
-        let sql = statement::number_placeholders(sql).map_err(Status::invalid_argument)?;
+        let sql = statement::number_placeholders(sql)?;
         let plan = state.create_logical_plan(&sql).await.map_err(|e| status_of(&e))?;
-        statement::check_read_only(&plan).map_err(Status::permission_denied)?;
+        statement::check_read_only(&plan)?;
         Ok(plan)
     }
 
@@ -157,8 +158,8 @@ impl LakeService {
         let work = async {
             let state = self.query_state().await?;
             let mut plan = self.logical_plan(&state, &handle.sql).await?;
-            if let Some(values) = handle.values().map_err(Status::invalid_argument)? {
-                plan = statement::bind(plan, values).map_err(Status::invalid_argument)?;
+            if let Some(values) = handle.values()? {
+                plan = statement::bind(plan, values)?;
             }
             let physical = state.create_physical_plan(&plan).await.map_err(|e| status_of(&e))?;
             // What the client is told and sent: views as plain types, dictionaries hydrated.
@@ -241,6 +242,40 @@ impl LakeService {
             }
         }
         Ok(out)
+    }
+}
+
+/// Why the session over the lake cannot be built: the lake's records cannot be read, or a
+/// detection does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Detections(#[from] crate::detect::runner::RunError),
+}
+
+/// A client's statement refused: `PERMISSION_DENIED` for one that would write, else
+/// `INVALID_ARGUMENT`.
+impl From<StatementError> for Status {
+    fn from(e: StatementError) -> Status {
+        match e {
+            StatementError::NotReadOnly(_) => Status::permission_denied(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<HandleError> for Status {
+    fn from(e: HandleError) -> Status {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The server's own failure: `INTERNAL`.
+impl From<SessionError> for Status {
+    fn from(e: SessionError) -> Status {
+        Status::internal(e.to_string())
     }
 }
 
@@ -529,7 +564,7 @@ impl FlightSqlService for LakeService {
         };
         let plan = work.await.inspect_err(|status| self.query_log(&query.query, &request).refused(status))?;
         let dataset = statement::client_schema(plan.schema().as_arrow());
-        let params = statement::client_schema(&statement::parameter_schema(&plan).map_err(Status::invalid_argument)?);
+        let params = statement::client_schema(&statement::parameter_schema(&plan)?);
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
             let IpcMessage(bytes) = SchemaAsIpc::new(s, &IpcWriteOptions::default()).try_into().map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
             Ok(bytes.to_vec())
@@ -557,15 +592,16 @@ impl FlightSqlService for LakeService {
             if data.data_header.is_empty() {
                 continue;
             }
-            decoder.push(&data.data_header, &data.data_body).map_err(|e| {
-                if e.contains("larger than") { too_many() } else { Status::invalid_argument(format!("bad parameter data: {e}")) }
+            decoder.push(&data.data_header, &data.data_body).map_err(|e| match e {
+                IpcError::TooLarge => too_many(),
+                e => Status::invalid_argument(format!("bad parameter data: {e}")),
             })?;
             if decoder.rows() > 1 {
                 return Err(too_many());
             }
         }
         let batches = decoder.finish();
-        let bound = handle.bind(&batches).map_err(Status::invalid_argument)?;
+        let bound = handle.bind(&batches)?;
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode(&self.handle_key).into()) })
     }
 

@@ -8,14 +8,67 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::StreamWriter;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
+
+/// Why a client's statement, or the parameters bound to it, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error("the statement mixes `?` and numbered ($1 or ?1) placeholders; use one style")]
+    MixedPlaceholders,
+    /// DDL, DML or a statement such as `SET`.
+    #[error("the server is read-only ({0}); only queries may run")]
+    NotReadOnly(crate::detect::NotReadOnly),
+    /// A placeholder that is not `$n` (DataFusion's `$name`).
+    #[error("unsupported placeholder {id}: use ? or $1, $2, …")]
+    UnsupportedPlaceholder { id: String },
+    /// The parameters' types, or their values, as DataFusion says.
+    #[error("{}", .0.strip_backtrace())]
+    Parameters(DataFusionError),
+    #[error("the statement has {wanted} parameter(s) but {given} value(s) were bound")]
+    ParameterCount { wanted: usize, given: usize },
+    #[error("no parameter values were sent (an empty batch)")]
+    NoParameterValues,
+    #[error("{rows} rows of parameters were sent; bind one row per execution")]
+    ParameterRows { rows: usize },
+    /// Writing the bound row as Arrow IPC.
+    #[error("{0}")]
+    Encode(arrow::error::ArrowError),
+    /// The parameters a handle carries are not base64.
+    #[error("damaged parameters: {0}")]
+    ParametersNotBase64(base64::DecodeError),
+    /// The parameters a handle carries are not the IPC stream of a batch.
+    #[error("damaged parameters: {0}")]
+    ParametersNotIpc(super::ipc::IpcError),
+}
+
+/// Why bytes a client sent as a statement handle are not one this server sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("a statement handle of {0} bytes is larger than any this server issues")]
+    TooLarge(usize),
+    /// Without the handles' magic prefix.
+    #[error("not a statement handle from this server")]
+    NotAHandle,
+    #[error("damaged statement handle: too short")]
+    TooShort,
+    /// The seal does not match: forged, altered, or sealed by another server or an earlier run.
+    #[error(
+        "the statement handle was not issued by this server, or was altered (a server restart \
+         invalidates handles: prepare the statement again)"
+    )]
+    NotIssued,
+    /// Sealed by this server, yet not a handle's JSON.
+    #[error("damaged statement handle: {0}")]
+    Damaged(serde_json::Error),
+}
 
 /// Numbers JDBC/ODBC-style `?` placeholders as DataFusion's `$1, $2, …`. The statement is split
 /// into tokens by the SQL parser DataFusion uses, so a `?` inside a string, a quoted identifier or a
 /// comment is left alone, and only the placeholders change: the rest of the text is kept byte for
 /// byte. A statement that mixes `?` with `$n` or `?n` is refused: the numbering would be ambiguous.
-pub fn number_placeholders(sql: &str) -> Result<String, String> {
+pub fn number_placeholders(sql: &str) -> Result<String, StatementError> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     // Text the tokenizer rejects goes on as it is: the planner reports the error, with its place.
@@ -37,7 +90,7 @@ pub fn number_placeholders(sql: &str) -> Result<String, String> {
         return Ok(sql.to_string());
     }
     if numbered {
-        return Err("the statement mixes `?` and numbered ($1 or ?1) placeholders; use one style".into());
+        return Err(StatementError::MixedPlaceholders);
     }
     // Token locations are lines and columns, in characters, from 1.
     let line_starts: Vec<usize> = std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect();
@@ -60,17 +113,19 @@ pub fn number_placeholders(sql: &str) -> Result<String, String> {
 /// Refuses anything that is not a query: DDL (`CREATE …`, including external tables over files),
 /// DML (`INSERT`, `COPY … TO`), and statements such as `SET` or transactions. The served session has
 /// no file-reading table functions and no URL tables, so a query reads only the lake.
-pub fn check_read_only(plan: &LogicalPlan) -> Result<(), String> {
-    crate::detect::check_read_only(plan).map_err(|e| format!("the server is read-only ({e}); only queries may run"))
+pub fn check_read_only(plan: &LogicalPlan) -> Result<(), StatementError> {
+    crate::detect::check_read_only(plan).map_err(StatementError::NotReadOnly)
 }
 
 /// The parameters a plan needs, as the schema a client binds against: fields `$1, $2, …` in order,
 /// typed where DataFusion inferred a type and `Null` where it did not.
-pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, String> {
-    let fields = plan.get_parameter_fields().map_err(|e| e.strip_backtrace())?;
+pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, StatementError> {
+    let fields = plan.get_parameter_fields().map_err(StatementError::Parameters)?;
     let mut named: Vec<(u64, String, DataType)> = Vec::new();
     for (id, field) in fields {
-        let n = id.strip_prefix('$').and_then(|d| d.parse().ok()).ok_or_else(|| format!("unsupported placeholder {id}: use ? or $1, $2, …"))?;
+        let Some(n) = id.strip_prefix('$').and_then(|d| d.parse::<u64>().ok()) else {
+            return Err(StatementError::UnsupportedPlaceholder { id });
+        };
         named.push((n, id, field.map_or(DataType::Null, |f| f.data_type().clone())));
     }
     named.sort_by_key(|(n, ..)| *n);
@@ -78,32 +133,32 @@ pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, String> {
 }
 
 /// `plan` with `values` in place of its placeholders, one value for each.
-pub fn bind(plan: LogicalPlan, values: ParamValues) -> Result<LogicalPlan, String> {
+pub fn bind(plan: LogicalPlan, values: ParamValues) -> Result<LogicalPlan, StatementError> {
     let wanted = parameter_schema(&plan)?.fields().len();
     let given = match &values {
         ParamValues::List(v) => v.len(),
         ParamValues::Map(m) => m.len(),
     };
     if given != wanted {
-        return Err(format!("the statement has {wanted} parameter(s) but {given} value(s) were bound"));
+        return Err(StatementError::ParameterCount { wanted, given });
     }
-    plan.with_param_values(values).map_err(|e| e.strip_backtrace())
+    plan.with_param_values(values).map_err(StatementError::Parameters)
 }
 
 /// Positional parameter values from the batch a client bound: one row, one column per
 /// placeholder, in order.
-pub fn parameter_values(batches: &[RecordBatch]) -> Result<ParamValues, String> {
+pub fn parameter_values(batches: &[RecordBatch]) -> Result<ParamValues, StatementError> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Err("no parameter values were sent (an empty batch)".into());
+        return Err(StatementError::NoParameterValues);
     };
     if rows > 1 {
-        return Err(format!("{rows} rows of parameters were sent; bind one row per execution"));
+        return Err(StatementError::ParameterRows { rows });
     }
     let values = batch
         .columns()
         .iter()
-        .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| e.strip_backtrace()))
+        .map(|c| ScalarValue::try_from_array(c, 0).map_err(StatementError::Parameters))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ParamValues::from(values))
 }
@@ -160,29 +215,27 @@ impl Handle {
     }
 
     /// The handle in `bytes`, if `key` sealed it. Nothing is parsed before the seal is checked.
-    pub fn decode(bytes: &[u8], key: &HandleKey) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8], key: &HandleKey) -> Result<Self, HandleError> {
         if bytes.len() > MAX_HANDLE_BYTES {
-            return Err(format!("a statement handle of {} bytes is larger than any this server issues", bytes.len()));
+            return Err(HandleError::TooLarge(bytes.len()));
         }
-        let sealed = bytes.strip_prefix(HANDLE_MAGIC).ok_or("not a statement handle from this server")?;
-        let (mac, json) = sealed.split_first_chunk::<32>().ok_or("damaged statement handle: too short")?;
+        let sealed = bytes.strip_prefix(HANDLE_MAGIC).ok_or(HandleError::NotAHandle)?;
+        let (mac, json) = sealed.split_first_chunk::<32>().ok_or(HandleError::TooShort)?;
         // `blake3::Hash` compares in constant time.
         if blake3::keyed_hash(&key.0, json) != blake3::Hash::from_bytes(*mac) {
-            return Err("the statement handle was not issued by this server, or was altered (a server restart \
-                        invalidates handles: prepare the statement again)"
-                .into());
+            return Err(HandleError::NotIssued);
         }
-        serde_json::from_slice(json).map_err(|e| format!("damaged statement handle: {e}"))
+        serde_json::from_slice(json).map_err(HandleError::Damaged)
     }
 
     /// This statement with `batches` bound as its parameters.
-    pub fn bind(&self, batches: &[RecordBatch]) -> Result<Self, String> {
+    pub fn bind(&self, batches: &[RecordBatch]) -> Result<Self, StatementError> {
         parameter_values(batches)?;
-        let batch = batches.iter().find(|b| b.num_rows() > 0).expect("checked by parameter_values");
+        let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or(StatementError::NoParameterValues)?;
         let mut buf = Vec::new();
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(|e| e.to_string())?;
-        w.write(batch).map_err(|e| e.to_string())?;
-        w.finish().map_err(|e| e.to_string())?;
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(StatementError::Encode)?;
+        w.write(batch).map_err(StatementError::Encode)?;
+        w.finish().map_err(StatementError::Encode)?;
         drop(w);
         use base64::Engine as _;
         Ok(Handle { sql: self.sql.clone(), params: Some(base64::engine::general_purpose::STANDARD.encode(buf)) })
@@ -190,11 +243,11 @@ impl Handle {
 
     /// The bound parameter values, if any. The IPC data is decoded with its lengths checked
     /// ([`super::ipc`]), though only a sealed handle gets this far.
-    pub fn values(&self) -> Result<Option<ParamValues>, String> {
+    pub fn values(&self) -> Result<Option<ParamValues>, StatementError> {
         let Some(text) = &self.params else { return Ok(None) };
         use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("damaged parameters: {e}"))?;
-        let batches = super::ipc::decode_stream(&bytes).map_err(|e| format!("damaged parameters: {e}"))?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(StatementError::ParametersNotBase64)?;
+        let batches = super::ipc::decode_stream(&bytes).map_err(StatementError::ParametersNotIpc)?;
         parameter_values(&batches).map(Some)
     }
 }
@@ -247,8 +300,8 @@ mod tests {
         assert_eq!(n("SELECT $1, $2"), "SELECT $1, $2");
         assert_eq!(n("SELECT ?1"), "SELECT ?1");
         assert_eq!(n("SELECT 'unterminated ?"), "SELECT 'unterminated ?");
-        assert!(number_placeholders("SELECT ? + $1").unwrap_err().contains("mixes"));
-        assert!(number_placeholders("SELECT ? + ?2").unwrap_err().contains("mixes"));
+        assert!(number_placeholders("SELECT ? + $1").unwrap_err().to_string().contains("mixes"));
+        assert!(matches!(number_placeholders("SELECT ? + ?2"), Err(StatementError::MixedPlaceholders)));
     }
 
     #[test]
@@ -266,20 +319,34 @@ mod tests {
         let ParamValues::List(values) = back.values().unwrap().unwrap() else { panic!("positional") };
         let values: Vec<_> = values.iter().map(|v| v.value().clone()).collect();
         assert_eq!(values, vec![ScalarValue::Int64(Some(7)), ScalarValue::Utf8(Some("msiexec.exe".into()))]);
-        assert!(Handle::decode(b"SELECT 1", &key).unwrap_err().contains("not a statement handle"));
+        assert!(Handle::decode(b"SELECT 1", &key).unwrap_err().to_string().contains("not a statement handle"));
         // Forged (another key), altered (one byte of the SQL), or cut: refused by the seal.
         let sealed = bound.encode(&key);
-        assert!(Handle::decode(&sealed, &HandleKey::random()).unwrap_err().contains("not issued by this server"));
+        assert!(Handle::decode(&sealed, &HandleKey::random()).unwrap_err().to_string().contains("not issued by this server"));
         for i in HANDLE_MAGIC.len()..sealed.len() {
             let mut altered = sealed.clone();
             altered[i] ^= 1;
-            assert!(Handle::decode(&altered, &key).unwrap_err().contains("not issued by this server"), "byte {i}");
+            assert!(Handle::decode(&altered, &key).unwrap_err().to_string().contains("not issued by this server"), "byte {i}");
         }
-        assert!(Handle::decode(&sealed[..HANDLE_MAGIC.len() + 10], &key).unwrap_err().contains("too short"));
-        assert!(Handle::decode(&vec![0; MAX_HANDLE_BYTES + 1], &key).unwrap_err().contains("larger than any"));
+        assert!(Handle::decode(&sealed[..HANDLE_MAGIC.len() + 10], &key).unwrap_err().to_string().contains("too short"));
+        assert!(Handle::decode(&vec![0; MAX_HANDLE_BYTES + 1], &key).unwrap_err().to_string().contains("larger than any"));
+        assert_eq!(
+            Handle::decode(&sealed, &HandleKey::random()).unwrap_err().to_string(),
+            "the statement handle was not issued by this server, or was altered (a server restart invalidates handles: prepare the statement again)"
+        );
+        // Sealed by this server, but not a handle: damaged, said so.
+        let mut forged = HANDLE_MAGIC.to_vec();
+        forged.extend_from_slice(blake3::keyed_hash(&key.0, b"[1]").as_bytes());
+        forged.extend_from_slice(b"[1]");
+        let err = Handle::decode(&forged, &key).unwrap_err();
+        assert!(matches!(err, HandleError::Damaged(_)) && err.to_string().starts_with("damaged statement handle: "), "{err}");
+        // Parameters in a handle that are not base64, or not IPC.
+        let bad = |params: &str| Handle { sql: "SELECT $1".into(), params: Some(params.into()) }.values().unwrap_err().to_string();
+        assert!(bad("not base64!").starts_with("damaged parameters: "), "{}", bad("not base64!"));
+        assert!(bad("AAAA").starts_with("damaged parameters: "), "{}", bad("AAAA"));
         let two = arrow::compute::concat_batches(&batch.schema(), [&batch, &batch]).unwrap();
-        assert!(h.bind(&[two]).unwrap_err().contains("2 rows"));
-        assert!(h.bind(&[batch.slice(0, 0)]).unwrap_err().contains("no parameter values"));
+        assert!(h.bind(&[two]).unwrap_err().to_string().contains("2 rows"));
+        assert!(h.bind(&[batch.slice(0, 0)]).unwrap_err().to_string().contains("no parameter values"));
     }
 
     #[test]
@@ -303,7 +370,8 @@ mod tests {
         ] {
             let plan = ctx.state().create_logical_plan(sql).await.unwrap();
             let err = check_read_only(&plan).unwrap_err();
-            assert!(err.starts_with("the server is read-only"), "{sql}: {err}");
+            assert!(matches!(err, StatementError::NotReadOnly(_)), "{sql}: {err:?}");
+            assert!(err.to_string().starts_with("the server is read-only"), "{sql}: {err}");
         }
         let plan = ctx.state().create_logical_plan("SELECT * FROM t WHERE b = $2 AND a > $1").await.unwrap();
         check_read_only(&plan).unwrap();
@@ -312,7 +380,7 @@ mod tests {
         assert_eq!(names, vec![("$1", DataType::Int64), ("$2", DataType::Utf8View)]);
         let values = |v: Vec<ScalarValue>| ParamValues::from(v);
         let err = bind(plan.clone(), values(vec![ScalarValue::Int64(Some(1))])).unwrap_err();
-        assert_eq!(err, "the statement has 2 parameter(s) but 1 value(s) were bound");
+        assert_eq!(err.to_string(), "the statement has 2 parameter(s) but 1 value(s) were bound");
         let bound = bind(plan, values(vec![ScalarValue::Int64(Some(1)), ScalarValue::Utf8(Some("x".into()))])).unwrap();
         assert!(parameter_schema(&bound).unwrap().fields().is_empty());
     }
