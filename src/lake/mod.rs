@@ -531,7 +531,7 @@ mod tests {
     fn damaged_records_are_errors_naming_their_file() {
         let absurd_run = r#"{"seq":18446744073709551615,"run_id":"r","job":"j","search_name":"s","mode":"x","trigger":"t",
             "scheduled_us":-9223372036854775808,"earliest_us":9223372036854775807,"latest_us":-9223372036854775808,
-            "started_us":0,"finished_us":0,"status":"ok","error":null,"rows_read":{"\u0000":1},"results":0,
+            "started_us":-9223372036854775808,"finished_us":9223372036854775807,"status":"ok","error":null,"rows_read":{"\u0000":1},"results":0,
             "risk_events":0,"incidents":0,"files":[],"result_columns":["_time","_time",""]}"#;
         let cases: [(&str, &str, Option<&str>); 6] = [
             (COMMITS_DIR, "{\"id\": 1, \"committed_at\": ", Some("unreadable commit")),

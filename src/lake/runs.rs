@@ -174,7 +174,7 @@ pub fn runs_batch(all: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowE
             window_latest: Some(r.latest_us),
             started_at: Some(r.started_us),
             finished_at: Some(r.finished_us),
-            duration_ms: Some((r.finished_us - r.started_us) / 1000),
+            duration_ms: Some(r.finished_us.saturating_sub(r.started_us) / 1000),
             status: Some(if r.status == RunStatus::Ok { "ok" } else { "error" }),
             error: r.error.as_deref(),
         });

@@ -46,7 +46,7 @@ pub struct Checkpoint {
 }
 
 fn dir(lake: &Lake) -> PathBuf {
-    lake.root().join("_cimlake/schedule")
+    lake.root().join(crate::lake::SCHEDULE_DIR)
 }
 
 fn path(lake: &Lake, detection: &str, mode: &str) -> PathBuf {
