@@ -97,10 +97,15 @@ impl SqlArgs {
     }
 }
 
-fn parse_macro(s: &str) -> Result<(String, String), String> {
-    let (name, sql) = s.split_once('=').ok_or("expected NAME=SQL")?;
+/// A `--macro` value that is not `NAME=SQL`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected NAME=SQL")]
+struct NotNameEqualsSql;
+
+fn parse_macro(s: &str) -> Result<(String, String), NotNameEqualsSql> {
+    let (name, sql) = s.split_once('=').ok_or(NotNameEqualsSql)?;
     if name.is_empty() {
-        return Err("expected NAME=SQL".into());
+        return Err(NotNameEqualsSql);
     }
     Ok((name.trim().to_string(), sql.to_string()))
 }

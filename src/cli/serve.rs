@@ -62,11 +62,20 @@ pub struct ServeArgs {
     pub sql: SqlArgs,
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = crate::time::parse_duration(s).map_err(|e| e.to_string())?;
+/// Why a `--query-timeout` value is refused.
+#[derive(Debug, thiserror::Error)]
+enum TimeoutError {
+    #[error(transparent)]
+    Duration(#[from] crate::time::TimeError),
+    #[error("the timeout must be positive, not {0:?}")]
+    NotPositive(String),
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, TimeoutError> {
+    let d = crate::time::parse_duration(s)?;
     match d.to_std() {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("the timeout must be positive, not {s:?}")),
+        _ => Err(TimeoutError::NotPositive(s.to_string())),
     }
 }
 
