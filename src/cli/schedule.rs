@@ -112,6 +112,10 @@ fn print_run(out: &mut impl Write, r: &RunRecord) -> std::io::Result<()> {
     } else {
         format!("{} results, {} risk events", r.results, r.risk_events)
     };
+    let what = match r.passes {
+        Some(n) => format!("{what} (the join did not fit in --memory-limit: {n} passes)"),
+        None => what,
+    };
     let mode = if r.mode.is_empty() { String::new() } else { format!(" ({})", r.mode) };
     match r.status {
         RunStatus::Ok => writeln!(out, "ran {}{mode} [{}, {}) {}: {what}", r.job, fmt(r.earliest_us), fmt(r.latest_us), r.trigger),

@@ -58,6 +58,10 @@ pub struct RunRecord {
     pub files: Vec<DataFile>,
     /// Output columns of the detection, in order (results table).
     pub result_columns: Vec<String>,
+    /// Passes over hash buckets the run took when its join did not fit its memory limit (absent:
+    /// one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<u32>,
 }
 
 impl RunRecord {

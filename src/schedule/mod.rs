@@ -314,6 +314,7 @@ fn new_record(
         incidents: 0,
         files: Vec::new(),
         result_columns: Vec::new(),
+        passes: None,
     }
 }
 
@@ -361,6 +362,7 @@ async fn execute_detection(
     let search = Search { window: w, lookback: opts.lookback };
     let executed = Runner::new(lake, catalog, opts.engine_options()).counting().run(d, opts.mode, &search).await?;
     rec.rows_read = executed.rows_read;
+    rec.passes = (executed.passes > 1).then_some(executed.passes);
     rec.result_columns = executed.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut result_batches = Vec::new();
     let mut risk_batches = Vec::new();

@@ -305,3 +305,48 @@ fn failed_runs_are_retried_not_skipped() {
     assert!(out.contains("[2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) late-data: 4 results"), "{out}");
     assert_eq!(result_rows(lake.path()), "4");
 }
+
+/// `schedule --memory-limit` runs each detection through the same runner as `detect`: a window
+/// whose join does not fit runs in passes, says so, and writes the rows of an unlimited run.
+#[test]
+fn scheduled_runs_honour_the_memory_limit() {
+    // Half of all processes are msiexec.exe; one daily window (the detection's schedule edited in
+    // a copy of sql/) covers the whole generated half day.
+    let unlimited = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    let gen_args = [
+        "gen", "-o", out.path().to_str().unwrap(), "--seed", "9", "--hosts", "60", "--processes", "20000", "--flows-per-process", "10",
+        "--hours", "12", "--msiexec-share", "0.5", "--positives", "15",
+    ];
+    cimlake_ok(unlimited.path(), &gen_args);
+    let limited = TempDir::new().unwrap();
+    copy_dir(unlimited.path(), limited.path());
+    let sql = sql_copy();
+    let toml = sql.path().join(format!("detections/{DETECTION}/detection.toml"));
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let edited = text.replace("cron = \"0 * * * *\"\nearliest = \"-70m@m\"\nlatest = \"-10m@m\"", "cron = \"0 0 * * *\"\nearliest = \"-2d@d\"\nlatest = \"@d\"");
+    assert_ne!(edited, text, "the schedule of {}", toml.display());
+    std::fs::write(&toml, edited).unwrap();
+    let sql_dir = sql.path().to_str().unwrap();
+    let backfill = ["--backfill", "2026-11-03T00:00:00Z", "2026-11-04T00:00:00Z", "--sql-dir", sql_dir];
+
+    let plain = schedule_at(unlimited.path(), "2026-11-20T00:00:00Z", &backfill);
+    let mut args = backfill.to_vec();
+    args.extend(["--memory-limit", "64M"]);
+    let small = schedule_at(limited.path(), "2026-11-20T00:00:00Z", &args);
+    let ran = |out: &str| out.lines().filter(|l| l.starts_with(&format!("ran {DETECTION}"))).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(ran(&plain).len(), 1, "{plain}");
+    assert!(!plain.contains("passes"), "{plain}");
+    let small_ran = ran(&small);
+    assert_eq!(small_ran.len(), 1, "{small}");
+    assert!(small_ran[0].contains("(the join did not fit in --memory-limit: ") && small_ran[0].ends_with(" passes)"), "{small}");
+    // The same rows, and the same counts in the run log.
+    let rows = |lake: &Path| {
+        query_csv(lake, "SELECT dest, process_id, process_guid, dest_ip, dest_port, count FROM detections.results ORDER BY 1, 2, 3, 4, 5", &[])
+    };
+    let want = rows(unlimited.path());
+    assert!(want.len() > 15, "{want:?}");
+    assert_eq!(rows(limited.path()), want);
+    let counts = |lake: &Path| query_csv(lake, &format!("SELECT results, risk_events, rows_read_processes, rows_read_all_traffic FROM cimlake.runs WHERE job = '{DETECTION}'"), &[]);
+    assert_eq!(counts(limited.path()), counts(unlimited.path()));
+}
