@@ -24,7 +24,7 @@ impl super::format::Format for EvtxFormat {
     }
 
     fn convert(&self, reader: &mut dyn std::io::BufRead, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-        super::format::convert_spilled(reader, source, out, |r, source, out| convert_reader(r, source, out))
+        super::format::convert_spilled(reader, source, out, convert_reader)
     }
 
     fn is_text(&self) -> bool {

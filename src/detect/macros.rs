@@ -61,9 +61,8 @@ fn expand_depth(
 ) -> Result<String, MacroError> {
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
-    loop {
-        // The next backtick that is outside comments and string literals.
-        let Some(start) = next_macro(rest) else { break };
+    // Each backtick that is outside comments and string literals starts a macro name.
+    while let Some(start) = next_macro(rest) {
         out.push_str(&rest[..start]);
         advance(&mut lines, &rest[..start], true);
         let after = &rest[start + 1..];
