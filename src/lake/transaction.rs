@@ -132,3 +132,76 @@ impl Transaction<'_> {
         writers.into_iter().for_each(PartitionedWriter::abort);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+    use crate::cim::Table;
+    use crate::cim::processes::{ProcessRow, ProcessesBuilder};
+
+    /// `n` processes an hour apart.
+    fn batch(n: i64) -> RecordBatch {
+        let mut b = ProcessesBuilder::default();
+        for i in 0..n {
+            b.append(&ProcessRow { time_us: 1_700_000_000_000_000 + i * 3_600_000_000, dest: Some("h"), ..Default::default() });
+        }
+        b.finish().unwrap()
+    }
+
+    fn record(hash: &str) -> InputRecord {
+        InputRecord { path: format!("{hash}.log"), hash: hash.into(), head_hash: None, bytes: 1, container: None, sourcetypes: vec![], stats: Default::default() }
+    }
+
+    fn parquet_files(dir: &std::path::Path) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                n += parquet_files(&p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// One commit per content hash, also from two runs at once; an aborted or refused input
+    /// leaves no file behind, and a finished run leaves no staging.
+    #[test]
+    fn inputs_commit_once_and_nothing_else_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let lake = Lake::new(root.path());
+        let run = Transactions::begin(&lake).unwrap();
+        let tx = run.input("a");
+        let mut w = tx.writer(None).unwrap();
+        w.write(Table::Processes, batch(3)).unwrap();
+        let Outcome::Published(first) = tx.commit(vec![w], record("h1")).unwrap() else { panic!("first commit of h1") };
+        assert_eq!(first.files.len(), 3, "one file per hour");
+        assert_eq!(parquet_files(root.path()), 3);
+        assert_eq!(run.find("h1").map(|c| c.commit_id), Some(first.id));
+
+        // The same bytes from another run: refused, its files removed.
+        let other = Transactions::begin(&lake).unwrap();
+        let tx = other.input("b");
+        let mut w = tx.writer(Some(0)).unwrap();
+        w.write(Table::Processes, batch(2)).unwrap();
+        match tx.commit(vec![w], record("h1")).unwrap() {
+            Outcome::Already(at) => assert_eq!(at.commit_id, first.id),
+            Outcome::Published(c) => panic!("h1 committed twice: {c:?}"),
+        }
+        assert_eq!(parquet_files(root.path()), 3);
+
+        // An aborted input: nothing.
+        let tx = run.input("c");
+        let mut w = tx.writer(None).unwrap();
+        w.write(Table::Processes, batch(2)).unwrap();
+        tx.abort(vec![w]);
+        assert_eq!(parquet_files(root.path()), 3);
+        assert_eq!(lake.commits().unwrap().len(), 1);
+
+        drop((run, other));
+        assert!(!root.path().join(crate::lake::STAGING_DIR).exists(), "staging left behind");
+    }
+}
