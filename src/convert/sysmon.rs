@@ -157,18 +157,20 @@ pub fn convert_event(
             return out.bad(bad(format!("Sysmon event {id}: {reason}")));
         }
     }
+    let process_guid = guid(ev.data("ProcessGuid"));
     if id == 1 {
+        let parent_process_guid = guid(ev.data("ParentProcessGuid"));
         let row = ProcessRow {
             time_us,
             action: Some("allowed"),
             dest: computer,
             original_file_name: ev.data("OriginalFileName"),
             parent_process: ev.data("ParentCommandLine"),
-            parent_process_guid: ev.data("ParentProcessGuid"),
+            parent_process_guid: parent_process_guid.as_deref(),
             parent_process_id: parse_int(ev.data("ParentProcessId")),
             parent_process_path: ev.data("ParentImage"),
             process: ev.data("CommandLine"),
-            process_guid: ev.data("ProcessGuid"),
+            process_guid: process_guid.as_deref(),
             process_hash: ev.data("Hashes"),
             process_id: parse_int(ev.data("ProcessId")),
             process_integrity_level: ev.data("IntegrityLevel"),
@@ -210,7 +212,7 @@ pub fn convert_event(
             user: ev.data("User"),
             vendor_product: Some(VENDOR_PRODUCT),
             process_id: parse_int(ev.data("ProcessId")),
-            process_guid: ev.data("ProcessGuid"),
+            process_guid: process_guid.as_deref(),
             process_name: image.map(file_name_of),
             process_path: image,
             dest_hostname,
@@ -220,9 +222,37 @@ pub fn convert_event(
     }
 }
 
+/// A GUID as Windows prints it in an event's XML, `{7C4B2A1E-6F2D-6727-4105-000000001300}`,
+/// whatever form the source gave (the `evtx` crate renders GUIDs in lower case, some JSON exports
+/// without braces), so the same process has one `process_guid` from every source. Anything that
+/// is not a GUID is kept as it is.
+fn guid(v: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    let v = v?;
+    let bare = v.strip_prefix('{').and_then(|g| g.strip_suffix('}')).unwrap_or(v);
+    let is_guid = bare.len() == 36
+        && bare.bytes().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() });
+    if !is_guid || (bare.len() + 2 == v.len() && !bare.bytes().any(|b| b.is_ascii_lowercase())) {
+        return Some(std::borrow::Cow::Borrowed(v));
+    }
+    Some(std::borrow::Cow::Owned(format!("{{{}}}", bare.to_ascii_uppercase())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guids_take_one_form() {
+        let want = "{5AB40FD1-8DEB-68F7-7E01-000000003B02}";
+        for given in [want, "{5ab40fd1-8deb-68f7-7e01-000000003b02}", "5AB40FD1-8DEB-68F7-7E01-000000003B02", "5ab40fd1-8deb-68f7-7e01-000000003b02"] {
+            assert_eq!(guid(Some(given)).as_deref(), Some(want), "{given}");
+        }
+        assert!(matches!(guid(Some(want)), Some(std::borrow::Cow::Borrowed(_))));
+        for other in ["", "-", "{not-a-guid}", "5AB40FD1-8DEB-68F7-7E01-000000003B0", "{5AB40FD1_8DEB_68F7_7E01_000000003B02}"] {
+            assert_eq!(guid(Some(other)).as_deref(), Some(other), "{other}");
+        }
+        assert_eq!(guid(None), None);
+    }
 
     #[test]
     fn system_time_forms() {
