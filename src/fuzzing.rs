@@ -135,7 +135,7 @@ mod tests {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut ran = 0;
         let targets = super::targets();
-        assert_eq!(targets, ["evtx", "nvm_json", "winevent_json", "nvm_kv", "xmlwineventlog", "relative_time", "input", "split"]);
+        assert_eq!(targets, ["evtx", "evtx_json", "nvm_json", "winevent_json", "nvm_kv", "xmlwineventlog", "relative_time", "input", "split"]);
         for target in &targets {
             let dir = root.join("fuzz/regressions").join(target);
             let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}: every target keeps its saved cases", dir.display()));
@@ -150,7 +150,7 @@ mod tests {
             assert!(saved > 0, "{}: no saved cases", dir.display());
             ran += saved;
         }
-        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json"), ("input", "sysmon"), ("input", "json"), ("input", "nvm")] {
+        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json"), ("evtx_json", "json"), ("input", "sysmon"), ("input", "json"), ("input", "nvm")] {
             for entry in std::fs::read_dir(root.join("data/logs").join(dir)).unwrap().flatten() {
                 super::run(target, &std::fs::read(entry.path()).unwrap());
                 ran += 1;

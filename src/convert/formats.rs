@@ -5,13 +5,15 @@ use std::io::Cursor;
 
 use super::format::{Decoder, Format};
 use super::split::Cutter;
-use super::{ConvertError, Emitter, Sourcetype, evtx, nvm, winevent_json, xmlwineventlog};
+use super::{ConvertError, Emitter, Sourcetype, evtx, evtx_json, nvm, winevent_json, xmlwineventlog};
 
-/// Every format, in sniffing order: EVTX by its magic bytes; then the JSON-lines formats, NVM
+/// Every format, in sniffing order: EVTX by its magic bytes; evtx_dump JSON by its `"Event"` key;
+/// then the JSON-lines formats, NVM
 /// before Windows events (an NVM record would pass for neither otherwise); then the text formats,
 /// NVM key=value before XmlWinEventLog.
 pub static FORMATS: &[&dyn Format] = &[
     &evtx::EvtxFormat,
+    &evtx_json::EvtxJsonFormat,
     &nvm::NvmJsonFormat,
     &winevent_json::WinEventJsonFormat,
     &nvm::NvmKvFormat,

@@ -7,6 +7,7 @@
 //! the conversion goes on (unless `strict`).
 
 pub mod evtx;
+pub mod evtx_json;
 pub mod format;
 pub mod formats;
 pub mod input;
@@ -77,6 +78,11 @@ pub enum Sourcetype {
     #[serde(rename = "evtx")]
     #[value(name = "evtx")]
     Evtx,
+    /// Windows events as `evtx_dump -o json|jsonl` writes them (`{"Event": {"System": …,
+    /// "EventData": …}}`), pretty-printed or one per line.
+    #[serde(rename = "evtx:json")]
+    #[value(name = "evtx-json")]
+    EvtxJson,
     /// Windows events as JSON lines: flattened (NXLog), Winlogbeat 6 or Winlogbeat 7+ (`winlog.*`).
     #[serde(rename = "WinEventLog:json")]
     #[value(name = "winevent-json")]
@@ -97,6 +103,7 @@ impl Sourcetype {
         match self {
             Sourcetype::XmlWinEventLog => xmlwineventlog::SOURCETYPE,
             Sourcetype::Evtx => evtx::SOURCETYPE,
+            Sourcetype::EvtxJson => evtx_json::SOURCETYPE,
             Sourcetype::WinEventJson => winevent_json::SOURCETYPE,
             Sourcetype::NvmKv => nvm::SOURCETYPE_KV,
             Sourcetype::NvmJson => nvm::SOURCETYPE_JSON,

@@ -26,7 +26,8 @@ fn run_ingests_the_samples_and_prints_the_detections() {
         "ingested data/logs/nvm/t1218_007_msiexec_nvm.json (cisco:nvm:flowdata:v2): 11 records, 5 processes, 6 flows, 5 skipped, 0 bad",
         "ingested data/logs/json/covenant_installutil.zip (zip: WinEventLog:json): 1730 records, 3 processes, 3 flows, 1724 skipped, 0 bad",
         "ingested data/logs/json/t1218_007_msiexec_winlogbeat8.json (WinEventLog:json): 21 records, 10 processes, 9 flows, 2 skipped, 0 bad",
-        "11 inputs: 11 ingested, 0 already in the lake, 0 failed",
+        "ingested data/logs/json/evtx_dump_whoami_and_a_connection.json (evtx:json): 2 records, 1 processes, 1 flows, 0 skipped, 0 bad",
+        "12 inputs: 12 ingested, 0 already in the lake, 0 failed",
         "ESCU - Windows HTTP Network Communication From MSIExec - Rule — cimlake mode — 15 results",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
@@ -37,7 +38,7 @@ fn run_ingests_the_samples_and_prints_the_detections() {
     assert!(!out.contains("OneDrive"), "pid reuse must not match in cimlake mode");
     // Again: nothing new, same results.
     let again = cimlake_ok(lake.path(), &["run", "data/logs"]);
-    assert!(again.contains("11 inputs: 0 ingested, 11 already in the lake, 0 failed"), "{again}");
+    assert!(again.contains("12 inputs: 0 ingested, 12 already in the lake, 0 failed"), "{again}");
     assert!(again.contains("cimlake mode — 15 results"), "{again}");
 }
 

@@ -185,3 +185,68 @@ fn the_cut_winlogbeat_archive_is_an_error_without_salvage() {
     assert!(stderr.contains("gzip stream ends early") && stderr.contains("--salvage"), "{stderr}");
     assert_eq!(query_csv(lake.path(), "SELECT count(*) AS n FROM endpoint.processes", &[])[1], "0");
 }
+
+/// SigmaHQ's regression tests ship each event twice: as an EVTX file and as evtx_dump JSON beside
+/// it. Ingested through the CLI, the two give the same rows, every column but provenance, compared
+/// as distinct rows (where two tests share an event, one copy of each form is ingested, not always
+/// the same test's). Where the two files themselves differ, that is pinned: the JSON files were
+/// exported with trailing spaces trimmed from values (the EVTX's parent command line
+/// `"C:\Windows\system32\cmd.exe" ` is `"…cmd.exe"` there), and one JSON event spells its
+/// parent `Explorer.exe` where its EVTX has `Explorer.EXE`.
+#[test]
+fn every_sigma_regression_event_gives_the_same_rows_from_evtx_and_from_its_json() {
+    let root = corpus().join("sigma/regression_data");
+    let mut evtx = Vec::new();
+    let mut json = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            match p.extension().and_then(|x| x.to_str()) {
+                _ if p.is_dir() => stack.push(p),
+                Some("evtx") => evtx.push(p),
+                Some("json") => json.push(p),
+                _ => {}
+            }
+        }
+    }
+    assert!(evtx.len() >= 90 && evtx.len() == json.len(), "{} EVTX, {} JSON", evtx.len(), json.len());
+    let rows = |files: &[std::path::PathBuf], sourcetype: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let lake = TempDir::new().unwrap();
+        let mut args = vec!["ingest".to_string()];
+        args.extend(files.iter().map(|p| p.to_str().unwrap().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cimlake_ok(lake.path(), &args);
+        // Some tests share an event file (the same bytes are ingested once).
+        let ingested = out.lines().filter(|l| l.starts_with("ingested ") && l.contains(&format!("({sourcetype}): "))).count();
+        let already = out.lines().filter(|l| l.starts_with("skipped ") && l.contains(": already in the lake")).count();
+        assert_eq!(ingested + already, files.len(), "{out}");
+        assert!(ingested >= files.len() - 2, "{out}");
+        assert!(!out.contains("bad records:"), "{out}");
+        let sources = query_csv(lake.path(), "SELECT DISTINCT sourcetype FROM endpoint.processes", &[]);
+        assert_eq!(sources, ["sourcetype", sourcetype]);
+        let sql = "SELECT DISTINCT * EXCLUDE (source, sourcetype, source_record, source_offset) FROM endpoint.processes \
+                   ORDER BY _time, dest, process_guid, process_id";
+        cimlake_ok(lake.path(), &["query", sql, "--format", "json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let from_evtx = rows(&evtx, "evtx");
+    let from_json = rows(&json, "evtx:json");
+    assert!(from_evtx.len() > 100, "{} rows", from_evtx.len());
+    assert_eq!(from_json.len(), from_evtx.len());
+    let (mut trimmed, mut other) = (0, Vec::new());
+    for (a, b) in from_evtx.iter().zip(&from_json) {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (k, va) in a {
+            let vb = &b[k];
+            if va == vb {
+                continue;
+            }
+            match (va.as_str(), vb.as_str()) {
+                (Some(x), Some(y)) if (k == "process" || k == "parent_process") && x.trim_end_matches(' ') == y => trimmed += 1,
+                _ => other.push((k.clone(), va.clone(), vb.clone())),
+            }
+        }
+    }
+    assert_eq!(trimmed, 64);
+    assert_eq!(other, [("parent_process".to_string(), "C:\\Windows\\Explorer.EXE".into(), "C:\\Windows\\Explorer.exe".into())]);
+}
