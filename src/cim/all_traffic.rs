@@ -35,6 +35,17 @@ crate::table! {
         process_path: Utf8 ["process_path" => PROCESS_PATH];
         /// Extension column.
         dest_hostname: Utf8 ["dest_hostname" => DEST_HOSTNAME];
+        /// The rest of what a network connection event says (Sysmon EID 3), for rules that match
+        /// on it: whether this host opened the connection,
+        initiated: Bool ["initiated" => INITIATED];
+        /// the local end's host name, each end's IP version and port name,
+        src_hostname: Utf8 ["src_hostname" => SRC_HOSTNAME];
+        src_is_ipv6: Bool ["src_is_ipv6" => SRC_IS_IPV6];
+        dest_is_ipv6: Bool ["dest_is_ipv6" => DEST_IS_IPV6];
+        src_port_name: Utf8 ["src_port_name" => SRC_PORT_NAME];
+        dest_port_name: Utf8 ["dest_port_name" => DEST_PORT_NAME];
+        /// and the name of the Sysmon configuration rule that logged it.
+        rule_name: Utf8 ["rule_name" => RULE_NAME];
         provenance: Provenance [""];
     }
 }

@@ -32,6 +32,24 @@ crate::table! {
         user: Utf8 ["user" => USER];
         user_id: Utf8 ["user_id" => USER_ID];
         vendor_product: Utf8 ["vendor_product" => VENDOR_PRODUCT];
+        /// The rest of what a process creation event says (Sysmon EID 1), for rules that match
+        /// on it: the image's version resource,
+        process_file_version: Utf8 ["process_file_version" => PROCESS_FILE_VERSION];
+        process_description: Utf8 ["process_description" => PROCESS_DESCRIPTION];
+        process_product: Utf8 ["process_product" => PROCESS_PRODUCT];
+        process_company: Utf8 ["process_company" => PROCESS_COMPANY];
+        /// each hash of `process_hash` on its own (upper-case hex),
+        process_md5: Utf8 ["process_md5" => PROCESS_MD5];
+        process_sha1: Utf8 ["process_sha1" => PROCESS_SHA1];
+        process_sha256: Utf8 ["process_sha256" => PROCESS_SHA256];
+        process_imphash: Utf8 ["process_imphash" => PROCESS_IMPHASH];
+        /// the logon session and the parent's user,
+        logon_id: Utf8 ["logon_id" => LOGON_ID];
+        logon_guid: Utf8 ["logon_guid" => LOGON_GUID];
+        terminal_session_id: Int64 ["terminal_session_id" => TERMINAL_SESSION_ID];
+        parent_user: Utf8 ["parent_user" => PARENT_USER];
+        /// and the name of the Sysmon configuration rule that logged it.
+        rule_name: Utf8 ["rule_name" => RULE_NAME];
         provenance: Provenance [""];
     }
 }

@@ -372,6 +372,7 @@ impl NvmState {
                 process_path: g("ppath"),
                 dest_hostname: g("dh"),
                 provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
+                ..Default::default()
             };
             out.traffic(&row)?;
         }
@@ -541,6 +542,13 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata"),
             ("source_record", "1"),
             ("source_offset", "0"),
+            ("initiated", "NULL"),
+            ("src_hostname", "NULL"),
+            ("src_is_ipv6", "NULL"),
+            ("dest_is_ipv6", "NULL"),
+            ("src_port_name", "NULL"),
+            ("dest_port_name", "NULL"),
+            ("rule_name", "NULL"),
         ]);
         let p = sink.table(Table::Processes);
         assert_eq!(p.num_rows(), 1);
@@ -571,6 +579,19 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata"),
             ("source_record", "1"),
             ("source_offset", "0"),
+            ("process_file_version", "NULL"),
+            ("process_description", "NULL"),
+            ("process_product", "NULL"),
+            ("process_company", "NULL"),
+            ("process_md5", "NULL"),
+            ("process_sha1", "NULL"),
+            ("process_sha256", "NULL"),
+            ("process_imphash", "NULL"),
+            ("logon_id", "NULL"),
+            ("logon_guid", "NULL"),
+            ("terminal_session_id", "NULL"),
+            ("parent_user", "NULL"),
+            ("rule_name", "NULL"),
         ]);
     }
 
@@ -609,6 +630,13 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata:v2"),
             ("source_record", "1"),
             ("source_offset", "0"),
+            ("initiated", "NULL"),
+            ("src_hostname", "NULL"),
+            ("src_is_ipv6", "NULL"),
+            ("dest_is_ipv6", "NULL"),
+            ("src_port_name", "NULL"),
+            ("dest_port_name", "NULL"),
+            ("rule_name", "NULL"),
         ]);
         let p = sink.table(Table::Processes);
         expect(&row(&p, 0), &[
@@ -638,6 +666,19 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata:v2"),
             ("source_record", "1"),
             ("source_offset", "0"),
+            ("process_file_version", "NULL"),
+            ("process_description", "NULL"),
+            ("process_product", "NULL"),
+            ("process_company", "NULL"),
+            ("process_md5", "NULL"),
+            ("process_sha1", "NULL"),
+            ("process_sha256", "NULL"),
+            ("process_imphash", "NULL"),
+            ("logon_id", "NULL"),
+            ("logon_guid", "NULL"),
+            ("terminal_session_id", "NULL"),
+            ("parent_user", "NULL"),
+            ("rule_name", "NULL"),
         ]);
     }
 

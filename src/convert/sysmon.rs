@@ -105,6 +105,30 @@ fn is_true(s: Option<&str>) -> bool {
     s.is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1")
 }
 
+/// A boolean field, null when absent or neither true nor false.
+fn flag(s: Option<&str>) -> Option<bool> {
+    match s?.trim() {
+        v if v.eq_ignore_ascii_case("true") || v == "1" => Some(true),
+        v if v.eq_ignore_ascii_case("false") || v == "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// One algorithm's hash from Sysmon's `Hashes` (`MD5=…,SHA256=…,IMPHASH=…`), upper case.
+fn hash_of(hashes: Option<&str>, algorithm: &str) -> Option<String> {
+    hashes?
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case(algorithm))
+        .map(|(_, v)| v.trim().to_ascii_uppercase())
+        .filter(|v| !v.is_empty())
+}
+
+/// A name the configuration gave, `-` meaning none.
+fn named(s: Option<&str>) -> Option<&str> {
+    s.filter(|v| *v != "-")
+}
+
 /// A host name field: empty and `-` mean "not resolved".
 fn hostname(s: Option<&str>) -> Option<&str> {
     s.filter(|v| *v != "-")
@@ -160,6 +184,9 @@ pub fn convert_event(
     let process_guid = guid(ev.data("ProcessGuid"));
     if id == 1 {
         let parent_process_guid = guid(ev.data("ParentProcessGuid"));
+        let logon_guid = guid(ev.data("LogonGuid"));
+        let hashes = ev.data("Hashes");
+        let [md5, sha1, sha256, imphash] = ["MD5", "SHA1", "SHA256", "IMPHASH"].map(|a| hash_of(hashes, a));
         let row = ProcessRow {
             time_us,
             action: Some("allowed"),
@@ -181,6 +208,19 @@ pub fn convert_event(
             user: ev.data("User"),
             user_id: ev.user_id.as_deref().filter(|u| !u.is_empty()),
             vendor_product: Some(VENDOR_PRODUCT),
+            process_file_version: ev.data("FileVersion"),
+            process_description: ev.data("Description"),
+            process_product: ev.data("Product"),
+            process_company: ev.data("Company"),
+            process_md5: md5.as_deref(),
+            process_sha1: sha1.as_deref(),
+            process_sha256: sha256.as_deref(),
+            process_imphash: imphash.as_deref(),
+            logon_id: ev.data("LogonId"),
+            logon_guid: logon_guid.as_deref(),
+            terminal_session_id: parse_int(ev.data("TerminalSessionId")),
+            parent_user: ev.data("ParentUser"),
+            rule_name: named(ev.data("RuleName")),
             provenance: prov,
             ..Default::default()
         };
@@ -216,6 +256,13 @@ pub fn convert_event(
             process_name: image.map(file_name_of),
             process_path: image,
             dest_hostname,
+            initiated: flag(ev.data("Initiated")),
+            src_hostname,
+            src_is_ipv6: flag(ev.data("SourceIsIpv6")),
+            dest_is_ipv6: flag(ev.data("DestinationIsIpv6")),
+            src_port_name: named(ev.data("SourcePortName")),
+            dest_port_name: named(ev.data("DestinationPortName")),
+            rule_name: named(ev.data("RuleName")),
             provenance: prov,
         };
         out.traffic(&row)

@@ -351,6 +351,19 @@ mod tests {
             ("sourcetype", "XmlWinEventLog"),
             ("source_record", "1"),
             ("source_offset", "0"),
+            ("process_file_version", "10.0.14393.0 (rs1_release.160715-1616)"),
+            ("process_description", "Windows Command Processor"),
+            ("process_product", "Microsoft® Windows® Operating System"),
+            ("process_company", "Microsoft Corporation"),
+            ("process_md5", "F4F684066175B77E0C3A000549D2922C"),
+            ("process_sha1", "NULL"),
+            ("process_sha256", "935C1861DF1F4018D698E8B65ABFA02D7E9037D8F68CA3C2065B6CA165D44AD2"),
+            ("process_imphash", "3062ED732D4B25D1C64F084DAC97D37A"),
+            ("logon_id", "0x8d4ac"),
+            ("logon_guid", "{96128EA2-F210-5F7E-ACD4-080000000000}"),
+            ("terminal_session_id", "0"),
+            ("parent_user", "NULL"),
+            ("rule_name", "NULL"),
         ]);
         let first_line_len = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
         let t = sink.table(Table::AllTraffic);
@@ -384,6 +397,13 @@ mod tests {
             ("sourcetype", "XmlWinEventLog"),
             ("source_record", "2"),
             ("source_offset", &first_line_len.to_string()),
+            ("initiated", "true"),
+            ("src_hostname", "win-dc-ctus-attack-range-403.attackrange.local"),
+            ("src_is_ipv6", "false"),
+            ("dest_is_ipv6", "false"),
+            ("src_port_name", "NULL"),
+            ("dest_port_name", "ftp"),
+            ("rule_name", "NULL"),
         ]);
     }
 

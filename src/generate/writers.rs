@@ -74,6 +74,7 @@ pub fn emit(p: &Process, flows: &[Flow], source: &str, record: i64, out: &mut Em
             process_path: Some(p.image),
             dest_hostname: f.dest_hostname.as_deref(),
             provenance: prov,
+            ..Default::default()
         })?;
     }
     Ok(())

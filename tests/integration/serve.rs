@@ -82,10 +82,15 @@ impl Server {
     /// `client.py URL AUTH… ACTION…`, killed after two minutes (a query that is never stopped
     /// fails the test instead of hanging it).
     pub fn client(&self, auth: &[&str], action: &[&str]) -> Output {
+        self.client_within(auth, action, 120)
+    }
+
+    /// [`Server::client`], killed after `seconds`.
+    pub fn client_within(&self, auth: &[&str], action: &[&str], seconds: u32) -> Output {
         let mut cmd = Command::new("timeout");
-        cmd.args(["--signal=KILL", "120"]);
+        cmd.args(["--signal=KILL", &seconds.to_string()]);
         let out = self.client_args(cmd, auth, action).output().expect("timeout(1) and python run");
-        assert_ne!(out.status.code(), None, "client {action:?} still running after 120 s; server log:\n{}", self.log());
+        assert_ne!(out.status.code(), None, "client {action:?} still running after {seconds} s; server log:\n{}", self.log());
         out
     }
 
