@@ -17,7 +17,9 @@ fn main() {
     let mut out = String::from("/// The `sql/` tree of the source repository: (path under `sql/`, text).\nconst BUILTIN: &[(&str, &str)] = &[\n");
     for path in &files {
         let rel = path.strip_prefix(&root).expect("under sql/").to_string_lossy().replace('\\', "/");
-        out.push_str(&format!("    ({rel:?}, include_str!({:?})),\n", path.display().to_string()));
+        // Relative to the crate that compiles it, not to this checkout: builds of two checkouts
+        // that share a target directory share this file.
+        out.push_str(&format!("    ({rel:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/sql/{rel}\"))),\n"));
     }
     out.push_str("];\n");
     let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("builtin_sql.rs");
