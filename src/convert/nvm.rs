@@ -486,6 +486,18 @@ mod tests {
 mod sample_tests {
     use std::io::BufReader;
 
+    /// Columns only Sysmon fills: null in every NVM row.
+    const SYSMON_ONLY_PROCESS: [&str; 13] = [
+        "process_file_version", "process_description", "process_product", "process_company", "process_md5", "process_sha1",
+        "process_sha256", "process_imphash", "logon_id", "logon_guid", "terminal_session_id", "parent_user", "rule_name",
+    ];
+    const SYSMON_ONLY_TRAFFIC: [&str; 7] = ["initiated", "src_hostname", "src_is_ipv6", "dest_is_ipv6", "src_port_name", "dest_port_name", "rule_name"];
+
+    /// `fields`, and `NULL` for each of `nulls`.
+    fn with_nulls<'a>(fields: &[(&'a str, &'a str)], nulls: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+        fields.iter().copied().chain(nulls.iter().map(|n| (*n, "NULL"))).collect()
+    }
+
     use super::*;
     use crate::cim::Table;
     use crate::convert::test_util::{expect, row, sample};
@@ -512,7 +524,7 @@ mod sample_tests {
         assert_eq!((stats.records, stats.bad), (1, 0));
         let t = sink.table(Table::AllTraffic);
         assert_eq!(t.num_rows(), 1);
-        expect(&row(&t, 0), &[
+        expect(&row(&t, 0), &with_nulls(&[
             ("_time", "2025-06-26T16:08:54.331Z"),
             ("action", "allowed"),
             ("app", r"C:\Windows\system32\msiexec.exe"),
@@ -542,17 +554,10 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata"),
             ("source_record", "1"),
             ("source_offset", "0"),
-            ("initiated", "NULL"),
-            ("src_hostname", "NULL"),
-            ("src_is_ipv6", "NULL"),
-            ("dest_is_ipv6", "NULL"),
-            ("src_port_name", "NULL"),
-            ("dest_port_name", "NULL"),
-            ("rule_name", "NULL"),
-        ]);
+        ], &SYSMON_ONLY_TRAFFIC));
         let p = sink.table(Table::Processes);
         assert_eq!(p.num_rows(), 1);
-        expect(&row(&p, 0), &[
+        expect(&row(&p, 0), &with_nulls(&[
             ("_time", "2025-06-26T16:08:54.331Z"),
             ("action", "allowed"),
             ("dest", "10E8A7F940225180BFDB748D2AE336EA7285CB8C"),
@@ -579,20 +584,7 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata"),
             ("source_record", "1"),
             ("source_offset", "0"),
-            ("process_file_version", "NULL"),
-            ("process_description", "NULL"),
-            ("process_product", "NULL"),
-            ("process_company", "NULL"),
-            ("process_md5", "NULL"),
-            ("process_sha1", "NULL"),
-            ("process_sha256", "NULL"),
-            ("process_imphash", "NULL"),
-            ("logon_id", "NULL"),
-            ("logon_guid", "NULL"),
-            ("terminal_session_id", "NULL"),
-            ("parent_user", "NULL"),
-            ("rule_name", "NULL"),
-        ]);
+        ], &SYSMON_ONLY_PROCESS));
     }
 
     #[test]
@@ -601,7 +593,7 @@ mod sample_tests {
         assert_eq!((stats.records, stats.bad), (1, 0));
         let t = sink.table(Table::AllTraffic);
         // fsms is UTC; the record's fst text ("13:58:53") is the collector's local time.
-        expect(&row(&t, 0), &[
+        expect(&row(&t, 0), &with_nulls(&[
             ("_time", "2026-07-14T08:28:53.536Z"),
             ("action", "allowed"),
             ("app", r"C:\Windows\System32\svchost.exe"),
@@ -630,16 +622,9 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata:v2"),
             ("source_record", "1"),
             ("source_offset", "0"),
-            ("initiated", "NULL"),
-            ("src_hostname", "NULL"),
-            ("src_is_ipv6", "NULL"),
-            ("dest_is_ipv6", "NULL"),
-            ("src_port_name", "NULL"),
-            ("dest_port_name", "NULL"),
-            ("rule_name", "NULL"),
-        ]);
+        ], &SYSMON_ONLY_TRAFFIC));
         let p = sink.table(Table::Processes);
-        expect(&row(&p, 0), &[
+        expect(&row(&p, 0), &with_nulls(&[
             ("_time", "2026-07-14T08:28:53.536Z"),
             ("action", "allowed"),
             ("dest", "D5E5634FDBEE82655C9C0E7523CDCE62A8249A1C"),
@@ -666,20 +651,7 @@ mod sample_tests {
             ("sourcetype", "cisco:nvm:flowdata:v2"),
             ("source_record", "1"),
             ("source_offset", "0"),
-            ("process_file_version", "NULL"),
-            ("process_description", "NULL"),
-            ("process_product", "NULL"),
-            ("process_company", "NULL"),
-            ("process_md5", "NULL"),
-            ("process_sha1", "NULL"),
-            ("process_sha256", "NULL"),
-            ("process_imphash", "NULL"),
-            ("logon_id", "NULL"),
-            ("logon_guid", "NULL"),
-            ("terminal_session_id", "NULL"),
-            ("parent_user", "NULL"),
-            ("rule_name", "NULL"),
-        ]);
+        ], &SYSMON_ONLY_PROCESS));
     }
 
     #[test]
