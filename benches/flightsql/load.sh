@@ -15,21 +15,8 @@ cimlake=${4:-target/release/cimlake}
 open_files=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
 python=$(bash "$here/../../tests/flightsql/venv.sh")
-work=$(mktemp -d)
-token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-(
-    [ -n "$open_files" ] && ulimit -n "$open_files"
-    CIMLAKE_TOKEN=$token exec "$cimlake" --lake "$lake" serve --listen 127.0.0.1:0
-) > "$work/serve.out" 2> "$work/serve.err" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for ((t = 0; t < 600; t++)); do
-    grep -q "serving Flight SQL on" "$work/serve.out" && break
-    kill -0 $pid 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
-    sleep 0.1
-done
-url=$(sed -n 's/^serving Flight SQL on \([^ ]*\).*/\1/p' "$work/serve.out")
-[ -n "$url" ] || { echo "the server did not start in 60 s" >&2; cat "$work/serve.err" >&2; exit 1; }
+source "$here/serve.sh"
+start_server "$lake" "$cimlake" "$open_files"
 # The server's descriptors and peak memory, sampled every 100 ms while the load runs.
 (
     while kill -0 $pid 2>/dev/null; do
