@@ -51,14 +51,20 @@ pub struct DetectArgs {
     #[arg(long)]
     pub explain: bool,
 
-    /// List the detections (name, id, title, modes, origin, schedule) and exit.
-    #[arg(long, conflicts_with = "check")]
+    /// List the detections (name, id, title, ATT&CK, modes, origin, schedule, kind, level,
+    /// status) and exit.
+    #[arg(long, conflicts_with_all = ["check", "show_sql"])]
     pub list: bool,
 
     /// Plan every detection in every mode it has against the lake's schemas (no rows needed) and
-    /// report each that fails by file and line; exit 1 if any fails.
-    #[arg(long)]
+    /// report each that fails by file and line, and each Sigma rule that does not compile, grouped
+    /// by reason; exit 1 if any fails.
+    #[arg(long, conflicts_with = "show_sql")]
     pub check: bool,
+
+    /// Print the SQL the selected detections run (macros expanded, Sigma rules compiled) and exit.
+    #[arg(long)]
+    pub show_sql: bool,
 
     /// Memory for joins, aggregations and sorts (e.g. 512M, 2G); beyond it, work spills to disk.
     #[arg(long, value_parser = crate::engine::parse_size, value_name = "SIZE")]
@@ -85,6 +91,7 @@ impl DetectArgs {
             explain: false,
             list: false,
             check: false,
+            show_sql: false,
             memory_limit: None,
             engine,
             sql,
@@ -117,17 +124,32 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     let selected = if args.detection == "all" {
         // Every detection that has the mode; the others are named, not run.
         let (has, lacks): (Vec<_>, Vec<_>) = selected.into_iter().partition(|d| d.has_mode(args.mode));
-        for d in lacks {
+        const NAMED: usize = 5;
+        for d in lacks.iter().take(NAMED) {
             eprintln!("note: {} has no {} mode; not run", crate::output::escape_controls(&d.name), args.mode);
+        }
+        if lacks.len() > NAMED {
+            eprintln!("note: {} more detections have no {} mode; not run", lacks.len() - NAMED, args.mode);
         }
         has
     } else {
         selected
     };
+    if args.show_sql {
+        let mut out = std::io::stdout().lock();
+        for d in selected {
+            writeln!(out, "-- {} ({} mode)\n{};", d.name, args.mode, catalog.expanded_sql(d, args.mode)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Several Sigma rules run together: one scan per log source for all of them.
+    let (many, selected): (Vec<_>, Vec<_>) =
+        if selected.iter().filter(|d| d.sigma.is_some()).count() > 1 { selected.into_iter().partition(|d| d.sigma.is_some()) } else { (Vec::new(), selected) };
+    let sources: std::collections::BTreeSet<_> = many.iter().filter_map(|d| d.sigma.as_ref().map(|i| i.logsource)).collect();
     anyhow::ensure!(
-        selected.len() <= 1 || (args.format == Format::Table && args.output.is_none()) || args.explain,
-        "{} detections selected: --format {:?} and -o take one (use --detection NAME)",
-        selected.len(),
+        selected.len() + sources.len() <= 1 || (args.format == Format::Table && args.output.is_none()) || args.explain,
+        "{} detections selected: --format {:?} and -o take one (use --detection NAME, or sigma:CATEGORY for the Sigma rules of one log source)",
+        selected.len() + many.len(),
         args.format
     );
     let lake = Lake::new(lake_dir);
@@ -137,8 +159,9 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone() };
     // Only --explain plans here; a run makes its own session (per pass, under a memory limit).
     let explain_ctx = if args.explain { Some(engine::session_with(&lake, &opts).await?) } else { None };
-    let runner = Runner::new(&lake, &catalog, opts);
-    for d in selected {
+    let runner = Runner::new(&lake, &catalog, opts.clone());
+    for d in &selected {
+        let d = *d;
         if let Some(ctx) = &explain_ctx {
             let df = detect::plan(ctx, &catalog, d, args.mode, &search).await?;
             let plan = df.create_physical_plan().await?;
@@ -166,6 +189,34 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         }
         output::write(&batches, schema, args.format, args.output.as_deref())?;
     }
+    if !many.is_empty() {
+        let ctx = match explain_ctx {
+            Some(ctx) => ctx,
+            None => engine::session_with(&lake, &opts).await?,
+        };
+        if args.explain {
+            for source in detect::sigma::fields::Logsource::ALL {
+                if let Some(df) = detect::sigma::many::plan(&ctx, source, &many, &search).await? {
+                    let plan = df.create_physical_plan().await?;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "-- Sigma {} rules: one scan, every rule's condition on each batch ({} mode)", source.category(), args.mode)?;
+                    writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        for m in detect::sigma::many::run(&ctx, &many, &search).await.context("running the Sigma rules")? {
+            if args.format == Format::Table && args.output.is_none() {
+                let fired: std::collections::BTreeSet<String> = m
+                    .batches
+                    .iter()
+                    .flat_map(|b| arrow::array::AsArray::as_string::<i32>(b.column(b.schema().index_of("rule_id").expect("rule_id"))).iter().flatten().map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                println!("Sigma {} — {} rules — {} matches of {} rules", m.logsource.category(), m.rules, m.rows(), fired.len());
+            }
+            output::write(&m.batches, m.schema.clone(), args.format, args.output.as_deref())?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -173,13 +224,14 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
 fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let shown = |s: &str| crate::output::escape_controls(s).into_owned();
-    writeln!(out, "name\tid\ttitle\tattack\tmodes\torigin\tschedule")?;
+    writeln!(out, "name\tid\ttitle\tattack\tmodes\torigin\tschedule\tkind\tlevel\tstatus")?;
     for d in &catalog.detections {
         let modes: Vec<&str> = d.modes().iter().map(|m| m.name()).collect();
         let s = &d.meta.schedule;
+        let (level, status) = d.sigma.as_ref().map_or(("-", "-"), |i| (i.level.as_str(), if i.status.is_empty() { "-" } else { i.status.as_str() }));
         writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{} ({} to {})",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{} ({} to {})\t{}\t{}\t{}",
             shown(&d.name),
             shown(&d.meta.id),
             shown(&d.meta.name),
@@ -188,8 +240,14 @@ fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
             shown(&d.origin),
             shown(&s.cron),
             shown(&s.earliest),
-            shown(&s.latest)
+            shown(&s.latest),
+            shown(&d.meta.kind),
+            level,
+            shown(status)
         )?;
+    }
+    if !catalog.rejected.is_empty() {
+        eprintln!("note: {} Sigma rules do not compile and are not listed (`detect --check` says why)", catalog.rejected.len());
     }
     Ok(())
 }
@@ -210,5 +268,28 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
         if lake.exists() { format!("the lake at {}", lake_dir.display()) } else { "the lake's schemas (no lake yet)".to_string() },
         if failed == 0 { "all plan".to_string() } else { format!("{failed} failed") }
     );
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // Sigma rules that do not compile, grouped by reason, the largest group first.
+    let mut groups: std::collections::BTreeMap<String, Vec<&detect::sigma::Rejected>> = Default::default();
+    for r in &catalog.rejected {
+        groups.entry(r.reason.group()).or_default().push(r);
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    for (group, rules) in &groups {
+        writeln!(out, "# {} ({} rule{})", crate::output::escape_controls(group), rules.len(), if rules.len() == 1 { "" } else { "s" })?;
+        for r in rules {
+            let line = format!("{}: {} ({}): {}", r.file, r.id, r.title, r.reason);
+            writeln!(out, "{}", crate::output::escape_controls(&line))?;
+        }
+    }
+    let sigma = catalog.detections.iter().filter(|d| d.sigma.is_some()).count();
+    let all = sigma + catalog.rejected.len();
+    if all > 0 {
+        eprintln!(
+            "Sigma rules: {sigma} of {all} compile ({:.1}%){}",
+            100.0 * sigma as f64 / all as f64,
+            if groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.rejected.len(), groups.len()) }
+        );
+    }
+    Ok(if failed == 0 && catalog.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -3,8 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::macros;
-use super::metadata::Metadata;
+use super::metadata::{Metadata, Schedule};
+use super::sigma::{self, Rejected, SigmaInfo};
 use super::{DetectError, Mode};
 
 // `BUILTIN`: every file of the repository's `sql/` tree, listed by `build.rs`.
@@ -22,6 +25,8 @@ pub struct Detection {
     pub files: HashMap<Mode, String>,
     /// The source it came from: `built-in`, or the `--sql-dir` / `CIMLAKE_SQL_PATH` directory.
     pub origin: String,
+    /// For a Sigma rule: its log source, level, tags and compiled condition.
+    pub sigma: Option<Arc<SigmaInfo>>,
 }
 
 impl Detection {
@@ -53,6 +58,8 @@ pub struct Catalog {
     pub incidents_sql: String,
     /// Where it was read from.
     pub incidents_file: String,
+    /// Sigma rules that do not compile, with the reason (`detect --check` lists them).
+    pub rejected: Vec<Rejected>,
 }
 
 /// The origin name of the embedded copy.
@@ -63,14 +70,32 @@ impl Catalog {
     /// Nothing is read from the working directory unless it is named.
     pub fn load(dirs: &[PathBuf]) -> Result<Catalog, DetectError> {
         let builtin = builtin_files();
-        let mut origins = vec![counted(BUILTIN_ORIGIN, &builtin)];
+        let mut origins = vec![counted(BUILTIN_ORIGIN, &builtin, "")];
         let mut files = builtin;
+        let mut rules = Vec::new();
         for dir in dirs {
             let more = read_dir_files(dir)?;
-            origins.push(counted(&dir.display().to_string(), &more));
-            files.extend(more);
+            let sigma = load_sigma(dir, &more.yaml, more.sigma_schedule.as_ref());
+            origins.push(counted(&dir.display().to_string(), &more.sql, &sigma.counted()));
+            files.extend(more.sql);
+            rules.push(sigma);
         }
-        Catalog::from_files(origins, files)
+        let mut catalog = Catalog::from_files(origins, files)?;
+        for r in rules {
+            catalog.add_sigma(r);
+        }
+        Ok(catalog)
+    }
+
+    /// Adds a directory's Sigma rules; a rule with the id of one already there replaces it.
+    fn add_sigma(&mut self, rules: SigmaRules) {
+        for d in rules.detections {
+            match self.detections.iter_mut().find(|x| x.sigma.is_some() && x.name == d.name) {
+                Some(old) => *old = d,
+                None => self.detections.push(d),
+            }
+        }
+        self.rejected.extend(rules.rejected);
     }
 
     /// The detections built into the binary.
@@ -82,7 +107,10 @@ impl Catalog {
     /// with the built-in incident rule if it has none.
     pub fn load_dir(dir: &Path) -> Result<Catalog, DetectError> {
         let files = read_dir_files(dir)?;
-        Catalog::from_files(vec![counted(&dir.display().to_string(), &files)], files)
+        let sigma = load_sigma(dir, &files.yaml, files.sigma_schedule.as_ref());
+        let mut catalog = Catalog::from_files(vec![counted(&dir.display().to_string(), &files.sql, &sigma.counted())], files.sql)?;
+        catalog.add_sigma(sigma);
+        Ok(catalog)
     }
 
     fn from_files(origins: Vec<String>, files: BTreeMap<String, (String, String)>) -> Result<Catalog, DetectError> {
@@ -118,7 +146,7 @@ impl Catalog {
                 } else {
                     from.strip_suffix(rel.as_str()).map_or(from.as_str(), |d| d.trim_end_matches(['/', '\\'])).to_string()
                 };
-                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files, origin });
+                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files, origin, sigma: None });
             }
         }
         let (incidents_file, incidents_sql) = match files.get("risk/incidents.sql") {
@@ -134,7 +162,7 @@ impl Catalog {
                 });
             }
         }
-        Ok(Catalog { origins, detections, macros, incidents_sql, incidents_file })
+        Ok(Catalog { origins, detections, macros, incidents_sql, incidents_file, rejected: Vec::new() })
     }
 
     /// Where the catalog came from, for a line at start: `built-in (1 detection, 2 macros), DIR (…)`.
@@ -153,10 +181,19 @@ impl Catalog {
         Ok(())
     }
 
-    /// Detections selected by name (`all` for every one).
+    /// Detections selected by name, id or title: `all` for every one, `sigma` for every Sigma
+    /// rule, `sigma:CATEGORY` for those of one log source (`sigma:process_creation`).
     pub fn select(&self, name: &str) -> Result<Vec<&Detection>, DetectError> {
         if name == "all" {
             return Ok(self.detections.iter().collect());
+        }
+        let sigma = |keep: &dyn Fn(&SigmaInfo) -> bool| self.detections.iter().filter(|d| d.sigma.as_deref().is_some_and(keep)).collect::<Vec<_>>();
+        if name == "sigma" {
+            return Ok(sigma(&|_| true));
+        }
+        if let Some(category) = name.strip_prefix("sigma:") {
+            let source = sigma::fields::Logsource::ALL.into_iter().find(|s| s.category() == category).ok_or_else(|| DetectError::Unknown(name.to_string()))?;
+            return Ok(sigma(&|i| i.logsource == source));
         }
         self.detections
             .iter()
@@ -181,12 +218,12 @@ impl Catalog {
     }
 }
 
-/// `origin (N detections, M macros)`: what one source of files holds.
-fn counted(origin: &str, files: &BTreeMap<String, (String, String)>) -> String {
+/// `origin (N detections, M macros[, K Sigma rules…])`: what one source of files holds.
+fn counted(origin: &str, files: &BTreeMap<String, (String, String)>, sigma: &str) -> String {
     let detections = files.keys().filter(|r| r.starts_with("detections/") && r.ends_with("/detection.toml")).count();
     let macros = files.keys().filter(|r| r.starts_with("macros/") && r.ends_with(".sql")).count();
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    format!("{origin} ({}, {})", plural(detections, "detection"), plural(macros, "macro"))
+    format!("{origin} ({}, {}{sigma})", plural(detections, "detection"), plural(macros, "macro"))
 }
 
 /// The built-in `sql/` tree: relative path → (where it is shown to come from, text).
@@ -194,42 +231,113 @@ fn builtin_files() -> BTreeMap<String, (String, String)> {
     BUILTIN.iter().map(|(p, c)| (p.to_string(), (format!("built-in sql/{p}"), c.to_string()))).collect()
 }
 
-/// The `.sql` and `.toml` files under `dir/detections`, `dir/macros` and `dir/risk`: relative path
-/// → (path on disk, text). A directory with none of the three is refused.
-fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, (String, String)>, DetectError> {
+/// What a detection directory holds.
+#[derive(Debug, Default)]
+struct DirFiles {
+    /// The `.sql` and `.toml` files under `detections/`, `macros/` and `risk/`: relative path →
+    /// (path on disk, text).
+    sql: BTreeMap<String, (String, String)>,
+    /// Every `.yml`/`.yaml` file anywhere under it (Sigma rules, or other YAML): path on disk →
+    /// text, in path order.
+    yaml: BTreeMap<String, String>,
+    /// `sigma.toml`'s schedule for the directory's Sigma rules.
+    sigma_schedule: Option<Schedule>,
+}
+
+/// The file at the root of a detection directory that sets its Sigma rules' schedule.
+pub const SIGMA_SETTINGS: &str = "sigma.toml";
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigmaSettings {
+    schedule: Schedule,
+}
+
+/// The files of a detection directory: its SQL detections (`detections/`, `macros/`, `risk/`) and
+/// its YAML files anywhere below it. A directory with neither is refused.
+fn read_dir_files(dir: &Path) -> Result<DirFiles, DetectError> {
     let load_err = |path: &Path, reason: String| DetectError::Load { path: path.display().to_string(), reason };
     const PARTS: [&str; 3] = ["detections", "macros", "risk"];
     if !dir.is_dir() {
         return Err(load_err(dir, "no such directory (--sql-dir, CIMLAKE_SQL_PATH)".into()));
     }
-    if !PARTS.iter().any(|p| dir.join(p).is_dir()) {
-        return Err(load_err(dir, "not a SQL directory: it has no detections/, macros/ or risk/ folder".into()));
-    }
-    let mut files = BTreeMap::new();
-    for sub in PARTS {
-        let base = dir.join(sub);
-        if !base.is_dir() {
-            continue;
-        }
-        let mut stack: Vec<PathBuf> = vec![base];
-        while let Some(d) = stack.pop() {
-            let entries = std::fs::read_dir(&d).map_err(|e| load_err(&d, e.to_string()))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| load_err(&d, e.to_string()))?;
-                let p = entry.path();
-                // Real directories only: a symbolic link to a directory could make a loop.
-                let kind = entry.file_type().map_err(|e| load_err(&p, e.to_string()))?;
-                if kind.is_dir() {
+    let mut out = DirFiles::default();
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| load_err(&d, e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| load_err(&d, e.to_string()))?;
+            let p = entry.path();
+            // Real directories only: a symbolic link to a directory could make a loop.
+            let kind = entry.file_type().map_err(|e| load_err(&p, e.to_string()))?;
+            if kind.is_dir() {
+                // Hidden directories (`.git`, `.github`) hold no rules.
+                if !entry.file_name().to_string_lossy().starts_with('.') {
                     stack.push(p);
-                } else if matches!(p.extension().and_then(|e| e.to_str()), Some("sql" | "toml")) {
-                    let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
-                    let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
-                    files.insert(rel, (p.display().to_string(), text));
                 }
+                continue;
+            }
+            let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
+            let ext = p.extension().and_then(|e| e.to_str());
+            let in_part = PARTS.iter().any(|part| rel.starts_with(&format!("{part}/")));
+            if in_part && matches!(ext, Some("sql" | "toml")) {
+                let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
+                out.sql.insert(rel, (p.display().to_string(), text));
+            } else if matches!(ext, Some("yml" | "yaml")) {
+                let size = std::fs::metadata(&p).map_err(|e| load_err(&p, e.to_string()))?.len();
+                if size > sigma::MAX_RULE_BYTES {
+                    return Err(load_err(&p, format!("{size} bytes: larger than a rule file may be ({} bytes)", sigma::MAX_RULE_BYTES)));
+                }
+                let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
+                out.yaml.insert(p.display().to_string(), text);
+            } else if rel == SIGMA_SETTINGS {
+                let text = std::fs::read_to_string(&p).map_err(|e| load_err(&p, e.to_string()))?;
+                let settings: SigmaSettings = toml::from_str(&text).map_err(|e| load_err(&p, e.to_string()))?;
+                out.sigma_schedule = Some(settings.schedule);
             }
         }
     }
-    Ok(files)
+    if out.sql.is_empty() && out.yaml.is_empty() && !PARTS.iter().any(|p| dir.join(p).is_dir()) {
+        return Err(load_err(dir, "not a detection directory: it has no detections/, macros/ or risk/ folder and no Sigma rules (.yml)".into()));
+    }
+    Ok(out)
+}
+
+/// A directory's Sigma rules, compiled, and those that do not compile.
+#[derive(Debug, Default)]
+struct SigmaRules {
+    detections: Vec<Detection>,
+    rejected: Vec<Rejected>,
+}
+
+impl SigmaRules {
+    /// `, N Sigma rules, M of them not compiled…` for the directory's line, or nothing.
+    fn counted(&self) -> String {
+        let n = self.detections.len() + self.rejected.len();
+        if n == 0 {
+            return String::new();
+        }
+        let mut s = format!(", {n} Sigma rule{}", if n == 1 { "" } else { "s" });
+        if !self.rejected.is_empty() {
+            s += &format!(", {} of them not compiled: see detect --check", self.rejected.len());
+        }
+        s
+    }
+}
+
+/// The Sigma rules of a directory's YAML files (other YAML is passed over), with the directory's
+/// schedule (`sigma.toml`) or the default one.
+fn load_sigma(dir: &Path, yaml: &BTreeMap<String, String>, schedule: Option<&Schedule>) -> SigmaRules {
+    // Checked as every detection's schedule is: when the scheduler builds its windows.
+    let schedule = schedule.cloned().unwrap_or_else(sigma::default_schedule);
+    let origin = dir.display().to_string();
+    let mut out = SigmaRules::default();
+    for (path, text) in yaml {
+        let file = sigma::load(path, text, &origin, &schedule);
+        out.detections.extend(file.detections);
+        out.rejected.extend(file.rejected);
+    }
+    out
 }
 
 #[cfg(test)]

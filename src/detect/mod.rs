@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod results;
 pub mod risk;
 pub mod runner;
+pub mod sigma;
 
 use std::collections::HashMap;
 

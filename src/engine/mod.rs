@@ -6,12 +6,14 @@
 //! Detection views are added above this, by [`crate::detect`].
 //!
 //! * [`catalog`]: the registry's tables as a DataFusion catalog;
+//! * [`functions`]: SQL functions of cimlake's own (`cidr_match`);
 //! * [`open_files`]: the local file system, with the files open at once bounded;
 //! * [`ballista`], [`codec`]: the client of a Ballista cluster and how lake tables travel to it.
 
 pub mod ballista;
 pub mod catalog;
 pub mod codec;
+pub mod functions;
 pub mod open_files;
 
 use std::sync::Arc;
@@ -159,6 +161,7 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
     // The lake's files are read through a store that bounds the files open at once.
     let file_url = url::Url::parse("file://").expect("a valid URL");
     ctx.runtime_env().register_object_store(&file_url, Arc::new(open_files::BoundedLocal::new()));
+    ctx.register_udf(functions::cidr_match_udf());
     if let Some(udf) = crate::fault::panic_udf() {
         ctx.register_udf(udf);
     }

@@ -9,6 +9,7 @@
 //! * `serve_hostile`: forged handles, lying IPC, panics, password guessing and many clients over
 //!   thousands of files: clean errors, and the server goes on with bounded memory and descriptors.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
+//! * `sigma`: Sigma rule directories listed, checked, shown and run; SigmaHQ's regression tests.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
 //! * `snapshots`: the stdout of the README's main commands on the bundled samples, pinned with
@@ -26,5 +27,6 @@ mod safety;
 mod schedule;
 mod serve;
 mod serve_hostile;
+mod sigma;
 mod slt;
 mod snapshots;

@@ -1,0 +1,263 @@
+//! Which lake table a Sigma rule reads (its `logsource`) and which column each Sigma field name is
+//! (the one mapping table; the README's "Sigma rules" section shows it).
+//!
+//! Field names are Sysmon's (EventID 1 for `process_creation`, EventID 3 for
+//! `network_connection`), as SigmaHQ writes them; they are matched without regard to case.
+
+use arrow::datatypes::DataType;
+
+use crate::cim::Table;
+
+/// A Sigma log source cimlake has a table for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Logsource {
+    /// `category: process_creation` → `endpoint.processes`.
+    ProcessCreation,
+    /// `category: network_connection` → `network_traffic.all_traffic`.
+    NetworkConnection,
+}
+
+impl Logsource {
+    pub const ALL: [Logsource; 2] = [Logsource::ProcessCreation, Logsource::NetworkConnection];
+
+    /// The log source of a rule's `logsource` block: a `category` cimlake holds, for Windows (or
+    /// no product). `None` for any other.
+    pub fn of(
+        category: Option<&str>,
+        product: Option<&str>,
+        service: Option<&str>,
+    ) -> Option<Logsource> {
+        if !product.is_none_or(|p| p.eq_ignore_ascii_case("windows")) {
+            return None;
+        }
+        // `service: sysmon` narrows to Sysmon's events, which are what the tables hold.
+        if !service.is_none_or(|s| s.eq_ignore_ascii_case("sysmon")) {
+            return None;
+        }
+        match category? {
+            c if c.eq_ignore_ascii_case("process_creation") => Some(Logsource::ProcessCreation),
+            c if c.eq_ignore_ascii_case("network_connection") => Some(Logsource::NetworkConnection),
+            _ => None,
+        }
+    }
+
+    /// Sigma's name of it.
+    pub fn category(self) -> &'static str {
+        match self {
+            Logsource::ProcessCreation => "process_creation",
+            Logsource::NetworkConnection => "network_connection",
+        }
+    }
+
+    pub fn table(self) -> Table {
+        match self {
+            Logsource::ProcessCreation => Table::Processes,
+            Logsource::NetworkConnection => Table::AllTraffic,
+        }
+    }
+
+    /// Sigma field → column.
+    pub fn fields(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Logsource::ProcessCreation => PROCESS_CREATION,
+            Logsource::NetworkConnection => NETWORK_CONNECTION,
+        }
+    }
+
+    /// The columns a match shows (with the rule's identity and the row's provenance), in order.
+    pub fn shown(self) -> &'static [&'static str] {
+        match self {
+            Logsource::ProcessCreation => &[
+                "dest",
+                "user",
+                "parent_process_name",
+                "parent_process",
+                "process_name",
+                "process",
+                "process_path",
+                "process_id",
+                "process_guid",
+                "parent_process_id",
+                "parent_process_guid",
+                "original_file_name",
+                "process_integrity_level",
+                "process_hash",
+            ],
+            Logsource::NetworkConnection => &[
+                "dvc",
+                "user",
+                "process_name",
+                "process_path",
+                "process_id",
+                "process_guid",
+                "transport",
+                "initiated",
+                "src_ip",
+                "src_port",
+                "dest_ip",
+                "dest_port",
+                "dest_hostname",
+            ],
+        }
+    }
+
+    /// The column naming the host a match happened on (the risk object of type `system`).
+    pub fn host_column(self) -> &'static str {
+        match self {
+            Logsource::ProcessCreation => "dest",
+            Logsource::NetworkConnection => "dvc",
+        }
+    }
+
+    /// The column a Sigma field is, with its type; `None` for a field the table does not have.
+    pub fn column(self, field: &str) -> Option<Column> {
+        let (_, name) = self
+            .fields()
+            .iter()
+            .find(|(sigma, _)| sigma.eq_ignore_ascii_case(field))?;
+        let schema = self.table().schema();
+        let kind = match schema
+            .field_with_name(name)
+            .expect("mapped columns are in the table's schema")
+            .data_type()
+        {
+            DataType::Int32 | DataType::Int64 => Kind::Int,
+            DataType::Boolean => Kind::Bool,
+            _ => Kind::Text,
+        };
+        Some(Column { name, kind })
+    }
+}
+
+/// A column a field maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+/// How a column's values compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int,
+    Bool,
+}
+
+/// Sysmon EventID 1 (and Security 4688 through the same columns).
+pub const PROCESS_CREATION: &[(&str, &str)] = &[
+    ("Image", "process_path"),
+    ("CommandLine", "process"),
+    ("OriginalFileName", "original_file_name"),
+    ("ProcessId", "process_id"),
+    ("ProcessGuid", "process_guid"),
+    ("ParentImage", "parent_process_path"),
+    ("ParentCommandLine", "parent_process"),
+    ("ParentProcessId", "parent_process_id"),
+    ("ParentProcessGuid", "parent_process_guid"),
+    ("ParentUser", "parent_user"),
+    ("User", "user"),
+    ("IntegrityLevel", "process_integrity_level"),
+    ("CurrentDirectory", "process_current_directory"),
+    ("Hashes", "process_hash"),
+    ("md5", "process_md5"),
+    ("sha1", "process_sha1"),
+    ("sha256", "process_sha256"),
+    ("Imphash", "process_imphash"),
+    ("FileVersion", "process_file_version"),
+    ("Description", "process_description"),
+    ("Product", "process_product"),
+    ("Company", "process_company"),
+    ("LogonId", "logon_id"),
+    ("LogonGuid", "logon_guid"),
+    ("TerminalSessionId", "terminal_session_id"),
+    ("RuleName", "rule_name"),
+    ("Computer", "dest"),
+];
+
+/// Sysmon EventID 3.
+pub const NETWORK_CONNECTION: &[(&str, &str)] = &[
+    ("Image", "process_path"),
+    ("ProcessId", "process_id"),
+    ("ProcessGuid", "process_guid"),
+    ("User", "user"),
+    ("Protocol", "transport"),
+    ("Initiated", "initiated"),
+    ("SourceIp", "src_ip"),
+    ("SourceHostname", "src_hostname"),
+    ("SourcePort", "src_port"),
+    ("SourcePortName", "src_port_name"),
+    ("SourceIsIpv6", "src_is_ipv6"),
+    ("DestinationIp", "dest_ip"),
+    ("DestinationHostname", "dest_hostname"),
+    ("DestinationPort", "dest_port"),
+    ("DestinationPortName", "dest_port_name"),
+    ("DestinationIsIpv6", "dest_is_ipv6"),
+    ("RuleName", "rule_name"),
+    ("Computer", "dvc"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mapped_and_shown_column_is_in_its_table() {
+        for source in Logsource::ALL {
+            let schema = source.table().schema();
+            for (field, column) in source.fields() {
+                assert!(
+                    schema.field_with_name(column).is_ok(),
+                    "{field} → {column}: not in {}",
+                    source.table().qualified_name()
+                );
+                assert_eq!(source.column(field).unwrap().name, *column);
+                assert_eq!(
+                    source.column(&field.to_uppercase()).unwrap().name,
+                    *column,
+                    "field names ignore case"
+                );
+            }
+            for column in source.shown().iter().chain([&source.host_column()]) {
+                assert!(
+                    schema.field_with_name(column).is_ok(),
+                    "{column}: not in {}",
+                    source.table().qualified_name()
+                );
+            }
+        }
+        assert_eq!(
+            Logsource::ProcessCreation.column("ProcessId").unwrap().kind,
+            Kind::Int
+        );
+        assert_eq!(
+            Logsource::NetworkConnection
+                .column("Initiated")
+                .unwrap()
+                .kind,
+            Kind::Bool
+        );
+        assert!(Logsource::NetworkConnection.column("CommandLine").is_none());
+    }
+
+    #[test]
+    fn logsources() {
+        assert_eq!(
+            Logsource::of(Some("process_creation"), Some("windows"), None),
+            Some(Logsource::ProcessCreation)
+        );
+        assert_eq!(
+            Logsource::of(Some("network_connection"), None, Some("sysmon")),
+            Some(Logsource::NetworkConnection)
+        );
+        assert_eq!(
+            Logsource::of(Some("process_creation"), Some("linux"), None),
+            None
+        );
+        assert_eq!(
+            Logsource::of(Some("file_event"), Some("windows"), None),
+            None
+        );
+        assert_eq!(Logsource::of(None, Some("windows"), Some("security")), None);
+    }
+}

@@ -1,0 +1,407 @@
+//! Sigma rules through the CLI: a directory of rules is listed, checked, shown and run, alone and
+//! all together; SigmaHQ's own regression tests (`../shared/corpus/sigma`) give their match counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const CERTUTIL_ID: &str = "0c5b8d55-41a8-4b8e-9f0e-2f6e1d3c7a01";
+const MSIEXEC_WEB_ID: &str = "7d3c1e42-9b5a-4f6e-8c2d-1a0b9e8f7c02";
+
+/// Rules written for these tests (not SigmaHQ's): two that compile, two that do not, and a YAML
+/// file that is not a rule.
+fn rules_dir() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    write(
+        "process_creation/certutil_password.yml",
+        &format!(
+            "title: Certutil With A Password\nid: {CERTUTIL_ID}\nstatus: experimental\nlevel: medium\ntags:\n  - attack.credential-access\n  - attack.t1552.004\nlogsource:\n  category: process_creation\n  product: windows\ndetection:\n  selection:\n    Image|endswith: '\\certutil.exe'\n    CommandLine|contains|windash: ' -p '\n  condition: selection\n"
+        ),
+    );
+    write(
+        "network_connection/msiexec_web.yml",
+        &format!(
+            "title: MSIExec Talking To The Web\nid: {MSIEXEC_WEB_ID}\nstatus: test\nlevel: high\ntags:\n  - attack.defense-evasion\n  - attack.t1218.007\nlogsource:\n  category: network_connection\n  product: windows\ndetection:\n  selection:\n    Image|endswith: '\\msiexec.exe'\n    DestinationPort:\n      - 80\n      - 443\n  condition: selection\n"
+        ),
+    );
+    write(
+        "network_connection/needs_the_command_line.yml",
+        "title: Needs The Command Line\nid: 2f0e3d4c-0000-4000-8000-000000000003\nlogsource:\n  category: network_connection\n  product: windows\ndetection:\n  selection:\n    CommandLine|contains: ' -enc '\n  condition: selection\n",
+    );
+    write(
+        "file_event/a_file.yml",
+        "title: A File\nid: 2f0e3d4c-0000-4000-8000-000000000004\nlogsource:\n  category: file_event\n  product: windows\ndetection:\n  selection:\n    TargetFilename|endswith: '.lnk'\n  condition: selection\n",
+    );
+    write("tools/settings.yaml", "name: not a rule\nvalues: [1, 2]\n");
+    dir
+}
+
+/// `--format json` output (one object per line) as text values by column.
+fn json_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn count(lake: &Path, sql: &str) -> usize {
+    query_csv(lake, sql, &[])[1].parse().unwrap()
+}
+
+#[test]
+fn a_directory_of_sigma_rules_is_listed_checked_shown_and_run() {
+    let lake = sample_lake();
+    let rules = rules_dir();
+    let dir = rules.path().to_str().unwrap();
+
+    // Listed in the order of their files, with their identity, level and status; the two that do
+    // not compile are counted.
+    let out = cimlake(lake, &["detect", "--list", "--sql-dir", dir]);
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let sigma: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .filter(|r: &Vec<&str>| r[7] == "Sigma")
+        .collect();
+    assert_eq!(
+        sigma,
+        vec![
+            vec![
+                MSIEXEC_WEB_ID,
+                MSIEXEC_WEB_ID,
+                "MSIExec Talking To The Web",
+                "T1218.007",
+                "cimlake",
+                dir,
+                "0 * * * * (-70m@m to -10m@m)",
+                "Sigma",
+                "high",
+                "test"
+            ],
+            vec![
+                CERTUTIL_ID,
+                CERTUTIL_ID,
+                "Certutil With A Password",
+                "T1552.004",
+                "cimlake",
+                dir,
+                "0 * * * * (-70m@m to -10m@m)",
+                "Sigma",
+                "medium",
+                "experimental"
+            ],
+        ]
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("4 Sigma rules, 2 of them not compiled"),
+        "{err}"
+    );
+    assert!(err.contains("note: 2 Sigma rules do not compile"), "{err}");
+
+    // --check: every other detection plans; the rules that do not compile, grouped by reason.
+    let checked = cimlake(lake, &["detect", "--check", "--sql-dir", dir]);
+    assert_eq!(checked.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        stdout.contains("# other log source (product: windows, category: file_event) (1 rule)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("# unknown field CommandLine in network_connection (1 rule)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("needs_the_command_line.yml: 2f0e3d4c-0000-4000-8000-000000000003 (Needs The Command Line): unknown field CommandLine"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("all plan")
+            && stderr.contains("Sigma rules: 2 of 4 compile (50.0%); 2 do not, in 2 groups above"),
+        "{stderr}"
+    );
+
+    // --show-sql: what runs.
+    let sql = cimlake_ok(
+        lake,
+        &[
+            "detect",
+            "--show-sql",
+            "--detection",
+            "certutil with a password",
+            "--sql-dir",
+            dir,
+        ],
+    );
+    assert!(
+        sql.contains("FROM endpoint.processes")
+            && sql.contains("ends_with(lower(process_path), '\\certutil.exe')"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("contains(lower(process), ' /p ')"),
+        "windash variants: {sql}"
+    );
+
+    // One rule, by id: the rows an independent query finds.
+    let certutil = json_rows(&cimlake_ok(
+        lake,
+        &[
+            "detect",
+            "--detection",
+            CERTUTIL_ID,
+            "--format",
+            "json",
+            "--sql-dir",
+            dir,
+        ],
+    ));
+    let expected = count(
+        lake,
+        r"SELECT count(*) FROM endpoint.processes WHERE lower(process_path) LIKE '%\\certutil.exe' AND regexp_like(process, ' [-/–—―]p ', 'i')",
+    );
+    assert!(expected > 0);
+    assert_eq!(certutil.len(), expected);
+    assert!(certutil.iter().all(|r| r["rule_id"] == CERTUTIL_ID
+        && r["rule_level"] == "medium"
+        && !r["source"].is_empty()
+        && !r["source_record"].is_empty()));
+    let web = json_rows(&cimlake_ok(
+        lake,
+        &[
+            "detect",
+            "--detection",
+            MSIEXEC_WEB_ID,
+            "--format",
+            "json",
+            "--sql-dir",
+            dir,
+        ],
+    ));
+    let expected_web = count(
+        lake,
+        r"SELECT count(*) FROM network_traffic.all_traffic WHERE lower(process_path) LIKE '%\\msiexec.exe' AND dest_port IN (80, 443)",
+    );
+    assert!(expected_web > 0);
+    assert_eq!(web.len(), expected_web);
+
+    // All Sigma rules of a log source in one pass: the same rows as each rule alone.
+    let together = json_rows(&cimlake_ok(
+        lake,
+        &[
+            "detect",
+            "--detection",
+            "sigma:network_connection",
+            "--format",
+            "json",
+            "--sql-dir",
+            dir,
+        ],
+    ));
+    assert_eq!(together, web);
+    // Every detection: the built-in one, then the Sigma rules of each log source together.
+    let all = cimlake_ok(lake, &["detect", "--sql-dir", dir]);
+    assert!(
+        all.contains("Windows HTTP Network Communication From MSIExec - Rule — cimlake mode"),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "Sigma process_creation — 1 rules — {expected} matches of 1 rules"
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "Sigma network_connection — 1 rules — {expected_web} matches of 1 rules"
+        )),
+        "{all}"
+    );
+    // Two log sources do not fit one output.
+    let refused = cimlake(
+        lake,
+        &[
+            "detect",
+            "--detection",
+            "sigma",
+            "--format",
+            "json",
+            "--sql-dir",
+            dir,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sigma:CATEGORY"));
+}
+
+/// One regression test of SigmaHQ: a rule, an EVTX holding its positive event(s), and how many
+/// matches the rule must find there.
+struct Regression {
+    name: String,
+    rule_id: String,
+    match_count: Option<usize>,
+    evtx: PathBuf,
+}
+
+/// `info.yml` of each test (a fixed, simple layout: `rule_metadata: - id: …` and
+/// `match_count: N`).
+fn regressions(category: &str) -> Vec<Regression> {
+    let base = corpus()
+        .join("sigma/regression_data/rules/windows")
+        .join(category);
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&base).unwrap() {
+        let dir = entry.unwrap().path();
+        let info = fs::read_to_string(dir.join("info.yml")).unwrap();
+        let mut lines = info
+            .lines()
+            .skip_while(|l| !l.starts_with("rule_metadata:"));
+        let rule_id = lines
+            .find_map(|l| l.trim().strip_prefix("- id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let match_count = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("match_count:"))
+            .map(|n| n.trim().parse().unwrap());
+        let evtx = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "evtx"))
+            .unwrap();
+        out.push(Regression {
+            name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+            rule_id,
+            match_count,
+            evtx,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[test]
+fn sigmahq_regression_tests_find_their_match_counts() {
+    let tests = regressions("process_creation");
+    assert_eq!(tests.len(), 96, "the corpus's regression tests");
+    let tmp = TempDir::new().unwrap();
+    let lake = tmp.path().join("lake");
+    let evtx: Vec<&str> = tests.iter().map(|t| t.evtx.to_str().unwrap()).collect();
+    let mut args = vec!["ingest"];
+    args.extend(&evtx);
+    cimlake_ok(&lake, &args);
+    let rules = corpus().join("sigma/rules");
+    let out = cimlake_ok(
+        &lake,
+        &[
+            "detect",
+            "--detection",
+            "sigma:process_creation",
+            "--format",
+            "json",
+            "--sql-dir",
+            rules.to_str().unwrap(),
+        ],
+    );
+    let rows = json_rows(&out);
+    // Two tests ship the same bytes: the lake holds them once, under the first path ingested.
+    let content = |p: &Path| fs::read(p).unwrap();
+    let mut failures = Vec::new();
+    for t in &tests {
+        let same: BTreeSet<String> = tests
+            .iter()
+            .filter(|o| content(&o.evtx) == content(&t.evtx))
+            .map(|o| o.evtx.display().to_string())
+            .collect();
+        let found = rows
+            .iter()
+            .filter(|r| r["rule_id"] == t.rule_id && same.contains(&r["source"]))
+            .count();
+        let ok = match t.match_count {
+            Some(n) => found == n,
+            None => found >= 1,
+        };
+        if !ok {
+            failures.push(format!(
+                "{} ({}): {found} matches, expected {:?}",
+                t.name, t.rule_id, t.match_count
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} regression tests fail:\n{}",
+        failures.len(),
+        tests.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn most_sigmahq_rules_compile_and_the_rest_are_grouped_by_reason() {
+    let tmp = TempDir::new().unwrap();
+    let rules = corpus().join("sigma/rules");
+    let out = cimlake(
+        &tmp.path().join("lake"),
+        &["detect", "--check", "--sql-dir", rules.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("Sigma rules: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let numbers: Vec<usize> = line["Sigma rules: ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (compiled, all) = (numbers[0], numbers[1]);
+    assert_eq!(all, 1234, "{line}");
+    assert!(compiled * 100 >= all * 97, "{line}");
+    assert!(
+        stderr.contains("all plan"),
+        "every compiled rule plans: {stderr}"
+    );
+    // Every rule that does not compile is listed once, under its reason.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed = stdout.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(listed, all - compiled, "{stdout}");
+    let grouped: usize = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| {
+            h.rsplit_once(" (")
+                .unwrap()
+                .1
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(grouped, all - compiled, "{stdout}");
+}
