@@ -143,8 +143,12 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     // Several Sigma rules run together: one scan per log source for all of them.
-    let (many, selected): (Vec<_>, Vec<_>) =
-        if selected.iter().filter(|d| d.sigma.is_some()).count() > 1 { selected.into_iter().partition(|d| d.sigma.is_some()) } else { (Vec::new(), selected) };
+    let single_rule = |d: &detect::Detection| d.sigma.as_ref().is_some_and(|i| !i.correlation);
+    let (many, selected): (Vec<_>, Vec<_>) = if selected.iter().filter(|d| single_rule(d)).count() > 1 {
+        selected.into_iter().partition(|d| single_rule(d))
+    } else {
+        (Vec::new(), selected)
+    };
     let sources: std::collections::BTreeSet<_> = many.iter().filter_map(|d| d.sigma.as_ref().map(|i| i.logsource)).collect();
     anyhow::ensure!(
         selected.len() + sources.len() <= 1 || (args.format == Format::Table && args.output.is_none()) || args.explain,

@@ -81,14 +81,24 @@ impl Catalog {
             rules.push(sigma);
         }
         let mut catalog = Catalog::from_files(origins, files)?;
+        let mut pending = Vec::new();
         for r in rules {
-            catalog.add_sigma(r);
+            pending.extend(catalog.add_sigma(r));
         }
+        catalog.add_correlations(pending);
         Ok(catalog)
     }
 
-    /// Adds a directory's Sigma rules; a rule with the id of one already there replaces it.
-    fn add_sigma(&mut self, rules: SigmaRules) {
+    /// Compiles correlation rules against every Sigma rule of the catalog (they may name rules of
+    /// other files and directories).
+    fn add_correlations(&mut self, pending: Vec<sigma::Pending>) {
+        let (ok, rejected) = sigma::compile_correlations(pending, &self.detections);
+        self.add_sigma(SigmaRules { detections: ok, rejected, correlations: Vec::new() });
+    }
+
+    /// Adds a directory's Sigma rules (a rule with the id of one already there replaces it), and
+    /// returns its correlation rules, to compile once every rule is in.
+    fn add_sigma(&mut self, rules: SigmaRules) -> Vec<sigma::Pending> {
         for d in rules.detections {
             match self.detections.iter_mut().find(|x| x.sigma.is_some() && x.name == d.name) {
                 Some(old) => *old = d,
@@ -96,6 +106,7 @@ impl Catalog {
             }
         }
         self.rejected.extend(rules.rejected);
+        rules.correlations
     }
 
     /// The detections built into the binary.
@@ -109,7 +120,8 @@ impl Catalog {
         let files = read_dir_files(dir)?;
         let sigma = load_sigma(dir, &files.yaml, files.sigma_schedule.as_ref());
         let mut catalog = Catalog::from_files(vec![counted(&dir.display().to_string(), &files.sql, &sigma.counted())], files.sql)?;
-        catalog.add_sigma(sigma);
+        let pending = catalog.add_sigma(sigma);
+        catalog.add_correlations(pending);
         Ok(catalog)
     }
 
@@ -308,12 +320,13 @@ fn read_dir_files(dir: &Path) -> Result<DirFiles, DetectError> {
 struct SigmaRules {
     detections: Vec<Detection>,
     rejected: Vec<Rejected>,
+    correlations: Vec<sigma::Pending>,
 }
 
 impl SigmaRules {
     /// `, N Sigma rules, M of them not compiled…` for the directory's line, or nothing.
     fn counted(&self) -> String {
-        let n = self.detections.len() + self.rejected.len();
+        let n = self.detections.len() + self.rejected.len() + self.correlations.len();
         if n == 0 {
             return String::new();
         }
@@ -336,6 +349,7 @@ fn load_sigma(dir: &Path, yaml: &BTreeMap<String, String>, schedule: Option<&Sch
         let file = sigma::load(path, text, &origin, &schedule);
         out.detections.extend(file.detections);
         out.rejected.extend(file.rejected);
+        out.correlations.extend(file.correlations);
     }
     out
 }

@@ -105,7 +105,7 @@ impl<'a> Compiled<'a> {
             .filter_map(|d| {
                 d.sigma
                     .as_deref()
-                    .filter(|i| i.logsource == source)
+                    .filter(|i| i.logsource == source && !i.correlation)
                     .map(|i| (*d, i))
             })
             .collect();

@@ -7,6 +7,7 @@
 //! modifiers); the SQL is cimlake's.
 
 pub mod compile;
+pub mod correlation;
 pub mod fields;
 pub mod many;
 pub mod values;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use rsigma_parser::{Level, SigmaRule};
+
 
 use super::Mode;
 use super::catalog::Detection;
@@ -44,6 +46,8 @@ pub enum Unsupported {
     /// Values without a field (full-text search).
     Keywords,
     Condition(String),
+    /// A correlation rule cimlake cannot run as written.
+    Correlation(String),
 }
 
 impl Unsupported {
@@ -62,6 +66,7 @@ impl Unsupported {
             }
             Unsupported::Keywords => "keywords (values without a field)".into(),
             Unsupported::Condition(_) => "bad condition".into(),
+            Unsupported::Correlation(_) => "unsupported correlation".into(),
         }
     }
 }
@@ -90,6 +95,7 @@ impl fmt::Display for Unsupported {
                 f.write_str("keywords (values without a field) are not supported: name the field")
             }
             Unsupported::Condition(c) => write!(f, "condition: {c}"),
+            Unsupported::Correlation(c) => write!(f, "correlation: {c}"),
         }
     }
 }
@@ -108,7 +114,12 @@ pub struct Rejected {
 /// What a Sigma detection carries beyond [`Metadata`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigmaInfo {
+    /// The rule's table; for a correlation, the table of the first rule it names.
     pub logsource: Logsource,
+    /// The rule's `name` (what correlations call it by), if it has one.
+    pub name: Option<String>,
+    /// A correlation rule: it runs its own SQL, never in the one-scan set of single rules.
+    pub correlation: bool,
     pub level: String,
     pub status: String,
     pub tags: Vec<String>,
@@ -136,6 +147,57 @@ pub struct FileRules {
     pub rejected: Vec<Rejected>,
     /// True when it holds no Sigma document (another tool's YAML).
     pub not_sigma: bool,
+    /// Its correlation rules: compiled once every rule of the catalog is ([`compile_correlations`]).
+    pub correlations: Vec<Pending>,
+}
+
+/// A correlation rule waiting for the rules it names.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub file: String,
+    pub origin: String,
+    pub schedule: Schedule,
+    pub rule: rsigma_parser::CorrelationRule,
+}
+
+/// The correlations of `pending` over the compiled `rules`: detections, and those that do not
+/// compile.
+pub fn compile_correlations(pending: Vec<Pending>, rules: &[Detection]) -> (Vec<Detection>, Vec<Rejected>) {
+    let (mut ok, mut rejected) = (Vec::new(), Vec::new());
+    for p in pending {
+        let stem = p.file.rsplit(['/', '\\']).next().unwrap_or(&p.file).trim_end_matches(".yml").trim_end_matches(".yaml").to_string();
+        let id = p.rule.id.clone().unwrap_or(stem);
+        match correlation::compile(&p.rule, &id, rules) {
+            Ok((sql, logsource)) => {
+                let c = &p.rule;
+                let level = c.level.map_or("medium", |l| l.as_str()).to_string();
+                let info = SigmaInfo {
+                    logsource,
+                    name: c.name.clone(),
+                    correlation: true,
+                    level,
+                    status: c.status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default(),
+                    tags: c.tags.clone(),
+                    condition: String::new(),
+                };
+                let (mitre_attack_id, mitre_tactic) = attack(&c.tags);
+                let mut meta = metadata_of(&c.title, c.description.as_deref(), &id, &info, &p.schedule);
+                meta.mitre_attack_id = mitre_attack_id;
+                meta.mitre_tactic = mitre_tactic;
+                meta.data_source = vec![format!("Sigma correlation ({})", c.correlation_type.as_str())];
+                ok.push(Detection {
+                    name: id,
+                    meta,
+                    sql: HashMap::from([(Mode::Cimlake, sql)]),
+                    files: HashMap::from([(Mode::Cimlake, p.file.clone())]),
+                    origin: p.origin.clone(),
+                    sigma: Some(Arc::new(info)),
+                });
+            }
+            Err(reason) => rejected.push(Rejected { file: p.file.clone(), id, title: p.rule.title.clone(), reason }),
+        }
+    }
+    (ok, rejected)
 }
 
 /// The rules of one YAML file (`file` is how it is named in messages; `origin` the directory it
@@ -172,11 +234,7 @@ pub fn load(file: &str, text: &str, origin: &str, schedule: &Schedule) -> FileRu
             .push(reject(None, "", Unsupported::Parse(e.clone())));
     }
     for c in &collection.correlations {
-        out.rejected.push(reject(
-            c.id.as_deref(),
-            &c.title,
-            Unsupported::Parse("correlation rules are not supported yet".into()),
-        ));
+        out.correlations.push(Pending { file: file.to_string(), origin: origin.to_string(), schedule: schedule.clone(), rule: c.clone() });
     }
     for f in &collection.filters {
         out.rejected.push(reject(
@@ -236,6 +294,8 @@ fn detection(
     let level = rule.level.map_or("medium", |l| l.as_str()).to_string();
     let info = SigmaInfo {
         logsource,
+        name: rule.name.clone(),
+        correlation: false,
         level: level.clone(),
         status: rule
             .status
@@ -245,7 +305,8 @@ fn detection(
         condition,
     };
     let sql = sql(&id, &rule.title, file, &info);
-    let meta = metadata(rule, &id, &info, schedule);
+    let mut meta = metadata_of(&rule.title, rule.description.as_deref(), &id, &info, schedule);
+    (meta.mitre_attack_id, meta.mitre_tactic) = attack(&rule.tags);
     Ok(Detection {
         name: id,
         meta,
@@ -335,27 +396,27 @@ pub fn attack(tags: &[String]) -> (Vec<String>, Vec<String>) {
     (techniques, tactics)
 }
 
-fn metadata(rule: &SigmaRule, id: &str, info: &SigmaInfo, schedule: &Schedule) -> Metadata {
-    let (mitre_attack_id, mitre_tactic) = attack(&rule.tags);
+/// A Sigma detection's metadata: its identity, the directory's schedule, and risk on the host and
+/// user of each match, scored by level. ATT&CK comes from the tags ([`attack`]).
+fn metadata_of(title: &str, description: Option<&str>, id: &str, info: &SigmaInfo, schedule: &Schedule) -> Metadata {
     let source = info.logsource;
     let host = source.host_column();
     let score = score(&info.level);
-    let message = match source {
-        Logsource::ProcessCreation => format!("{}: $process$ on $dest$", one_line(&rule.title)),
-        Logsource::NetworkConnection => format!(
-            "{}: $process_path$ on $dvc$ to $dest_ip$:$dest_port$",
-            one_line(&rule.title)
-        ),
+    let title = one_line(title);
+    let message = match (info.correlation, source) {
+        (true, _) => format!("{title} on ${host}$"),
+        (false, Logsource::ProcessCreation) => format!("{title}: $process$ on $dest$"),
+        (false, Logsource::NetworkConnection) => format!("{title}: $process_path$ on $dvc$ to $dest_ip$:$dest_port$"),
     };
     Metadata {
-        name: rule.title.clone(),
+        name: title.clone(),
         id: id.to_string(),
         version: 1,
-        kind: "Sigma".into(),
-        search_name: format!("Sigma - {} - Rule", one_line(&rule.title)),
-        description: rule.description.clone().unwrap_or_default(),
-        mitre_attack_id,
-        mitre_tactic,
+        kind: if info.correlation { "Sigma correlation".into() } else { "Sigma".into() },
+        search_name: format!("Sigma - {title} - Rule"),
+        description: description.unwrap_or_default().to_string(),
+        mitre_attack_id: Vec::new(),
+        mitre_tactic: Vec::new(),
         analytic_story: Vec::new(),
         data_source: vec![match source {
             Logsource::ProcessCreation => "Sysmon EventID 1".into(),
@@ -367,21 +428,10 @@ fn metadata(rule: &SigmaRule, id: &str, info: &SigmaInfo, schedule: &Schedule) -
         risk: Risk {
             message,
             objects: vec![
-                RiskObject {
-                    field: host.into(),
-                    kind: "system".into(),
-                    score,
-                },
-                RiskObject {
-                    field: "user".into(),
-                    kind: "user".into(),
-                    score,
-                },
+                RiskObject { field: host.into(), kind: "system".into(), score },
+                RiskObject { field: "user".into(), kind: "user".into(), score },
             ],
-            threat_objects: vec![ThreatObject {
-                field: "process_name".into(),
-                kind: "process_name".into(),
-            }],
+            threat_objects: vec![ThreatObject { field: "process_name".into(), kind: "process_name".into() }],
         },
         partition_by: Default::default(),
     }
