@@ -106,7 +106,7 @@ fn expr(
 }
 
 /// A selector's `*` (any run) and `?` (one character) against a detection's name.
-fn glob_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], n: &[char]) -> bool {
         match p.split_first() {
             None => n.is_empty(),
@@ -281,7 +281,7 @@ fn value(
             return Ok(match col.kind {
                 Kind::Int => format!("({} {op} {n})", col.name),
                 _ => format!(
-                    "coalesce(TRY_CAST({} AS DOUBLE) {op} {n}, false)",
+                    "((TRY_CAST({} AS DOUBLE) {op} {n}) IS TRUE)",
                     text(col)
                 ),
             });
@@ -298,7 +298,7 @@ fn value(
         crate::engine::functions::parse_cidr(net)
             .map_err(|e| Unsupported::Value(format!("cidr {net:?}: {e}")))?;
         return Ok(format!(
-            "coalesce({}({}, {}), false)",
+            "({}({}, {}) IS TRUE)",
             crate::engine::functions::CIDR_MATCH,
             text(col),
             quote(net)

@@ -13,7 +13,9 @@
 //! Each rule's own SQL (`--show-sql`) gives the same rows: the conditions are the same, only
 //! `lower(column)` is computed once per batch for all rules instead of once per use.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use aho_corasick::{AhoCorasick, MatchKind};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, UInt32Array};
@@ -141,6 +143,12 @@ impl<'a> Compiled<'a> {
                 .data;
             exprs.push(e);
         }
+        // Guard texts are found in the lower-case form of their columns.
+        for (_, info) in &rules {
+            for (c, _) in info.guard.iter().flatten() {
+                lowered.insert(c.to_string());
+            }
+        }
         let lowered: Vec<String> = lowered.into_iter().collect();
         // The columns to read: those shown, then any other a condition names.
         let mut read: Vec<String> = super::shown_columns(source)
@@ -213,6 +221,7 @@ impl<'a> Compiled<'a> {
                 .collect(),
             levels: self.rules.iter().map(|(_, i)| i.level.clone()).collect(),
             tags: self.rules.iter().map(|(_, i)| i.tags.join(",")).collect(),
+            guards: Guards::new(&self.rules, &self.lowered)?,
             conditions: self.conditions,
             lowered: self.lowered,
             eval_schema: self.eval_schema,
@@ -256,9 +265,85 @@ struct Shared {
     levels: Vec<String>,
     tags: Vec<String>,
     conditions: Vec<Arc<dyn PhysicalExpr>>,
+    guards: Guards,
     lowered: Vec<String>,
     eval_schema: SchemaRef,
     schema: SchemaRef,
+}
+
+/// `CIMLAKE_SIGMA_GUARDS=off` runs every rule's condition on every row (to measure what the guards
+/// save, and to check they lose nothing).
+pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
+
+/// Every rule's guard texts, one automaton per column; and the rules without a guard.
+struct Guards {
+    /// Per guarded column: its index among the lowered columns, the automaton of its texts, and
+    /// for each text the rules it guards.
+    columns: Vec<(usize, AhoCorasick, Vec<Vec<u32>>)>,
+    /// Rules that run on every row.
+    unguarded: Vec<u32>,
+}
+
+impl Guards {
+    fn new(rules: &[(&Detection, &SigmaInfo)], lowered: &[String]) -> Result<Guards, DataFusionError> {
+        let mut texts: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
+        let mut unguarded = Vec::new();
+        let off = std::env::var(GUARDS_ENV).is_ok_and(|v| v == "off");
+        for (i, (_, info)) in rules.iter().enumerate() {
+            match info.guard.as_ref().filter(|_| !off) {
+                Some(g) => {
+                    for (c, t) in g {
+                        texts.entry(c).or_default().entry(t.as_str()).or_default().push(i as u32);
+                    }
+                }
+                None => unguarded.push(i as u32),
+            }
+        }
+        let mut columns = Vec::new();
+        for (c, by_text) in texts {
+            let at = lowered.iter().position(|l| l == c).expect("guarded columns are lowered");
+            let patterns: Vec<&str> = by_text.keys().copied().collect();
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            columns.push((at, ac, by_text.into_values().collect()));
+        }
+        Ok(Guards { columns, unguarded })
+    }
+
+    /// For each rule, the rows of the batch its guard lets through, in order (`None`: every row).
+    fn candidates(&self, lowered: &[ArrayRef], rules: usize, rows: usize) -> Vec<Option<Vec<u32>>> {
+        let mut out: Vec<Option<Vec<u32>>> = vec![Some(Vec::new()); rules];
+        for &r in &self.unguarded {
+            out[r as usize] = None;
+        }
+        for (at, ac, by_pattern) in &self.columns {
+            let text = lowered[*at].as_any().downcast_ref::<StringArray>().expect("lowered columns are text");
+            for row in 0..rows {
+                if text.is_null(row) {
+                    continue;
+                }
+                for m in ac.find_overlapping_iter(text.value(row)) {
+                    for &rule in &by_pattern[m.pattern().as_usize()] {
+                        if let Some(rows) = &mut out[rule as usize]
+                            && rows.last() != Some(&(row as u32))
+                        {
+                            rows.push(row as u32);
+                        }
+                    }
+                }
+            }
+        }
+        // A rule guarded in several columns saw the rows column by column.
+        for rows in out.iter_mut().flatten() {
+            if !rows.is_sorted() {
+                rows.sort_unstable();
+                rows.dedup();
+            }
+        }
+        out
+    }
 }
 
 impl Shared {
@@ -268,20 +353,14 @@ impl Shared {
             return Ok(Vec::new());
         }
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut lowered = Vec::with_capacity(self.lowered.len());
         for c in &self.lowered {
-            let text =
-                arrow::compute::cast(batch.column(batch.schema().index_of(c)?), &DataType::Utf8)?;
-            let text = text
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("cast to Utf8");
-            columns.push(Arc::new(
-                text.iter()
-                    .map(|v| v.map(str::to_lowercase))
-                    .collect::<StringArray>(),
-            ));
+            let text = arrow::compute::cast(batch.column(batch.schema().index_of(c)?), &DataType::Utf8)?;
+            lowered.push(lower(text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")));
         }
+        columns.extend(lowered.iter().cloned());
         let eval = RecordBatch::try_new(self.eval_schema.clone(), columns)?;
+        let candidates = self.guards.candidates(&lowered, self.conditions.len(), eval.num_rows());
         let shown: Vec<ArrayRef> = self
             .schema
             .fields()
@@ -295,8 +374,17 @@ impl Shared {
             })
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (i, condition) in self.conditions.iter().enumerate() {
-            let hit = condition.evaluate(&eval)?.into_array(eval.num_rows())?;
+        for (i, (condition, candidates)) in self.conditions.iter().zip(candidates).enumerate() {
+            // The rows the guard lets through (all, for a rule without one).
+            let (input, at): (std::borrow::Cow<RecordBatch>, Option<UInt32Array>) = match candidates {
+                None => (std::borrow::Cow::Borrowed(&eval), None),
+                Some(rows) if rows.is_empty() => continue,
+                Some(rows) => {
+                    let rows = UInt32Array::from(rows);
+                    (std::borrow::Cow::Owned(arrow::compute::take_record_batch(&eval, &rows)?), Some(rows))
+                }
+            };
+            let hit = condition.evaluate(&input)?.into_array(input.num_rows())?;
             let hit = hit.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
                 DataFusionError::Internal(format!("{}: the condition is not boolean", self.ids[i]))
             })?;
@@ -305,6 +393,7 @@ impl Shared {
             }
             let rows: UInt32Array = (0..hit.len() as u32)
                 .filter(|&r| hit.is_valid(r as usize) && hit.value(r as usize))
+                .map(|r| at.as_ref().map_or(r, |at| at.value(r as usize)))
                 .collect();
             let n = rows.len();
             let mut cols: Vec<ArrayRef> = shown
@@ -323,6 +412,25 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// The lower-case form of a text column, in one buffer (ASCII lowered in place).
+fn lower(text: &StringArray) -> ArrayRef {
+    let mut out = arrow::array::StringBuilder::with_capacity(text.len(), text.value_data().len());
+    let mut buf = String::new();
+    for v in text.iter() {
+        match v {
+            None => out.append_null(),
+            Some(s) if s.is_ascii() => {
+                buf.clear();
+                buf.push_str(s);
+                buf.make_ascii_lowercase();
+                out.append_value(&buf);
+            }
+            Some(s) => out.append_value(s.to_lowercase()),
+        }
+    }
+    Arc::new(out.finish())
 }
 
 /// The output schema: `_time`, the shown columns and provenance, then the rule's id, title, level

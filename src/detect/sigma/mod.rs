@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod correlation;
 pub mod fields;
+pub mod guard;
 pub mod many;
 pub mod values;
 
@@ -125,6 +126,8 @@ pub struct SigmaInfo {
     pub tags: Vec<String>,
     /// The compiled condition over the log source's table.
     pub condition: String,
+    /// Text that must be in a row for the rule to match it ([`guard`]); `None`: no such text.
+    pub guard: Option<guard::Guard>,
 }
 
 /// The schedule of Sigma rules that their directory does not set (`sigma.toml`): hourly, over the
@@ -179,6 +182,7 @@ pub fn compile_correlations(pending: Vec<Pending>, rules: &[Detection]) -> (Vec<
                     status: c.status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default(),
                     tags: c.tags.clone(),
                     condition: String::new(),
+                    guard: None,
                 };
                 let (mitre_attack_id, mitre_tactic) = attack(&c.tags);
                 let mut meta = metadata_of(&c.title, c.description.as_deref(), &id, &info, &p.schedule);
@@ -303,6 +307,7 @@ fn detection(
             .unwrap_or_default(),
         tags: rule.tags.clone(),
         condition,
+        guard: guard::of(&rule.detection, logsource),
     };
     let sql = sql(&id, &rule.title, file, &info);
     let mut meta = metadata_of(&rule.title, rule.description.as_deref(), &id, &info, schedule);

@@ -1,0 +1,146 @@
+//! A rule's guard: text that must be in a row for the rule to match it. When a rule matches a
+//! row, at least one of its guard's (column, text) pairs has the text inside the column's
+//! lower-case value. Running many rules ([`super::many`]), one Aho-Corasick pass per column finds
+//! every guard text in a row at once, and a rule's condition runs only on the rows its guard lets
+//! through: most rules see no row at all.
+//!
+//! Derived from the rule as [`super::compile`] reads it:
+//! * a string match (equals, contains, starts or ends with, wildcards), not `|cased` or cased
+//!   alike, on a text column: the longest literal run of each of its patterns (any of them);
+//! * `and`, `all of`, a map's items, `|all`: the guard of one of the parts (the most selective);
+//! * `or`, `1 of`, a list, a field's values: every part's guard, and none if one part has none;
+//! * `not`, `null`, `|exists`, `|re`, `|cidr`, `|fieldref`, comparisons, non-text columns,
+//!   non-ASCII text: no guard (the rule runs on every row).
+
+use std::collections::HashMap;
+
+use rsigma_parser::{ConditionExpr, Detection, DetectionItem, Detections, Modifier, Quantifier, SelectorPattern, SigmaValue};
+
+use super::fields::{Kind, Logsource};
+use super::values::{self, Piece};
+
+/// (column, lower-case ASCII text): any one of them must be found.
+pub type Guard = Vec<(&'static str, String)>;
+
+/// The guard of a rule's detection, or `None` when it has none.
+pub fn of(detections: &Detections, source: Logsource) -> Option<Guard> {
+    any(detections.conditions.iter().map(|c| expr(c, &detections.named, source)).collect())
+}
+
+/// Any part's match: all guards together, none if one part has none.
+fn any(parts: Vec<Option<Guard>>) -> Option<Guard> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(p?);
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// Every part's match: the guard of the most selective part (the longest shortest text).
+fn all(parts: Vec<Option<Guard>>) -> Option<Guard> {
+    parts.into_iter().flatten().max_by_key(|g| (g.iter().map(|(_, t)| t.len()).min().unwrap_or(0), usize::MAX - g.len()))
+}
+
+fn expr(c: &ConditionExpr, named: &HashMap<String, Detection>, source: Logsource) -> Option<Guard> {
+    match c {
+        ConditionExpr::And(xs) => all(xs.iter().map(|x| expr(x, named, source)).collect()),
+        ConditionExpr::Or(xs) => any(xs.iter().map(|x| expr(x, named, source)).collect()),
+        ConditionExpr::Not(_) => None,
+        ConditionExpr::Identifier(id) => detection(named.get(id)?, source),
+        ConditionExpr::Selector { quantifier, pattern } => {
+            let parts: Vec<Option<Guard>> = named
+                .iter()
+                .filter(|(n, _)| match pattern {
+                    SelectorPattern::Them => !n.starts_with('_'),
+                    SelectorPattern::Pattern(p) => super::compile::glob_matches(p, n),
+                })
+                .map(|(_, d)| detection(d, source))
+                .collect();
+            match quantifier {
+                Quantifier::All => all(parts),
+                // `N of`: any N of them, so any one of them.
+                Quantifier::Any | Quantifier::Count(_) => any(parts),
+            }
+        }
+    }
+}
+
+fn detection(d: &Detection, source: Logsource) -> Option<Guard> {
+    match d {
+        Detection::AllOf(items) => all(items.iter().map(|i| item(i, source)).collect()),
+        Detection::AnyOf(ds) => any(ds.iter().map(|x| detection(x, source)).collect()),
+        Detection::And(ds) => all(ds.iter().map(|x| detection(x, source)).collect()),
+        Detection::Conditional { named, condition } => expr(condition, named, source),
+        Detection::Keywords(_) | Detection::ArrayMatch { .. } => None,
+    }
+}
+
+fn item(it: &DetectionItem, source: Logsource) -> Option<Guard> {
+    let mods = &it.field.modifiers;
+    let unguarded = [Modifier::Exists, Modifier::FieldRef, Modifier::Re, Modifier::Cidr, Modifier::Gt, Modifier::Gte, Modifier::Lt, Modifier::Lte, Modifier::Neq];
+    if mods.iter().any(|m| unguarded.contains(m)) {
+        return None;
+    }
+    let col = source.column(it.field.name.as_deref()?)?;
+    if col.kind != Kind::Text {
+        return None;
+    }
+    let each: Vec<Option<Guard>> = it
+        .values
+        .iter()
+        .map(|v| {
+            if matches!(v, SigmaValue::Null) {
+                return None;
+            }
+            let patterns = values::patterns(v, mods).ok()?;
+            any(patterns.iter().map(|p| longest_text(&p.0).map(|t| vec![(col.name, t)])).collect())
+        })
+        .collect();
+    if mods.contains(&Modifier::All) { all(each) } else { any(each) }
+}
+
+/// The longest ASCII run of a pattern's literal text, lower case (`windash`'s en dash splits
+/// ` –enc` into ` ` and `enc`).
+fn longest_text(pieces: &[Piece]) -> Option<String> {
+    pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => t.split(|c: char| !c.is_ascii()).max_by_key(|s| s.len()),
+            _ => None,
+        })
+        .filter(|t| !t.is_empty())
+        .max_by_key(|t| t.len())
+        .map(str::to_ascii_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(yaml_detection: &str) -> Option<Guard> {
+        let yaml = format!("title: t\nlogsource:\n  category: process_creation\ndetection:\n{yaml_detection}\n");
+        let c = rsigma_parser::parse_sigma_yaml(&yaml).unwrap();
+        of(&c.rules[0].detection, Logsource::ProcessCreation)
+    }
+
+    #[test]
+    fn guards() {
+        let g = guard("  img:\n    - Image|endswith: '\\WHOAMI.exe'\n    - OriginalFileName: 'whoami.exe'\n  cli:\n    CommandLine|contains: ' /fo'\n  condition: img and cli");
+        assert_eq!(g, Some(vec![("original_file_name", "whoami.exe".into()), ("process_path", "\\whoami.exe".into())]), "the longer side of the and");
+        let g = guard("  a:\n    CommandLine|contains|all:\n      - 'x'\n      - 'longer'\n  condition: a");
+        assert_eq!(g, Some(vec![("process", "longer".into())]));
+        assert_eq!(guard("  a:\n    CommandLine: 'a*bcd*e'\n  condition: a"), Some(vec![("process", "bcd".into())]));
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a or b"), None, "an or with an unguarded side");
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  condition: not a"), None);
+        assert_eq!(guard("  a:\n    ProcessId: 4\n  condition: a"), None, "a number column");
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a and b"), Some(vec![("process", "x".into())]));
+        let w = guard("  a:\n    CommandLine|windash|contains: ' -enc'\n  condition: a").unwrap();
+        assert_eq!(w, vec![("process", " -enc".into()), ("process", " /enc".into()), ("process", "enc".into())], "each dash form");
+        assert_eq!(guard("  a:\n    CommandLine|contains: 'ärger'\n  condition: a"), Some(vec![("process", "rger".into())]), "the ASCII run");
+    }
+}
