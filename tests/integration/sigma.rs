@@ -501,3 +501,26 @@ fn every_rule_runs_over_the_samples_and_the_corpus_and_guards_lose_nothing() {
     assert!(fired(heads[0]) >= 96 && fired(heads[1]) >= 1, "{heads:?}");
     assert_eq!(guarded, run("off"));
 }
+
+/// The scheduler runs Sigma rules like any detection: their matches go to `detections.results`,
+/// their risk events (host and user, scored by level, ATT&CK from the tags) to `risk.all_risk`.
+#[test]
+fn scheduled_sigma_rules_write_results_and_risk() {
+    let tmp = TempDir::new().unwrap();
+    let lake = tmp.path().join("lake");
+    copy_dir(sample_lake(), &lake);
+    let sigma_dir = repo().join("data/sigma");
+    let out = cimlake_ok(&lake, &["schedule", "--once", "--now", "2026-11-03T15:10:00Z", "--sql-dir", sigma_dir.to_str().unwrap()]);
+    assert!(out.contains(&format!("ran {MSIEXEC_CORRELATION} (cimlake) [2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) scheduled")), "{out}");
+    let results = query_csv(&lake, &format!("SELECT count(*) FROM detections.results WHERE detection = '{MSIEXEC_CORRELATION}'"), &[]);
+    let n: usize = results[1].parse().unwrap();
+    assert!(n > 0);
+    let risk = query_csv(
+        &lake,
+        &format!("SELECT DISTINCT risk_object_type, risk_score, array_to_string(\"annotations.mitre_attack\", ',') FROM risk.all_risk WHERE detection = '{MSIEXEC_CORRELATION}'"),
+        &[],
+    );
+    assert_eq!(risk[1..], ["system,50,T1218.007".to_string()], "one system risk object per correlation row, scored as medium");
+    let risk_rows = query_csv(&lake, &format!("SELECT count(*) FROM risk.all_risk WHERE detection = '{MSIEXEC_CORRELATION}'"), &[]);
+    assert_eq!(risk_rows[1].parse::<usize>().unwrap(), n);
+}
