@@ -199,6 +199,8 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
             None => engine::session_with(&lake, &opts).await?,
         };
         if args.explain {
+            let unguarded: Vec<&str> = many.iter().filter(|d| d.sigma.as_ref().is_some_and(|i| i.guard.is_none())).map(|d| d.name.as_str()).collect();
+            println!("-- {} of {} Sigma rules have a guard; these run on every row: {}", many.len() - unguarded.len(), many.len(), unguarded.join(", "));
             for source in detect::sigma::fields::Logsource::ALL {
                 if let Some(df) = detect::sigma::many::plan(&ctx, source, &many, &search).await? {
                     let plan = df.create_physical_plan().await?;

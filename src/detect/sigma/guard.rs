@@ -1,14 +1,15 @@
-//! A rule's guard: text that must be in a row for the rule to match it. When a rule matches a
-//! row, at least one of its guard's (column, text) pairs has the text inside the column's
-//! lower-case value. Running many rules ([`super::many`]), one Aho-Corasick pass per column finds
-//! every guard text in a row at once, and a rule's condition runs only on the rows its guard lets
-//! through: most rules see no row at all.
+//! A rule's guard: text that must be in a row for the rule to match it, as clauses that must all
+//! hold, each a list of (column, text) of which one must: when a rule matches a row, every clause
+//! has a text inside its column's lower-case value. Running many rules ([`super::many`]), one
+//! Aho-Corasick pass per column finds every guard text in a row at once, and a rule's condition
+//! runs only on the rows its guard lets through: most rules see no row at all.
 //!
 //! Derived from the rule as [`super::compile`] reads it:
-//! * a string match (equals, contains, starts or ends with, wildcards), not `|cased` or cased
-//!   alike, on a text column: the longest literal run of each of its patterns (any of them);
-//! * `and`, `all of`, a map's items, `|all`: the guard of one of the parts (the most selective);
-//! * `or`, `1 of`, a list, a field's values: every part's guard, and none if one part has none;
+//! * a string match (equals, contains, starts or ends with, wildcards), `|cased` or not, on a
+//!   text column: one clause, the longest literal run of each of its patterns;
+//! * `and`, `all of`, a map's items, `|all`: the clauses of every part that has some;
+//! * `or`, `1 of`, a list, a field's values: one clause, the most selective clause of each part
+//!   together, and none if one part has none;
 //! * `not`, `null`, `|exists`, `|re`, `|cidr`, `|fieldref`, comparisons, non-text columns,
 //!   non-ASCII text: no guard (the rule runs on every row).
 
@@ -19,31 +20,43 @@ use rsigma_parser::{ConditionExpr, Detection, DetectionItem, Detections, Modifie
 use super::fields::{Kind, Logsource};
 use super::values::{self, Piece};
 
-/// (column, lower-case ASCII text): any one of them must be found.
-pub type Guard = Vec<(&'static str, String)>;
+/// (column, lower-case ASCII text): one of them must be found.
+pub type Clause = Vec<(&'static str, String)>;
+
+/// Clauses that must all hold.
+pub type Guard = Vec<Clause>;
 
 /// The guard of a rule's detection, or `None` when it has none.
 pub fn of(detections: &Detections, source: Logsource) -> Option<Guard> {
-    any(detections.conditions.iter().map(|c| expr(c, &detections.named, source)).collect())
+    let mut parts: Vec<Option<Guard>> = detections.conditions.iter().map(|c| expr(c, &detections.named, source)).collect();
+    if parts.len() == 1 { parts.pop().flatten() } else { any(parts) }
 }
 
-/// Any part's match: all guards together, none if one part has none.
+/// How selective a clause is: its shortest text, then the fewer texts the better.
+fn selectivity(c: &Clause) -> (usize, usize) {
+    (c.iter().map(|(_, t)| t.len()).min().unwrap_or(0), usize::MAX - c.len())
+}
+
+/// Any part's match: one clause, the best clause of every part; none if one part has none.
 fn any(parts: Vec<Option<Guard>>) -> Option<Guard> {
-    let mut out = Vec::new();
+    let mut clause = Clause::new();
     for p in parts {
-        out.extend(p?);
+        clause.extend(p?.into_iter().max_by_key(selectivity)?);
     }
-    if out.is_empty() {
+    if clause.is_empty() {
         return None;
     }
-    out.sort();
-    out.dedup();
-    Some(out)
+    clause.sort();
+    clause.dedup();
+    Some(vec![clause])
 }
 
-/// Every part's match: the guard of the most selective part (the longest shortest text).
+/// Every part's match: the clauses of every part that has a guard.
 fn all(parts: Vec<Option<Guard>>) -> Option<Guard> {
-    parts.into_iter().flatten().max_by_key(|g| (g.iter().map(|(_, t)| t.len()).min().unwrap_or(0), usize::MAX - g.len()))
+    let mut clauses: Guard = parts.into_iter().flatten().flatten().collect();
+    clauses.sort();
+    clauses.dedup();
+    (!clauses.is_empty()).then_some(clauses)
 }
 
 fn expr(c: &ConditionExpr, named: &HashMap<String, Detection>, source: Logsource) -> Option<Guard> {
@@ -98,7 +111,7 @@ fn item(it: &DetectionItem, source: Logsource) -> Option<Guard> {
                 return None;
             }
             let patterns = values::patterns(v, mods).ok()?;
-            any(patterns.iter().map(|p| longest_text(&p.0).map(|t| vec![(col.name, t)])).collect())
+            any(patterns.iter().map(|p| longest_text(&p.0).map(|t| vec![vec![(col.name, t)]])).collect())
         })
         .collect();
     if mods.contains(&Modifier::All) { all(each) } else { any(each) }
@@ -131,16 +144,23 @@ mod tests {
     #[test]
     fn guards() {
         let g = guard("  img:\n    - Image|endswith: '\\WHOAMI.exe'\n    - OriginalFileName: 'whoami.exe'\n  cli:\n    CommandLine|contains: ' /fo'\n  condition: img and cli");
-        assert_eq!(g, Some(vec![("original_file_name", "whoami.exe".into()), ("process_path", "\\whoami.exe".into())]), "the longer side of the and");
+        assert_eq!(
+            g,
+            Some(vec![vec![("original_file_name", "whoami.exe".into()), ("process_path", "\\whoami.exe".into())], vec![("process", " /fo".into())]]),
+            "both sides of the and"
+        );
         let g = guard("  a:\n    CommandLine|contains|all:\n      - 'x'\n      - 'longer'\n  condition: a");
-        assert_eq!(g, Some(vec![("process", "longer".into())]));
-        assert_eq!(guard("  a:\n    CommandLine: 'a*bcd*e'\n  condition: a"), Some(vec![("process", "bcd".into())]));
+        assert_eq!(g, Some(vec![vec![("process", "longer".into())], vec![("process", "x".into())]]));
+        assert_eq!(guard("  a:\n    CommandLine: 'a*bcd*e'\n  condition: a"), Some(vec![vec![("process", "bcd".into())]]));
         assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a or b"), None, "an or with an unguarded side");
         assert_eq!(guard("  a:\n    CommandLine|contains: x\n  condition: not a"), None);
         assert_eq!(guard("  a:\n    ProcessId: 4\n  condition: a"), None, "a number column");
-        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a and b"), Some(vec![("process", "x".into())]));
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a and b"), Some(vec![vec![("process", "x".into())]]));
+        // An or of ands: the best clause of each side, together.
+        let g = guard("  a:\n    CommandLine|contains: xy\n    Image|endswith: 'longer'\n  b:\n    CommandLine|contains: zz\n  condition: a or b");
+        assert_eq!(g, Some(vec![vec![("process", "zz".into()), ("process_path", "longer".into())]]));
         let w = guard("  a:\n    CommandLine|windash|contains: ' -enc'\n  condition: a").unwrap();
-        assert_eq!(w, vec![("process", " -enc".into()), ("process", " /enc".into()), ("process", "enc".into())], "each dash form");
-        assert_eq!(guard("  a:\n    CommandLine|contains: 'ärger'\n  condition: a"), Some(vec![("process", "rger".into())]), "the ASCII run");
+        assert_eq!(w, vec![vec![("process", " -enc".into()), ("process", " /enc".into()), ("process", "enc".into())]], "each dash form");
+        assert_eq!(guard("  a:\n    CommandLine|contains: 'ärger'\n  condition: a"), Some(vec![vec![("process", "rger".into())]]), "the ASCII run");
     }
 }

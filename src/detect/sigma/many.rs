@@ -145,7 +145,7 @@ impl<'a> Compiled<'a> {
         }
         // Guard texts are found in the lower-case form of their columns.
         for (_, info) in &rules {
-            for (c, _) in info.guard.iter().flatten() {
+            for (c, _) in info.guard.iter().flatten().flatten() {
                 lowered.insert(c.to_string());
             }
         }
@@ -278,25 +278,32 @@ pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
 /// Every rule's guard texts, one automaton per column; and the rules without a guard.
 struct Guards {
     /// Per guarded column: its index among the lowered columns, the automaton of its texts, and
-    /// for each text the rules it guards.
+    /// for each text the clauses it satisfies (indices into the flat list of every rule's clauses).
     columns: Vec<(usize, AhoCorasick, Vec<Vec<u32>>)>,
-    /// Rules that run on every row.
-    unguarded: Vec<u32>,
+    /// Per rule: its clauses' range in the flat list; `None` for a rule that runs on every row.
+    clauses: Vec<Option<std::ops::Range<usize>>>,
+    /// How many clauses all rules have.
+    total: usize,
 }
 
 impl Guards {
     fn new(rules: &[(&Detection, &SigmaInfo)], lowered: &[String]) -> Result<Guards, DataFusionError> {
         let mut texts: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
-        let mut unguarded = Vec::new();
+        let mut clauses = Vec::with_capacity(rules.len());
+        let mut total = 0;
         let off = std::env::var(GUARDS_ENV).is_ok_and(|v| v == "off");
-        for (i, (_, info)) in rules.iter().enumerate() {
+        for (_, info) in rules {
             match info.guard.as_ref().filter(|_| !off) {
                 Some(g) => {
-                    for (c, t) in g {
-                        texts.entry(c).or_default().entry(t.as_str()).or_default().push(i as u32);
+                    clauses.push(Some(total..total + g.len()));
+                    for clause in g {
+                        for (c, t) in clause {
+                            texts.entry(c).or_default().entry(t.as_str()).or_default().push(total as u32);
+                        }
+                        total += 1;
                     }
                 }
-                None => unguarded.push(i as u32),
+                None => clauses.push(None),
             }
         }
         let mut columns = Vec::new();
@@ -309,15 +316,14 @@ impl Guards {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             columns.push((at, ac, by_text.into_values().collect()));
         }
-        Ok(Guards { columns, unguarded })
+        Ok(Guards { columns, clauses, total })
     }
 
-    /// For each rule, the rows of the batch its guard lets through, in order (`None`: every row).
-    fn candidates(&self, lowered: &[ArrayRef], rules: usize, rows: usize) -> Vec<Option<Vec<u32>>> {
-        let mut out: Vec<Option<Vec<u32>>> = vec![Some(Vec::new()); rules];
-        for &r in &self.unguarded {
-            out[r as usize] = None;
-        }
+    /// For each rule, the rows of the batch where every clause of its guard holds, in order
+    /// (`None`: every row).
+    fn candidates(&self, lowered: &[ArrayRef], rows: usize) -> Vec<Option<Vec<u32>>> {
+        // The rows where each clause holds.
+        let mut holds: Vec<Vec<u32>> = vec![Vec::new(); self.total];
         for (at, ac, by_pattern) in &self.columns {
             let text = lowered[*at].as_any().downcast_ref::<StringArray>().expect("lowered columns are text");
             for row in 0..rows {
@@ -325,24 +331,32 @@ impl Guards {
                     continue;
                 }
                 for m in ac.find_overlapping_iter(text.value(row)) {
-                    for &rule in &by_pattern[m.pattern().as_usize()] {
-                        if let Some(rows) = &mut out[rule as usize]
-                            && rows.last() != Some(&(row as u32))
-                        {
+                    for &clause in &by_pattern[m.pattern().as_usize()] {
+                        let rows = &mut holds[clause as usize];
+                        if rows.last() != Some(&(row as u32)) {
                             rows.push(row as u32);
                         }
                     }
                 }
             }
         }
-        // A rule guarded in several columns saw the rows column by column.
-        for rows in out.iter_mut().flatten() {
+        // A clause with texts in several columns saw the rows column by column.
+        for rows in &mut holds {
             if !rows.is_sorted() {
                 rows.sort_unstable();
                 rows.dedup();
             }
         }
-        out
+        self.clauses
+            .iter()
+            .map(|range| {
+                let range = range.clone()?;
+                let mut lists: Vec<&Vec<u32>> = holds[range].iter().collect();
+                lists.sort_by_key(|l| l.len());
+                let (first, rest) = lists.split_first().expect("a guard has a clause");
+                Some(first.iter().copied().filter(|r| rest.iter().all(|l| l.binary_search(r).is_ok())).collect())
+            })
+            .collect()
     }
 }
 
@@ -360,7 +374,7 @@ impl Shared {
         }
         columns.extend(lowered.iter().cloned());
         let eval = RecordBatch::try_new(self.eval_schema.clone(), columns)?;
-        let candidates = self.guards.candidates(&lowered, self.conditions.len(), eval.num_rows());
+        let candidates = self.guards.candidates(&lowered, eval.num_rows());
         let shown: Vec<ArrayRef> = self
             .schema
             .fields()
