@@ -5,13 +5,13 @@
 //! runs only on the rows its guard lets through: most rules see no row at all.
 //!
 //! Derived from the rule as [`super::compile`] reads it:
-//! * a string match (equals, contains, starts or ends with, wildcards), `|cased` or not, on a
-//!   text column: one clause, the longest literal run of each of its patterns;
+//! * a string match (equals, contains, starts or ends with, wildcards) on a text column: one
+//!   clause, the longest literal run of each of its patterns (its ASCII part when `|cased`);
 //! * `and`, `all of`, a map's items, `|all`: the clauses of every part that has some;
 //! * `or`, `1 of`, a list, a field's values: one clause, the most selective clause of each part
 //!   together, and none if one part has none;
-//! * `not`, `null`, `|exists`, `|re`, `|cidr`, `|fieldref`, comparisons, non-text columns,
-//!   non-ASCII text: no guard (the rule runs on every row).
+//! * `not`, `null`, `|exists`, `|re`, `|cidr`, `|fieldref`, comparisons, non-text columns: no
+//!   guard (the rule runs on every row).
 
 use std::collections::HashMap;
 
@@ -111,24 +111,27 @@ fn item(it: &DetectionItem, source: Logsource) -> Option<Guard> {
                 return None;
             }
             let patterns = values::patterns(v, mods).ok()?;
-            any(patterns.iter().map(|p| longest_text(&p.0).map(|t| vec![vec![(col.name, t)]])).collect())
+            let cased = mods.contains(&Modifier::Cased);
+            any(patterns.iter().map(|p| longest_text(&p.0, cased).map(|t| vec![vec![(col.name, t)]])).collect())
         })
         .collect();
     if mods.contains(&Modifier::All) { all(each) } else { any(each) }
 }
 
-/// The longest ASCII run of a pattern's literal text, lower case (`windash`'s en dash splits
-/// ` –enc` into ` ` and `enc`).
-fn longest_text(pieces: &[Piece]) -> Option<String> {
+/// The longest literal run of a pattern, lower case. A case-insensitive pattern is matched as
+/// `contains(lower(column), lower(text))`, so its text, lowered the same way, is the guard; a
+/// `|cased` one gives the longest ASCII run of its text, whose lower case is in the lowered column
+/// whenever the text is in the column.
+fn longest_text(pieces: &[Piece], cased: bool) -> Option<String> {
     pieces
         .iter()
         .filter_map(|p| match p {
-            Piece::Text(t) => t.split(|c: char| !c.is_ascii()).max_by_key(|s| s.len()),
+            Piece::Text(t) if !cased => Some(t.to_lowercase()),
+            Piece::Text(t) => t.split(|c: char| !c.is_ascii()).max_by_key(|s| s.len()).map(str::to_ascii_lowercase),
             _ => None,
         })
         .filter(|t| !t.is_empty())
         .max_by_key(|t| t.len())
-        .map(str::to_ascii_lowercase)
 }
 
 #[cfg(test)]
@@ -160,7 +163,9 @@ mod tests {
         let g = guard("  a:\n    CommandLine|contains: xy\n    Image|endswith: 'longer'\n  b:\n    CommandLine|contains: zz\n  condition: a or b");
         assert_eq!(g, Some(vec![vec![("process", "zz".into()), ("process_path", "longer".into())]]));
         let w = guard("  a:\n    CommandLine|windash|contains: ' -enc'\n  condition: a").unwrap();
-        assert_eq!(w, vec![vec![("process", " -enc".into()), ("process", " /enc".into()), ("process", "enc".into())]], "each dash form");
-        assert_eq!(guard("  a:\n    CommandLine|contains: 'ärger'\n  condition: a"), Some(vec![vec![("process", "rger".into())]]), "the ASCII run");
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].len(), 5, "each dash form: {w:?}");
+        assert_eq!(guard("  a:\n    CommandLine|contains: 'ÄRGER'\n  condition: a"), Some(vec![vec![("process", "ärger".into())]]), "lowered as the column is");
+        assert_eq!(guard("  a:\n    CommandLine|contains|cased: 'ÄRGER'\n  condition: a"), Some(vec![vec![("process", "rger".into())]]), "cased: the ASCII run");
     }
 }
