@@ -10,8 +10,9 @@
 //! * `and`, `all of`, a map's items, `|all`: the clauses of every part that has some;
 //! * `or`, `1 of`, a list, a field's values: one clause, the most selective clause of each part
 //!   together, and none if one part has none;
-//! * `not`, `null`, `|exists`, `|re`, `|cidr`, `|fieldref`, comparisons, non-text columns: no
-//!   guard (the rule runs on every row).
+//! * `|re`: one clause, the literals every match starts with (or ends with), when there are;
+//! * `not`, `null`, `|exists`, `|cidr`, `|fieldref`, comparisons, non-text columns: no guard
+//!   (the rule runs on every row).
 
 use std::collections::HashMap;
 
@@ -95,13 +96,24 @@ fn detection(d: &Detection, source: Logsource) -> Option<Guard> {
 
 fn item(it: &DetectionItem, source: Logsource) -> Option<Guard> {
     let mods = &it.field.modifiers;
-    let unguarded = [Modifier::Exists, Modifier::FieldRef, Modifier::Re, Modifier::Cidr, Modifier::Gt, Modifier::Gte, Modifier::Lt, Modifier::Lte, Modifier::Neq];
+    let unguarded = [Modifier::Exists, Modifier::FieldRef, Modifier::Cidr, Modifier::Gt, Modifier::Gte, Modifier::Lt, Modifier::Lte, Modifier::Neq];
     if mods.iter().any(|m| unguarded.contains(m)) {
         return None;
     }
     let col = source.column(it.field.name.as_deref()?)?;
     if col.kind != Kind::Text {
         return None;
+    }
+    if mods.contains(&Modifier::Re) {
+        let each: Vec<Option<Guard>> = it
+            .values
+            .iter()
+            .map(|v| match v {
+                SigmaValue::String(s) => regex_texts(&s.original).map(|texts| vec![texts.into_iter().map(|t| (col.name, t)).collect()]),
+                _ => None,
+            })
+            .collect();
+        return if mods.contains(&Modifier::All) { all(each) } else { any(each) };
     }
     let each: Vec<Option<Guard>> = it
         .values
@@ -116,6 +128,26 @@ fn item(it: &DetectionItem, source: Logsource) -> Option<Guard> {
         })
         .collect();
     if mods.contains(&Modifier::All) { all(each) } else { any(each) }
+}
+
+/// Texts one of which every match of a regular expression holds: the literals its matches start
+/// with, else those they end with (the regex crate's extractor), lower case. `None` when there is
+/// no such finite set, or it holds the empty text.
+fn regex_texts(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new().build().parse(pattern).ok()?;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let seq = Extractor::new().kind(kind).extract(&hir);
+        let Some(literals) = seq.literals() else { continue };
+        let mut texts: Vec<String> = literals.iter().filter_map(|l| std::str::from_utf8(l.as_bytes()).ok().map(str::to_lowercase)).collect();
+        if texts.len() != literals.len() || texts.is_empty() || texts.iter().any(String::is_empty) {
+            continue;
+        }
+        texts.sort();
+        texts.dedup();
+        return Some(texts);
+    }
+    None
 }
 
 /// The longest literal run of a pattern, lower case. A case-insensitive pattern is matched as
@@ -155,10 +187,10 @@ mod tests {
         let g = guard("  a:\n    CommandLine|contains|all:\n      - 'x'\n      - 'longer'\n  condition: a");
         assert_eq!(g, Some(vec![vec![("process", "longer".into())], vec![("process", "x".into())]]));
         assert_eq!(guard("  a:\n    CommandLine: 'a*bcd*e'\n  condition: a"), Some(vec![vec![("process", "bcd".into())]]));
-        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a or b"), None, "an or with an unguarded side");
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    ProcessId|gt: 4\n  condition: a or b"), None, "an or with an unguarded side");
         assert_eq!(guard("  a:\n    CommandLine|contains: x\n  condition: not a"), None);
         assert_eq!(guard("  a:\n    ProcessId: 4\n  condition: a"), None, "a number column");
-        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    Image|re: 'y'\n  condition: a and b"), Some(vec![vec![("process", "x".into())]]));
+        assert_eq!(guard("  a:\n    CommandLine|contains: x\n  b:\n    ProcessId|gt: 4\n  condition: a and b"), Some(vec![vec![("process", "x".into())]]));
         // An or of ands: the best clause of each side, together.
         let g = guard("  a:\n    CommandLine|contains: xy\n    Image|endswith: 'longer'\n  b:\n    CommandLine|contains: zz\n  condition: a or b");
         assert_eq!(g, Some(vec![vec![("process", "zz".into()), ("process_path", "longer".into())]]));
@@ -167,5 +199,9 @@ mod tests {
         assert_eq!(w[0].len(), 5, "each dash form: {w:?}");
         assert_eq!(guard("  a:\n    CommandLine|contains: 'ÄRGER'\n  condition: a"), Some(vec![vec![("process", "ärger".into())]]), "lowered as the column is");
         assert_eq!(guard("  a:\n    CommandLine|contains|cased: 'ÄRGER'\n  condition: a"), Some(vec![vec![("process", "rger".into())]]), "cased: the ASCII run");
+        // A regular expression: what its matches start (or end) with; case variants fold.
+        assert_eq!(guard("  a:\n    CommandLine|re: '(?i)echo.*clip'\n  condition: a"), Some(vec![vec![("process", "echo".into())]]));
+        assert_eq!(guard("  a:\n    CommandLine|re: '.*\\.(exe|dll)'\n  condition: a"), Some(vec![vec![("process", ".dll".into()), ("process", ".exe".into())]]));
+        assert_eq!(guard("  a:\n    CommandLine|re: '.*x?'\n  condition: a"), None, "matches the empty text");
     }
 }
