@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::dataframe::DataFrame;
@@ -85,7 +85,7 @@ const LOWER: &str = "__lower_";
 struct Compiled<'a> {
     source: Logsource,
     rules: Vec<(&'a Detection, &'a SigmaInfo)>,
-    conditions: Vec<Arc<dyn PhysicalExpr>>,
+    conditions: Vec<Condition>,
     /// The scan: the columns read, in the order the conditions' schema has them first.
     scan: DataFrame,
     /// Text columns whose lower-case form the conditions read, in the order they follow the
@@ -194,11 +194,17 @@ impl<'a> Compiled<'a> {
                 .map(|c| Field::new(format!("{LOWER}{c}"), DataType::Utf8, true)),
         );
         let eval_schema = Arc::new(Schema::new(fields));
-        let df_schema = DFSchema::try_from(eval_schema.as_ref().clone())?;
-        let conditions = exprs
-            .into_iter()
-            .map(|e| ctx.create_physical_expr(e, &df_schema))
-            .collect::<Result<Vec<_>, _>>()?;
+        
+        // Each condition against the columns it reads only: a rule's rows are taken from those.
+        let mut conditions = Vec::with_capacity(exprs.len());
+        for e in exprs {
+            let e = precompiled_regexes(e)?;
+            let names: BTreeSet<String> = e.column_refs().iter().map(|c| c.name.clone()).collect();
+            let columns: Vec<usize> = (0..eval_schema.fields().len()).filter(|&i| names.contains(eval_schema.field(i).name())).collect();
+            let schema = Arc::new(eval_schema.project(&columns)?);
+            let physical = ctx.create_physical_expr(e, &DFSchema::try_from(schema.as_ref().clone())?)?;
+            conditions.push(Condition { physical, columns, schema });
+        }
         Ok(Some(Compiled {
             source,
             rules,
@@ -258,13 +264,46 @@ impl<'a> Compiled<'a> {
     }
 }
 
+/// A rule's condition, over the columns it reads (`columns`, indices into the evaluation schema).
+struct Condition {
+    physical: Arc<dyn PhysicalExpr>,
+    columns: Vec<usize>,
+    schema: SchemaRef,
+}
+
+/// `column ~ 'pattern'` with the pattern compiled once, not at each evaluation (the engine's
+/// regex match compiles its pattern for every batch it is given).
+fn precompiled_regexes(e: Expr) -> Result<Expr, DataFusionError> {
+    use datafusion::logical_expr::{BinaryExpr, ColumnarValue, Operator, Volatility, create_udf};
+    Ok(e.transform_up(|e| {
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::RegexMatch, right }) = &e else { return Ok(Transformed::no(e)) };
+        let Expr::Literal(ScalarValue::Utf8(Some(pattern)), _) = right.as_ref() else { return Ok(Transformed::no(e)) };
+        let re = regex::Regex::new(pattern).map_err(|err| DataFusionError::External(Box::new(err)))?;
+        let udf = create_udf(
+            "regexp_is_match",
+            vec![DataType::Utf8],
+            DataType::Boolean,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let text = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+                let text = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+                let out: BooleanArray = text.iter().map(|v| v.map(|s| re.is_match(s))).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        );
+        Ok(Transformed::yes(udf.call(vec![left.as_ref().clone()])))
+    })?
+    .data)
+}
+
 /// What every partition's task reads.
 struct Shared {
     ids: Vec<String>,
     titles: Vec<String>,
     levels: Vec<String>,
     tags: Vec<String>,
-    conditions: Vec<Arc<dyn PhysicalExpr>>,
+    conditions: Vec<Condition>,
     guards: Guards,
     lowered: Vec<String>,
     eval_schema: SchemaRef,
@@ -389,16 +428,21 @@ impl Shared {
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for (i, (condition, candidates)) in self.conditions.iter().zip(candidates).enumerate() {
-            // The rows the guard lets through (all, for a rule without one).
-            let (input, at): (std::borrow::Cow<RecordBatch>, Option<UInt32Array>) = match candidates {
-                None => (std::borrow::Cow::Borrowed(&eval), None),
+            // The rows the guard lets through (all, for a rule without one), of the columns the
+            // condition reads.
+            let (input, at) = match candidates {
+                None => {
+                    let cols = condition.columns.iter().map(|&c| eval.column(c).clone()).collect();
+                    (RecordBatch::try_new_with_options(condition.schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(eval.num_rows())))?, None)
+                }
                 Some(rows) if rows.is_empty() => continue,
                 Some(rows) => {
                     let rows = UInt32Array::from(rows);
-                    (std::borrow::Cow::Owned(arrow::compute::take_record_batch(&eval, &rows)?), Some(rows))
+                    let cols = condition.columns.iter().map(|&c| arrow::compute::take(eval.column(c).as_ref(), &rows, None)).collect::<Result<Vec<_>, _>>()?;
+                    (RecordBatch::try_new_with_options(condition.schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(rows.len())))?, Some(rows))
                 }
             };
-            let hit = condition.evaluate(&input)?.into_array(input.num_rows())?;
+            let hit = condition.physical.evaluate(&input)?.into_array(input.num_rows())?;
             let hit = hit.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
                 DataFusionError::Internal(format!("{}: the condition is not boolean", self.ids[i]))
             })?;
