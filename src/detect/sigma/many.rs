@@ -115,32 +115,29 @@ impl<'a> Compiled<'a> {
             return Ok(None);
         }
         let table = ctx.table(source.table().qualified_name()).await?;
-        // Each condition, with `lower(column)` read from a column computed once per batch.
-        let mut lowered = BTreeSet::new();
-        let mut exprs = Vec::with_capacity(rules.len());
-        for (_, info) in &rules {
-            let e = table.parse_sql_expr(&info.condition)?;
-            let e = e
+        // Each condition, with `lower(column)` read from a column computed once per batch; the
+        // rules are parsed in parallel.
+        let parsed = in_parallel(&rules, |(_, info)| {
+            let mut lowered = BTreeSet::new();
+            let e = table
+                .parse_sql_expr(&info.condition)?
                 .transform_up(|e| match &e {
-                    Expr::ScalarFunction(f)
-                        if f.name() == "lower"
-                            && matches!(f.args.as_slice(), [Expr::Column(_)]) =>
-                    {
-                        let Expr::Column(c) = &f.args[0] else {
-                            unreachable!()
-                        };
+                    Expr::ScalarFunction(f) if f.name() == "lower" && matches!(f.args.as_slice(), [Expr::Column(_)]) => {
+                        let Expr::Column(c) = &f.args[0] else { unreachable!() };
                         lowered.insert(c.name.clone());
-                        Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
-                            format!("{LOWER}{}", c.name),
-                        ))))
+                        Ok(Transformed::yes(Expr::Column(Column::new_unqualified(format!("{LOWER}{}", c.name)))))
                     }
                     // Columns as the scan's output names them: unqualified.
-                    Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
-                        Column::new_unqualified(c.name.clone()),
-                    ))),
+                    Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name.clone())))),
                     _ => Ok(Transformed::no(e)),
                 })?
                 .data;
+            Ok((e, lowered))
+        })?;
+        let mut lowered = BTreeSet::new();
+        let mut exprs = Vec::with_capacity(parsed.len());
+        for (e, l) in parsed {
+            lowered.extend(l);
             exprs.push(e);
         }
         // Guard texts are found in the lower-case form of their columns.
@@ -196,15 +193,14 @@ impl<'a> Compiled<'a> {
         let eval_schema = Arc::new(Schema::new(fields));
         
         // Each condition against the columns it reads only: a rule's rows are taken from those.
-        let mut conditions = Vec::with_capacity(exprs.len());
-        for e in exprs {
-            let e = precompiled_regexes(e)?;
+        let conditions = in_parallel(&exprs, |e| {
+            let e = precompiled_regexes(e.clone())?;
             let names: BTreeSet<String> = e.column_refs().iter().map(|c| c.name.clone()).collect();
             let columns: Vec<usize> = (0..eval_schema.fields().len()).filter(|&i| names.contains(eval_schema.field(i).name())).collect();
             let schema = Arc::new(eval_schema.project(&columns)?);
             let physical = ctx.create_physical_expr(e, &DFSchema::try_from(schema.as_ref().clone())?)?;
-            conditions.push(Condition { physical, columns, schema });
-        }
+            Ok(Condition { physical, columns, schema })
+        })?;
         Ok(Some(Compiled {
             source,
             rules,
@@ -262,6 +258,25 @@ impl<'a> Compiled<'a> {
             batches,
         })
     }
+}
+
+/// `f` over `items` on every core, in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R, DataFusionError> + Sync) -> Result<Vec<R>, DataFusionError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for part in items.chunks(chunk) {
+            // The main thread's stack: planning recurses over expressions.
+            let spawned = std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, || part.iter().map(&f).collect::<Result<Vec<R>, _>>());
+            handles.push(spawned.map_err(|e| DataFusionError::External(Box::new(e)))?);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| DataFusionError::Internal("a planning thread panicked".into()))??);
+        }
+        Ok(out)
+    })
 }
 
 /// A rule's condition, over the columns it reads (`columns`, indices into the evaluation schema).
