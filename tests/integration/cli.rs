@@ -434,7 +434,7 @@ fn detection_sql_is_read_only_and_only_named_directories_load() {
     let filtered = cimlake_ok(lake, &["detect", "--format", "csv", "--sql-dir", filters.path().to_str().unwrap()]);
     assert!(base.contains("updater.exe") && !filtered.contains("updater.exe"), "{filtered}");
     assert_eq!(filtered.lines().count(), base.lines().count() - 1);
-    // A directory that is not one is an error naming it.
-    let out = cimlake(lake, &["detect", "--sql-dir", "data"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("data: not a SQL directory"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A directory that is not one (no SQL detection, no Sigma rule) is an error naming it.
+    let out = cimlake(lake, &["detect", "--sql-dir", "data/logs"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data/logs: not a detection directory"), "{}", String::from_utf8_lossy(&out.stderr));
 }
