@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use rsigma_parser::{ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType};
 
-use super::Unsupported;
+use super::{Unsupported, one_line};
 use super::compile::quote;
 use super::fields::Logsource;
 use crate::detect::Detection;
@@ -227,8 +227,4 @@ fn sql_op(op: ConditionOperator) -> &'static str {
         ConditionOperator::Eq => "=",
         ConditionOperator::Neq => "<>",
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

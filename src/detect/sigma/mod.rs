@@ -323,7 +323,7 @@ fn detection(
 }
 
 /// Text safe inside a one-line SQL comment.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
