@@ -524,3 +524,20 @@ fn scheduled_sigma_rules_write_results_and_risk() {
     let risk_rows = query_csv(&lake, &format!("SELECT count(*) FROM risk.all_risk WHERE detection = '{MSIEXEC_CORRELATION}'"), &[]);
     assert_eq!(risk_rows[1].parse::<usize>().unwrap(), n);
 }
+
+/// `sigma.toml` at the root of a directory sets the schedule of its Sigma rules; one that does not
+/// parse is an error naming it.
+#[test]
+fn a_directory_sets_the_schedule_of_its_sigma_rules() {
+    let lake = sample_lake();
+    let rules = rules_dir();
+    let dir = rules.path().to_str().unwrap();
+    fs::write(rules.path().join("sigma.toml"), "[schedule]\ncron = \"*/15 * * * *\"\nearliest = \"-20m@m\"\nlatest = \"-5m@m\"\n").unwrap();
+    let listed = cimlake_ok(lake, &["detect", "--list", "--sql-dir", dir]);
+    let schedules: BTreeSet<&str> = listed.lines().filter(|l| l.contains("\tSigma\t")).map(|l| l.split('\t').nth(6).unwrap()).collect();
+    assert_eq!(schedules, BTreeSet::from(["*/15 * * * * (-20m@m to -5m@m)"]));
+    fs::write(rules.path().join("sigma.toml"), "[schedule]\ncron = \"*/15 * * * *\"\n").unwrap();
+    let out = cimlake(lake, &["detect", "--list", "--sql-dir", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sigma.toml"), "{}", String::from_utf8_lossy(&out.stderr));
+}
