@@ -1,17 +1,21 @@
 //! Many Sigma rules in one scan: the rules of one log source read their table once, and every
-//! batch of it is matched against each rule's condition, compiled once to a DataFusion physical
-//! expression. A thousand rules read the table once, not a thousand times, and plan in
-//! milliseconds.
+//! batch of it is matched against each rule's condition, compiled once (on every core) to a
+//! DataFusion physical expression over the columns that rule reads. A thousand rules read the
+//! table once, not a thousand times.
 //!
 //! ```text
 //! Scan(table, window; the columns any rule or the output needs)        once
 //!   → per batch: the lower-case form of each text column the rules fold, once
-//!   → per batch, per rule: its condition (DataFusion's kernels) → the rows it matches
+//!   → per batch: one Aho-Corasick pass per guarded column finds every rule's guard texts
+//!     (guard.rs), giving each rule the rows where all its guard's clauses hold
+//!   → per batch, per rule with such rows: its condition on them (DataFusion's kernels,
+//!     regular expressions compiled once) → the rows it matches
 //!   → (row, rule) pairs, with the rule's id, title, level and tags
 //! ```
 //!
 //! Each rule's own SQL (`--show-sql`) gives the same rows: the conditions are the same, only
-//! `lower(column)` is computed once per batch for all rules instead of once per use.
+//! `lower(column)` is computed once per batch for all rules instead of once per use, and the
+//! guards skip rows the condition could not match (`CIMLAKE_SIGMA_GUARDS=off` to check).
 
 use std::collections::{BTreeMap, BTreeSet};
 
