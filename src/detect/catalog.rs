@@ -3,48 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
 use super::macros;
 use super::metadata::{Metadata, Schedule};
+use super::detection::Detection;
 use super::sigma::{self, Rejected, SigmaInfo};
 use super::{DetectError, Mode};
 
 // `BUILTIN`: every file of the repository's `sql/` tree, listed by `build.rs`.
 include!(concat!(env!("OUT_DIR"), "/builtin_sql.rs"));
-
-/// One detection: its directory name, metadata and SQL per mode.
-#[derive(Debug, Clone)]
-pub struct Detection {
-    /// The directory name, e.g. `windows_http_network_communication_from_msiexec`.
-    pub name: String,
-    pub meta: Metadata,
-    pub sql: HashMap<Mode, String>,
-    /// Where each mode's SQL file was read from (`built-in sql/detections/…/cimlake.sql`, or a
-    /// path under a `--sql-dir`), for errors.
-    pub files: HashMap<Mode, String>,
-    /// The source it came from: `built-in`, or the `--sql-dir` / `CIMLAKE_SQL_PATH` directory.
-    pub origin: String,
-    /// For a Sigma rule: its log source, level, tags and compiled condition.
-    pub sigma: Option<Arc<SigmaInfo>>,
-}
-
-impl Detection {
-    /// Whether it has SQL for `mode`.
-    pub fn has_mode(&self, mode: Mode) -> bool {
-        self.sql.contains_key(&mode)
-    }
-
-    /// Its modes, in order.
-    pub fn modes(&self) -> Vec<Mode> {
-        Mode::ALL.into_iter().filter(|m| self.has_mode(*m)).collect()
-    }
-
-    /// One of its SQL files (for messages about the detection as a whole).
-    pub fn any_file(&self) -> &str {
-        self.modes().first().map_or("", |m| self.files[m].as_str())
-    }
-}
 
 /// Every detection and macro: the built-in ones, then each user directory's, a later file
 /// replacing an earlier one of the same relative path.

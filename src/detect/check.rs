@@ -9,7 +9,8 @@ use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
-use super::catalog::{Catalog, Detection};
+use super::catalog::Catalog;
+use super::detection::Detection;
 use super::runner::RunError;
 use super::{DetectError, Mode, PlanError, Search, plan_query};
 use crate::engine::{self, EngineOptions};

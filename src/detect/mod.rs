@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod detection;
 pub mod macros;
 pub mod metadata;
 pub mod results;
@@ -33,7 +34,8 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-pub use catalog::{Catalog, Detection};
+pub use catalog::Catalog;
+pub use detection::Detection;
 pub use metadata::Metadata;
 pub use crate::time::Window;
 

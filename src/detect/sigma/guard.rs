@@ -19,13 +19,9 @@ use std::collections::HashMap;
 use rsigma_parser::{ConditionExpr, Detection, DetectionItem, Detections, Modifier, Quantifier, SelectorPattern, SigmaValue};
 
 use super::fields::{Kind, Logsource};
+pub use super::info::{Clause, Guard};
 use super::values::{self, Piece};
 
-/// (column, lower-case ASCII text): one of them must be found.
-pub type Clause = Vec<(&'static str, String)>;
-
-/// Clauses that must all hold.
-pub type Guard = Vec<Clause>;
 
 /// The guard of a rule's detection, or `None` when it has none.
 pub fn of(detections: &Detections, source: Logsource) -> Option<Guard> {

@@ -152,10 +152,7 @@ impl<'a> Compiled<'a> {
         }
         let lowered: Vec<String> = lowered.into_iter().collect();
         // The columns to read: those shown, then any other a condition names.
-        let mut read: Vec<String> = super::shown_columns(source)
-            .split(", ")
-            .map(str::to_string)
-            .collect();
+        let mut read: Vec<String> = super::shown_columns(source).into_iter().map(str::to_string).collect();
         for e in &exprs {
             for c in e.column_refs() {
                 let name = c.name.strip_prefix(LOWER).unwrap_or(&c.name).to_string();
@@ -515,7 +512,7 @@ fn lower(text: &StringArray) -> ArrayRef {
 fn output_schema(source: Logsource) -> SchemaRef {
     let table = source.table().schema();
     let mut fields: Vec<Field> = super::shown_columns(source)
-        .split(", ")
+        .into_iter()
         .map(|c| table.field_with_name(c).expect("shown").clone())
         .collect();
     fields.extend(

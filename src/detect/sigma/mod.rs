@@ -10,6 +10,7 @@ pub mod compile;
 pub mod correlation;
 pub mod fields;
 pub mod guard;
+pub mod info;
 pub mod many;
 pub mod values;
 
@@ -21,9 +22,10 @@ use rsigma_parser::{Level, SigmaRule};
 
 
 use super::Mode;
-use super::catalog::Detection;
+use super::detection::Detection;
 use super::metadata::{Metadata, Risk, RiskObject, Schedule, ThreatObject};
 use fields::Logsource;
+pub use info::SigmaInfo;
 
 /// Why a rule does not compile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,24 +114,6 @@ pub struct Rejected {
     pub reason: Unsupported,
 }
 
-/// What a Sigma detection carries beyond [`Metadata`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigmaInfo {
-    /// The rule's table; for a correlation, the table of the first rule it names.
-    pub logsource: Logsource,
-    /// The rule's `name` (what correlations call it by), if it has one.
-    pub name: Option<String>,
-    /// A correlation rule: it runs its own SQL, never in the one-scan set of single rules.
-    pub correlation: bool,
-    pub level: String,
-    pub status: String,
-    pub tags: Vec<String>,
-    /// The compiled condition over the log source's table.
-    pub condition: String,
-    /// Text that must be in a row for the rule to match it ([`guard`]); `None`: no such text.
-    pub guard: Option<guard::Guard>,
-}
-
 /// The schedule of Sigma rules that their directory does not set (`sigma.toml`): hourly, over the
 /// hour that ended ten minutes ago, as the built-in detection.
 pub fn default_schedule() -> Schedule {
@@ -148,8 +132,6 @@ pub const MAX_RULE_BYTES: u64 = 1 << 20;
 pub struct FileRules {
     pub detections: Vec<Detection>,
     pub rejected: Vec<Rejected>,
-    /// True when it holds no Sigma document (another tool's YAML).
-    pub not_sigma: bool,
     /// Its correlation rules: compiled once every rule of the catalog is ([`compile_correlations`]).
     pub correlations: Vec<Pending>,
 }
@@ -215,8 +197,8 @@ pub fn load(file: &str, text: &str, origin: &str, schedule: &Schedule) -> FileRu
         .trim_end_matches(".yml")
         .trim_end_matches(".yaml")
         .to_string();
+    // Another tool's YAML: nothing to compile, nothing to report.
     if !looks_like_sigma(text) {
-        out.not_sigma = true;
         return out;
     }
     let reject = |id: Option<&str>, title: &str, reason: Unsupported| Rejected {
@@ -333,11 +315,11 @@ pub(crate) fn one_line(s: &str) -> String {
 pub const RULE_COLUMNS: [&str; 4] = ["rule_id", "rule_title", "rule_level", "rule_tags"];
 
 /// The SELECT list of a match of a rule of `source`: `_time`, the shown columns, provenance.
-pub fn shown_columns(source: Logsource) -> String {
+pub fn shown_columns(source: Logsource) -> Vec<&'static str> {
     let mut cols = vec![crate::cim::TIME];
     cols.extend(source.shown());
     cols.extend(["source", "sourcetype", "source_record"]);
-    cols.join(", ")
+    cols
 }
 
 /// The query a rule runs: the matching rows of its table in the window, with the rule's identity.
@@ -349,7 +331,7 @@ fn sql(id: &str, title: &str, file: &str, info: &SigmaInfo) -> String {
         one_line(title),
         one_line(id),
         one_line(file),
-        shown_columns(info.logsource),
+        shown_columns(info.logsource).join(", "),
         quote(id),
         quote(title),
         quote(&info.level),
