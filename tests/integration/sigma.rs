@@ -474,8 +474,9 @@ fn correlation_types_count_within_their_timespan() {
 }
 
 /// Every SigmaHQ rule over the bundled samples and every log of `../shared/corpus` (Sysmon and
-/// NVM, in every shape): the run finishes, and the guards that spare rules most rows change no
-/// match (the same output with `CIMLAKE_SIGMA_GUARDS=off`).
+/// NVM, in every shape): the run finishes, the guards that spare rules most rows change no match
+/// (the same output with `CIMLAKE_SIGMA_GUARDS=off`), and cimlake's evaluator finds what the
+/// engine finds running each rule's SQL condition (`CIMLAKE_SIGMA_EVALUATOR=datafusion`).
 #[test]
 fn every_rule_runs_over_the_samples_and_the_corpus_and_guards_lose_nothing() {
     let tmp = TempDir::new().unwrap();
@@ -489,17 +490,18 @@ fn every_rule_runs_over_the_samples_and_the_corpus_and_guards_lose_nothing() {
     args.extend(regressions.iter().map(String::as_str));
     cimlake_ok(&lake, &args);
     let rules = c.join("sigma/rules");
-    let run = |guards: &str| {
-        let out = command(&lake, &["detect", "--detection", "sigma", "--sql-dir", rules.to_str().unwrap()]).env("CIMLAKE_SIGMA_GUARDS", guards).output().unwrap();
+    let run = |var: &str, value: &str| {
+        let out = command(&lake, &["detect", "--detection", "sigma", "--sql-dir", rules.to_str().unwrap()]).env(var, value).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    let guarded = run("on");
+    let guarded = run("CIMLAKE_SIGMA_GUARDS", "on");
     let heads: Vec<&str> = guarded.lines().filter(|l| l.starts_with("Sigma ")).collect();
     assert_eq!(heads.len(), 2, "{heads:?}");
     let fired = |head: &str| -> usize { head.rsplit_once(" matches of ").unwrap().1.trim_end_matches(" rules").parse().unwrap() };
     assert!(fired(heads[0]) >= 96 && fired(heads[1]) >= 1, "{heads:?}");
-    assert_eq!(guarded, run("off"));
+    assert_eq!(guarded, run("CIMLAKE_SIGMA_GUARDS", "off"));
+    assert_eq!(guarded, run("CIMLAKE_SIGMA_EVALUATOR", "datafusion"));
 }
 
 /// The scheduler runs Sigma rules like any detection: their matches go to `detections.results`,

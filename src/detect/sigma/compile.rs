@@ -1,4 +1,4 @@
-//! A Sigma rule's detection as one SQL condition over its table's columns.
+//! A Sigma rule's detection as one condition ([`Cond`]) over its table's columns.
 //!
 //! Matching is Sigma's: strings compare without regard to case unless `|cased`; `*` and `?` are
 //! wildcards (`\*`, `\?` and `\\` are the characters); a list of values matches if any does
@@ -12,11 +12,13 @@ use rsigma_parser::{
 };
 
 use super::Unsupported;
+pub use super::cond::quote;
+use super::cond::{Cond, How, Op};
 use super::fields::{Column, Kind, Logsource};
 use super::values::{self, Pattern, Piece};
 
-/// The SQL condition of a rule's detection over `source`'s table.
-pub fn condition(detections: &Detections, source: Logsource) -> Result<String, Unsupported> {
+/// The condition of a rule's detection over `source`'s table.
+pub fn condition(detections: &Detections, source: Logsource) -> Result<Cond, Unsupported> {
     if detections.conditions.is_empty() {
         return Err(Unsupported::Condition("no condition".into()));
     }
@@ -25,43 +27,36 @@ pub fn condition(detections: &Detections, source: Logsource) -> Result<String, U
         .iter()
         .map(|c| expr(c, &detections.named, source))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(join(parts, "OR"))
+    Ok(or(parts))
 }
 
-/// `a OP b OP …`, parenthesised; one operand alone as it is. Long lists nest as a balanced tree
-/// (`((a OP b) OP (c OP d))`): a rule with hundreds of values parses and plans a few levels deep,
-/// not hundreds (the planner recurses over expressions).
-fn join(mut parts: Vec<String>, op: &str) -> String {
-    const FLAT: usize = 8;
-    match parts.len() {
-        1 => parts.pop().expect("one"),
-        n if n <= FLAT => format!("({})", parts.join(&format!(" {op} "))),
-        n => {
-            let right = parts.split_off(n / 2);
-            format!("({} {op} {})", join(parts, op), join(right, op))
-        }
-    }
+/// Every part; one part alone as it is.
+fn and(mut parts: Vec<Cond>) -> Cond {
+    if parts.len() == 1 { parts.pop().expect("one") } else { Cond::And(parts) }
+}
+
+/// Any part; one part alone as it is.
+fn or(mut parts: Vec<Cond>) -> Cond {
+    if parts.len() == 1 { parts.pop().expect("one") } else { Cond::Or(parts) }
 }
 
 fn expr(
     c: &ConditionExpr,
     named: &std::collections::HashMap<String, Detection>,
     source: Logsource,
-) -> Result<String, Unsupported> {
+) -> Result<Cond, Unsupported> {
     Ok(match c {
-        ConditionExpr::And(xs) => join(
+        ConditionExpr::And(xs) => and(
             xs.iter()
                 .map(|x| expr(x, named, source))
                 .collect::<Result<_, _>>()?,
-            "AND",
         ),
-        ConditionExpr::Or(xs) => join(
+        ConditionExpr::Or(xs) => or(
             xs.iter()
                 .map(|x| expr(x, named, source))
                 .collect::<Result<_, _>>()?,
-            "OR",
         ),
-        ConditionExpr::Not(x) => format!("(NOT {})", expr(x, named, source)?),
+        ConditionExpr::Not(x) => Cond::Not(Box::new(expr(x, named, source)?)),
         ConditionExpr::Identifier(id) => {
             let d = named
                 .get(id)
@@ -90,16 +85,9 @@ fn expr(
                 .map(|n| detection(&named[*n], source))
                 .collect::<Result<Vec<_>, _>>()?;
             match quantifier {
-                Quantifier::Any => join(each, "OR"),
-                Quantifier::All => join(each, "AND"),
-                Quantifier::Count(n) => {
-                    let sum = each
-                        .iter()
-                        .map(|e| format!("CASE WHEN {e} THEN 1 ELSE 0 END"))
-                        .collect::<Vec<_>>()
-                        .join(" + ");
-                    format!("(({sum}) >= {n})")
-                }
+                Quantifier::Any => or(each),
+                Quantifier::All => and(each),
+                Quantifier::Count(n) => Cond::AtLeast(*n as u64, each),
             }
         }
     })
@@ -119,36 +107,33 @@ pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-fn detection(d: &Detection, source: Logsource) -> Result<String, Unsupported> {
+fn detection(d: &Detection, source: Logsource) -> Result<Cond, Unsupported> {
     Ok(match d {
         Detection::AllOf(items) => {
             if items.is_empty() {
                 return Err(Unsupported::Condition("an empty detection".into()));
             }
-            join(
+            and(
                 items
                     .iter()
                     .map(|i| item(i, source))
                     .collect::<Result<_, _>>()?,
-                "AND",
             )
         }
         Detection::AnyOf(ds) => {
             if ds.is_empty() {
                 return Err(Unsupported::Condition("an empty list of detections".into()));
             }
-            join(
+            or(
                 ds.iter()
                     .map(|x| detection(x, source))
                     .collect::<Result<_, _>>()?,
-                "OR",
             )
         }
-        Detection::And(ds) => join(
+        Detection::And(ds) => and(
             ds.iter()
                 .map(|x| detection(x, source))
                 .collect::<Result<_, _>>()?,
-            "AND",
         ),
         Detection::Conditional { named, condition } => expr(condition, named, source)?,
         Detection::Keywords(_) => return Err(Unsupported::Keywords),
@@ -182,7 +167,7 @@ const SUPPORTED: [Modifier; 20] = [
     Modifier::Neq,
 ];
 
-fn item(it: &DetectionItem, source: Logsource) -> Result<String, Unsupported> {
+fn item(it: &DetectionItem, source: Logsource) -> Result<Cond, Unsupported> {
     let mods = &it.field.modifiers;
     let has = |m: Modifier| mods.contains(&m);
     if let Some(m) = mods.iter().find(|m| {
@@ -210,36 +195,19 @@ fn item(it: &DetectionItem, source: Logsource) -> Result<String, Unsupported> {
                 "{field}|exists takes true or false"
             )));
         };
-        return Ok(format!(
-            "({} IS {}NULL)",
-            col.name,
-            if *b { "NOT " } else { "" }
-        ));
+        return Ok(Cond::Null(col, !*b));
     }
     let each = it
         .values
         .iter()
         .map(|v| value(&col, mods, v, source))
         .collect::<Result<Vec<_>, _>>()?;
-    let linked = join(each, if has(Modifier::All) { "AND" } else { "OR" });
+    let linked = if has(Modifier::All) { and(each) } else { or(each) };
     Ok(if has(Modifier::Neq) {
-        format!("({} IS NOT NULL AND NOT {linked})", col.name)
+        Cond::Neq(col, Box::new(linked))
     } else {
         linked
     })
-}
-
-/// A SQL string literal.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The column as text (numbers and booleans as they print: `443`, `true`).
-fn text(col: &Column) -> String {
-    match col.kind {
-        Kind::Text => col.name.to_string(),
-        _ => format!("CAST({} AS VARCHAR)", col.name),
-    }
 }
 
 fn value(
@@ -247,19 +215,19 @@ fn value(
     mods: &[Modifier],
     v: &SigmaValue,
     source: Logsource,
-) -> Result<String, Unsupported> {
+) -> Result<Cond, Unsupported> {
     let has = |m: Modifier| mods.contains(&m);
     if matches!(v, SigmaValue::Null) {
-        return Ok(format!("({} IS NULL)", col.name));
+        return Ok(Cond::Null(*col, true));
     }
     if has(Modifier::FieldRef) {
         return fieldref(col, mods, v, source);
     }
     for (m, op) in [
-        (Modifier::Gt, ">"),
-        (Modifier::Gte, ">="),
-        (Modifier::Lt, "<"),
-        (Modifier::Lte, "<="),
+        (Modifier::Gt, Op::Gt),
+        (Modifier::Gte, Op::Gte),
+        (Modifier::Lt, Op::Lt),
+        (Modifier::Lte, Op::Lte),
     ] {
         if has(m) {
             let n = match v {
@@ -278,13 +246,7 @@ fn value(
                     )));
                 }
             };
-            return Ok(match col.kind {
-                Kind::Int => format!("({} {op} {n})", col.name),
-                _ => format!(
-                    "((TRY_CAST({} AS DOUBLE) {op} {n}) IS TRUE)",
-                    text(col)
-                ),
-            });
+            return Ok(Cond::Compare { col: *col, op, n });
         }
     }
     if has(Modifier::Re) {
@@ -297,12 +259,7 @@ fn value(
         let net = s.original.trim();
         crate::engine::functions::parse_cidr(net)
             .map_err(|e| Unsupported::Value(format!("cidr {net:?}: {e}")))?;
-        return Ok(format!(
-            "({}({}, {}) IS TRUE)",
-            crate::engine::functions::CIDR_MATCH,
-            text(col),
-            quote(net)
-        ));
+        return Ok(Cond::Cidr { col: *col, net: net.to_string() });
     }
     // A whole number against a number column: compare as numbers.
     if col.kind == Kind::Int
@@ -327,69 +284,32 @@ fn value(
             _ => None,
         };
         if let Some(n) = n {
-            return Ok(format!("({} IS NOT NULL AND {} = {n})", col.name, col.name));
+            return Ok(Cond::IntEq(*col, n));
         }
     }
     let cased = has(Modifier::Cased);
-    let subject = if cased {
-        text(col)
-    } else {
-        format!("lower({})", text(col))
-    };
-    let alternatives: Vec<String> = values::patterns(v, mods)?
-        .iter()
-        .map(|p| like(&subject, p, cased))
+    let patterns = values::patterns(v, mods)?
+        .into_iter()
+        .map(|p| if cased { p } else { fold(p) })
         .collect();
-    Ok(format!(
-        "({} IS NOT NULL AND {})",
-        col.name,
-        join(alternatives, "OR")
-    ))
+    Ok(Cond::Text { col: *col, cased, patterns })
 }
 
-/// `subject` matched against one pattern, through the fastest form that says it: equality,
-/// `starts_with`, `ends_with`, `contains`, else `LIKE`.
-fn like(subject: &str, p: &Pattern, cased: bool) -> String {
-    let fold = |s: &str| {
-        if cased {
-            s.to_string()
-        } else {
-            s.to_lowercase()
-        }
-    };
-    match p.0.as_slice() {
-        [] => format!("{subject} = ''"),
-        [Piece::Any] => "true".to_string(),
-        [Piece::Text(t)] => format!("{subject} = {}", quote(&fold(t))),
-        [Piece::Text(t), Piece::Any] => format!("starts_with({subject}, {})", quote(&fold(t))),
-        [Piece::Any, Piece::Text(t)] => format!("ends_with({subject}, {})", quote(&fold(t))),
-        [Piece::Any, Piece::Text(t), Piece::Any] => {
-            format!("contains({subject}, {})", quote(&fold(t)))
-        }
-        pieces => {
-            let mut pat = String::new();
-            for piece in pieces {
-                match piece {
-                    Piece::Any => pat.push('%'),
-                    Piece::One => pat.push('_'),
-                    Piece::Text(t) => {
-                        for c in fold(t).chars() {
-                            if matches!(c, '%' | '_' | '\\') {
-                                pat.push('\\');
-                            }
-                            pat.push(c);
-                        }
-                    }
-                }
-            }
-            format!("{subject} LIKE {}", quote(&pat))
-        }
-    }
+/// The pattern with its texts in lower case, as a folded column is compared.
+fn fold(p: Pattern) -> Pattern {
+    Pattern(
+        p.0.into_iter()
+            .map(|piece| match piece {
+                Piece::Text(t) => Piece::Text(t.to_lowercase()),
+                other => other,
+            })
+            .collect(),
+    )
 }
 
 /// `|re`: Rust's regular expressions (the engine's), case-sensitive unless `|i`; `|m` and `|s` as
 /// their flags. A pattern they cannot run (look-around, back-references) does not compile.
-fn regex(col: &Column, mods: &[Modifier], v: &SigmaValue) -> Result<String, Unsupported> {
+fn regex(col: &Column, mods: &[Modifier], v: &SigmaValue) -> Result<Cond, Unsupported> {
     let SigmaValue::String(s) = v else {
         return Err(Unsupported::Value(format!("re: {v} is not a pattern")));
     };
@@ -415,12 +335,7 @@ fn regex(col: &Column, mods: &[Modifier], v: &SigmaValue) -> Result<String, Unsu
             pattern: s.original.clone(),
             reason: regex_reason(&e),
         })?;
-    Ok(format!(
-        "({} IS NOT NULL AND {} ~ {})",
-        col.name,
-        text(col),
-        quote(&pattern)
-    ))
+    Ok(Cond::Regex { col: *col, pattern })
 }
 
 /// The compiled size the engine allows a regular expression (the regex crate's default).
@@ -446,7 +361,7 @@ fn fieldref(
     mods: &[Modifier],
     v: &SigmaValue,
     source: Logsource,
-) -> Result<String, Unsupported> {
+) -> Result<Cond, Unsupported> {
     let SigmaValue::String(s) = v else {
         return Err(Unsupported::Value(format!(
             "fieldref: {v} is not a field name"
@@ -459,28 +374,16 @@ fn fieldref(
             field: other_name.to_string(),
             source,
         })?;
-    let cased = mods.contains(&Modifier::Cased);
-    let side = |c: &Column| {
-        if cased {
-            text(c)
-        } else {
-            format!("lower({})", text(c))
-        }
-    };
-    let (a, b) = (side(col), side(&other));
-    let test = if mods.contains(&Modifier::Contains) {
-        format!("contains({a}, {b})")
+    let how = if mods.contains(&Modifier::Contains) {
+        How::Contains
     } else if mods.contains(&Modifier::StartsWith) {
-        format!("starts_with({a}, {b})")
+        How::StartsWith
     } else if mods.contains(&Modifier::EndsWith) {
-        format!("ends_with({a}, {b})")
+        How::EndsWith
     } else {
-        format!("{a} = {b}")
+        How::Equals
     };
-    Ok(format!(
-        "({} IS NOT NULL AND {} IS NOT NULL AND {test})",
-        col.name, other.name
-    ))
+    Ok(Cond::FieldRef { col: *col, other, cased: mods.contains(&Modifier::Cased), how })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What a Sigma detection carries beyond its metadata ([`SigmaInfo`]), and the shape of a rule's
 //! guard ([`super::guard`]). Below the catalog's [`crate::detect::Detection`], which holds it.
 
+use super::cond::Cond;
 use super::fields::Logsource;
 
 /// (column, lower-case text): one of them must be found.
@@ -21,8 +22,10 @@ pub struct SigmaInfo {
     pub level: String,
     pub status: String,
     pub tags: Vec<String>,
-    /// The compiled condition over the log source's table.
+    /// The compiled condition over the log source's table, as SQL.
     pub condition: String,
+    /// The compiled condition, as the one-scan evaluator runs it; `None` for a correlation.
+    pub cond: Option<Cond>,
     /// Text that must be in a row for the rule to match it ([`super::guard`]); `None`: no such
     /// text.
     pub guard: Option<Guard>,

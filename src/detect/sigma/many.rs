@@ -1,30 +1,29 @@
 //! Many Sigma rules in one scan: the rules of one log source read their table once, and every
-//! batch of it is matched against each rule's condition, compiled once (on every core) to a
-//! DataFusion physical expression over the columns that rule reads. A thousand rules read the
-//! table once, not a thousand times.
+//! batch of it is matched against each rule's condition, run by cimlake's evaluator
+//! ([`super::eval`]) with no query planned per rule. A thousand rules read the table once, not a
+//! thousand times.
 //!
 //! ```text
 //! Scan(table, window; the columns any rule or the output needs)        once
-//!   → per batch: the lower-case form of each text column the rules fold, once
-//!   → per batch: one Aho-Corasick pass per guarded column finds every rule's guard texts
-//!     (guard.rs), giving each rule the rows where all its guard's clauses hold
-//!   → per batch, per rule with such rows: its condition on them (DataFusion's kernels,
-//!     regular expressions compiled once) → the rows it matches
+//!   → per batch: one Aho-Corasick pass per guarded column (ASCII case folded; a value with other
+//!     characters lowered first) finds every rule's guard texts (guard.rs), giving each rule the
+//!     rows where all its guard's clauses hold
+//!   → per batch, per rule with such rows: its condition on each of them → the rows it matches
 //!   → (row, rule) pairs, with the rule's id, title, level and tags
 //! ```
 //!
-//! Each rule's own SQL (`--show-sql`) gives the same rows: the conditions are the same, only
-//! `lower(column)` is computed once per batch for all rules instead of once per use, and the
-//! guards skip rows the condition could not match (`CIMLAKE_SIGMA_GUARDS=off` to check).
+//! Each rule's own SQL (`--show-sql`) gives the same rows: both come from the same compiled
+//! condition, and the guards skip only rows the condition could not match. Two switches check
+//! it: `CIMLAKE_SIGMA_GUARDS=off` runs every condition on every row, and
+//! `CIMLAKE_SIGMA_EVALUATOR=datafusion` has the engine evaluate each rule's SQL condition instead.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use aho_corasick::{AhoCorasick, MatchKind};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, UInt32Array};
+use aho_corasick::{AhoCorasick, MatchKind};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::dataframe::DataFrame;
@@ -34,6 +33,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
+use super::eval::{Columns, Program, Reads, Scratch, lower};
 use super::fields::Logsource;
 use super::{RULE_COLUMNS, SigmaInfo};
 use crate::detect::{Detection, Search};
@@ -63,10 +63,23 @@ pub async fn run(
     let mut out = Vec::new();
     for source in Logsource::ALL {
         if let Some(compiled) = Compiled::new(ctx, source, rules, search).await? {
-            out.push(compiled.run().await?);
+            out.push(compiled.run(ctx).await?);
         }
     }
     Ok(out)
+}
+
+/// `CIMLAKE_SIGMA_EVALUATOR=datafusion` evaluates each rule's SQL condition (`--show-sql`) with
+/// the engine's own functions on every row of the scan, instead of cimlake's evaluator and guards:
+/// the reference the evaluator is checked against.
+pub const EVALUATOR_ENV: &str = "CIMLAKE_SIGMA_EVALUATOR";
+
+/// The rules of `source` among `rules` (the single-event ones: correlations run their own SQL).
+fn of_source<'a>(source: Logsource, rules: &[&'a Detection]) -> Vec<(&'a Detection, &'a SigmaInfo)> {
+    rules
+        .iter()
+        .filter_map(|d| d.sigma.as_deref().filter(|i| i.logsource == source && !i.correlation).map(|i| (*d, i)))
+        .collect()
 }
 
 /// The scan of `source`'s table that the rules of `source` among `rules` read (`None` when there
@@ -82,21 +95,16 @@ pub async fn plan(
         .map(|c| c.scan))
 }
 
-/// The prefix of the column holding a text column's lower-case form.
-const LOWER: &str = "__lower_";
-
 /// The rules of one log source, ready to run.
 struct Compiled<'a> {
     source: Logsource,
     rules: Vec<(&'a Detection, &'a SigmaInfo)>,
-    conditions: Vec<Condition>,
-    /// The scan: the columns read, in the order the conditions' schema has them first.
+    programs: Vec<Program>,
+    /// The scan: the columns shown, then any other a rule reads.
     scan: DataFrame,
-    /// Text columns whose lower-case form the conditions read, in the order they follow the
-    /// scanned columns.
-    lowered: Vec<String>,
-    /// The schema the conditions evaluate against: scanned columns, then the lower-case forms.
-    eval_schema: SchemaRef,
+    /// The scanned columns' names, and what the programs and guards read of each.
+    names: Vec<String>,
+    reads: Vec<Reads>,
 }
 
 impl<'a> Compiled<'a> {
@@ -106,64 +114,20 @@ impl<'a> Compiled<'a> {
         rules: &[&'a Detection],
         search: &Search,
     ) -> Result<Option<Compiled<'a>>, DataFusionError> {
-        let rules: Vec<(&Detection, &SigmaInfo)> = rules
-            .iter()
-            .filter_map(|d| {
-                d.sigma
-                    .as_deref()
-                    .filter(|i| i.logsource == source && !i.correlation)
-                    .map(|i| (*d, i))
-            })
-            .collect();
+        let rules = of_source(source, rules);
         if rules.is_empty() {
             return Ok(None);
         }
         let table = ctx.table(source.table().qualified_name()).await?;
-        // Each condition, with `lower(column)` read from a column computed once per batch; the
-        // rules are parsed in parallel.
-        let parsed = in_parallel(&rules, |(_, info)| {
-            let mut lowered = BTreeSet::new();
-            let e = table
-                .parse_sql_expr(&info.condition)?
-                .transform_up(|e| match &e {
-                    Expr::ScalarFunction(f) if f.name() == "lower" && matches!(f.args.as_slice(), [Expr::Column(_)]) => {
-                        let Expr::Column(c) = &f.args[0] else { unreachable!() };
-                        lowered.insert(c.name.clone());
-                        Ok(Transformed::yes(Expr::Column(Column::new_unqualified(format!("{LOWER}{}", c.name)))))
-                    }
-                    // Columns as the scan's output names them: unqualified.
-                    Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name.clone())))),
-                    _ => Ok(Transformed::no(e)),
-                })?
-                .data;
-            Ok((e, lowered))
-        })?;
-        let mut lowered = BTreeSet::new();
-        let mut exprs = Vec::with_capacity(parsed.len());
-        for (e, l) in parsed {
-            lowered.extend(l);
-            exprs.push(e);
-        }
-        // Guard texts are found in the lower-case form of their columns.
-        for (_, info) in &rules {
-            for (c, _) in info.guard.iter().flatten().flatten() {
-                lowered.insert(c.to_string());
-            }
-        }
-        let lowered: Vec<String> = lowered.into_iter().collect();
-        // The columns to read: those shown, then any other a condition names.
-        let mut read: Vec<String> = super::shown_columns(source).into_iter().map(str::to_string).collect();
-        for e in &exprs {
-            for c in e.column_refs() {
-                let name = c.name.strip_prefix(LOWER).unwrap_or(&c.name).to_string();
-                if !read.contains(&name) {
-                    read.push(name);
+        let cond = |d: &Detection, i: &'a SigmaInfo| i.cond.as_ref().ok_or_else(|| DataFusionError::Internal(format!("{}: no compiled condition", d.name)));
+        // The columns to read: those shown, then any other a condition or a guard names.
+        let mut names: Vec<String> = super::shown_columns(source).into_iter().map(str::to_string).collect();
+        for (d, info) in &rules {
+            let guarded = info.guard.iter().flatten().flatten().map(|(c, _)| *c);
+            for c in cond(d, info)?.columns().into_iter().chain(guarded) {
+                if !names.iter().any(|n| n == c) {
+                    names.push(c.to_string());
                 }
-            }
-        }
-        for name in &lowered {
-            if !read.contains(name) {
-                read.push(name.clone());
             }
         }
         let ts = |us: i64| {
@@ -179,42 +143,51 @@ impl<'a> Compiled<'a> {
                     .gt_eq(ts(search.window.earliest_us()))
                     .and(time.lt(ts(search.window.latest_us()))),
             )?
-            .select(read.iter().map(col).collect::<Vec<_>>())?;
-        let scanned: Schema = scan.schema().as_arrow().clone();
-        let mut fields: Vec<Field> = scanned
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.extend(
-            lowered
-                .iter()
-                .map(|c| Field::new(format!("{LOWER}{c}"), DataType::Utf8, true)),
-        );
-        let eval_schema = Arc::new(Schema::new(fields));
-        
-        // Each condition against the columns it reads only: a rule's rows are taken from those.
-        let conditions = in_parallel(&exprs, |e| {
-            let e = precompiled_regexes(e.clone())?;
-            let names: BTreeSet<String> = e.column_refs().iter().map(|c| c.name.clone()).collect();
-            let columns: Vec<usize> = (0..eval_schema.fields().len()).filter(|&i| names.contains(eval_schema.field(i).name())).collect();
-            let schema = Arc::new(eval_schema.project(&columns)?);
-            let physical = ctx.create_physical_expr(e, &DFSchema::try_from(schema.as_ref().clone())?)?;
-            Ok(Condition { physical, columns, schema })
-        })?;
+            .select(names.iter().map(col).collect::<Vec<_>>())?;
+        let mut reads = vec![Reads::default(); names.len()];
+        let mut programs = Vec::with_capacity(rules.len());
+        for (d, info) in &rules {
+            programs.push(Program::new(cond(d, info)?, &names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", d.name)))?);
+        }
         Ok(Some(Compiled {
             source,
             rules,
-            conditions,
+            programs,
             scan,
-            lowered,
-            eval_schema,
+            names,
+            reads,
         }))
     }
 
-    async fn run(self) -> Result<Matches, DataFusionError> {
+    /// Each rule's SQL condition, planned by the engine over the scanned columns.
+    async fn reference(&self, ctx: &SessionContext) -> Result<Vec<Arc<dyn PhysicalExpr>>, DataFusionError> {
+        let table = ctx.table(self.source.table().qualified_name()).await?;
+        let scanned = DFSchema::try_from(self.scan.schema().as_arrow().clone())?;
+        self.rules
+            .iter()
+            .map(|(_, info)| {
+                // Columns as the scan's output names them: unqualified.
+                let e = table
+                    .parse_sql_expr(&info.condition)?
+                    .transform_up(|e| match &e {
+                        Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name.clone())))),
+                        _ => Ok(Transformed::no(e)),
+                    })?
+                    .data;
+                ctx.create_physical_expr(e, &scanned)
+            })
+            .collect()
+    }
+
+    async fn run(self, ctx: &SessionContext) -> Result<Matches, DataFusionError> {
+        let reference = match std::env::var(EVALUATOR_ENV).as_deref() {
+            Ok("datafusion") => Some(self.reference(ctx).await?),
+            Ok("cimlake") | Err(_) => None,
+            Ok(other) => return Err(DataFusionError::Configuration(format!("{EVALUATOR_ENV}={other}: use cimlake or datafusion"))),
+        };
         let schema = output_schema(self.source);
         let streams = self.scan.clone().execute_stream_partitioned().await?;
+        let mut reads = self.reads;
         let me = Arc::new(Shared {
             ids: self.rules.iter().map(|(d, _)| d.name.clone()).collect(),
             titles: self
@@ -224,10 +197,10 @@ impl<'a> Compiled<'a> {
                 .collect(),
             levels: self.rules.iter().map(|(_, i)| i.level.clone()).collect(),
             tags: self.rules.iter().map(|(_, i)| i.tags.join(",")).collect(),
-            guards: Guards::new(&self.rules, &self.lowered)?,
-            conditions: self.conditions,
-            lowered: self.lowered,
-            eval_schema: self.eval_schema,
+            guards: Guards::new(&self.rules, &self.names, &mut reads)?,
+            programs: self.programs,
+            reference,
+            reads,
             schema: schema.clone(),
         });
         // One task per partition of the scan: the partitions are matched in parallel.
@@ -261,68 +234,17 @@ impl<'a> Compiled<'a> {
     }
 }
 
-/// `f` over `items` on every core, in order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R, DataFusionError> + Sync) -> Result<Vec<R>, DataFusionError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        for part in items.chunks(chunk) {
-            // The main thread's stack: planning recurses over expressions.
-            let spawned = std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, || part.iter().map(&f).collect::<Result<Vec<R>, _>>());
-            handles.push(spawned.map_err(|e| DataFusionError::External(Box::new(e)))?);
-        }
-        let mut out = Vec::with_capacity(items.len());
-        for h in handles {
-            out.extend(h.join().map_err(|_| DataFusionError::Internal("a planning thread panicked".into()))??);
-        }
-        Ok(out)
-    })
-}
-
-/// A rule's condition, over the columns it reads (`columns`, indices into the evaluation schema).
-struct Condition {
-    physical: Arc<dyn PhysicalExpr>,
-    columns: Vec<usize>,
-    schema: SchemaRef,
-}
-
-/// `column ~ 'pattern'` with the pattern compiled once, not at each evaluation (the engine's
-/// regex match compiles its pattern for every batch it is given).
-fn precompiled_regexes(e: Expr) -> Result<Expr, DataFusionError> {
-    use datafusion::logical_expr::{BinaryExpr, ColumnarValue, Operator, Volatility, create_udf};
-    Ok(e.transform_up(|e| {
-        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::RegexMatch, right }) = &e else { return Ok(Transformed::no(e)) };
-        let Expr::Literal(ScalarValue::Utf8(Some(pattern)), _) = right.as_ref() else { return Ok(Transformed::no(e)) };
-        let re = regex::Regex::new(pattern).map_err(|err| DataFusionError::External(Box::new(err)))?;
-        let udf = create_udf(
-            "regexp_is_match",
-            vec![DataType::Utf8],
-            DataType::Boolean,
-            Volatility::Immutable,
-            Arc::new(move |args: &[ColumnarValue]| {
-                let arrays = ColumnarValue::values_to_arrays(args)?;
-                let text = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-                let text = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
-                let out: BooleanArray = text.iter().map(|v| v.map(|s| re.is_match(s))).collect();
-                Ok(ColumnarValue::Array(Arc::new(out)))
-            }),
-        );
-        Ok(Transformed::yes(udf.call(vec![left.as_ref().clone()])))
-    })?
-    .data)
-}
-
 /// What every partition's task reads.
 struct Shared {
     ids: Vec<String>,
     titles: Vec<String>,
     levels: Vec<String>,
     tags: Vec<String>,
-    conditions: Vec<Condition>,
+    programs: Vec<Program>,
+    /// `CIMLAKE_SIGMA_EVALUATOR=datafusion`: each rule's SQL condition as the engine plans it.
+    reference: Option<Vec<Arc<dyn PhysicalExpr>>>,
     guards: Guards,
-    lowered: Vec<String>,
-    eval_schema: SchemaRef,
+    reads: Vec<Reads>,
     schema: SchemaRef,
 }
 
@@ -332,7 +254,7 @@ pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
 
 /// Every rule's guard texts, one automaton per column; and the rules without a guard.
 struct Guards {
-    /// Per guarded column: its index among the lowered columns, the automaton of its texts, and
+    /// Per guarded column: its index among the scanned columns, the automaton of its texts, and
     /// for each text the clauses it satisfies (indices into the flat list of every rule's clauses).
     columns: Vec<(usize, AhoCorasick, Vec<Vec<u32>>)>,
     /// Per rule: its clauses' range in the flat list; `None` for a rule that runs on every row.
@@ -342,7 +264,8 @@ struct Guards {
 }
 
 impl Guards {
-    fn new(rules: &[(&Detection, &SigmaInfo)], lowered: &[String]) -> Result<Guards, DataFusionError> {
+    /// The guards of `rules` over the scanned columns `names` (which they read as text).
+    fn new(rules: &[(&Detection, &SigmaInfo)], names: &[String], reads: &mut [Reads]) -> Result<Guards, DataFusionError> {
         let mut texts: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
         let mut clauses = Vec::with_capacity(rules.len());
         let mut total = 0;
@@ -363,10 +286,14 @@ impl Guards {
         }
         let mut columns = Vec::new();
         for (c, by_text) in texts {
-            let at = lowered.iter().position(|l| l == c).expect("guarded columns are lowered");
+            let at = names.iter().position(|l| l == c).expect("guarded columns are scanned");
+            reads[at].text = true;
             let patterns: Vec<&str> = by_text.keys().copied().collect();
+            // The texts are lower case: ASCII letters match either case, and a value with other
+            // characters is lowered before the search.
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
                 .build(&patterns)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             columns.push((at, ac, by_text.into_values().collect()));
@@ -376,16 +303,20 @@ impl Guards {
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
     /// (`None`: every row).
-    fn candidates(&self, lowered: &[ArrayRef], rows: usize) -> Vec<Option<Vec<u32>>> {
+    fn candidates(&self, cols: &Columns, rows: usize) -> Vec<Option<Vec<u32>>> {
         // The rows where each clause holds.
         let mut holds: Vec<Vec<u32>> = vec![Vec::new(); self.total];
         for (at, ac, by_pattern) in &self.columns {
-            let text = lowered[*at].as_any().downcast_ref::<StringArray>().expect("lowered columns are text");
             for row in 0..rows {
-                if text.is_null(row) {
-                    continue;
-                }
-                for m in ac.find_overlapping_iter(text.value(row)) {
+                let Some(value) = cols.text(*at, row) else { continue };
+                let lowered;
+                let value = if value.is_ascii() {
+                    value
+                } else {
+                    lowered = lower(value);
+                    lowered.as_str()
+                };
+                for m in ac.find_overlapping_iter(value) {
                     for &clause in &by_pattern[m.pattern().as_usize()] {
                         let rows = &mut holds[clause as usize];
                         if rows.last() != Some(&(row as u32)) {
@@ -421,15 +352,8 @@ impl Shared {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        let mut lowered = Vec::with_capacity(self.lowered.len());
-        for c in &self.lowered {
-            let text = arrow::compute::cast(batch.column(batch.schema().index_of(c)?), &DataType::Utf8)?;
-            lowered.push(lower(text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")));
-        }
-        columns.extend(lowered.iter().cloned());
-        let eval = RecordBatch::try_new(self.eval_schema.clone(), columns)?;
-        let candidates = self.guards.candidates(&lowered, eval.num_rows());
+        let cols = Columns::new(batch, &self.reads)?;
+        let candidates = self.guards.candidates(&cols, batch.num_rows());
         let shown: Vec<ArrayRef> = self
             .schema
             .fields()
@@ -443,32 +367,24 @@ impl Shared {
             })
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (i, (condition, candidates)) in self.conditions.iter().zip(candidates).enumerate() {
-            // The rows the guard lets through (all, for a rule without one), of the columns the
-            // condition reads.
-            let (input, at) = match candidates {
-                None => {
-                    let cols = condition.columns.iter().map(|&c| eval.column(c).clone()).collect();
-                    (RecordBatch::try_new_with_options(condition.schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(eval.num_rows())))?, None)
+        let mut scratch = Scratch::default();
+        for (i, (program, candidates)) in self.programs.iter().zip(candidates).enumerate() {
+            // The rows the guard lets through (all, for a rule without one) where the condition
+            // holds.
+            let rows: UInt32Array = match (&self.reference, candidates) {
+                (Some(reference), _) => {
+                    let hit = reference[i].evaluate(batch)?.into_array(batch.num_rows())?;
+                    let hit = hit.as_boolean_opt().ok_or_else(|| DataFusionError::Internal(format!("{}: the condition is not boolean", self.ids[i])))?;
+                    (0..hit.len() as u32).filter(|&r| hit.is_valid(r as usize) && hit.value(r as usize)).collect()
                 }
-                Some(rows) if rows.is_empty() => continue,
-                Some(rows) => {
-                    let rows = UInt32Array::from(rows);
-                    let cols = condition.columns.iter().map(|&c| arrow::compute::take(eval.column(c).as_ref(), &rows, None)).collect::<Result<Vec<_>, _>>()?;
-                    (RecordBatch::try_new_with_options(condition.schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(rows.len())))?, Some(rows))
-                }
+                (None, candidates) => match candidates {
+                None => (0..batch.num_rows() as u32).filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
+                Some(rows) => rows.into_iter().filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
+                },
             };
-            let hit = condition.physical.evaluate(&input)?.into_array(input.num_rows())?;
-            let hit = hit.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
-                DataFusionError::Internal(format!("{}: the condition is not boolean", self.ids[i]))
-            })?;
-            if hit.true_count() == 0 {
+            if rows.is_empty() {
                 continue;
             }
-            let rows: UInt32Array = (0..hit.len() as u32)
-                .filter(|&r| hit.is_valid(r as usize) && hit.value(r as usize))
-                .map(|r| at.as_ref().map_or(r, |at| at.value(r as usize)))
-                .collect();
             let n = rows.len();
             let mut cols: Vec<ArrayRef> = shown
                 .iter()
@@ -486,25 +402,6 @@ impl Shared {
         }
         Ok(out)
     }
-}
-
-/// The lower-case form of a text column, in one buffer (ASCII lowered in place).
-fn lower(text: &StringArray) -> ArrayRef {
-    let mut out = arrow::array::StringBuilder::with_capacity(text.len(), text.value_data().len());
-    let mut buf = String::new();
-    for v in text.iter() {
-        match v {
-            None => out.append_null(),
-            Some(s) if s.is_ascii() => {
-                buf.clear();
-                buf.push_str(s);
-                buf.make_ascii_lowercase();
-                out.append_value(&buf);
-            }
-            Some(s) => out.append_value(s.to_lowercase()),
-        }
-    }
-    Arc::new(out.finish())
 }
 
 /// The output schema: `_time`, the shown columns and provenance, then the rule's id, title, level

@@ -7,6 +7,8 @@
 //! modifiers); the SQL is cimlake's.
 
 pub mod compile;
+pub mod cond;
+pub mod eval;
 pub mod correlation;
 pub mod fields;
 pub mod guard;
@@ -164,6 +166,7 @@ pub fn compile_correlations(pending: Vec<Pending>, rules: &[Detection]) -> (Vec<
                     status: c.status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default(),
                     tags: c.tags.clone(),
                     condition: String::new(),
+                    cond: None,
                     guard: None,
                 };
                 let (mitre_attack_id, mitre_tactic) = attack(&c.tags);
@@ -275,7 +278,7 @@ fn detection(
             "timeframe (Sigma v1 aggregation): write it as a correlation rule".into(),
         ));
     }
-    let condition = compile::condition(&rule.detection, logsource)?;
+    let cond = compile::condition(&rule.detection, logsource)?;
     let id = rule.id.clone().unwrap_or_else(|| stem.to_string());
     let level = rule.level.map_or("medium", |l| l.as_str()).to_string();
     let info = SigmaInfo {
@@ -288,7 +291,8 @@ fn detection(
             .map(|s| format!("{s:?}").to_lowercase())
             .unwrap_or_default(),
         tags: rule.tags.clone(),
-        condition,
+        condition: cond.to_sql(),
+        cond: Some(cond),
         guard: guard::of(&rule.detection, logsource),
     };
     let sql = sql(&id, &rule.title, file, &info);

@@ -1,5 +1,6 @@
 //! Sigma's semantics, one case per modifier and condition form: each rule is compiled and its
-//! condition run by DataFusion over a few rows of the lake's own schema.
+//! condition run over a few rows of the lake's own schema, both as SQL by DataFusion and by the
+//! one-scan evaluator, which must agree.
 
 use std::sync::Arc;
 
@@ -53,14 +54,14 @@ fn rows(source: Logsource, columns: &[(&str, &[Option<&str>])]) -> RecordBatch {
     RecordBatch::try_new(schema, arrays).unwrap()
 }
 
-fn compiled(yaml: &str) -> Result<(Logsource, String), Unsupported> {
+fn compiled(yaml: &str) -> Result<(Logsource, String, cond::Cond), Unsupported> {
     let loaded = load("test.yml", yaml, "test", &default_schedule());
     if let Some(r) = loaded.rejected.into_iter().next() {
         return Err(r.reason);
     }
     let d = loaded.detections.into_iter().next().expect("one rule");
     let info = d.sigma.expect("a Sigma detection");
-    Ok((info.logsource, info.condition.clone()))
+    Ok((info.logsource, info.condition.clone(), info.cond.clone().expect("a compiled condition")))
 }
 
 /// The `source_record`s of the rows the rule's detection matches.
@@ -73,7 +74,7 @@ fn matches(detection: &str, batch: &RecordBatch) -> Vec<i64> {
     let yaml = format!(
         "title: t\nid: 00000000-0000-0000-0000-000000000001\nlogsource:\n  product: windows\n  category: {category}\ndetection:\n{detection}\nlevel: high\n"
     );
-    let (_, condition) = compiled(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let (_, condition, cond) = compiled(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -93,7 +94,8 @@ fn matches(detection: &str, batch: &RecordBatch) -> Vec<i64> {
             .collect()
             .await
             .unwrap_or_else(|e| panic!("{e}\n{sql}"));
-        out.iter()
+        let by_sql: Vec<i64> = out
+            .iter()
             .flat_map(|b| {
                 b.column(0)
                     .as_any()
@@ -102,8 +104,20 @@ fn matches(detection: &str, batch: &RecordBatch) -> Vec<i64> {
                     .values()
                     .to_vec()
             })
-            .collect()
+            .collect();
+        assert_eq!(by_sql, evaluated(&cond, batch), "SQL and the evaluator differ on\n{yaml}");
+        by_sql
     })
+}
+
+/// The `source_record`s of the rows the one-scan evaluator finds `cond` holds on.
+fn evaluated(cond: &cond::Cond, batch: &RecordBatch) -> Vec<i64> {
+    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut reads = vec![eval::Reads::default(); names.len()];
+    let program = eval::Program::new(cond, &names, &mut reads).unwrap();
+    let cols = eval::Columns::new(batch, &reads).unwrap();
+    let mut scratch = eval::Scratch::default();
+    (0..batch.num_rows()).filter(|&r| program.matches(&cols, r, &mut scratch)).map(|r| r as i64 + 1).collect()
 }
 
 fn commands(lines: &[Option<&str>]) -> RecordBatch {
@@ -586,6 +600,11 @@ fn numbers_compare_as_numbers() {
     assert_eq!(
         matches("  sel:\n    DestinationPort|gt: 443\n  condition: sel", &b),
         [3]
+    );
+    assert_eq!(
+        matches("  sel:\n    DestinationPort|gt: 443\n  condition: not sel", &b),
+        [1, 2, 4],
+        "a missing port is not above 443, so `not` holds on it"
     );
     assert_eq!(
         matches("  sel:\n    DestinationPort|gte: 443\n  condition: sel", &b),
