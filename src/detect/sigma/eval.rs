@@ -261,26 +261,48 @@ impl Text {
     }
 }
 
-/// The lower-case values of the row being tested, made when a test first needs them.
+/// The lower-case values of the row being tested, made when a test first needs them (in buffers
+/// kept from row to row).
 #[derive(Default)]
 pub struct Scratch {
-    lowered: Vec<(usize, Option<String>)>,
+    /// (column, whether it has a value, its lower-case form); the first `len` are this row's.
+    lowered: Vec<(usize, bool, String)>,
+    len: usize,
 }
 
 impl Scratch {
     fn clear(&mut self) {
-        self.lowered.clear();
+        self.len = 0;
     }
 
     fn lowered(&mut self, cols: &Columns, col: usize, row: usize) -> Option<&str> {
-        let at = match self.lowered.iter().position(|(c, _)| *c == col) {
+        let at = match self.lowered[..self.len].iter().position(|(c, _, _)| *c == col) {
             Some(at) => at,
             None => {
-                self.lowered.push((col, cols.text(col, row).map(lower)));
-                self.lowered.len() - 1
+                if self.len == self.lowered.len() {
+                    self.lowered.push((col, false, String::new()));
+                }
+                let (c, has, buf) = &mut self.lowered[self.len];
+                *c = col;
+                buf.clear();
+                *has = match cols.text(col, row) {
+                    Some(v) if v.is_ascii() => {
+                        buf.push_str(v);
+                        buf.make_ascii_lowercase();
+                        true
+                    }
+                    Some(v) => {
+                        buf.push_str(&v.to_lowercase());
+                        true
+                    }
+                    None => false,
+                };
+                self.len += 1;
+                self.len - 1
             }
         };
-        self.lowered[at].1.as_deref()
+        let (_, has, buf) = &self.lowered[at];
+        has.then_some(buf.as_str())
     }
 }
 

@@ -105,6 +105,8 @@ struct Compiled<'a> {
     /// The scanned columns' names, and what the programs and guards read of each.
     names: Vec<String>,
     reads: Vec<Reads>,
+    /// Per rule: the scanned columns its condition reads.
+    reads_of: Vec<Vec<usize>>,
 }
 
 impl<'a> Compiled<'a> {
@@ -146,8 +148,11 @@ impl<'a> Compiled<'a> {
             .select(names.iter().map(col).collect::<Vec<_>>())?;
         let mut reads = vec![Reads::default(); names.len()];
         let mut programs = Vec::with_capacity(rules.len());
+        let mut reads_of = Vec::with_capacity(rules.len());
         for (d, info) in &rules {
-            programs.push(Program::new(cond(d, info)?, &names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", d.name)))?);
+            let c = cond(d, info)?;
+            programs.push(Program::new(c, &names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", d.name)))?);
+            reads_of.push(c.columns().iter().filter_map(|c| names.iter().position(|n| n == c)).collect());
         }
         Ok(Some(Compiled {
             source,
@@ -156,6 +161,7 @@ impl<'a> Compiled<'a> {
             scan,
             names,
             reads,
+            reads_of,
         }))
     }
 
@@ -188,6 +194,13 @@ impl<'a> Compiled<'a> {
         let schema = output_schema(self.source);
         let streams = self.scan.clone().execute_stream_partitioned().await?;
         let mut reads = self.reads;
+        let guards = Guards::new(&self.rules, &self.names, &mut reads)?;
+        // A rule whose columns are all guarded ones (whose values get ids per batch) remembers
+        // its answer for each combination of their values.
+        let keys = self.reads_of.iter().map(|cols| {
+            let at: Vec<usize> = cols.iter().filter_map(|c| guards.columns.iter().position(|(g, _, _)| g == c)).collect();
+            (at.len() == cols.len() && at.len() <= KEY).then_some(at)
+        }).collect();
         let me = Arc::new(Shared {
             ids: self.rules.iter().map(|(d, _)| d.name.clone()).collect(),
             titles: self
@@ -197,7 +210,8 @@ impl<'a> Compiled<'a> {
                 .collect(),
             levels: self.rules.iter().map(|(_, i)| i.level.clone()).collect(),
             tags: self.rules.iter().map(|(_, i)| i.tags.join(",")).collect(),
-            guards: Guards::new(&self.rules, &self.names, &mut reads)?,
+            guards,
+            keys,
             programs: self.programs,
             reference,
             reads,
@@ -241,6 +255,9 @@ struct Shared {
     levels: Vec<String>,
     tags: Vec<String>,
     programs: Vec<Program>,
+    /// Per rule: the guarded columns (indices into the guards' columns) its answers are
+    /// remembered by, when it reads only such columns and at most [`KEY`] of them.
+    keys: Vec<Option<Vec<usize>>>,
     /// `CIMLAKE_SIGMA_EVALUATOR=datafusion`: each rule's SQL condition as the engine plans it.
     reference: Option<Vec<Arc<dyn PhysicalExpr>>>,
     guards: Guards,
@@ -251,6 +268,12 @@ struct Shared {
 /// `CIMLAKE_SIGMA_GUARDS=off` runs every rule's condition on every row (to measure what the guards
 /// save, and to check they lose nothing).
 pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
+
+/// The most columns a rule may read for its answers to be remembered by their values.
+const KEY: usize = 4;
+
+/// The number of a null value among a column's values.
+const NULL_ID: u32 = u32::MAX;
 
 /// Every rule's guard texts, one automaton per column; and the rules without a guard.
 struct Guards {
@@ -302,29 +325,48 @@ impl Guards {
     }
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
-    /// (`None`: every row).
-    fn candidates(&self, cols: &Columns, rows: usize) -> Vec<Option<Vec<u32>>> {
+    /// (`None`: every row); and for each guarded column, each row's value as a number (the same
+    /// number for the same value, [`NULL_ID`] for none).
+    fn candidates(&self, cols: &Columns, rows: usize) -> (Vec<Option<Vec<u32>>>, Vec<Vec<u32>>) {
         // The rows where each clause holds.
         let mut holds: Vec<Vec<u32>> = vec![Vec::new(); self.total];
+        let mut ids = Vec::with_capacity(self.columns.len());
         for (at, ac, by_pattern) in &self.columns {
+            // Values repeat (the same image, the same command line): each distinct value of the
+            // batch is searched once and numbered, and the clauses it satisfies kept in `found`.
+            let mut seen: datafusion::common::HashMap<&str, (u32, u32, u32)> = datafusion::common::HashMap::new();
+            let mut found: Vec<u32> = Vec::new();
+            let mut id = Vec::with_capacity(rows);
             for row in 0..rows {
-                let Some(value) = cols.text(*at, row) else { continue };
-                let lowered;
-                let value = if value.is_ascii() {
-                    value
-                } else {
-                    lowered = lower(value);
-                    lowered.as_str()
+                let Some(value) = cols.text(*at, row) else {
+                    id.push(NULL_ID);
+                    continue;
                 };
-                for m in ac.find_overlapping_iter(value) {
-                    for &clause in &by_pattern[m.pattern().as_usize()] {
-                        let rows = &mut holds[clause as usize];
-                        if rows.last() != Some(&(row as u32)) {
-                            rows.push(row as u32);
-                        }
+                let distinct = seen.len() as u32;
+                let (distinct, start, end) = *seen.entry(value).or_insert_with(|| {
+                    let start = found.len();
+                    let lowered;
+                    let text = if value.is_ascii() {
+                        value
+                    } else {
+                        lowered = lower(value);
+                        lowered.as_str()
+                    };
+                    let mut clauses: Vec<u32> = ac.find_overlapping_iter(text).flat_map(|m| by_pattern[m.pattern().as_usize()].iter().copied()).collect();
+                    clauses.sort_unstable();
+                    clauses.dedup();
+                    found.extend(clauses);
+                    (distinct, start as u32, found.len() as u32)
+                });
+                id.push(distinct);
+                for &clause in &found[start as usize..end as usize] {
+                    let rows = &mut holds[clause as usize];
+                    if rows.last() != Some(&(row as u32)) {
+                        rows.push(row as u32);
                     }
                 }
             }
+            ids.push(id);
         }
         // A clause with texts in several columns saw the rows column by column.
         for rows in &mut holds {
@@ -333,7 +375,7 @@ impl Guards {
                 rows.dedup();
             }
         }
-        self.clauses
+        let candidates = self.clauses
             .iter()
             .map(|range| {
                 let range = range.clone()?;
@@ -342,7 +384,8 @@ impl Guards {
                 let (first, rest) = lists.split_first().expect("a guard has a clause");
                 Some(first.iter().copied().filter(|r| rest.iter().all(|l| l.binary_search(r).is_ok())).collect())
             })
-            .collect()
+            .collect();
+        (candidates, ids)
     }
 }
 
@@ -353,7 +396,7 @@ impl Shared {
             return Ok(Vec::new());
         }
         let cols = Columns::new(batch, &self.reads)?;
-        let candidates = self.guards.candidates(&cols, batch.num_rows());
+        let (candidates, ids) = self.guards.candidates(&cols, batch.num_rows());
         let shown: Vec<ArrayRef> = self
             .schema
             .fields()
@@ -368,6 +411,10 @@ impl Shared {
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         let mut scratch = Scratch::default();
+        // A rule's answer for each combination of its columns' value numbers in this batch.
+        let mut answers: datafusion::common::HashMap<[u32; KEY], bool> = datafusion::common::HashMap::new();
+        let mut one: Vec<u8> = Vec::new();
+        let distinct: Vec<usize> = ids.iter().map(|id| id.iter().filter(|&&d| d != NULL_ID).map(|&d| d as usize + 1).max().unwrap_or(0)).collect();
         for (i, (program, candidates)) in self.programs.iter().zip(candidates).enumerate() {
             // The rows the guard lets through (all, for a rule without one) where the condition
             // holds.
@@ -377,10 +424,45 @@ impl Shared {
                     let hit = hit.as_boolean_opt().ok_or_else(|| DataFusionError::Internal(format!("{}: the condition is not boolean", self.ids[i])))?;
                     (0..hit.len() as u32).filter(|&r| hit.is_valid(r as usize) && hit.value(r as usize)).collect()
                 }
-                (None, candidates) => match candidates {
-                None => (0..batch.num_rows() as u32).filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
-                Some(rows) => rows.into_iter().filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
-                },
+                (None, candidates) => {
+                    let rows: Box<dyn Iterator<Item = u32>> = match candidates {
+                        None => Box::new(0..batch.num_rows() as u32),
+                        Some(rows) => Box::new(rows.into_iter()),
+                    };
+                    match &self.keys[i] {
+                        // The answer for each combination of the rule's values, found once.
+                        // One column: answers by its value's number, in a table.
+                        Some(key) if key.len() == 1 => {
+                            let ids = &ids[key[0]];
+                            one.clear();
+                            one.resize(distinct[key[0]], 0);
+                            rows.filter(|&r| {
+                                let id = ids[r as usize];
+                                let Some(slot) = one.get_mut(id as usize) else {
+                                    // A null value: no number.
+                                    return program.matches(&cols, r as usize, &mut scratch);
+                                };
+                                if *slot == 0 {
+                                    *slot = 1 + u8::from(program.matches(&cols, r as usize, &mut scratch));
+                                }
+                                *slot == 2
+                            })
+                            .collect()
+                        }
+                        Some(key) => {
+                            answers.clear();
+                            rows.filter(|&r| {
+                                let mut k = [NULL_ID; KEY];
+                                for (slot, &g) in k.iter_mut().zip(key) {
+                                    *slot = ids[g][r as usize];
+                                }
+                                *answers.entry(k).or_insert_with(|| program.matches(&cols, r as usize, &mut scratch))
+                            })
+                            .collect()
+                        }
+                        None => rows.filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
+                    }
+                }
             };
             if rows.is_empty() {
                 continue;
