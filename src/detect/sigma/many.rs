@@ -313,10 +313,14 @@ impl Guards {
             reads[at].text = true;
             let patterns: Vec<&str> = by_text.keys().copied().collect();
             // The texts are lower case: ASCII letters match either case, and a value with other
-            // characters is lowered before the search.
+            // characters is lowered before the search. A DFA where its size is modest; no
+            // prefilter: in these columns (hashes, command lines) the bytes it looks for are
+            // everywhere, and without it the search is several times faster.
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
                 .ascii_case_insensitive(true)
+                .kind((patterns.len() <= 2000).then_some(aho_corasick::AhoCorasickKind::DFA))
+                .prefilter(false)
                 .build(&patterns)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             columns.push((at, ac, by_text.into_values().collect()));
@@ -326,8 +330,8 @@ impl Guards {
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
     /// (`None`: every row); and for each guarded column, each row's value as a number (the same
-    /// number for the same value, [`NULL_ID`] for none).
-    fn candidates(&self, cols: &Columns, rows: usize) -> (Vec<Option<Vec<u32>>>, Vec<Vec<u32>>) {
+    /// number for the same value, [`NULL_ID`] for none), unless its values are mostly distinct.
+    fn candidates(&self, cols: &Columns, rows: usize) -> (Vec<Option<Vec<u32>>>, Vec<Option<Vec<u32>>>) {
         // The rows where each clause holds.
         let mut holds: Vec<Vec<u32>> = vec![Vec::new(); self.total];
         let mut ids = Vec::with_capacity(self.columns.len());
@@ -336,30 +340,52 @@ impl Guards {
             // batch is searched once and numbered, and the clauses it satisfies kept in `found`.
             let mut seen: datafusion::common::HashMap<&str, (u32, u32, u32)> = datafusion::common::HashMap::new();
             let mut found: Vec<u32> = Vec::new();
-            let mut id = Vec::with_capacity(rows);
+            let mut id = Some(Vec::with_capacity(rows));
+            let mut clauses: Vec<u32> = Vec::new();
+            let search = |value: &str, clauses: &mut Vec<u32>| {
+                clauses.clear();
+                let lowered;
+                let text = if value.is_ascii() {
+                    value
+                } else {
+                    lowered = lower(value);
+                    lowered.as_str()
+                };
+                clauses.extend(ac.find_overlapping_iter(text).flat_map(|m| by_pattern[m.pattern().as_usize()].iter().copied()));
+                clauses.sort_unstable();
+                clauses.dedup();
+            };
             for row in 0..rows {
                 let Some(value) = cols.text(*at, row) else {
-                    id.push(NULL_ID);
+                    if let Some(id) = &mut id {
+                        id.push(NULL_ID);
+                    }
                     continue;
                 };
-                let distinct = seen.len() as u32;
-                let (distinct, start, end) = *seen.entry(value).or_insert_with(|| {
-                    let start = found.len();
-                    let lowered;
-                    let text = if value.is_ascii() {
-                        value
-                    } else {
-                        lowered = lower(value);
-                        lowered.as_str()
-                    };
-                    let mut clauses: Vec<u32> = ac.find_overlapping_iter(text).flat_map(|m| by_pattern[m.pattern().as_usize()].iter().copied()).collect();
-                    clauses.sort_unstable();
-                    clauses.dedup();
-                    found.extend(clauses);
-                    (distinct, start as u32, found.len() as u32)
-                });
-                id.push(distinct);
-                for &clause in &found[start as usize..end as usize] {
+                let found_here: &[u32] = match &mut id {
+                    // Mostly distinct values (hashes, GUIDs): searched one by one, not numbered.
+                    Some(_) if row >= 1024 && seen.len() * 4 > row * 3 => {
+                        id = None;
+                        search(value, &mut clauses);
+                        &clauses
+                    }
+                    None => {
+                        search(value, &mut clauses);
+                        &clauses
+                    }
+                    Some(id) => {
+                        let distinct = seen.len() as u32;
+                        let (distinct, start, end) = *seen.entry(value).or_insert_with(|| {
+                            search(value, &mut clauses);
+                            let start = found.len();
+                            found.extend(&clauses);
+                            (distinct, start as u32, found.len() as u32)
+                        });
+                        id.push(distinct);
+                        &found[start as usize..end as usize]
+                    }
+                };
+                for &clause in found_here {
                     let rows = &mut holds[clause as usize];
                     if rows.last() != Some(&(row as u32)) {
                         rows.push(row as u32);
@@ -414,7 +440,7 @@ impl Shared {
         // A rule's answer for each combination of its columns' value numbers in this batch.
         let mut answers: datafusion::common::HashMap<[u32; KEY], bool> = datafusion::common::HashMap::new();
         let mut one: Vec<u8> = Vec::new();
-        let distinct: Vec<usize> = ids.iter().map(|id| id.iter().filter(|&&d| d != NULL_ID).map(|&d| d as usize + 1).max().unwrap_or(0)).collect();
+        let distinct: Vec<usize> = ids.iter().map(|id| id.iter().flatten().filter(|&&d| d != NULL_ID).map(|&d| d as usize + 1).max().unwrap_or(0)).collect();
         for (i, (program, candidates)) in self.programs.iter().zip(candidates).enumerate() {
             // The rows the guard lets through (all, for a rule without one) where the condition
             // holds.
@@ -432,8 +458,8 @@ impl Shared {
                     match &self.keys[i] {
                         // The answer for each combination of the rule's values, found once.
                         // One column: answers by its value's number, in a table.
-                        Some(key) if key.len() == 1 => {
-                            let ids = &ids[key[0]];
+                        Some(key) if key.len() == 1 && ids[key[0]].is_some() => {
+                            let ids = ids[key[0]].as_ref().expect("numbered");
                             one.clear();
                             one.resize(distinct[key[0]], 0);
                             rows.filter(|&r| {
@@ -449,18 +475,19 @@ impl Shared {
                             })
                             .collect()
                         }
-                        Some(key) => {
+                        Some(key) if key.iter().all(|&g| ids[g].is_some()) => {
+                            let ids: Vec<&Vec<u32>> = key.iter().map(|&g| ids[g].as_ref().expect("numbered")).collect();
                             answers.clear();
                             rows.filter(|&r| {
                                 let mut k = [NULL_ID; KEY];
-                                for (slot, &g) in k.iter_mut().zip(key) {
-                                    *slot = ids[g][r as usize];
+                                for (slot, ids) in k.iter_mut().zip(&ids) {
+                                    *slot = ids[r as usize];
                                 }
                                 *answers.entry(k).or_insert_with(|| program.matches(&cols, r as usize, &mut scratch))
                             })
                             .collect()
                         }
-                        None => rows.filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
+                        _ => rows.filter(|&r| program.matches(&cols, r as usize, &mut scratch)).collect(),
                     }
                 }
             };
