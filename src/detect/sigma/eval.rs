@@ -34,8 +34,9 @@ enum Node {
     Number(usize, Op, f64),
     /// Text read as a number against a number.
     TextNumber(usize, Op, f64),
-    Text { col: usize, cased: bool, patterns: Vec<Pattern> },
-    Regex(usize, regex::Regex),
+    Text { col: usize, cased: bool, patterns: Vec<Matcher> },
+    /// Compiled when first needed: most rules never see a row their guard lets through.
+    Regex(usize, String, std::sync::OnceLock<regex::Regex>),
     Cidr(usize, Cidr),
     FieldRef { col: usize, other: usize, cased: bool, how: How },
     Neq(usize, Box<Node>),
@@ -87,8 +88,9 @@ fn node(c: &Cond, names: &[String], reads: &mut [Reads]) -> Result<Node, String>
             super::fields::Kind::Int => Node::Number(at(col.name, false)?, *op, number(n)?),
             _ => Node::TextNumber(at(col.name, true)?, *op, number(n)?),
         },
-        Cond::Text { col, cased, patterns } => Node::Text { col: at(col.name, true)?, cased: *cased, patterns: patterns.clone() },
-        Cond::Regex { col, pattern } => Node::Regex(at(col.name, true)?, regex::Regex::new(pattern).map_err(|e| e.to_string())?),
+        Cond::Text { col, cased, patterns } => Node::Text { col: at(col.name, true)?, cased: *cased, patterns: patterns.iter().map(Matcher::new).collect() },
+        // The pattern was checked when the rule compiled (`compile::regex`, the same builder).
+        Cond::Regex { col, pattern } => Node::Regex(at(col.name, true)?, pattern.clone(), std::sync::OnceLock::new()),
         Cond::Cidr { col, net } => Node::Cidr(at(col.name, true)?, parse_cidr(net)?),
         Cond::FieldRef { col, other, cased, how } => Node::FieldRef { col: at(col.name, true)?, other: at(other.name, true)?, cased: *cased, how: *how },
         Cond::Neq(col, x) => {
@@ -112,9 +114,9 @@ impl Node {
             Node::TextNumber(col, op, n) => cols.text(*col, row).and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| op.holds(v, *n)),
             Node::Text { col, cased, patterns } => {
                 let value = if *cased { cols.text(*col, row) } else { scratch.lowered(cols, *col, row) };
-                value.is_some_and(|v| patterns.iter().any(|p| like(p, v)))
+                value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
             }
-            Node::Regex(col, re) => cols.text(*col, row).is_some_and(|v| re.is_match(v)),
+            Node::Regex(col, pattern, re) => cols.text(*col, row).is_some_and(|v| re.get_or_init(|| regex::Regex::new(pattern).expect("checked when the rule compiled")).is_match(v)),
             Node::Cidr(col, net) => cols.text(*col, row).and_then(|v| v.trim().parse::<IpAddr>().ok()).is_some_and(|ip| net.contains(ip)),
             Node::FieldRef { col, other, cased, how } => {
                 let (a, b) = if *cased {
@@ -131,6 +133,29 @@ impl Node {
                 }
             }
             Node::Neq(col, x) => !cols.arrays[*col].is_null(row) && !x.holds(cols, row, scratch),
+        }
+    }
+}
+
+/// One pattern, in the form that tests it fastest: a substring search is built once.
+#[derive(Debug)]
+enum Matcher {
+    Contains(memchr::memmem::Finder<'static>),
+    Other(Pattern),
+}
+
+impl Matcher {
+    fn new(p: &Pattern) -> Matcher {
+        match p.0.as_slice() {
+            [Piece::Any, Piece::Text(t), Piece::Any] => Matcher::Contains(memchr::memmem::Finder::new(t.as_bytes()).into_owned()),
+            _ => Matcher::Other(p.clone()),
+        }
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Matcher::Contains(f) => f.find(s.as_bytes()).is_some(),
+            Matcher::Other(p) => like(p, s),
         }
     }
 }

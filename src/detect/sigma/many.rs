@@ -224,8 +224,10 @@ impl<'a> Compiled<'a> {
                 let me = me.clone();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
+                    // The rows of each clause, kept from batch to batch so their buffers are reused.
+                    let mut holds: Vec<Vec<u32>> = vec![Vec::new(); me.guards.total];
                     while let Some(batch) = stream.next().await {
-                        out.extend(me.matches(&batch?)?);
+                        out.extend(me.matches(&batch?, &mut holds)?);
                     }
                     Ok::<_, DataFusionError>(out)
                 })
@@ -286,6 +288,20 @@ struct Guards {
     total: usize,
 }
 
+/// The automaton of one column's guard texts. The texts are lower case: ASCII letters match either
+/// case, and a value with other characters is lowered before the search. No prefilter: in these
+/// columns (hashes, command lines) the bytes it looks for are everywhere, and without it the
+/// search is several times faster. (A DFA instead of the default automaton changes nothing.)
+fn automaton<'t>(texts: impl Iterator<Item = &'t str>) -> Result<AhoCorasick, DataFusionError> {
+    let patterns: Vec<&str> = texts.collect();
+    AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .ascii_case_insensitive(true)
+        .prefilter(false)
+        .build(&patterns)
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
 impl Guards {
     /// The guards of `rules` over the scanned columns `names` (which they read as text).
     fn new(rules: &[(&Detection, &SigmaInfo)], names: &[String], reads: &mut [Reads]) -> Result<Guards, DataFusionError> {
@@ -307,33 +323,46 @@ impl Guards {
                 None => clauses.push(None),
             }
         }
-        let mut columns = Vec::new();
-        for (c, by_text) in texts {
-            let at = names.iter().position(|l| l == c).expect("guarded columns are scanned");
-            reads[at].text = true;
-            let patterns: Vec<&str> = by_text.keys().copied().collect();
-            // The texts are lower case: ASCII letters match either case, and a value with other
-            // characters is lowered before the search. A DFA where its size is modest; no
-            // prefilter: in these columns (hashes, command lines) the bytes it looks for are
-            // everywhere, and without it the search is several times faster.
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(true)
-                .kind((patterns.len() <= 2000).then_some(aho_corasick::AhoCorasickKind::DFA))
-                .prefilter(false)
-                .build(&patterns)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            columns.push((at, ac, by_text.into_values().collect()));
+        let texts: Vec<(usize, BTreeMap<&str, Vec<u32>>)> = texts
+            .into_iter()
+            .map(|(c, by_text)| {
+                let at = names.iter().position(|l| l == c).expect("guarded columns are scanned");
+                reads[at].text = true;
+                (at, by_text)
+            })
+            .collect();
+        // The automata are built on every core, the largest first.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].1.len()));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len()).max(1);
+        let built: Vec<Vec<(usize, AhoCorasick)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mine: Vec<usize> = order.iter().copied().skip(t).step_by(threads).collect();
+                    let texts = &texts;
+                    scope.spawn(move || mine.into_iter().map(|i| automaton(texts[i].1.keys().copied()).map(|ac| (i, ac))).collect::<Result<Vec<_>, _>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().map_err(|_| DataFusionError::Internal("building a guard automaton panicked".into()))?).collect::<Result<_, _>>()
+        })?;
+        let mut automata: Vec<Option<AhoCorasick>> = (0..texts.len()).map(|_| None).collect();
+        for (i, ac) in built.into_iter().flatten() {
+            automata[i] = Some(ac);
         }
+        let columns = texts
+            .into_iter()
+            .zip(automata)
+            .map(|((at, by_text), ac)| (at, ac.expect("every column's automaton is built"), by_text.into_values().collect()))
+            .collect();
         Ok(Guards { columns, clauses, total })
     }
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
     /// (`None`: every row); and for each guarded column, each row's value as a number (the same
     /// number for the same value, [`NULL_ID`] for none), unless its values are mostly distinct.
-    fn candidates(&self, cols: &Columns, rows: usize) -> (Vec<Option<Vec<u32>>>, Vec<Option<Vec<u32>>>) {
+    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Vec<u32>>>, Vec<Option<Vec<u32>>>) {
         // The rows where each clause holds.
-        let mut holds: Vec<Vec<u32>> = vec![Vec::new(); self.total];
+        holds.iter_mut().for_each(Vec::clear);
         let mut ids = Vec::with_capacity(self.columns.len());
         for (at, ac, by_pattern) in &self.columns {
             // Values repeat (the same image, the same command line): each distinct value of the
@@ -395,7 +424,7 @@ impl Guards {
             ids.push(id);
         }
         // A clause with texts in several columns saw the rows column by column.
-        for rows in &mut holds {
+        for rows in holds.iter_mut() {
             if !rows.is_sorted() {
                 rows.sort_unstable();
                 rows.dedup();
@@ -417,12 +446,12 @@ impl Guards {
 
 impl Shared {
     /// The (row, rule) matches of one scanned batch, as output rows.
-    fn matches(&self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, DataFusionError> {
+    fn matches(&self, batch: &RecordBatch, holds: &mut [Vec<u32>]) -> Result<Vec<RecordBatch>, DataFusionError> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
         let cols = Columns::new(batch, &self.reads)?;
-        let (candidates, ids) = self.guards.candidates(&cols, batch.num_rows());
+        let (candidates, ids) = self.guards.candidates(&cols, batch.num_rows(), holds);
         let shown: Vec<ArrayRef> = self
             .schema
             .fields()
