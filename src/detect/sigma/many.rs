@@ -423,10 +423,11 @@ impl Guards {
             }
             ids.push(id);
         }
-        // A clause with texts in several columns saw the rows column by column.
+        // A clause with texts in several columns saw the rows column by column: sorted runs,
+        // which a stable sort merges.
         for rows in holds.iter_mut() {
             if !rows.is_sorted() {
-                rows.sort_unstable();
+                rows.sort();
                 rows.dedup();
             }
         }
