@@ -87,7 +87,7 @@ fn expr(
             match quantifier {
                 Quantifier::Any => or(each),
                 Quantifier::All => and(each),
-                Quantifier::Count(n) => Cond::AtLeast(*n as u64, each),
+                Quantifier::Count(n) => Cond::AtLeast(*n, each),
             }
         }
     })

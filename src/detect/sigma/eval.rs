@@ -140,14 +140,14 @@ impl Node {
 /// One pattern, in the form that tests it fastest: a substring search is built once.
 #[derive(Debug)]
 enum Matcher {
-    Contains(memchr::memmem::Finder<'static>),
+    Contains(Box<memchr::memmem::Finder<'static>>),
     Other(Pattern),
 }
 
 impl Matcher {
     fn new(p: &Pattern) -> Matcher {
         match p.0.as_slice() {
-            [Piece::Any, Piece::Text(t), Piece::Any] => Matcher::Contains(memchr::memmem::Finder::new(t.as_bytes()).into_owned()),
+            [Piece::Any, Piece::Text(t), Piece::Any] => Matcher::Contains(Box::new(memchr::memmem::Finder::new(t.as_bytes()).into_owned())),
             _ => Matcher::Other(p.clone()),
         }
     }

@@ -271,6 +271,9 @@ struct Shared {
 /// save, and to check they lose nothing).
 pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
 
+/// Row numbers of a batch (or, per row, a value's number).
+type Rows = Vec<u32>;
+
 /// The most columns a rule may read for its answers to be remembered by their values.
 const KEY: usize = 4;
 
@@ -360,7 +363,7 @@ impl Guards {
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
     /// (`None`: every row); and for each guarded column, each row's value as a number (the same
     /// number for the same value, [`NULL_ID`] for none), unless its values are mostly distinct.
-    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Vec<u32>>>, Vec<Option<Vec<u32>>>) {
+    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Rows>>, Vec<Option<Rows>>) {
         // The rows where each clause holds.
         holds.iter_mut().for_each(Vec::clear);
         let mut ids = Vec::with_capacity(self.columns.len());
