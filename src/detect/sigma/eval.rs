@@ -51,7 +51,8 @@ pub struct Reads {
 
 impl Program {
     /// `cond` over a batch whose columns are named `names` (what each program reads of them is
-    /// added to `reads`). Regular expressions and networks are compiled here, once.
+    /// added to `reads`). Networks are parsed here, once; regular expressions are compiled when
+    /// first needed.
     pub fn new(cond: &Cond, names: &[String], reads: &mut [Reads]) -> Result<Program, String> {
         Ok(Program(node(cond, names, reads)?))
     }
@@ -63,13 +64,21 @@ impl Program {
     }
 }
 
+/// How a test reads its column: as it is (nulls only), as text, or as numbers.
+#[derive(Clone, Copy)]
+enum As {
+    Is,
+    Text,
+    Int,
+}
+
 fn node(c: &Cond, names: &[String], reads: &mut [Reads]) -> Result<Node, String> {
-    let mut at = |name: &str, text: bool| -> Result<usize, String> {
+    let mut at = |name: &str, how: As| -> Result<usize, String> {
         let i = names.iter().position(|n| n == name).ok_or_else(|| format!("the scan has no column {name}"))?;
-        if text {
-            reads[i].text = true;
-        } else {
-            reads[i].int = true;
+        match how {
+            As::Is => {}
+            As::Text => reads[i].text = true,
+            As::Int => reads[i].int = true,
         }
         Ok(i)
     };
@@ -81,22 +90,18 @@ fn node(c: &Cond, names: &[String], reads: &mut [Reads]) -> Result<Node, String>
         Cond::Or(xs) => Node::Or(many(xs, reads)?),
         Cond::Not(x) => Node::Not(Box::new(node(x, names, reads)?)),
         Cond::AtLeast(n, xs) => Node::AtLeast(usize::try_from(*n).unwrap_or(usize::MAX), many(xs, reads)?),
-        // Nulls are read off any column as it is.
-        Cond::Null(col, is) => Node::Null(names.iter().position(|n| n == col.name).ok_or_else(|| format!("the scan has no column {}", col.name))?, *is),
-        Cond::IntEq(col, n) => Node::IntEq(at(col.name, false)?, *n),
+        Cond::Null(col, is) => Node::Null(at(col.name, As::Is)?, *is),
+        Cond::IntEq(col, n) => Node::IntEq(at(col.name, As::Int)?, *n),
         Cond::Compare { col, op, n } => match col.kind {
-            super::fields::Kind::Int => Node::Number(at(col.name, false)?, *op, number(n)?),
-            _ => Node::TextNumber(at(col.name, true)?, *op, number(n)?),
+            super::fields::Kind::Int => Node::Number(at(col.name, As::Int)?, *op, number(n)?),
+            _ => Node::TextNumber(at(col.name, As::Text)?, *op, number(n)?),
         },
-        Cond::Text { col, cased, patterns } => Node::Text { col: at(col.name, true)?, cased: *cased, patterns: patterns.iter().map(Matcher::new).collect() },
+        Cond::Text { col, cased, patterns } => Node::Text { col: at(col.name, As::Text)?, cased: *cased, patterns: patterns.iter().map(Matcher::new).collect() },
         // The pattern was checked when the rule compiled (`compile::regex`, the same builder).
-        Cond::Regex { col, pattern } => Node::Regex(at(col.name, true)?, pattern.clone(), std::sync::OnceLock::new()),
-        Cond::Cidr { col, net } => Node::Cidr(at(col.name, true)?, parse_cidr(net)?),
-        Cond::FieldRef { col, other, cased, how } => Node::FieldRef { col: at(col.name, true)?, other: at(other.name, true)?, cased: *cased, how: *how },
-        Cond::Neq(col, x) => {
-            let i = names.iter().position(|n| n == col.name).ok_or_else(|| format!("the scan has no column {}", col.name))?;
-            Node::Neq(i, Box::new(node(x, names, reads)?))
-        }
+        Cond::Regex { col, pattern } => Node::Regex(at(col.name, As::Text)?, pattern.clone(), std::sync::OnceLock::new()),
+        Cond::Cidr { col, net } => Node::Cidr(at(col.name, As::Text)?, parse_cidr(net)?),
+        Cond::FieldRef { col, other, cased, how } => Node::FieldRef { col: at(col.name, As::Text)?, other: at(other.name, As::Text)?, cased: *cased, how: *how },
+        Cond::Neq(col, x) => Node::Neq(at(col.name, As::Is)?, Box::new(node(x, names, reads)?)),
     })
 }
 
@@ -310,18 +315,11 @@ impl Scratch {
                 let (c, has, buf) = &mut self.lowered[self.len];
                 *c = col;
                 buf.clear();
-                *has = match cols.text(col, row) {
-                    Some(v) if v.is_ascii() => {
-                        buf.push_str(v);
-                        buf.make_ascii_lowercase();
-                        true
-                    }
-                    Some(v) => {
-                        buf.push_str(&v.to_lowercase());
-                        true
-                    }
-                    None => false,
-                };
+                let value = cols.text(col, row);
+                *has = value.is_some();
+                if let Some(v) = value {
+                    lower_into(v, buf);
+                }
                 self.len += 1;
                 self.len - 1
             }
@@ -333,7 +331,20 @@ impl Scratch {
 
 /// `lower(s)` as the engine computes it.
 pub fn lower(s: &str) -> String {
-    if s.is_ascii() { s.to_ascii_lowercase() } else { s.to_lowercase() }
+    let mut out = String::with_capacity(s.len());
+    lower_into(s, &mut out);
+    out
+}
+
+/// `lower(s)`, appended to `buf`.
+fn lower_into(s: &str, buf: &mut String) {
+    if s.is_ascii() {
+        let start = buf.len();
+        buf.push_str(s);
+        buf[start..].make_ascii_lowercase();
+    } else {
+        buf.push_str(&s.to_lowercase());
+    }
 }
 
 #[cfg(test)]

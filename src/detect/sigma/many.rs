@@ -271,8 +271,17 @@ struct Shared {
 /// save, and to check they lose nothing).
 pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
 
-/// Row numbers of a batch (or, per row, a value's number).
+/// Row numbers of a batch.
 type Rows = Vec<u32>;
+
+/// A column's values in a batch as numbers: the same number for the same value, numbered from 0
+/// in order of appearance, [`NULL_ID`] for none.
+struct Numbered {
+    /// Per row.
+    ids: Vec<u32>,
+    /// How many distinct values (the numbers are below it).
+    distinct: usize,
+}
 
 /// The most columns a rule may read for its answers to be remembered by their values.
 const KEY: usize = 4;
@@ -334,36 +343,23 @@ impl Guards {
                 (at, by_text)
             })
             .collect();
-        // The automata are built on every core, the largest first.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].1.len()));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len()).max(1);
-        let built: Vec<Vec<(usize, AhoCorasick)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<usize> = order.iter().copied().skip(t).step_by(threads).collect();
-                    let texts = &texts;
-                    scope.spawn(move || mine.into_iter().map(|i| automaton(texts[i].1.keys().copied()).map(|ac| (i, ac))).collect::<Result<Vec<_>, _>>())
-                })
-                .collect();
+        // The automata are built side by side, one thread per column.
+        let automata: Vec<AhoCorasick> = std::thread::scope(|scope| {
+            let handles: Vec<_> = texts.iter().map(|(_, by_text)| scope.spawn(|| automaton(by_text.keys().copied()))).collect();
             handles.into_iter().map(|h| h.join().map_err(|_| DataFusionError::Internal("building a guard automaton panicked".into()))?).collect::<Result<_, _>>()
         })?;
-        let mut automata: Vec<Option<AhoCorasick>> = (0..texts.len()).map(|_| None).collect();
-        for (i, ac) in built.into_iter().flatten() {
-            automata[i] = Some(ac);
-        }
         let columns = texts
             .into_iter()
             .zip(automata)
-            .map(|((at, by_text), ac)| (at, ac.expect("every column's automaton is built"), by_text.into_values().collect()))
+            .map(|((at, by_text), ac)| (at, ac, by_text.into_values().collect()))
             .collect();
         Ok(Guards { columns, clauses, total })
     }
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
-    /// (`None`: every row); and for each guarded column, each row's value as a number (the same
-    /// number for the same value, [`NULL_ID`] for none), unless its values are mostly distinct.
-    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Rows>>, Vec<Option<Rows>>) {
+    /// (`None`: every row); and for each guarded column, its values numbered, unless they are
+    /// mostly distinct.
+    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Rows>>, Vec<Option<Numbered>>) {
         // The rows where each clause holds.
         holds.iter_mut().for_each(Vec::clear);
         let mut ids = Vec::with_capacity(self.columns.len());
@@ -424,7 +420,7 @@ impl Guards {
                     }
                 }
             }
-            ids.push(id);
+            ids.push(id.map(|ids| Numbered { ids, distinct: seen.len() }));
         }
         // A clause with texts in several columns saw the rows column by column: sorted runs,
         // which a stable sort merges.
@@ -473,7 +469,6 @@ impl Shared {
         // A rule's answer for each combination of its columns' value numbers in this batch.
         let mut answers: datafusion::common::HashMap<[u32; KEY], bool> = datafusion::common::HashMap::new();
         let mut one: Vec<u8> = Vec::new();
-        let distinct: Vec<usize> = ids.iter().map(|id| id.iter().flatten().filter(|&&d| d != NULL_ID).map(|&d| d as usize + 1).max().unwrap_or(0)).collect();
         for (i, (program, candidates)) in self.programs.iter().zip(candidates).enumerate() {
             // The rows the guard lets through (all, for a rule without one) where the condition
             // holds.
@@ -492,11 +487,11 @@ impl Shared {
                         // The answer for each combination of the rule's values, found once.
                         // One column: answers by its value's number, in a table.
                         Some(key) if key.len() == 1 && ids[key[0]].is_some() => {
-                            let ids = ids[key[0]].as_ref().expect("numbered");
+                            let numbered = ids[key[0]].as_ref().expect("numbered");
                             one.clear();
-                            one.resize(distinct[key[0]], 0);
+                            one.resize(numbered.distinct, 0);
                             rows.filter(|&r| {
-                                let id = ids[r as usize];
+                                let id = numbered.ids[r as usize];
                                 let Some(slot) = one.get_mut(id as usize) else {
                                     // A null value: no number.
                                     return program.matches(&cols, r as usize, &mut scratch);
@@ -509,7 +504,7 @@ impl Shared {
                             .collect()
                         }
                         Some(key) if key.iter().all(|&g| ids[g].is_some()) => {
-                            let ids: Vec<&Vec<u32>> = key.iter().map(|&g| ids[g].as_ref().expect("numbered")).collect();
+                            let ids: Vec<&Vec<u32>> = key.iter().map(|&g| &ids[g].as_ref().expect("numbered").ids).collect();
                             answers.clear();
                             rows.filter(|&r| {
                                 let mut k = [NULL_ID; KEY];
