@@ -271,17 +271,8 @@ struct Shared {
 /// save, and to check they lose nothing).
 pub const GUARDS_ENV: &str = "CIMLAKE_SIGMA_GUARDS";
 
-/// Row numbers of a batch.
+/// Row numbers of a batch (or, per row, its value's number).
 type Rows = Vec<u32>;
-
-/// A column's values in a batch as numbers: the same number for the same value, numbered from 0
-/// in order of appearance, [`NULL_ID`] for none.
-struct Numbered {
-    /// Per row.
-    ids: Vec<u32>,
-    /// How many distinct values (the numbers are below it).
-    distinct: usize,
-}
 
 /// The most columns a rule may read for its answers to be remembered by their values.
 const KEY: usize = 4;
@@ -357,9 +348,9 @@ impl Guards {
     }
 
     /// For each rule, the rows of the batch where every clause of its guard holds, in order
-    /// (`None`: every row); and for each guarded column, its values numbered, unless they are
-    /// mostly distinct.
-    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Rows>>, Vec<Option<Numbered>>) {
+    /// (`None`: every row); and for each guarded column, each row's value as a number (the same
+    /// number for the same value, [`NULL_ID`] for none), unless its values are mostly distinct.
+    fn candidates(&self, cols: &Columns, rows: usize, holds: &mut [Vec<u32>]) -> (Vec<Option<Rows>>, Vec<Option<Rows>>) {
         // The rows where each clause holds.
         holds.iter_mut().for_each(Vec::clear);
         let mut ids = Vec::with_capacity(self.columns.len());
@@ -420,7 +411,7 @@ impl Guards {
                     }
                 }
             }
-            ids.push(id.map(|ids| Numbered { ids, distinct: seen.len() }));
+            ids.push(id);
         }
         // A clause with texts in several columns saw the rows column by column: sorted runs,
         // which a stable sort merges.
@@ -468,7 +459,6 @@ impl Shared {
         let mut scratch = Scratch::default();
         // A rule's answer for each combination of its columns' value numbers in this batch.
         let mut answers: datafusion::common::HashMap<[u32; KEY], bool> = datafusion::common::HashMap::new();
-        let mut one: Vec<u8> = Vec::new();
         for (i, (program, candidates)) in self.programs.iter().zip(candidates).enumerate() {
             // The rows the guard lets through (all, for a rule without one) where the condition
             // holds.
@@ -485,26 +475,8 @@ impl Shared {
                     };
                     match &self.keys[i] {
                         // The answer for each combination of the rule's values, found once.
-                        // One column: answers by its value's number, in a table.
-                        Some(key) if key.len() == 1 && ids[key[0]].is_some() => {
-                            let numbered = ids[key[0]].as_ref().expect("numbered");
-                            one.clear();
-                            one.resize(numbered.distinct, 0);
-                            rows.filter(|&r| {
-                                let id = numbered.ids[r as usize];
-                                let Some(slot) = one.get_mut(id as usize) else {
-                                    // A null value: no number.
-                                    return program.matches(&cols, r as usize, &mut scratch);
-                                };
-                                if *slot == 0 {
-                                    *slot = 1 + u8::from(program.matches(&cols, r as usize, &mut scratch));
-                                }
-                                *slot == 2
-                            })
-                            .collect()
-                        }
                         Some(key) if key.iter().all(|&g| ids[g].is_some()) => {
-                            let ids: Vec<&Vec<u32>> = key.iter().map(|&g| &ids[g].as_ref().expect("numbered").ids).collect();
+                            let ids: Vec<&Vec<u32>> = key.iter().map(|&g| ids[g].as_ref().expect("numbered")).collect();
                             answers.clear();
                             rows.filter(|&r| {
                                 let mut k = [NULL_ID; KEY];
