@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    // The directory Cargo runs this script for, read when it runs: a script binary compiled for
+    // another checkout that shares the target directory must not walk that checkout's `sql/`.
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("sql");
     // Cargo re-runs this script when anything under `sql/` changes (it walks the directory).
     println!("cargo:rerun-if-changed=sql");
     let mut files = Vec::new();
