@@ -790,7 +790,6 @@ mod tests {
         assert!(err.to_string().contains("truncated archive?") && err.to_string().contains("--salvage"), "{err}");
         let (_, sink, stats) = convert_path(&cut, InputOptions { salvage: true, ..Default::default() }).unwrap();
         assert!(sink.table(Table::Processes).num_rows() > 0);
-        assert!(sink.table(Table::Processes).num_rows() <= 20);
         assert_eq!(stats.bad_records.last().unwrap().source, "in");
         assert!(stats.bad_records.last().unwrap().reason.contains("gzip stream ends early"));
 

@@ -14,6 +14,7 @@ pub mod input;
 pub mod jsonlines;
 pub mod lines;
 pub mod nvm;
+pub mod security;
 pub mod split;
 pub mod sysmon;
 pub mod winevent_json;

@@ -1,6 +1,6 @@
 //! Maps Sysmon events (EventID 1 process creation, EventID 3 network connection) to CIM rows,
-//! exactly as `MISSION.md` lays out. Other Sysmon events and other providers are counted as
-//! skipped, by reason.
+//! exactly as `MISSION.md` lays out. Windows Security events go to [`super::security`]; other
+//! Sysmon events and other providers are counted as skipped, by reason.
 
 use chrono::{DateTime, NaiveDateTime};
 
@@ -74,7 +74,7 @@ pub fn parse_system_time(s: &str) -> Option<i64> {
         .map(|n| n.and_utc().timestamp_micros())
 }
 
-fn parse_int(s: Option<&str>) -> Option<i64> {
+pub(super) fn parse_int(s: Option<&str>) -> Option<i64> {
     let s = s?.trim();
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return i64::from_str_radix(hex, 16).ok();
@@ -88,7 +88,7 @@ fn parse_port(s: Option<&str>) -> Option<i32> {
 
 /// A numeric field: `Ok(None)` when absent (or empty, or `-`), an error when present but not a
 /// number from 0 to `max` (a pid of -1, a port of 70000): such a record is bad, not a silent null.
-fn checked(ev: &WinEvent, field: &str, max: i64) -> Result<Option<i64>, String> {
+pub(super) fn checked(ev: &WinEvent, field: &str, max: i64) -> Result<Option<i64>, String> {
     match ev.data(field).map(str::trim).filter(|v| !v.is_empty() && *v != "-") {
         None => Ok(None),
         Some(v) => parse_int(Some(v))
@@ -98,7 +98,7 @@ fn checked(ev: &WinEvent, field: &str, max: i64) -> Result<Option<i64>, String> 
     }
 }
 
-const MAX_PID: i64 = u32::MAX as i64;
+pub(super) const MAX_PID: i64 = u32::MAX as i64;
 const MAX_PORT: i64 = 65535;
 
 fn is_true(s: Option<&str>) -> bool {
@@ -147,6 +147,9 @@ pub fn convert_event(
         reason,
     };
     if !is_sysmon(ev) {
+        if super::security::is_security(ev) {
+            return super::security::convert_event(ev, prov, out);
+        }
         let who = ev
             .provider
             .as_deref()

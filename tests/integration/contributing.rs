@@ -110,7 +110,7 @@ fn add_a_detection() {
     let all = cimlake(lake, &["detect", "--mode", "splunk", "--sql-dir", dir]);
     assert!(all.status.success());
     assert!(String::from_utf8_lossy(&all.stderr).contains("note: cmd_processes has no splunk mode; not run"));
-    assert!(String::from_utf8_lossy(&all.stdout).contains("splunk mode — 6 results"));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("splunk mode — 7 results"));
 }
 
 /// `detect --check` reports each detection that does not plan by file, line and column, with the

@@ -19,16 +19,24 @@ WITH processes AS (
     -- One row per process instance: a process seen in several inputs (NVM reports it with each
     -- file of flows) counts once, from its first observation (one without a process id first,
     -- so that an instance is in processes_without_id below exactly when it is here without one).
-    SELECT * FROM (
+    -- A Windows Security 4688 event and a Sysmon process creation of the same endpoint, process
+    -- id and image no more than 5 seconds apart are one process seen by both: the Sysmon row,
+    -- which carries the GUID, hashes and more, stands for it.
+    SELECT * EXCLUDE (seen_by_sysmon) FROM (
         SELECT *, row_number() OVER (
             PARTITION BY dest, coalesce(process_guid,
                 concat_ws('|', CAST(process_id AS VARCHAR), CAST(_time AS VARCHAR), process_path))
-            ORDER BY process_id IS NOT NULL, _time, source, source_record) AS instance_rank
+            ORDER BY process_id IS NOT NULL, _time, source, source_record) AS instance_rank,
+            max(CASE WHEN vendor_product = 'Microsoft Sysmon' THEN 1 ELSE 0 END) OVER (
+                PARTITION BY dest, process_id, lower(process_path) ORDER BY _time
+                RANGE BETWEEN INTERVAL '5 seconds' PRECEDING AND INTERVAL '5 seconds' FOLLOWING
+            ) AS seen_by_sysmon
         FROM endpoint.processes
         WHERE _time >= $process_earliest AND _time < $latest
           AND (`process_msiexec`)
     ) ranked
     WHERE instance_rank = 1
+      AND NOT (vendor_product = 'Microsoft Windows' AND seen_by_sysmon = 1)
 ),
 processes_without_id AS (
     -- The instances above whose chosen row has no process id. The filter is applied in the scan,
