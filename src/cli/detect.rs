@@ -288,6 +288,29 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
             writeln!(out, "{}", crate::output::escape_controls(&line))?;
         }
     }
+    // ESCU detections that do not translate, grouped by construct, the largest group first.
+    let mut escu_groups: std::collections::BTreeMap<String, Vec<&detect::escu::Rejected>> = Default::default();
+    for r in &catalog.escu_rejected {
+        escu_groups.entry(r.reason.group()).or_default().push(r);
+    }
+    let mut escu_groups: Vec<_> = escu_groups.into_iter().collect();
+    escu_groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    for (group, rules) in &escu_groups {
+        writeln!(out, "# ESCU: {} ({} detection{})", crate::output::escape_controls(group), rules.len(), if rules.len() == 1 { "" } else { "s" })?;
+        for r in rules {
+            let line = format!("{}: {} ({}): {}", r.file, r.id, r.name, r.reason);
+            writeln!(out, "{}", crate::output::escape_controls(&line))?;
+        }
+    }
+    let escu = catalog.detections.iter().filter(|d| d.escu.is_some()).count();
+    let escu_all = escu + catalog.escu_rejected.len();
+    if escu_all > 0 {
+        eprintln!(
+            "ESCU detections over the lake's data models: {escu} of {escu_all} translate ({:.1}%){}",
+            100.0 * escu as f64 / escu_all as f64,
+            if escu_groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.escu_rejected.len(), escu_groups.len()) }
+        );
+    }
     let sigma = catalog.detections.iter().filter(|d| d.sigma.is_some()).count();
     let all = sigma + catalog.rejected.len();
     if all > 0 {
@@ -297,5 +320,5 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
             if groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.rejected.len(), groups.len()) }
         );
     }
-    Ok(if failed == 0 && catalog.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 && catalog.rejected.is_empty() && catalog.escu_rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::macros;
 use super::metadata::{Metadata, Schedule};
 use super::detection::Detection;
+use super::escu;
 use super::sigma::{self, Rejected, SigmaInfo};
 use super::{DetectError, Mode};
 
@@ -26,6 +27,8 @@ pub struct Catalog {
     pub incidents_file: String,
     /// Sigma rules that do not compile, with the reason (`detect --check` lists them).
     pub rejected: Vec<Rejected>,
+    /// ESCU detections over the lake's data models that do not translate, with the construct.
+    pub escu_rejected: Vec<escu::Rejected>,
 }
 
 /// The origin name of the embedded copy.
@@ -39,8 +42,17 @@ impl Catalog {
         let mut origins = vec![counted(BUILTIN_ORIGIN, &builtin, "")];
         let mut files = builtin;
         let mut rules = Vec::new();
+        let mut escu = Vec::new();
         for dir in dirs {
             let more = read_dir_files(dir)?;
+            // A security_content checkout's YAML is ESCU content, not Sigma rules.
+            if escu::is_checkout(dir) {
+                let content = escu::load(dir, &more.yaml);
+                origins.push(counted(&dir.display().to_string(), &more.sql, &content.counted()));
+                files.extend(more.sql);
+                escu.push(content);
+                continue;
+            }
             let sigma = load_sigma(dir, &more.yaml, more.sigma_schedule.as_ref());
             origins.push(counted(&dir.display().to_string(), &more.sql, &sigma.counted()));
             files.extend(more.sql);
@@ -52,7 +64,30 @@ impl Catalog {
             pending.extend(catalog.add_sigma(r));
         }
         catalog.add_correlations(pending);
+        for content in escu {
+            catalog.add_escu(content);
+        }
         Ok(catalog)
+    }
+
+    /// Adds a checkout's translated ESCU detections, and a SQL macro `true` for each filter macro
+    /// no directory defines. One with the name of an ESCU detection already there replaces it;
+    /// one with the name of a SQL detection (the built-in one, written by hand in both modes) is
+    /// added beside it as `<name>_escu`.
+    fn add_escu(&mut self, content: escu::Content) {
+        for m in content.filter_macros {
+            self.macros.entry(m).or_insert_with(|| "true".to_string());
+        }
+        for mut d in content.detections {
+            if self.detections.iter().any(|x| x.name == d.name && x.escu.is_none()) {
+                d.name = format!("{}_escu", d.name);
+            }
+            match self.detections.iter_mut().find(|x| x.name == d.name) {
+                Some(old) => *old = d,
+                None => self.detections.push(d),
+            }
+        }
+        self.escu_rejected.extend(content.rejected);
     }
 
     /// Compiles correlation rules against every Sigma rule of the catalog (they may name rules of
@@ -84,6 +119,12 @@ impl Catalog {
     /// with the built-in incident rule if it has none.
     pub fn load_dir(dir: &Path) -> Result<Catalog, DetectError> {
         let files = read_dir_files(dir)?;
+        if escu::is_checkout(dir) {
+            let content = escu::load(dir, &files.yaml);
+            let mut catalog = Catalog::from_files(vec![counted(&dir.display().to_string(), &files.sql, &content.counted())], files.sql)?;
+            catalog.add_escu(content);
+            return Ok(catalog);
+        }
         let sigma = load_sigma(dir, &files.yaml, files.sigma_schedule.as_ref());
         let mut catalog = Catalog::from_files(vec![counted(&dir.display().to_string(), &files.sql, &sigma.counted())], files.sql)?;
         let pending = catalog.add_sigma(sigma);
@@ -124,7 +165,7 @@ impl Catalog {
                 } else {
                     from.strip_suffix(rel.as_str()).map_or(from.as_str(), |d| d.trim_end_matches(['/', '\\'])).to_string()
                 };
-                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files, origin, sigma: None });
+                detections.push(Detection { name: name.to_string(), meta, sql, files: sql_files, origin, sigma: None, escu: None });
             }
         }
         let (incidents_file, incidents_sql) = match files.get("risk/incidents.sql") {
@@ -140,7 +181,7 @@ impl Catalog {
                 });
             }
         }
-        Ok(Catalog { origins, detections, macros, incidents_sql, incidents_file, rejected: Vec::new() })
+        Ok(Catalog { origins, detections, macros, incidents_sql, incidents_file, rejected: Vec::new(), escu_rejected: Vec::new() })
     }
 
     /// Where the catalog came from, for a line at start: `built-in (1 detection, 2 macros), DIR (…)`.

@@ -22,6 +22,8 @@ pub struct Detection {
     pub origin: String,
     /// For a Sigma rule: its log source, level, tags and compiled condition.
     pub sigma: Option<Arc<SigmaInfo>>,
+    /// For an ESCU detection translated from SPL: its search and status.
+    pub escu: Option<Arc<crate::detect::escu::EscuInfo>>,
 }
 
 impl Detection {

@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod check;
 pub mod detection;
+pub mod escu;
 pub mod macros;
 pub mod metadata;
 pub mod results;

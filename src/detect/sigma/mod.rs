@@ -181,6 +181,7 @@ pub fn compile_correlations(pending: Vec<Pending>, rules: &[Detection]) -> (Vec<
                     files: HashMap::from([(Mode::Cimlake, p.file.clone())]),
                     origin: p.origin.clone(),
                     sigma: Some(Arc::new(info)),
+                    escu: None,
                 });
             }
             Err(reason) => rejected.push(Rejected { file: p.file.clone(), id, title: p.rule.title.clone(), reason }),
@@ -305,6 +306,7 @@ fn detection(
         files: HashMap::from([(Mode::Cimlake, file.to_string())]),
         origin: origin.to_string(),
         sigma: Some(Arc::new(info)),
+        escu: None,
     })
 }
 
