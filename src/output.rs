@@ -59,10 +59,12 @@ pub fn write(batches: &[RecordBatch], schema: SchemaRef, format: Format, out: Op
         Format::Csv => {
             let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut sink);
             if batches.is_empty() {
-                w.write(&RecordBatch::new_empty(schema)).map_err(|e| OutputError::Arrow(name.clone(), e))?;
+                let empty = lists_as_text(&RecordBatch::new_empty(schema)).map_err(|e| OutputError::Arrow(name.clone(), e))?;
+                w.write(&empty).map_err(|e| OutputError::Arrow(name.clone(), e))?;
             }
             for b in batches {
-                w.write(b).map_err(|e| OutputError::Arrow(name.clone(), e))?;
+                let b = lists_as_text(b).map_err(|e| OutputError::Arrow(name.clone(), e))?;
+                w.write(&b).map_err(|e| OutputError::Arrow(name.clone(), e))?;
             }
         }
         Format::Json => {
@@ -82,6 +84,44 @@ pub fn write(batches: &[RecordBatch], schema: SchemaRef, format: Format, out: Op
         }
     }
     sink.flush().map_err(|e| OutputError::Io(name, e))
+}
+
+/// A list column (a multivalue field, as ESCU's `values()` gives) as text, its values one per
+/// line as Splunk exports them; null stays null. Other columns are returned as they are.
+pub fn multivalue_text(array: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, StringBuilder};
+    use arrow::datatypes::DataType;
+    let DataType::List(_) = array.data_type() else { return Ok(Arc::clone(array)) };
+    let list = array.as_list::<i32>();
+    let mut out = StringBuilder::new();
+    let opts = arrow::util::display::FormatOptions::default();
+    for i in 0..list.len() {
+        if list.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let values = list.value(i);
+        let shown = arrow::util::display::ArrayFormatter::try_new(values.as_ref(), &opts)?;
+        let parts: Vec<String> = (0..values.len()).filter(|j| values.is_valid(*j)).map(|j| shown.value(j).to_string()).collect();
+        out.append_value(parts.join("\n"));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `batch` with its list columns as text ([`multivalue_text`]), for formats without lists (CSV).
+pub fn lists_as_text(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    if !batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::List(_))) {
+        return Ok(batch.clone());
+    }
+    let cols = batch.columns().iter().map(multivalue_text).collect::<Result<Vec<_>, _>>()?;
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| if matches!(f.data_type(), DataType::List(_)) { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }
 
 /// `text` with each control character (newline, tab, escape, delete, C1 controls, …) written as

@@ -50,7 +50,9 @@ pub fn to_results(batch: &RecordBatch, run: &RunInfo) -> Result<RecordBatch, Arr
     });
     for (i, name) in names.iter().enumerate() {
         if name != TIME {
-            cols.push(cast_with_options(batch.column(i), &DataType::Utf8, &opts)?);
+            // A multivalue field (a list) is stored as its values one per line.
+            let column = crate::output::multivalue_text(batch.column(i))?;
+            cols.push(cast_with_options(&column, &DataType::Utf8, &opts)?);
         }
     }
     RecordBatch::try_new(schema, cols)

@@ -6,7 +6,7 @@
 //! security_content/
 //!   detections/**/<name>.yml   name, id, search (SPL), tags (ATT&CK, stories, risk), …
 //!   macros/<macro>.yml         name, definition, arguments
-//!   lookups/…                  CSV lookups (not read yet: `lookup` is reported as unsupported)
+//!   lookups/<name>.yml, .csv   lookup definitions and their tables
 //! ```
 //!
 //! [`macros`] expands the search's macros as Splunk does (textually, with arguments), [`parse`]
@@ -14,6 +14,7 @@
 //! `splunk` mode. A detection that uses anything else is listed by `detect --check` with the
 //! construct it lacks.
 
+pub mod lookups;
 pub mod macros;
 pub mod parse;
 pub mod translate;
@@ -260,6 +261,7 @@ pub fn load(dir: &Path, yaml: &BTreeMap<String, String>) -> Content {
             return out;
         }
     };
+    let lookups = lookups::Lookups::load(yaml, dir);
     let mut filters: Vec<String> = Vec::new();
     for (path, text) in yaml {
         if !is_under(path, dir, "detections") {
@@ -280,7 +282,7 @@ pub fn load(dir: &Path, yaml: &BTreeMap<String, String>) -> Content {
             continue;
         }
         let reject = |reason| Rejected { file: path.clone(), id: y.id.clone(), name: y.name.clone(), reason };
-        match translate_search(&macros, &y.search) {
+        match translate_search(&macros, &lookups, &y.search) {
             Ok((sql, filter)) => {
                 if let Some(f) = &filter {
                     if !filters.contains(f) {
@@ -297,7 +299,7 @@ pub fn load(dir: &Path, yaml: &BTreeMap<String, String>) -> Content {
 }
 
 /// The search's SQL (splunk mode), and the name of the filter macro it ends with.
-pub fn translate_search(macros: &macros::Macros, search: &str) -> Result<(String, Option<String>), Unsupported> {
+pub fn translate_search(macros: &macros::Macros, lookups: &lookups::Lookups, search: &str) -> Result<(String, Option<String>), Unsupported> {
     // The content's build writes each `<name>_filter` as `search *`; a checkout does not ship
     // them. Its last command calling one is the detection's filter, applied as a SQL macro.
     let filter = regex::Regex::new(r"\|\s*`([A-Za-z0-9_]+_filter)`\s*$").expect("regex").captures(search.trim()).map(|c| c[1].to_string());
@@ -305,7 +307,7 @@ pub fn translate_search(macros: &macros::Macros, search: &str) -> Result<(String
         .expand(search, &|name| name.ends_with("_filter").then(|| "search *".to_string()))
         .map_err(Unsupported::Macro)?;
     let commands = parse::parse(&expanded).map_err(Unsupported::Parse)?;
-    let t = translate::translate(&commands, filter.as_deref()).map_err(|u| Unsupported::Construct(u.0))?;
+    let t = translate::translate(&commands, filter.as_deref(), lookups).map_err(|u| Unsupported::Construct(u.0))?;
     Ok((t.sql, filter))
 }
 

@@ -23,6 +23,11 @@ pub enum Command {
     Stats { event: bool, aggs: Vec<Aggregate>, by: Vec<String> },
     Join { options: Vec<(String, String)>, fields: Vec<String>, sub: Vec<Command> },
     Regex { field: String, negate: bool, pattern: String },
+    /// `lookup NAME col AS field … OUTPUT col AS field …`: the input pairs and the output pairs
+    /// (lookup column, event field); `new` for OUTPUTNEW.
+    Lookup { options: Vec<(String, String)>, name: String, inputs: Vec<(String, String)>, outputs: Vec<(String, String)>, new: bool },
+    /// `bin [span=S] field`.
+    Bin { options: Vec<(String, String)>, field: String },
     /// `rex [field=F] [max_match=N] [mode=…] "regex with (?<named>groups)"`.
     Rex { options: Vec<(String, String)>, pattern: String },
     Convert { options: Vec<(String, String)>, conversions: Vec<(String, String, Option<String>)> },
@@ -101,7 +106,7 @@ fn not_keyword(p: &Pair<'_, Rule>) -> bool {
         p.as_rule(),
         Rule::k_tstats | Rule::k_from | Rule::k_datamodel | Rule::k_where | Rule::k_by | Rule::k_as | Rule::k_search | Rule::k_eval
             | Rule::k_rename | Rule::k_table | Rule::k_fields | Rule::k_join | Rule::k_regex | Rule::k_convert | Rule::k_dedup
-            | Rule::k_or | Rule::k_and | Rule::k_not | Rule::k_in | Rule::k_like | Rule::k_rex
+            | Rule::k_or | Rule::k_and | Rule::k_not | Rule::k_in | Rule::k_like | Rule::k_rex | Rule::k_bin | Rule::k_lookup
     )
 }
 
@@ -241,6 +246,37 @@ fn command(p: Pair<'_, Rule>) -> Command {
             let negate = i.next().unwrap().as_str() == "!=";
             Command::Regex { field: f, negate, pattern: unquote(i.next().unwrap().as_str()) }
         }
+        Rule::lookup_cmd => {
+            let (mut options, mut name, mut inputs, mut outputs, mut new, mut out) = (Vec::new(), String::new(), Vec::new(), Vec::new(), false, false);
+            for x in p.into_inner().filter(not_keyword) {
+                match x.as_rule() {
+                    Rule::option => options.push(option(x)),
+                    Rule::lookup_name => name = x.as_str().to_string(),
+                    Rule::output_kw => {
+                        out = true;
+                        new = x.as_str().eq_ignore_ascii_case("outputnew");
+                    }
+                    _ => {
+                        let mut f = x.into_inner().filter(not_keyword).map(field);
+                        let col = f.next().unwrap();
+                        let as_ = f.next().unwrap_or_else(|| col.clone());
+                        if out { outputs.push((col, as_)) } else { inputs.push((col, as_)) }
+                    }
+                }
+            }
+            Command::Lookup { options, name, inputs, outputs, new }
+        }
+        Rule::bin_cmd => {
+            let mut options = Vec::new();
+            let mut f = String::new();
+            for x in p.into_inner().filter(not_keyword) {
+                match x.as_rule() {
+                    Rule::option => options.push(option(x)),
+                    _ => f = field(x),
+                }
+            }
+            Command::Bin { options, field: f }
+        }
         Rule::rex_cmd => {
             let mut options = Vec::new();
             let mut pattern = String::new();
@@ -375,6 +411,16 @@ mod tests {
     }
 
     #[test]
+    fn or_binds_tighter_than_and_in_searches() {
+        let c = parse("| search a=1 b=2 OR c=3 AND NOT d=4 OR e=5").unwrap();
+        let Command::Search(Search::And(terms)) = &c[0] else { panic!("{c:?}") };
+        assert_eq!(terms.len(), 3, "{terms:?}");
+        assert!(matches!(&terms[0], Search::Compare { field, .. } if field == "a"));
+        assert!(matches!(&terms[1], Search::Or(v) if v.len() == 2));
+        assert!(matches!(&terms[2], Search::Or(v) if v.len() == 2 && matches!(v[0], Search::Not(_))));
+    }
+
+    #[test]
     fn aggregates_and_where() {
         let c = parse(r#"| tstats values(Processes.process) as process count min(_time) as firstTime from datamodel=Endpoint.Processes where Processes.process!=unknown AND NOT Processes.user=SYSTEM by Processes.dest span=1h | where count >= 4 AND like(process, "%x%") | eval a=lower(b).".exe", c=if(isnull(d), 1, 2) | fields - RTLO* | lookup foo bar OUTPUT baz"#).unwrap();
         let Command::Tstats(t) = &c[0] else { panic!() };
@@ -388,6 +434,6 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert!(matches!(&a[0].1, Expr::Binary(op, ..) if op == "."));
         assert_eq!(c[3], Command::Fields { remove: true, fields: vec!["RTLO*".into()] });
-        assert_eq!(c[4], Command::Other("lookup".into()));
+        assert!(matches!(&c[4], Command::Lookup { name, .. } if name == "foo"));
     }
 }

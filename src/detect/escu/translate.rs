@@ -7,6 +7,7 @@
 
 use arrow::datatypes::DataType;
 
+use super::lookups::Lookups;
 use super::parse::{Aggregate, Command, Expr, Search, Tstats};
 use crate::cim::Table;
 
@@ -72,12 +73,13 @@ pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-struct Builder {
+struct Builder<'a> {
     ctes: Vec<(String, String)>,
     tables: Vec<Table>,
+    lookups: &'a Lookups,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn add(&mut self, sql: String, fields: Vec<Field>, order: Vec<String>) -> Stage {
         let cte = format!("s{}", self.ctes.len() + 1);
         self.ctes.push((cte.clone(), sql));
@@ -87,8 +89,8 @@ impl Builder {
 
 /// Translates a parsed search. `filter_macro`, when given, is applied to the final rows as a
 /// cimlake SQL macro (`WHERE (`name`)`), the hook users edit to drop known false positives.
-pub fn translate(commands: &[Command], filter_macro: Option<&str>) -> Result<Translation> {
-    let mut b = Builder { ctes: Vec::new(), tables: Vec::new() };
+pub fn translate(commands: &[Command], filter_macro: Option<&str>, lookups: &Lookups) -> Result<Translation> {
+    let mut b = Builder { ctes: Vec::new(), tables: Vec::new(), lookups };
     let last = pipeline(&mut b, commands)?;
     let columns: Vec<String> = last.fields.iter().map(|f| f.name.clone()).collect();
     let mut sql = String::from("WITH ");
@@ -298,7 +300,7 @@ fn tstats_aggregate(table: Table, prefix: &str, a: &Aggregate) -> Result<(String
 /// without the field, as in Splunk.
 fn search_sql(s: &Search, resolve: &dyn Fn(&str) -> Result<(String, Kind, Option<DataType>)>) -> Result<String> {
     Ok(match s {
-        Search::And(v) => v.iter().map(|x| search_sql(x, resolve)).collect::<Result<Vec<_>>>()?.join(" AND "),
+        Search::And(v) => format!("({})", v.iter().map(|x| search_sql(x, resolve)).collect::<Result<Vec<_>>>()?.join(" AND ")),
         Search::Or(v) => format!("({})", v.iter().map(|x| search_sql(x, resolve)).collect::<Result<Vec<_>>>()?.join(" OR ")),
         Search::Not(x) => format!("NOT ({})", search_sql(x, resolve)?),
         Search::Word(w) if w == "*" => "true".into(),
@@ -341,7 +343,23 @@ fn term(field: &str, op: &str, value: &str, resolve: &dyn Fn(&str) -> Result<(St
     let (text, like) = search_value(value);
     let present = format!("{sql} IS NOT NULL");
     if kind == Kind::Multi {
-        return unsupported("search on a multivalue field");
+        // Any value matches: the values joined by U+0001 (which no log text holds), and the
+        // pattern anchored between separators, its `*` not crossing one.
+        if op != "=" {
+            return unsupported(format!("search operator {op} on a multivalue field"));
+        }
+        let mut re = String::from("(?i)(?:^|\x01)");
+        let inner = value.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(value);
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => re.push_str(&regex::escape(&chars.next().unwrap_or('\\').to_string())),
+                '*' => re.push_str("[^\x01]*"),
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        re.push_str("(?:\x01|$)");
+        return Ok(format!("coalesce(regexp_like(array_to_string({sql}, chr(1)), {}), false)", lit(&re)));
     }
     let matches = match (op, &like) {
         ("=" | "!=", Some(p)) if p == "%" => return Ok(if op == "=" { present } else { "false".into() }),
@@ -565,6 +583,20 @@ fn command(b: &mut Builder, stage: Stage, c: &Command) -> Result<Stage> {
         }
         Command::Join { options, fields, sub } => join(b, stage, options, fields, sub),
         Command::Rex { options, pattern } => rex(b, stage, options, pattern),
+        Command::Lookup { options, name, inputs, outputs, new } => lookup(b, stage, options, name, inputs, outputs, *new),
+        Command::Bin { options, field } => {
+            let span = options.iter().find(|(k, _)| k == "span").map(|(_, v)| v.clone());
+            let (Some(span), Some(f)) = (span, stage.get(field)) else { return unsupported("bin without span= on a field") };
+            if f.kind != Kind::Time || options.len() != 1 {
+                return unsupported("bin other than span= on _time");
+            }
+            let mut select = select_all(&stage);
+            let i = stage.fields.iter().position(|x| &x.name == field).unwrap();
+            select[i] = format!("date_bin({}, {}, TIMESTAMP '1970-01-01T00:00:00Z') AS {}", interval(&span)?, ident(field), ident(field));
+            let sql = format!("SELECT {} FROM {}", select.join(", "), stage.cte);
+            let (fields, order) = (stage.fields.clone(), stage.order.clone());
+            Ok(b.add(sql, fields, order))
+        }
         Command::Other(name) => unsupported(format!("command {name}")),
     }
 }
@@ -600,6 +632,10 @@ fn stats(b: &mut Builder, stage: Stage, event: bool, aggs: &[Aggregate], by: &[S
             ("min" | "max", Some((s, Kind::Time))) => (format!("{}({s}){over}", a.func), Kind::Time),
             ("min" | "max" | "sum" | "avg", Some((s, Kind::Number))) => (format!("{}({s}){over}", a.func), Kind::Number),
             ("min" | "max" | "sum" | "avg", Some((s, Kind::Text))) => (format!("{}(TRY_CAST({s} AS DOUBLE)){over}", a.func), Kind::Number),
+            (f, Some((s, Kind::Number | Kind::Text))) if statistic(f).is_some() => {
+                let x = format!("TRY_CAST({s} AS DOUBLE)");
+                (statistic(f).unwrap().replace("{x}", &x) + &over, Kind::Number)
+            }
             (f, _) => return unsupported(format!("{} function {f}", if event { "eventstats" } else { "stats" })),
         };
         agg_sql.push(format!("{sql} AS {}", ident(&a.name())));
@@ -627,6 +663,24 @@ fn stats(b: &mut Builder, stage: Stage, event: bool, aggs: &[Aggregate], by: &[S
         sql.push_str(&format!(" GROUP BY {}", (1..=by.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")));
     }
     Ok(b.add(sql, out_fields, by.to_vec()))
+}
+
+/// Splunk's statistics over numbers, as the engine's aggregate (`{x}` the argument): `stdev`
+/// and `var` are the sample ones, `median` and `p50`/`perc50` the median, `pNN`/`percNN`
+/// approximate percentiles as Splunk's are.
+fn statistic(func: &str) -> Option<String> {
+    Some(match func {
+        "stdev" => "stddev({x})".into(),
+        "stdevp" => "stddev_pop({x})".into(),
+        "var" => "var_samp({x})".into(),
+        "varp" => "var_pop({x})".into(),
+        "median" | "p50" | "perc50" => "median({x})".into(),
+        "range" => return None,
+        f => {
+            let n: u32 = f.strip_prefix("perc").or_else(|| f.strip_prefix('p'))?.parse().ok().filter(|n| *n <= 100)?;
+            format!("approx_percentile_cont({{x}}, {})", n as f64 / 100.0)
+        }
+    })
 }
 
 /// `join [type=inner|left] [max=N] [overwrite=BOOL] fields [subsearch]`: Splunk's defaults are an
@@ -712,6 +766,114 @@ fn join(b: &mut Builder, left: Stage, options: &[(String, String)], keys: &[Stri
         on.join(" AND ")
     );
     Ok(b.add(sql, fields, left.order))
+}
+
+/// `lookup`: each event takes the first row of the lookup (in file order) whose input columns
+/// all match its fields: case-insensitively unless the lookup says `case_sensitive_match`, with
+/// `*` wildcards in `WILDCARD(col)` columns and networks in `CIDR(col)` ones. An event matching no
+/// row gets `default_match` when the lookup sets `min_matches`, else nulls. OUTPUT replaces the
+/// event's fields, OUTPUTNEW only fills missing ones; without either, every other column is
+/// output. (Splunk outputs every matching row as a multivalue field; cimlake the first.)
+#[allow(clippy::too_many_arguments)]
+fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &str, inputs: &[(String, String)], outputs: &[(String, String)], new: bool) -> Result<Stage> {
+    for (k, v) in options {
+        if !matches!(k.as_str(), "update" | "local") {
+            return unsupported(format!("lookup option {k}={v}"));
+        }
+    }
+    let Some(def) = b.lookups.by_name.get(name) else { return unsupported(format!("lookup {name} (not in lookups/)")) };
+    let (header, rows) = def.read().map_err(Unsupported)?;
+    let col = |c: &str| header.iter().position(|h| h == c).ok_or_else(|| Unsupported(format!("lookup {name} has no column {c}")));
+    let outputs: Vec<(String, String)> = if outputs.is_empty() {
+        header.iter().filter(|h| !inputs.iter().any(|(c, _)| c == *h)).map(|h| (h.clone(), h.clone())).collect()
+    } else {
+        outputs.to_vec()
+    };
+    // The table: a row number (file order), every column used, and the LIKE form of wildcards.
+    let used: Vec<usize> = inputs.iter().chain(&outputs).map(|(c, _)| col(c)).collect::<Result<Vec<_>>>()?;
+    let mut used_cols: Vec<usize> = used.clone();
+    used_cols.sort();
+    used_cols.dedup();
+    let mut names = vec!["lookup_row".to_string()];
+    names.extend(used_cols.iter().map(|i| format!("c{i}")));
+    names.extend(used_cols.iter().map(|i| format!("w{i}")));
+    let values: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let mut v = vec![r.to_string()];
+            v.extend(used_cols.iter().map(|i| lit(&row[*i])));
+            v.extend(used_cols.iter().map(|i| lit(&search_value(&row[*i]).1.unwrap_or_else(|| like_escape(&row[*i])))));
+            format!("({})", v.join(", "))
+        })
+        .collect();
+    if values.is_empty() {
+        return unsupported(format!("lookup {name} without rows"));
+    }
+    let table = b.add(format!("SELECT * FROM (VALUES {}) AS t({})", values.join(",\n    "), names.join(", ")), Vec::new(), Vec::new());
+    // Each event numbered, to keep its first matching row.
+    let numbered = b.add(format!("SELECT *, row_number() OVER () AS lookup_event FROM {}", stage.cte), stage.fields.clone(), stage.order.clone());
+    let fold = |sql: String| if def.case_sensitive { sql } else { format!("lower({sql})") };
+    let mut on = Vec::new();
+    for (c, field) in inputs {
+        let i = col(c)?;
+        let Some(f) = stage.get(field) else {
+            on.push("false".to_string());
+            continue;
+        };
+        if f.kind == Kind::Multi {
+            return unsupported("lookup on a multivalue field");
+        }
+        let ev = text_of(&format!("e.{}", ident(field)), f.kind, &None);
+        on.push(if def.cidr.contains(c) {
+            format!("coalesce(cidr_match({ev}, k.c{i}), false)")
+        } else if def.wildcard.contains(c) {
+            format!("{} LIKE {}", fold(ev), fold(format!("k.w{i}")))
+        } else {
+            format!("{} = {}", fold(ev), fold(format!("k.c{i}")))
+        });
+    }
+    let joined = format!(
+        "SELECT * FROM (SELECT e.*, k.*, row_number() OVER (PARTITION BY e.lookup_event ORDER BY k.lookup_row) AS lookup_rank FROM {} e LEFT JOIN {} k ON {}) j WHERE lookup_rank = 1",
+        numbered.cte,
+        table.cte,
+        on.join(" AND ")
+    );
+    let mut fields = stage.fields.clone();
+    let mut select = select_all(&stage);
+    let default = def.default_match.as_ref().filter(|_| def.min_matches > 0);
+    for (c, field) in &outputs {
+        let i = col(c)?;
+        let value = match default {
+            Some(d) => format!("CASE WHEN lookup_row IS NULL THEN {} ELSE c{i} END", lit(d)),
+            None => format!("c{i}"),
+        };
+        match fields.iter().position(|f| &f.name == field) {
+            Some(j) if new => select[j] = format!("coalesce({}, {value}) AS {}", text_of(&ident(field), fields[j].kind, &None), ident(field)),
+            Some(j) => {
+                select[j] = format!("{value} AS {}", ident(field));
+                fields[j].kind = Kind::Text;
+            }
+            None => {
+                select.push(format!("{value} AS {}", ident(field)));
+                fields.push(Field { name: field.clone(), kind: Kind::Text });
+            }
+        }
+    }
+    let sql = format!("SELECT {} FROM ({joined}) matched", select.join(", "));
+    Ok(b.add(sql, fields, stage.order))
+}
+
+/// Text as a `LIKE` pattern matching exactly it.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `rex field=F "…(?<name>…)…"`: each named group becomes a field, set where the regex matches
@@ -930,6 +1092,16 @@ fn call(stage: &Stage, name: &str, args: &[Expr]) -> Result<(String, Kind)> {
             (format!("abs({})", number(stage, &args[0])?), Kind::Number)
         }
         "now" | "time" => ("now()".to_string(), Kind::Time),
+        "strftime" => {
+            arity(2)?;
+            let (t, k) = expr(stage, &args[0])?;
+            let t = match k {
+                Kind::Time => t,
+                Kind::Number => format!("to_timestamp_seconds(CAST({t} AS BIGINT))"),
+                _ => return unsupported("strftime of a text"),
+            };
+            (format!("to_char({t}, {})", text(stage, &args[1])?), Kind::Text)
+        }
         "true" | "false" => {
             arity(0)?;
             (name.to_uppercase(), Kind::Number)
