@@ -8,6 +8,8 @@
 //! * `# macro NAME: SQL`: edit a macro first, exactly as a user edits `sql/macros/*.sql`: the
 //!   harness copies `sql/`, rewrites those files and loads the copy. NAME must be a macro of
 //!   `sql/macros`.
+//! * `# escu: PATH`: also load the ESCU checkout at PATH (its translated detections are
+//!   `detect_splunk.<name>` views).
 //! * `# load error: REGEX`: the session must fail to build (the catalog refuses the SQL
 //!   directory, or a detection view cannot be planned), with a message REGEX matches. Such a file
 //!   has no records: nothing could run them.
@@ -122,6 +124,8 @@ struct Header {
     macros: Vec<(String, String)>,
     /// `# load error: REGEX`
     load_error: Option<Regex>,
+    /// `# escu: PATH`
+    escu: Option<PathBuf>,
 }
 
 impl Header {
@@ -134,6 +138,8 @@ impl Header {
             } else if let Some(edit) = line.strip_prefix("# macro ") {
                 let (name, sql) = edit.split_once(':').ok_or_else(|| format!("{line:?}: expected # macro NAME: SQL"))?;
                 header.macros.push((name.trim().to_string(), sql.trim().to_string()));
+            } else if let Some(dir) = line.strip_prefix("# escu: ") {
+                header.escu = Some(repo().join(dir.trim()));
             } else if let Some(re) = line.strip_prefix("# load error: ") {
                 header.load_error = Some(Regex::new(re.trim()).map_err(|e| format!("{line:?}: {e}"))?);
             }
@@ -192,7 +198,11 @@ async fn session_for(slt: &Path, header: &Header) -> Result<Result<SessionContex
         }
         std::fs::write(file, format!("-- edited by {}\n{sql}\n", slt.display())).unwrap();
     }
-    let catalog = match Catalog::load_dir(sql_dir.path()) {
+    let loaded = match &header.escu {
+        Some(escu) => Catalog::load(&[sql_dir.path().to_path_buf(), escu.clone()]),
+        None => Catalog::load_dir(sql_dir.path()),
+    };
+    let catalog = match loaded {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
     };

@@ -803,7 +803,7 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
         .map(|(r, row)| {
             let mut v = vec![r.to_string()];
             v.extend(used_cols.iter().map(|i| lit(&row[*i])));
-            v.extend(used_cols.iter().map(|i| lit(&search_value(&row[*i]).1.unwrap_or_else(|| like_escape(&row[*i])))));
+            v.extend(used_cols.iter().map(|i| lit(&lookup_like(&row[*i]))));
             format!("({})", v.join(", "))
         })
         .collect();
@@ -864,14 +864,19 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
     Ok(b.add(sql, fields, stage.order))
 }
 
-/// Text as a `LIKE` pattern matching exactly it.
-fn like_escape(s: &str) -> String {
+/// A lookup value as a `LIKE` pattern: in a `WILDCARD` column `*` is any text; everything else,
+/// backslashes included, is itself (`*\\cmd.exe`).
+fn lookup_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
+        match c {
+            '*' => out.push('%'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
         }
-        out.push(c);
     }
     out
 }
