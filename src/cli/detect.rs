@@ -230,14 +230,28 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
 fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let shown = |s: &str| crate::output::escape_controls(s).into_owned();
-    writeln!(out, "name\tid\ttitle\tattack\tmodes\torigin\tschedule\tkind\tlevel\tstatus")?;
+    writeln!(out, "name\tid\ttitle\tattack\tmodes\torigin\tschedule\tkind\tlevel\tstatus\tstories\trisk")?;
     for d in &catalog.detections {
         let modes: Vec<&str> = d.modes().iter().map(|m| m.name()).collect();
         let s = &d.meta.schedule;
-        let (level, status) = d.sigma.as_ref().map_or(("-", "-"), |i| (i.level.as_str(), if i.status.is_empty() { "-" } else { i.status.as_str() }));
+        let (level, status) = match (&d.sigma, &d.escu) {
+            (Some(i), _) => (i.level.as_str(), if i.status.is_empty() { "-" } else { i.status.as_str() }),
+            (None, Some(e)) if !e.status.is_empty() => ("-", e.status.as_str()),
+            _ => ("-", "-"),
+        };
+        let stories = if d.meta.analytic_story.is_empty() { "-".to_string() } else { d.meta.analytic_story.join(",") };
+        // Risk objects as field:type:score, threat objects as field:type.
+        let risk: Vec<String> = d
+            .meta
+            .risk
+            .objects
+            .iter()
+            .map(|o| format!("{}:{}:{}", o.field, o.kind, o.score))
+            .chain(d.meta.risk.threat_objects.iter().map(|t| format!("{}:{}", t.field, t.kind)))
+            .collect();
         writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{} ({} to {})\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{} ({} to {})\t{}\t{}\t{}\t{}\t{}",
             shown(&d.name),
             shown(&d.meta.id),
             shown(&d.meta.name),
@@ -249,7 +263,9 @@ fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
             shown(&s.latest),
             shown(&d.meta.kind),
             level,
-            shown(status)
+            shown(status),
+            shown(&stories),
+            shown(&if risk.is_empty() { "-".to_string() } else { risk.join(",") })
         )?;
     }
     if !catalog.rejected.is_empty() {

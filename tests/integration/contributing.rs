@@ -60,12 +60,12 @@ fn add_a_detection() {
 
     let listed = cimlake_ok(lake, &["detect", "--list", "--sql-dir", dir]);
     let mut lines = listed.lines();
-    assert_eq!(lines.next(), Some("name\tid\ttitle\tattack\tmodes\torigin\tschedule\tkind\tlevel\tstatus"));
+    assert_eq!(lines.next(), Some("name\tid\ttitle\tattack\tmodes\torigin\tschedule\tkind\tlevel\tstatus\tstories\trisk"));
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
     assert_eq!(
         rows,
         vec![
-            vec!["cmd_processes", "5f0a4d1e-8c55-4a43-9d4b-0c8f0f3e2a11", "Cmd Processes", "T1059.003", "cimlake", dir, "*/15 * * * * (-20m@m to -5m@m)", "Hunting", "-", "-"],
+            vec!["cmd_processes", "5f0a4d1e-8c55-4a43-9d4b-0c8f0f3e2a11", "Cmd Processes", "T1059.003", "cimlake", dir, "*/15 * * * * (-20m@m to -5m@m)", "Hunting", "-", "-", "-", "dest:system:5"],
             vec![
                 "windows_http_network_communication_from_msiexec",
                 "b0fd38c7-f71a-43a2-870e-f3ca06bcdd99",
@@ -76,7 +76,9 @@ fn add_a_detection() {
                 "0 * * * * (-70m@m to -10m@m)",
                 "Anomaly",
                 "-",
-                "-"
+                "-",
+                "Risk Based Analytics (RBA),Windows System Binary Proxy Execution MSIExec",
+                "dest:system:20,user:user:20,parent_process_name:parent_process_name,process_name:process_name"
             ],
         ]
     );

@@ -233,7 +233,8 @@ fn is_under(path: &str, dir: &Path, part: &str) -> bool {
 
 /// The data models a search reads (`datamodel=Endpoint.Processes`, `from datamodel Risk.All_Risk`).
 fn datamodels(search: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"(?i)datamodel\s*[=:]?\s*([A-Za-z_]+(?:\.[A-Za-z_]+)?)").expect("regex");
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(r"(?i)datamodel\s*[=:]?\s*([A-Za-z_]+(?:\.[A-Za-z_]+)?)").expect("regex"));
     re.captures_iter(search).map(|c| c[1].to_string()).collect()
 }
 
@@ -302,7 +303,9 @@ pub fn load(dir: &Path, yaml: &BTreeMap<String, String>) -> Content {
 pub fn translate_search(macros: &macros::Macros, lookups: &lookups::Lookups, search: &str) -> Result<(String, Option<String>), Unsupported> {
     // The content's build writes each `<name>_filter` as `search *`; a checkout does not ship
     // them. Its last command calling one is the detection's filter, applied as a SQL macro.
-    let filter = regex::Regex::new(r"\|\s*`([A-Za-z0-9_]+_filter)`\s*$").expect("regex").captures(search.trim()).map(|c| c[1].to_string());
+    static FILTER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let filter = FILTER.get_or_init(|| regex::Regex::new(r"\|\s*`([A-Za-z0-9_]+_filter)`\s*$").expect("regex"));
+    let filter = filter.captures(search.trim()).map(|c| c[1].to_string());
     let expanded = macros
         .expand(search, &|name| name.ends_with("_filter").then(|| "search *".to_string()))
         .map_err(Unsupported::Macro)?;

@@ -1132,7 +1132,10 @@ fn like_pattern(stage: &Stage, e: &Expr) -> Result<String> {
 /// A `replace()` replacement: Splunk writes groups `\1`, the engine `${1}`.
 fn replacement(stage: &Stage, e: &Expr) -> Result<String> {
     match e {
-        Expr::Str(s) => Ok(lit(&regex::Regex::new(r"\\(\d)").unwrap().replace_all(s, "$${$1}"))),
+        Expr::Str(s) => {
+            static GROUP: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+            Ok(lit(&GROUP.get_or_init(|| regex::Regex::new(r"\\(\d)").expect("regex")).replace_all(s, "$${$1}")))
+        }
         _ => text(stage, e),
     }
 }
