@@ -274,6 +274,28 @@ fn list(catalog: &detect::Catalog) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `items` by `key`, the largest group first (then by key).
+fn grouped<T>(items: &[T], key: impl Fn(&T) -> String) -> Vec<(String, Vec<&T>)> {
+    let mut groups: std::collections::BTreeMap<String, Vec<&T>> = Default::default();
+    for r in items {
+        groups.entry(key(r)).or_default().push(r);
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    groups
+}
+
+/// Each group as a `# PREFIXgroup (N nouns)` line, then one line per item.
+fn write_groups<T>(out: &mut impl Write, prefix: &str, noun: &str, groups: &[(String, Vec<&T>)], line: impl Fn(&T) -> String) -> std::io::Result<()> {
+    for (group, items) in groups {
+        writeln!(out, "# {prefix}{} ({} {noun}{})", crate::output::escape_controls(group), items.len(), if items.len() == 1 { "" } else { "s" })?;
+        for r in items {
+            writeln!(out, "{}", crate::output::escape_controls(&line(r)))?;
+        }
+    }
+    Ok(())
+}
+
 /// `--check`: failures on stdout, one per line; a summary on stderr; exit 1 if any failed.
 async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<ExitCode> {
     let lake = Lake::new(lake_dir);
@@ -290,34 +312,12 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
         if lake.exists() { format!("the lake at {}", lake_dir.display()) } else { "the lake's schemas (no lake yet)".to_string() },
         if failed == 0 { "all plan".to_string() } else { format!("{failed} failed") }
     );
-    // Sigma rules that do not compile, grouped by reason, the largest group first.
-    let mut groups: std::collections::BTreeMap<String, Vec<&detect::sigma::Rejected>> = Default::default();
-    for r in &catalog.rejected {
-        groups.entry(r.reason.group()).or_default().push(r);
-    }
-    let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-    for (group, rules) in &groups {
-        writeln!(out, "# {} ({} rule{})", crate::output::escape_controls(group), rules.len(), if rules.len() == 1 { "" } else { "s" })?;
-        for r in rules {
-            let line = format!("{}: {} ({}): {}", r.file, r.id, r.title, r.reason);
-            writeln!(out, "{}", crate::output::escape_controls(&line))?;
-        }
-    }
-    // ESCU detections that do not translate, grouped by construct, the largest group first.
-    let mut escu_groups: std::collections::BTreeMap<String, Vec<&detect::escu::Rejected>> = Default::default();
-    for r in &catalog.escu_rejected {
-        escu_groups.entry(r.reason.group()).or_default().push(r);
-    }
-    let mut escu_groups: Vec<_> = escu_groups.into_iter().collect();
-    escu_groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-    for (group, rules) in &escu_groups {
-        writeln!(out, "# ESCU: {} ({} detection{})", crate::output::escape_controls(group), rules.len(), if rules.len() == 1 { "" } else { "s" })?;
-        for r in rules {
-            let line = format!("{}: {} ({}): {}", r.file, r.id, r.name, r.reason);
-            writeln!(out, "{}", crate::output::escape_controls(&line))?;
-        }
-    }
+    // Sigma rules that do not compile, then ESCU detections that do not translate, grouped by
+    // reason, the largest group first.
+    let sigma_groups = grouped(&catalog.rejected, |r| r.reason.group());
+    write_groups(&mut out, "", "rule", &sigma_groups, |r| format!("{}: {} ({}): {}", r.file, r.id, r.title, r.reason))?;
+    let escu_groups = grouped(&catalog.escu_rejected, |r| r.reason.group());
+    write_groups(&mut out, "ESCU: ", "detection", &escu_groups, |r| format!("{}: {} ({}): {}", r.file, r.id, r.name, r.reason))?;
     let escu = catalog.detections.iter().filter(|d| d.escu.is_some()).count();
     let escu_all = escu + catalog.escu_rejected.len();
     if escu_all > 0 {
@@ -333,7 +333,7 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
         eprintln!(
             "Sigma rules: {sigma} of {all} compile ({:.1}%){}",
             100.0 * sigma as f64 / all as f64,
-            if groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.rejected.len(), groups.len()) }
+            if sigma_groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.rejected.len(), sigma_groups.len()) }
         );
     }
     Ok(if failed == 0 && catalog.rejected.is_empty() && catalog.escu_rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

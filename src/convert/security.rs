@@ -29,10 +29,7 @@ pub const VENDOR_PRODUCT: &str = "Microsoft Windows";
 /// Whether the event is a Security audit event: by provider name, or by channel when the
 /// collector dropped the provider.
 pub fn is_security(ev: &WinEvent) -> bool {
-    match ev.provider.as_deref() {
-        Some(p) if !p.is_empty() => p.eq_ignore_ascii_case(PROVIDER),
-        _ => ev.channel.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(CHANNEL)),
-    }
+    super::sysmon::is_from(ev, PROVIDER, CHANNEL)
 }
 
 /// The name Sysmon gives an integrity level, from the mandatory label: its SID (`S-1-16-12288`)

@@ -18,9 +18,15 @@ pub const VENDOR_PRODUCT: &str = "Microsoft Sysmon";
 /// Whether the event comes from Sysmon: by provider name, or by channel when the collector
 /// dropped the provider.
 pub fn is_sysmon(ev: &WinEvent) -> bool {
+    is_from(ev, PROVIDER, CHANNEL)
+}
+
+/// Whether the event comes from `provider`, or, when the collector dropped the provider, from
+/// `channel`.
+pub(super) fn is_from(ev: &WinEvent, provider: &str, channel: &str) -> bool {
     match ev.provider.as_deref() {
-        Some(p) if !p.is_empty() => p.eq_ignore_ascii_case(PROVIDER),
-        _ => ev.channel.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(CHANNEL)),
+        Some(p) if !p.is_empty() => p.eq_ignore_ascii_case(provider),
+        _ => ev.channel.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(channel)),
     }
 }
 

@@ -149,13 +149,23 @@ pub async fn tick(
     }
     let commits = lake.commits()?;
     let max_commit = commits.iter().map(|c| c.id).max().unwrap_or(0);
-    let mode = opts.mode.name();
     let mut ran_windows: BTreeSet<Window> = BTreeSet::new();
     // Incident windows (by their end) to compute again because a late re-run changed their input.
     let mut stale_incidents: BTreeSet<DateTime<Utc>> = BTreeSet::new();
     // The runs before this tick: what late data is checked against.
     let prior_runs = lake.runs()?;
     for d in &catalog.detections {
+        // A detection with one mode only (Sigma rules: cimlake; ESCU translations: splunk) runs
+        // in that mode, whatever --mode says.
+        let own;
+        let opts = match d.modes().as_slice() {
+            [only] if !d.has_mode(opts.mode) => {
+                own = SchedulerOptions { mode: *only, ..opts.clone() };
+                &own
+            }
+            _ => opts,
+        };
+        let mode = opts.mode.name();
         let schedule = Schedule::new(&d.meta.schedule, opts.tz)
             .map_err(|source| ScheduleError::Window { detection: d.name.clone(), source })?;
         if let Some((from, to)) = backfill {

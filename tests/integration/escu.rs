@@ -170,3 +170,24 @@ fn snapshots_of_translated_sql() {
         settings.bind(|| insta::assert_snapshot!(format!("escu_sql__{name}"), sql));
     }
 }
+
+/// An ESCU translation is scheduled like the built-in detection, in its own (splunk) mode: its
+/// results go to detections.results and its risk events, scored from its `rba:` block, to
+/// risk.all_risk.
+#[test]
+fn an_escu_detection_is_scheduled_with_results_and_risk() {
+    let checkout = repo().join("tests/data/escu_seed");
+    let tmp = TempDir::new().unwrap();
+    let lake = tmp.path().join("lake");
+    cimlake_ok(&lake, &["ingest", "data/logs/sysmon/t1218_007_msiexec_sysmon.log"]);
+    let out = cimlake_ok(&lake, &["schedule", "--once", "--now", "2026-11-03T15:10:00Z", "--sql-dir", checkout.to_str().unwrap()]);
+    assert!(out.contains(&format!("ran {SEED}_escu (splunk) [2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) scheduled: ")), "{out}");
+    let results = query_csv(&lake, &format!("SELECT mode, count(*) AS n FROM detections.results WHERE detection = '{SEED}_escu' GROUP BY 1"), &[]);
+    // The window's rows of the Splunk-mode SQL, by hand: the same count.
+    let by_hand = cimlake_ok(&lake, &["detect", "--detection", SEED, "--mode", "splunk", "--earliest", "2026-11-03T13:50:00Z", "--latest", "2026-11-03T14:50:00Z", "--format", "csv"]);
+    let rows = by_hand.lines().count() - 1;
+    assert!(rows > 0);
+    assert_eq!(results, vec!["mode,n".to_string(), format!("splunk,{rows}")]);
+    let risk = query_csv(&lake, "SELECT DISTINCT risk_object_type, risk_score FROM risk.all_risk WHERE search_name LIKE 'ESCU - %' ORDER BY 1", &[]);
+    assert_eq!(risk, vec!["risk_object_type,risk_score", "system,20", "user,20"]);
+}

@@ -99,7 +99,9 @@ fn a_directory_of_sigma_rules_is_listed_checked_shown_and_run() {
                 "0 * * * * (-70m@m to -10m@m)",
                 "Sigma",
                 "high",
-                "test"
+                "test",
+                "-",
+                "dvc:system:75,user:user:75,process_name:process_name"
             ],
             vec![
                 CERTUTIL_ID,
@@ -111,7 +113,9 @@ fn a_directory_of_sigma_rules_is_listed_checked_shown_and_run() {
                 "0 * * * * (-70m@m to -10m@m)",
                 "Sigma",
                 "medium",
-                "experimental"
+                "experimental",
+                "-",
+                "dest:system:50,user:user:50,process_name:process_name"
             ],
         ]
     );

@@ -285,10 +285,8 @@ pub fn load(dir: &Path, yaml: &BTreeMap<String, String>) -> Content {
         let reject = |reason| Rejected { file: path.clone(), id: y.id.clone(), name: y.name.clone(), reason };
         match translate_search(&macros, &lookups, &y.search) {
             Ok((sql, filter)) => {
-                if let Some(f) = &filter {
-                    if !filters.contains(f) {
-                        filters.push(f.clone());
-                    }
+                if let Some(f) = filter.as_ref().filter(|f| !filters.contains(f)) {
+                    filters.push(f.clone());
                 }
                 out.detections.push(detection(path, &y, sql, filter, &origin));
             }

@@ -96,7 +96,7 @@ pub enum Expr {
 pub fn parse(text: &str) -> Result<Vec<Command>, String> {
     let mut pairs = Spl::parse(Rule::search, text).map_err(|e| e.to_string())?;
     let search = pairs.next().expect("search");
-    let pipeline = search.into_inner().filter(not_keyword).next().expect("pipeline");
+    let pipeline = kids(search).next().expect("pipeline");
     Ok(pipeline_of(pipeline))
 }
 
@@ -110,8 +110,13 @@ fn not_keyword(p: &Pair<'_, Rule>) -> bool {
     )
 }
 
+/// A pair's content pairs, keywords left out.
+fn kids(p: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+    p.into_inner().filter(not_keyword)
+}
+
 fn pipeline_of(p: Pair<'_, Rule>) -> Vec<Command> {
-    p.into_inner().filter(not_keyword).map(command).collect()
+    kids(p).map(command).collect()
 }
 
 /// A quoted string's text, with `\"` and `\\` unescaped; other text as it is.
@@ -140,7 +145,7 @@ fn field(p: Pair<'_, Rule>) -> String {
 }
 
 fn option(p: Pair<'_, Rule>) -> (String, String) {
-    let mut i = p.into_inner().filter(not_keyword);
+    let mut i = kids(p);
     let name = i.next().unwrap().as_str().to_ascii_lowercase();
     let value = unquote(i.next().unwrap().as_str());
     (name, value)
@@ -153,7 +158,7 @@ fn aggregate(p: Pair<'_, Rule>) -> Aggregate {
     let mut func = String::new();
     let mut fields = Vec::new();
     let mut eval = None;
-    for x in p.into_inner().filter(not_keyword) {
+    for x in kids(p) {
         match x.as_rule() {
             Rule::agg_func => func = x.as_str().to_ascii_lowercase(),
             Rule::field => fields.push(field(x)),
@@ -170,42 +175,42 @@ fn command(p: Pair<'_, Rule>) -> Command {
     match p.as_rule() {
         Rule::tstats => {
             let mut t = Tstats { options: vec![], aggs: vec![], datamodel: String::new(), filter: None, by: vec![], span: None };
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => t.options.push(option(x)),
                     Rule::aggregate => t.aggs.push(aggregate(x)),
                     Rule::datamodel => t.datamodel = x.as_str().to_string(),
                     Rule::s_expr => t.filter = Some(search(x)),
-                    Rule::span => t.span = Some(x.into_inner().filter(not_keyword).next().unwrap().as_str().to_string()),
+                    Rule::span => t.span = Some(kids(x).next().unwrap().as_str().to_string()),
                     Rule::field => t.by.push(field(x)),
                     _ => {}
                 }
             }
             Command::Tstats(t)
         }
-        Rule::where_cmd => Command::Where(expr(p.into_inner().filter(not_keyword).next().unwrap())),
-        Rule::search_cmd => Command::Search(search(p.into_inner().filter(not_keyword).next().unwrap())),
+        Rule::where_cmd => Command::Where(expr(kids(p).next().unwrap())),
+        Rule::search_cmd => Command::Search(search(kids(p).next().unwrap())),
         Rule::eval_cmd => Command::Eval(
-            p.into_inner().filter(not_keyword)
+            kids(p)
                 .map(|a| {
-                    let mut i = a.into_inner().filter(not_keyword);
+                    let mut i = kids(a);
                     (field(i.next().unwrap()), expr(i.next().unwrap()))
                 })
                 .collect(),
         ),
         Rule::rename_cmd => Command::Rename(
-            p.into_inner().filter(not_keyword)
+            kids(p)
                 .map(|a| {
-                    let mut i = a.into_inner().filter(not_keyword);
+                    let mut i = kids(a);
                     (field(i.next().unwrap()), field(i.next().unwrap()))
                 })
                 .collect(),
         ),
-        Rule::table_cmd => Command::Table(p.into_inner().filter(not_keyword).map(field).collect()),
+        Rule::table_cmd => Command::Table(kids(p).map(field).collect()),
         Rule::fields_cmd => {
             let mut remove = false;
             let mut fields = Vec::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::fields_sign => remove = x.as_str() == "-",
                     _ => fields.push(field(x)),
@@ -217,7 +222,7 @@ fn command(p: Pair<'_, Rule>) -> Command {
             let mut event = false;
             let mut aggs = Vec::new();
             let mut by = Vec::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::stats_kind => event = x.as_str().eq_ignore_ascii_case("eventstats"),
                     Rule::aggregate => aggs.push(aggregate(x)),
@@ -230,10 +235,10 @@ fn command(p: Pair<'_, Rule>) -> Command {
             let mut options = Vec::new();
             let mut fields = Vec::new();
             let mut sub = Vec::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => options.push(option(x)),
-                    Rule::join_field => fields.push(field(x.into_inner().filter(not_keyword).next().unwrap())),
+                    Rule::join_field => fields.push(field(kids(x).next().unwrap())),
                     Rule::pipeline => sub = pipeline_of(x),
                     _ => {}
                 }
@@ -241,14 +246,14 @@ fn command(p: Pair<'_, Rule>) -> Command {
             Command::Join { options, fields, sub }
         }
         Rule::regex_cmd => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let f = field(i.next().unwrap());
             let negate = i.next().unwrap().as_str() == "!=";
             Command::Regex { field: f, negate, pattern: unquote(i.next().unwrap().as_str()) }
         }
         Rule::lookup_cmd => {
             let (mut options, mut name, mut inputs, mut outputs, mut new, mut out) = (Vec::new(), String::new(), Vec::new(), Vec::new(), false, false);
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => options.push(option(x)),
                     Rule::lookup_name => name = x.as_str().to_string(),
@@ -257,7 +262,7 @@ fn command(p: Pair<'_, Rule>) -> Command {
                         new = x.as_str().eq_ignore_ascii_case("outputnew");
                     }
                     _ => {
-                        let mut f = x.into_inner().filter(not_keyword).map(field);
+                        let mut f = kids(x).map(field);
                         let col = f.next().unwrap();
                         let as_ = f.next().unwrap_or_else(|| col.clone());
                         if out { outputs.push((col, as_)) } else { inputs.push((col, as_)) }
@@ -269,7 +274,7 @@ fn command(p: Pair<'_, Rule>) -> Command {
         Rule::bin_cmd => {
             let mut options = Vec::new();
             let mut f = String::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => options.push(option(x)),
                     _ => f = field(x),
@@ -280,7 +285,7 @@ fn command(p: Pair<'_, Rule>) -> Command {
         Rule::rex_cmd => {
             let mut options = Vec::new();
             let mut pattern = String::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => options.push(option(x)),
                     _ => pattern = unquote(x.as_str()),
@@ -291,11 +296,11 @@ fn command(p: Pair<'_, Rule>) -> Command {
         Rule::convert_cmd => {
             let mut options = Vec::new();
             let mut conversions = Vec::new();
-            for x in p.into_inner().filter(not_keyword) {
+            for x in kids(p) {
                 match x.as_rule() {
                     Rule::option => options.push(option(x)),
                     _ => {
-                        let mut i = x.into_inner().filter(not_keyword);
+                        let mut i = kids(x);
                         let func = i.next().unwrap().as_str().to_ascii_lowercase();
                         let f = field(i.next().unwrap());
                         conversions.push((func, f, i.next().map(field)));
@@ -304,32 +309,32 @@ fn command(p: Pair<'_, Rule>) -> Command {
             }
             Command::Convert { options, conversions }
         }
-        Rule::dedup_cmd => Command::Dedup(p.into_inner().filter(not_keyword).map(field).collect()),
-        Rule::other => Command::Other(p.into_inner().filter(not_keyword).next().unwrap().as_str().to_ascii_lowercase()),
+        Rule::dedup_cmd => Command::Dedup(kids(p).map(field).collect()),
+        Rule::other => Command::Other(kids(p).next().unwrap().as_str().to_ascii_lowercase()),
         r => unreachable!("command {r:?}"),
     }
 }
 
 fn search(p: Pair<'_, Rule>) -> Search {
     match p.as_rule() {
-        Rule::s_expr => search(p.into_inner().filter(not_keyword).next().unwrap()),
+        Rule::s_expr => search(kids(p).next().unwrap()),
         Rule::s_or => {
-            let mut v: Vec<Search> = p.into_inner().filter(not_keyword).map(search).collect();
+            let mut v: Vec<Search> = kids(p).map(search).collect();
             if v.len() == 1 { v.pop().unwrap() } else { Search::Or(v) }
         }
         Rule::s_and => {
-            let mut v: Vec<Search> = p.into_inner().filter(not_keyword).map(search).collect();
+            let mut v: Vec<Search> = kids(p).map(search).collect();
             if v.len() == 1 { v.pop().unwrap() } else { Search::And(v) }
         }
-        Rule::s_not => search(p.into_inner().filter(not_keyword).next().unwrap()),
-        Rule::s_negated => Search::Not(Box::new(search(p.into_inner().filter(not_keyword).next().unwrap()))),
+        Rule::s_not => search(kids(p).next().unwrap()),
+        Rule::s_negated => Search::Not(Box::new(search(kids(p).next().unwrap()))),
         Rule::s_in => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let f = field(i.next().unwrap());
             Search::In { field: f, values: i.map(|v| v.as_str().to_string()).collect() }
         }
         Rule::s_cmp => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let f = field(i.next().unwrap());
             let op = i.next().unwrap().as_str().to_string();
             Search::Compare { field: f, op: if op == "==" { "=".into() } else { op }, value: i.next().unwrap().as_str().to_string() }
@@ -341,16 +346,16 @@ fn search(p: Pair<'_, Rule>) -> Search {
 
 fn expr(p: Pair<'_, Rule>) -> Expr {
     match p.as_rule() {
-        Rule::e_expr | Rule::e_not => expr(p.into_inner().filter(not_keyword).next().unwrap()),
+        Rule::e_expr | Rule::e_not => expr(kids(p).next().unwrap()),
         Rule::e_or | Rule::e_and => {
             let or = p.as_rule() == Rule::e_or;
-            let mut i = p.into_inner().filter(not_keyword).map(expr);
+            let mut i = kids(p).map(expr);
             let first = i.next().unwrap();
             i.fold(first, |a, b| if or { Expr::Or(Box::new(a), Box::new(b)) } else { Expr::And(Box::new(a), Box::new(b)) })
         }
-        Rule::e_negated => Expr::Not(Box::new(expr(p.into_inner().filter(not_keyword).next().unwrap()))),
+        Rule::e_negated => Expr::Not(Box::new(expr(kids(p).next().unwrap()))),
         Rule::e_cmp => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let a = expr(i.next().unwrap());
             match i.next() {
                 None => a,
@@ -362,12 +367,12 @@ fn expr(p: Pair<'_, Rule>) -> Expr {
             }
         }
         Rule::e_concat => {
-            let mut i = p.into_inner().filter(not_keyword).map(expr);
+            let mut i = kids(p).map(expr);
             let first = i.next().unwrap();
             i.fold(first, |a, b| Expr::Binary(".".into(), Box::new(a), Box::new(b)))
         }
         Rule::e_add | Rule::e_mul => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let mut acc = expr(i.next().unwrap());
             while let Some(op) = i.next() {
                 let b = expr(i.next().unwrap());
@@ -375,9 +380,9 @@ fn expr(p: Pair<'_, Rule>) -> Expr {
             }
             acc
         }
-        Rule::e_neg => Expr::Neg(Box::new(expr(p.into_inner().filter(not_keyword).next().unwrap()))),
+        Rule::e_neg => Expr::Neg(Box::new(expr(kids(p).next().unwrap()))),
         Rule::call => {
-            let mut i = p.into_inner().filter(not_keyword);
+            let mut i = kids(p);
             let name = i.next().unwrap().as_str().to_ascii_lowercase();
             Expr::Call(name, i.map(expr).collect())
         }

@@ -295,10 +295,14 @@ fn tstats_aggregate(table: Table, prefix: &str, a: &Aggregate) -> Result<(String
     })
 }
 
+/// A field of a search: its SQL, its kind and, for a lake column, its type.
+type Resolved = (String, Kind, Option<DataType>);
+type Resolver<'a> = &'a dyn Fn(&str) -> Result<Resolved>;
+
 /// A search expression over fields resolved by `resolve` to (SQL, kind, lake type). Every term is
 /// true or false, never null (a missing field matches nothing), so `NOT` keeps the events
 /// without the field, as in Splunk.
-fn search_sql(s: &Search, resolve: &dyn Fn(&str) -> Result<(String, Kind, Option<DataType>)>) -> Result<String> {
+fn search_sql(s: &Search, resolve: Resolver<'_>) -> Result<String> {
     Ok(match s {
         Search::And(v) => format!("({})", v.iter().map(|x| search_sql(x, resolve)).collect::<Result<Vec<_>>>()?.join(" AND ")),
         Search::Or(v) => format!("({})", v.iter().map(|x| search_sql(x, resolve)).collect::<Result<Vec<_>>>()?.join(" OR ")),
@@ -338,7 +342,7 @@ fn search_value(raw: &str) -> (String, Option<String>) {
 }
 
 /// One `field op value` term.
-fn term(field: &str, op: &str, value: &str, resolve: &dyn Fn(&str) -> Result<(String, Kind, Option<DataType>)>) -> Result<String> {
+fn term(field: &str, op: &str, value: &str, resolve: Resolver<'_>) -> Result<String> {
     let (sql, kind, ty) = resolve(field)?;
     let (text, like) = search_value(value);
     let present = format!("{sql} IS NOT NULL");
@@ -1026,7 +1030,7 @@ fn call(stage: &Stage, name: &str, args: &[Expr]) -> Result<(String, Kind)> {
             (format!("CASE WHEN coalesce({}, false) THEN {a} ELSE {b} END", boolean(stage, &args[0])?), kind)
         }
         "case" => {
-            if args.len() % 2 != 0 || args.is_empty() {
+            if !args.len().is_multiple_of(2) || args.is_empty() {
                 return unsupported("eval function case with an odd number of arguments");
             }
             let mut sql = String::from("CASE");
