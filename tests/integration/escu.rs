@@ -191,3 +191,202 @@ fn an_escu_detection_is_scheduled_with_results_and_risk() {
     let risk = query_csv(&lake, "SELECT DISTINCT risk_object_type, risk_score FROM risk.all_risk WHERE search_name LIKE 'ESCU - %' ORDER BY 1", &[]);
     assert_eq!(risk, vec!["risk_object_type,risk_score", "system,20", "user,20"]);
 }
+
+/// Witnesses: for 30 translated detections whose `tstats where` reads process fields, a positive
+/// and a negative Sysmon process creation generated from the where clause itself (every term
+/// satisfied; then the first term broken), and the check that the detection finds the positive
+/// and not the negative.
+mod witnesses {
+    use std::collections::{BTreeMap, HashMap};
+
+    use cimlake::detect::escu::{self, parse::{Command, Search}};
+    use tempfile::TempDir;
+
+    use crate::common::*;
+
+    pub const DETECTIONS: [&str; 30] = [
+        "7zip_commandline_to_smb_share_path",
+        "allow_file_and_printing_sharing_in_firewall",
+        "anomalous_usage_of_7zip",
+        "attempt_to_add_certificate_to_untrusted_store",
+        "bcdedit_failure_recovery_modification",
+        "bitsadmin_download_file",
+        "certutil_with_decode_argument",
+        "clear_unallocated_sector_using_cipher_app",
+        "cmd_carry_out_string_command_parameter",
+        "cmdline_tool_not_executed_in_cmd_shell",
+        "create_local_admin_accounts_using_net_exe",
+        "creation_of_shadow_copy_with_wmic_and_powershell",
+        "credential_dumping_via_symlink_to_shadow_copy",
+        "deleting_shadow_copies",
+        "detect_html_help_renamed",
+        "detect_html_help_using_infotech_storage_handlers",
+        "detect_mshta_renamed",
+        "detect_psexec_with_accepteula_flag",
+        "detect_regsvr32_application_control_bypass",
+        "detect_renamed_rclone",
+        "detect_rundll32_application_control_bypass___advpack",
+        "detect_rundll32_application_control_bypass___syssetup",
+        "detect_sharphound_command_line_arguments",
+        "detect_webshell_exploit_behavior",
+        "disable_logs_using_wevtutil",
+        "disabling_firewall_with_netsh",
+        "domain_account_discovery_with_dsquery",
+        "dsquery_domain_discovery",
+        "elevated_group_discovery_with_net",
+        "detect_mshta_url_in_command_line",
+    ];
+
+    /// What the positive event must hold: per CIM field, the patterns it must match and those it
+    /// must not.
+    #[derive(Default, Debug)]
+    struct Wanted {
+        must: BTreeMap<String, Vec<String>>,
+        must_not: BTreeMap<String, Vec<String>>,
+    }
+
+    /// A search value's text and wildcards: `"*\\Temp\\*"` → `*\Temp\*`.
+    fn pattern(raw: &str) -> String {
+        let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next().unwrap_or('\\')),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Collects the terms an event must satisfy: every AND term, the first OR branch, NOT terms as
+    /// patterns to avoid.
+    fn wanted(s: &Search, negated: bool, w: &mut Wanted) {
+        let field = |f: &str| f.strip_prefix("Processes.").unwrap_or(f).to_string();
+        match s {
+            Search::And(v) => v.iter().for_each(|x| wanted(x, negated, w)),
+            Search::Or(v) if !negated => wanted(&v[0], negated, w),
+            Search::Or(v) => v.iter().for_each(|x| wanted(x, negated, w)),
+            Search::Not(x) => wanted(x, !negated, w),
+            Search::In { field: f, values } if !negated => w.must.entry(field(f)).or_default().push(pattern(&values[0])),
+            Search::In { field: f, values } => w.must_not.entry(field(f)).or_default().extend(values.iter().map(|v| pattern(v))),
+            Search::Compare { field: f, op, value } => match (op.as_str(), negated) {
+                ("=", false) | ("!=", true) => w.must.entry(field(f)).or_default().push(pattern(value)),
+                ("!=", false) | ("=", true) => w.must_not.entry(field(f)).or_default().push(pattern(value)),
+                _ => panic!("comparison {op} in a witness"),
+            },
+            Search::Word(_) => panic!("a bare word in a witness"),
+        }
+    }
+
+    /// A text matching every pattern: an exact one as it is, else each one's fragments in turn
+    /// (an unanchored start or end left as it is).
+    fn value(patterns: &[String]) -> String {
+        if let Some(exact) = patterns.iter().find(|p| !p.contains('*')) {
+            return exact.clone();
+        }
+        let prefix = patterns.iter().find(|p| !p.starts_with('*')).map(|p| p.split('*').next().unwrap().to_string());
+        let suffix = patterns.iter().find(|p| !p.ends_with('*')).map(|p| p.rsplit('*').next().unwrap().to_string());
+        let mut parts: Vec<String> = prefix.into_iter().collect();
+        for p in patterns {
+            parts.extend(p.split('*').filter(|f| !f.is_empty()).map(str::to_string));
+        }
+        parts.extend(suffix);
+        parts.join(" ")
+    }
+
+    /// The Sysmon EventID 1 (Winlogbeat JSON) with these CIM fields.
+    fn event(host: &str, record: usize, fields: &HashMap<String, String>) -> String {
+        let dir = r"C:\Windows\System32\";
+        let image = fields.get("process_path").cloned().unwrap_or_else(|| format!("{dir}{}", fields.get("process_name").map_or("benign.exe", String::as_str)));
+        let parent = fields.get("parent_process_path").cloned().unwrap_or_else(|| format!("{dir}{}", fields.get("parent_process_name").map_or("explorer.exe", String::as_str)));
+        let mut data = serde_json::json!({
+            "ProcessGuid": format!("{{CCCCCCCC-0000-0000-0000-{record:012}}}"),
+            "ProcessId": (1000 + record).to_string(),
+            "Image": image,
+            "ParentImage": parent,
+            "ParentProcessId": "4",
+            "User": fields.get("user").cloned().unwrap_or("ACME\\witness".into()),
+            "CommandLine": fields.get("process").cloned().unwrap_or("benign".into()),
+        });
+        for (cim, sysmon) in [("original_file_name", "OriginalFileName"), ("parent_process", "ParentCommandLine"), ("process_current_directory", "CurrentDirectory"), ("process_integrity_level", "IntegrityLevel")] {
+            if let Some(v) = fields.get(cim) {
+                data[sysmon] = serde_json::json!(v);
+            }
+        }
+        serde_json::json!({
+            "@timestamp": "2026-11-05T10:00:00.000Z",
+            "winlog": {"channel": "Microsoft-Windows-Sysmon/Operational", "computer_name": host, "event_id": "1",
+                       "provider_name": "Microsoft-Windows-Sysmon", "record_id": record, "event_data": data}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn each_detection_finds_its_positive_and_not_its_negative() {
+        let escu = corpus().join("escu");
+        let mut yaml = BTreeMap::new();
+        for dir in ["macros", "lookups"] {
+            for e in std::fs::read_dir(escu.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "yml") {
+                    yaml.insert(p.display().to_string(), std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let macros = escu::load_macros(&yaml, &escu).unwrap();
+        let checkout = TempDir::new().unwrap();
+        copy_dir(&escu.join("macros"), &checkout.path().join("macros"));
+        std::fs::create_dir_all(checkout.path().join("detections/endpoint")).unwrap();
+        let mut events = Vec::new();
+        let mut titles = HashMap::new();
+        let names: std::collections::BTreeSet<&str> = DETECTIONS.iter().copied().collect();
+        assert_eq!(names.len(), DETECTIONS.len(), "distinct detections");
+        for (i, name) in names.iter().enumerate() {
+            let file = escu.join(format!("detections/endpoint/{name}.yml"));
+            let text = std::fs::read_to_string(&file).unwrap();
+            std::fs::write(checkout.path().join(format!("detections/endpoint/{name}.yml")), &text).unwrap();
+            let (title, search) = escu::name_and_search(&text).unwrap();
+            titles.insert(format!("ESCU - {title} - Rule"), i);
+            let expanded = macros.expand(&search, &|n: &str| n.ends_with("_filter").then(|| "search *".to_string())).unwrap();
+            let commands = escu::parse::parse(&expanded).unwrap();
+            let Some(Command::Tstats(t)) = commands.first() else { panic!("{name}: not tstats") };
+            let mut w = Wanted::default();
+            wanted(t.filter.as_ref().unwrap(), false, &mut w);
+            let mut positive: HashMap<String, String> = w.must.iter().map(|(f, p)| (f.clone(), value(p))).collect();
+            for (f, _) in &w.must_not {
+                positive.entry(f.clone()).or_insert_with(|| "renamed.exe".to_string());
+            }
+            // The negative: the positive with its first required field given another value.
+            let mut negative = positive.clone();
+            let (first, _) = w.must.iter().next().unwrap_or_else(|| panic!("{name}: nothing required"));
+            negative.insert(first.clone(), if first.ends_with("name") { "benign.exe".into() } else { "benign".into() });
+            events.push(event(&format!("pos-{i}.example"), 2 * i + 1, &positive));
+            events.push(event(&format!("neg-{i}.example"), 2 * i + 2, &negative));
+        }
+        let logs = checkout.path().join("witnesses.json");
+        std::fs::write(&logs, events.join("\n") + "\n").unwrap();
+        let lake = checkout.path().join("lake");
+        cimlake_ok(&lake, &["ingest", logs.to_str().unwrap()]);
+        let out = cimlake_ok(&lake, &["detect", "--sql-dir", checkout.path().to_str().unwrap(), "--mode", "splunk"]);
+        // One section per detection: its title line, then its table.
+        let mut found: HashMap<usize, String> = HashMap::new();
+        let mut current = None;
+        for line in out.lines() {
+            if let Some((title, _)) = line.split_once(" — splunk mode — ") {
+                current = titles.get(title).copied();
+                if let Some(i) = current {
+                    found.insert(i, String::new());
+                }
+            } else if let Some(i) = current {
+                found.get_mut(&i).unwrap().push_str(line);
+            }
+        }
+        assert_eq!(found.len(), names.len(), "every detection ran:\n{out}");
+        for (i, name) in names.iter().enumerate() {
+            let table = &found[&i];
+            assert!(table.contains(&format!("pos-{i}.example")), "{name} misses its positive:\n{table}");
+            assert!(!table.contains(&format!("neg-{i}.example")), "{name} finds its negative:\n{table}");
+        }
+    }
+}

@@ -238,6 +238,11 @@ fn datamodels(search: &str) -> Vec<String> {
     re.captures_iter(search).map(|c| c[1].to_string()).collect()
 }
 
+/// A detection YAML's `name` and `search`, when it reads as one.
+pub fn name_and_search(text: &str) -> Option<(String, String)> {
+    yaml_serde::from_str::<DetectionYaml>(text).ok().map(|y| (y.name, y.search))
+}
+
 /// Whether every data model it reads is one the lake holds (and it reads one).
 fn reads_the_lake(search: &str) -> bool {
     let models = datamodels(search);
