@@ -801,6 +801,9 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
     let mut names = vec!["lookup_row".to_string()];
     names.extend(used_cols.iter().map(|i| format!("c{i}")));
     names.extend(used_cols.iter().map(|i| format!("w{i}")));
+    // CIDR columns: each row's IPv4 network as its first and last address, as numbers.
+    let cidr_cols: Vec<usize> = inputs.iter().filter(|(c, _)| def.cidr.contains(c)).map(|(c, _)| col(c)).collect::<Result<Vec<_>>>()?;
+    names.extend(cidr_cols.iter().flat_map(|i| [format!("lo{i}"), format!("hi{i}")]));
     let values: Vec<String> = rows
         .iter()
         .enumerate()
@@ -808,6 +811,12 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
             let mut v = vec![r.to_string()];
             v.extend(used_cols.iter().map(|i| lit(&row[*i])));
             v.extend(used_cols.iter().map(|i| lit(&lookup_like(&row[*i]))));
+            for i in &cidr_cols {
+                match ipv4_range(&row[*i]) {
+                    Some((lo, hi)) => v.extend([format!("CAST({lo} AS BIGINT)"), format!("CAST({hi} AS BIGINT)")]),
+                    None => v.extend(["CAST(NULL AS BIGINT)".to_string(), "CAST(NULL AS BIGINT)".to_string()]),
+                }
+            }
             format!("({})", v.join(", "))
         })
         .collect();
@@ -830,7 +839,7 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
         }
         let ev = text_of(&format!("e.{}", ident(field)), f.kind, &None);
         on.push(if def.cidr.contains(c) {
-            format!("coalesce(cidr_match({ev}, k.c{i}), false)")
+            format!("{} BETWEEN k.lo{i} AND k.hi{i}", ipv4_number(&ev))
         } else if def.wildcard.contains(c) {
             format!("{} LIKE {}", fold(ev), fold(format!("k.w{i}")))
         } else {
@@ -866,6 +875,25 @@ fn lookup(b: &mut Builder, stage: Stage, options: &[(String, String)], name: &st
     }
     let sql = format!("SELECT {} FROM ({joined}) matched", select.join(", "));
     Ok(b.add(sql, fields, stage.order))
+}
+
+/// An IPv4 network (`10.0.0.0/8`) or address as its first and last address, as numbers.
+fn ipv4_range(s: &str) -> Option<(u64, u64)> {
+    let (ip, bits) = match s.trim().split_once('/') {
+        Some((ip, bits)) => (ip, bits.parse::<u32>().ok().filter(|b| *b <= 32)?),
+        None => (s.trim(), 32),
+    };
+    let ip = u64::from(u32::from(ip.parse::<std::net::Ipv4Addr>().ok()?));
+    let size = 1u64 << (32 - bits);
+    let lo = ip & !(size - 1) & 0xFFFF_FFFF;
+    Some((lo, lo + size - 1))
+}
+
+/// SQL for the number of an IPv4 address in text (null when it is not one).
+fn ipv4_number(text: &str) -> String {
+    let part = |n: usize| format!("TRY_CAST(split_part({text}, '.', {n}) AS BIGINT)");
+    let valid = format!("regexp_like({text}, '^\\d{{1,3}}(\\.\\d{{1,3}}){{3}}$')");
+    format!("CASE WHEN {valid} THEN {} * 16777216 + {} * 65536 + {} * 256 + {} END", part(1), part(2), part(3), part(4))
 }
 
 /// A lookup value as a `LIKE` pattern: in a `WILDCARD` column `*` is any text; everything else,
@@ -1151,6 +1179,15 @@ fn number_int(stage: &Stage, e: &Expr) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_ranges() {
+        assert_eq!(ipv4_range("10.0.0.0/31"), Some((167772160, 167772161)));
+        assert_eq!(ipv4_range("10.1.2.3"), Some((167838211, 167838211)));
+        assert_eq!(ipv4_range("10.1.2.3/8"), Some((167772160, 184549375)));
+        assert_eq!(ipv4_range("::1/128"), None);
+        assert_eq!(ipv4_range("10.0.0.0/33"), None);
+    }
 
     #[test]
     fn globs_and_values() {
