@@ -5,7 +5,7 @@
 use evtx::{EvtxParser, ParserSettings};
 
 use super::xml_event::{self, WinEvent};
-use super::{BadRecord, ConvertError, Emitter, sysmon};
+use super::{BadRecord, ConvertError, Emitter};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "evtx";
@@ -71,7 +71,7 @@ fn convert_parser<T: std::io::Read + std::io::Seek>(
                     continue;
                 }
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: id, offset: None };
-                sysmon::convert_event(&parsed, prov, out)?;
+                super::windows::convert_event(&parsed, prov, out)?;
             }
             Err(e) => out.bad(BadRecord {
                 source: source.to_string(),

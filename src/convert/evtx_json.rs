@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::lines::{Line, Lines};
 use super::xml_event::WinEvent;
-use super::{BadRecord, ConvertError, Emitter, Unreadable, sysmon};
+use super::{BadRecord, ConvertError, Emitter, Unreadable};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "evtx:json";
@@ -135,7 +135,7 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
         match serde_json::from_str::<Value>(&doc).map_err(|e| Unreadable(format!("not JSON: {e}"))).and_then(|v| to_win_event(&v, &mut ev)) {
             Ok(()) => {
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(at) };
-                sysmon::convert_event(&ev, prov, out)?;
+                super::windows::convert_event(&ev, prov, out)?;
             }
             Err(reason) => out.bad(bad(line, at, reason.0))?,
         }

@@ -18,6 +18,7 @@ pub mod security;
 pub mod split;
 pub mod sysmon;
 pub mod winevent_json;
+pub mod windows;
 pub mod xml_event;
 pub mod xmlwineventlog;
 

@@ -182,7 +182,7 @@ mod tests {
                 if keep(&xml) {
                     super::super::xml_event::parse_into(&xml, &mut ev).unwrap();
                     let prov = Provenance { source: file, sourcetype: "XmlWinEventLog", record: Some(i as i64 + 1), offset: None };
-                    super::super::sysmon::convert_event(&ev, prov, &mut out).unwrap();
+                    super::super::windows::convert_event(&ev, prov, &mut out).unwrap();
                 }
             }
             out.finish().unwrap()

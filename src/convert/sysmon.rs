@@ -1,6 +1,6 @@
 //! Maps Sysmon events (EventID 1 process creation, EventID 3 network connection) to CIM rows,
-//! exactly as `MISSION.md` lays out. Windows Security events go to [`super::security`]; other
-//! Sysmon events and other providers are counted as skipped, by reason.
+//! exactly as `MISSION.md` lays out. Other Sysmon events and other providers are counted as
+//! skipped, by reason ([`super::windows`] sends Windows Security events to [`super::security`]).
 
 use chrono::{DateTime, NaiveDateTime};
 
@@ -153,9 +153,6 @@ pub fn convert_event(
         reason,
     };
     if !is_sysmon(ev) {
-        if super::security::is_security(ev) {
-            return super::security::convert_event(ev, prov, out);
-        }
         let who = ev
             .provider
             .as_deref()

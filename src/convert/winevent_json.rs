@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::lines::Position;
 use super::xml_event::WinEvent;
-use super::{BadRecord, ConvertError, Emitter, Unreadable, sysmon};
+use super::{BadRecord, ConvertError, Emitter, Unreadable};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "WinEventLog:json";
@@ -181,7 +181,7 @@ pub fn convert_part<R: BufRead>(reader: R, source: &str, at: Position, out: &mut
         match to_win_event(obj, &mut ev) {
             Ok(_) => {
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
-                sysmon::convert_event(&ev, prov, out)
+                super::windows::convert_event(&ev, prov, out)
             }
             Err(reason) => out.bad(bad(reason.0)),
         }

@@ -4,14 +4,14 @@
 //!
 //! The reader walks the input line by line ([`BufRead::read_until`], so any buffer size gives the
 //! same result), assembles each `<Event>` … `</Event>` span, parses it ([`super::xml_event`]) and
-//! maps it ([`super::sysmon`]). Plain-text records are counted as skipped; any other line outside
+//! maps it ([`super::windows`]). Plain-text records are counted as skipped; any other line outside
 //! an event is a bad record reported with its line number.
 
 use std::io::BufRead;
 
 use super::lines::Position;
 use super::xml_event::{self, WinEvent};
-use super::{BadRecord, ConvertError, Emitter, sysmon};
+use super::{BadRecord, ConvertError, Emitter};
 use crate::cim::provenance::Provenance;
 
 pub const SOURCETYPE: &str = "XmlWinEventLog";
@@ -288,7 +288,7 @@ fn finish_event(
         return out.bad(bad(reason.0));
     }
     let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
-    sysmon::convert_event(parsed, prov, out)
+    super::windows::convert_event(parsed, prov, out)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub struct Detection {
     /// For a Sigma rule: its log source, level, tags and compiled condition.
     pub sigma: Option<Arc<SigmaInfo>>,
     /// For an ESCU detection translated from SPL: its search and status.
-    pub escu: Option<Arc<crate::detect::escu::EscuInfo>>,
+    pub escu: Option<Arc<crate::detect::escu::info::EscuInfo>>,
 }
 
 impl Detection {

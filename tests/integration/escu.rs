@@ -354,7 +354,7 @@ mod witnesses {
             let mut w = Wanted::default();
             wanted(t.filter.as_ref().unwrap(), false, &mut w);
             let mut positive: HashMap<String, String> = w.must.iter().map(|(f, p)| (f.clone(), value(p))).collect();
-            for (f, _) in &w.must_not {
+            for f in w.must_not.keys() {
                 positive.entry(f.clone()).or_insert_with(|| "renamed.exe".to_string());
             }
             // The negative: the positive with its first required field given another value.

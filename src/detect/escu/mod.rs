@@ -14,6 +14,7 @@
 //! `splunk` mode. A detection that uses anything else is listed by `detect --check` with the
 //! construct it lacks.
 
+pub mod info;
 pub mod lookups;
 pub mod macros;
 pub mod parse;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use super::detection::Detection;
 use super::metadata::{Metadata, Risk, RiskObject, Schedule, ThreatObject};
 use super::Mode;
+pub use info::EscuInfo;
 
 /// Why a detection is not in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,17 +76,6 @@ pub struct Rejected {
     pub reason: Unsupported,
 }
 
-/// What a translated detection keeps of its origin.
-#[derive(Debug, Clone)]
-pub struct EscuInfo {
-    /// The search as the YAML gives it.
-    pub search: String,
-    /// The YAML's `status` (production, experimental, deprecated).
-    pub status: String,
-    /// Its risk objects' source: `rba` (the newer block) or `observable` (tags.observable and
-    /// risk_score).
-    pub risk_from: &'static str,
-}
 
 /// The detections of a checkout.
 #[derive(Debug, Default)]
