@@ -24,6 +24,10 @@ const CIM_MACROS: &[(&str, &[&str], &str)] = &[("drop_dm_object_name", &["object
 /// Expansion deeper than this is a cycle.
 const MAX_DEPTH: usize = 20;
 
+/// A search expanding to more text than this is refused: macros calling each other twice over,
+/// twenty deep, would otherwise grow a million-fold.
+pub const MAX_EXPANDED: usize = 1 << 20;
+
 impl Macros {
     pub fn new() -> Macros {
         let mut m = Macros::default();
@@ -77,6 +81,9 @@ impl Macros {
                 })?,
             };
             out.push_str(&self.expand_at(&body, missing, depth + 1)?);
+            if out.len() > MAX_EXPANDED {
+                return Err(format!("the search expands to more than {} KiB (macros calling each other over and over?)", MAX_EXPANDED >> 10));
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -138,6 +145,12 @@ mod tests {
         m.insert("a", vec![], "`b`".into());
         m.insert("b", vec![], "`a`".into());
         assert!(m.expand("`a`", &none).unwrap_err().contains("a cycle"));
+        // Each level calls the next twice: 2^16 copies of the leaf, 2.6 MB, without the limit.
+        for level in 0..16 {
+            m.insert(&format!("x{level}"), vec![], format!("`x{}` `x{}`", level + 1, level + 1));
+        }
+        m.insert("x16", vec![], "Processes.process=*a-rather-long-value*".into());
+        assert!(m.expand("`x0`", &none).unwrap_err().contains("expands to more than 1024 KiB"));
         assert_eq!(split_call(r#"f("a, b", c(d, e))"#).unwrap(), ("f", vec!["a, b".to_string(), "c(d, e)".to_string()]));
     }
 }
