@@ -296,6 +296,18 @@ fn write_groups<T>(out: &mut impl Write, prefix: &str, noun: &str, groups: &[(St
     Ok(())
 }
 
+/// `WHAT: OK of ALL VERB (P%); N do not, in G groups above` on stderr, when there are any.
+fn summarise(what: &str, verb: &str, ok: usize, rejected: usize, groups: usize) {
+    let all = ok + rejected;
+    if all > 0 {
+        eprintln!(
+            "{what}: {ok} of {all} {verb} ({:.1}%){}",
+            100.0 * ok as f64 / all as f64,
+            if groups == 0 { String::new() } else { format!("; {rejected} do not, in {groups} groups above") }
+        );
+    }
+}
+
 /// `--check`: failures on stdout, one per line; a summary on stderr; exit 1 if any failed.
 async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<ExitCode> {
     let lake = Lake::new(lake_dir);
@@ -319,22 +331,8 @@ async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<Exi
     let escu_groups = grouped(&catalog.escu_rejected, |r| r.reason.group());
     write_groups(&mut out, "ESCU: ", "detection", &escu_groups, |r| format!("{}: {} ({}): {}", r.file, r.id, r.name, r.reason))?;
     let escu = catalog.detections.iter().filter(|d| d.escu.is_some()).count();
-    let escu_all = escu + catalog.escu_rejected.len();
-    if escu_all > 0 {
-        eprintln!(
-            "ESCU detections over the lake's data models: {escu} of {escu_all} translate ({:.1}%){}",
-            100.0 * escu as f64 / escu_all as f64,
-            if escu_groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.escu_rejected.len(), escu_groups.len()) }
-        );
-    }
+    summarise("ESCU detections over the lake's data models", "translate", escu, catalog.escu_rejected.len(), escu_groups.len());
     let sigma = catalog.detections.iter().filter(|d| d.sigma.is_some()).count();
-    let all = sigma + catalog.rejected.len();
-    if all > 0 {
-        eprintln!(
-            "Sigma rules: {sigma} of {all} compile ({:.1}%){}",
-            100.0 * sigma as f64 / all as f64,
-            if sigma_groups.is_empty() { String::new() } else { format!("; {} do not, in {} groups above", catalog.rejected.len(), sigma_groups.len()) }
-        );
-    }
+    summarise("Sigma rules", "compile", sigma, catalog.rejected.len(), sigma_groups.len());
     Ok(if failed == 0 && catalog.rejected.is_empty() && catalog.escu_rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

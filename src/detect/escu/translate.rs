@@ -317,28 +317,40 @@ fn search_sql(s: &Search, resolve: Resolver<'_>) -> Result<String> {
     })
 }
 
-/// A search value's text: quotes removed, `\x` read as `x`; and whether it has an unescaped `*`.
-/// The pattern is returned as a SQL `LIKE` pattern (`%` for `*`, `%`, `_` and `\` escaped).
-fn search_value(raw: &str) -> (String, Option<String>) {
+/// A search value as its characters, quotes removed and `\x` read as `x`; `None` for each
+/// unescaped `*` (a wildcard).
+fn value_pieces(raw: &str) -> Vec<Option<char>> {
     let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
-    let mut text = String::new();
-    let mut like = String::new();
-    let mut wild = false;
+    let mut out = Vec::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
-        let (c, escaped) = if c == '\\' { (chars.next().unwrap_or('\\'), true) } else { (c, false) };
-        if c == '*' && !escaped {
-            wild = true;
-            like.push('%');
-            continue;
-        }
-        text.push(c);
-        if matches!(c, '%' | '_' | '\\') {
-            like.push('\\');
-        }
-        like.push(c);
+        out.push(match c {
+            '\\' => Some(chars.next().unwrap_or('\\')),
+            '*' => None,
+            c => Some(c),
+        });
     }
-    (text, wild.then_some(like))
+    out
+}
+
+/// A search value's text (its wildcards left out) and, when it has an unescaped `*`, the SQL
+/// `LIKE` pattern it means (`%` for `*`, `%`, `_` and `\` escaped).
+fn search_value(raw: &str) -> (String, Option<String>) {
+    let pieces = value_pieces(raw);
+    let text: String = pieces.iter().flatten().collect();
+    let mut like = String::new();
+    for p in &pieces {
+        match p {
+            None => like.push('%'),
+            Some(c) => {
+                if matches!(c, '%' | '_' | '\\') {
+                    like.push('\\');
+                }
+                like.push(*c);
+            }
+        }
+    }
+    (text, pieces.contains(&None).then_some(like))
 }
 
 /// One `field op value` term.
@@ -353,13 +365,10 @@ fn term(field: &str, op: &str, value: &str, resolve: Resolver<'_>) -> Result<Str
             return unsupported(format!("search operator {op} on a multivalue field"));
         }
         let mut re = String::from("(?i)(?:^|\x01)");
-        let inner = value.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(value);
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => re.push_str(&regex::escape(&chars.next().unwrap_or('\\').to_string())),
-                '*' => re.push_str("[^\x01]*"),
-                c => re.push_str(&regex::escape(&c.to_string())),
+        for p in value_pieces(value) {
+            match p {
+                None => re.push_str("[^\x01]*"),
+                Some(c) => re.push_str(&regex::escape(&c.to_string())),
             }
         }
         re.push_str("(?:\x01|$)");
@@ -424,6 +433,19 @@ fn glob(pattern: &str, name: &str) -> Option<Vec<String>> {
     Some(caught)
 }
 
+/// A rename target with its `*`s replaced, in turn, by what the source pattern's `*`s caught.
+fn fill_stars(to: &str, caught: Vec<String>) -> String {
+    let mut caught = caught.into_iter();
+    let mut out = String::new();
+    for (j, part) in to.split('*').enumerate() {
+        if j > 0 {
+            out.push_str(&caught.next().unwrap_or_default());
+        }
+        out.push_str(part);
+    }
+    out
+}
+
 fn select_all(stage: &Stage) -> Vec<String> {
     stage.fields.iter().map(|f| ident(&f.name)).collect()
 }
@@ -432,45 +454,33 @@ fn command(b: &mut Builder, stage: Stage, c: &Command) -> Result<Stage> {
     match c {
         Command::Tstats(_) => unsupported("tstats after the first command"),
         Command::Rename(pairs) => {
-            let mut fields = stage.fields.clone();
-            let mut names: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
+            // Each field with the stage column it reads.
+            let mut cols: Vec<(String, Field)> = stage.fields.iter().map(|f| (f.name.clone(), f.clone())).collect();
             let mut order = stage.order.clone();
             for (from, to) in pairs {
-                let mut renamed = Vec::new();
-                for (i, f) in fields.iter().enumerate() {
-                    if let Some(caught) = glob(from, &f.name) {
-                        let mut new = String::new();
-                        let mut it = caught.into_iter();
-                        for (j, part) in to.split('*').enumerate() {
-                            if j > 0 {
-                                new.push_str(&it.next().unwrap_or_default());
-                            }
-                            new.push_str(part);
-                        }
-                        renamed.push((i, new));
-                    }
-                }
+                let renamed: Vec<(usize, String)> =
+                    cols.iter().enumerate().filter_map(|(i, (_, f))| glob(from, &f.name).map(|caught| (i, fill_stars(to, caught)))).collect();
                 for (i, new) in &renamed {
-                    for o in order.iter_mut() {
-                        if *o == fields[*i].name {
-                            *o = new.clone();
-                        }
+                    for o in order.iter_mut().filter(|o| **o == cols[*i].1.name) {
+                        *o = new.clone();
                     }
                 }
                 // A renamed field replaces one already of the new name.
-                let targets: Vec<String> = renamed.iter().map(|(_, n)| n.clone()).collect();
-                let keep: Vec<bool> = fields.iter().enumerate().map(|(i, f)| renamed.iter().any(|(j, _)| *j == i) || !targets.contains(&f.name)).collect();
+                let replaced: Vec<bool> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, f))| !renamed.iter().any(|(j, _)| *j == i) && renamed.iter().any(|(_, n)| *n == f.name))
+                    .collect();
                 for (i, new) in renamed {
-                    names[i] = format!("{} AS {}", names[i].split(" AS ").next().unwrap(), ident(&new));
-                    fields[i].name = new;
+                    cols[i].1.name = new;
                 }
-                let mut k = keep.iter();
-                fields.retain(|_| *k.next().unwrap());
-                let mut k = keep.iter();
-                names.retain(|_| *k.next().unwrap());
+                let mut gone = replaced.into_iter();
+                cols.retain(|_| !gone.next().unwrap());
             }
-            let sql = format!("SELECT {} FROM {}", names.join(", "), stage.cte);
-            Ok(b.add(sql, fields, order))
+            let select: Vec<String> =
+                cols.iter().map(|(src, f)| if *src == f.name { ident(src) } else { format!("{} AS {}", ident(src), ident(&f.name)) }).collect();
+            let sql = format!("SELECT {} FROM {}", select.join(", "), stage.cte);
+            Ok(b.add(sql, cols.into_iter().map(|(_, f)| f).collect(), order))
         }
         Command::Convert { options, conversions } => {
             let format = options.iter().find(|(k, _)| k == "timeformat").map(|(_, v)| v.clone()).unwrap_or("%m/%d/%Y %H:%M:%S".into());
@@ -679,7 +689,6 @@ fn statistic(func: &str) -> Option<String> {
         "var" => "var_samp({x})".into(),
         "varp" => "var_pop({x})".into(),
         "median" | "p50" | "perc50" => "median({x})".into(),
-        "range" => return None,
         f => {
             let n: u32 = f.strip_prefix("perc").or_else(|| f.strip_prefix('p'))?.parse().ok().filter(|n| *n <= 100)?;
             format!("approx_percentile_cont({{x}}, {})", n as f64 / 100.0)
