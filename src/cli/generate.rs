@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
 
-use crate::generate::{GenConfig, GenFormat, generate};
+use crate::generate::{GenConfig, GenFormat, GenOrder, generate_in_order};
 use crate::lake::Lake;
 use crate::time::parse_time;
 
@@ -39,6 +39,10 @@ pub struct GenArgs {
     /// Write to the lake, or raw logs of one shape.
     #[arg(long, value_enum, default_value_t = GenFormat::Lake)]
     pub format: GenFormat,
+    /// The order of the events in raw logs: `hosts` writes host groups one after another, each
+    /// over the whole span, as a merged export can be.
+    #[arg(long, value_enum, default_value_t = GenOrder::Time)]
+    pub order: GenOrder,
     /// Directory for the raw logs and `expected.csv` (the detection rows the positives produce).
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     pub out: PathBuf,
@@ -57,7 +61,7 @@ pub fn run(lake_dir: &Path, args: GenArgs) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!((0.0..=1.0).contains(&cfg.msiexec_share), "--msiexec-share must be between 0 and 1");
     let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(cfg.processes) } else { indicatif::ProgressBar::hidden() };
-    let report = generate(&cfg, args.format, &Lake::new(lake_dir), &args.out, &|n| bar.set_position(n))?;
+    let report = generate_in_order(&cfg, args.format, args.order, &Lake::new(lake_dir), &args.out, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     match (&report.commit, &report.file) {
         (Some(c), _) => println!(

@@ -447,6 +447,20 @@ pub enum GenFormat {
     NvmJson,
 }
 
+/// The order of the events in generated logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GenOrder {
+    /// In time order, all hosts together.
+    #[default]
+    Time,
+    /// Host groups one after another, each in time order over the whole span: a merged export,
+    /// whose time goes back at every group ([`HOST_GROUPS`] of them).
+    Hosts,
+}
+
+/// How many host groups [`GenOrder::Hosts`] writes one after another.
+pub const HOST_GROUPS: usize = 32;
+
 /// What a generation produced.
 #[derive(Debug)]
 pub struct GenReport {
@@ -469,10 +483,22 @@ pub enum GenError {
     Io(String, std::io::Error),
 }
 
-/// Generates into a lake (as one committed input) or as a raw log file in `dir`.
+/// Generates into a lake (as one committed input) or as a raw log file in `dir`, in time order.
 pub fn generate(
     cfg: &GenConfig,
     format: GenFormat,
+    lake: &crate::lake::Lake,
+    dir: &std::path::Path,
+    progress: &dyn Fn(u64),
+) -> Result<GenReport, GenError> {
+    generate_in_order(cfg, format, GenOrder::Time, lake, dir, progress)
+}
+
+/// [`generate`], with the logs' events in `order` (the lake is written in time order).
+pub fn generate_in_order(
+    cfg: &GenConfig,
+    format: GenFormat,
+    order: GenOrder,
     lake: &crate::lake::Lake,
     dir: &std::path::Path,
     progress: &dyn Fn(u64),
@@ -551,17 +577,31 @@ pub fn generate(
                     writers::write_nvm_endpoint(&mut w, &host_name(h), json).map_err(io)?;
                 }
             }
+            // Host groups other than the first are spooled to anonymous files beside the output,
+            // then appended: memory stays that of one hour.
+            let groups = if order == GenOrder::Hosts { HOST_GROUPS } else { 1 };
+            let mut spools = Vec::with_capacity(groups - 1);
+            for _ in 1..groups {
+                spools.push(std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir).map_err(io)?));
+            }
             let mut record = 0u64;
             while let Some(hour) = g.next_hour() {
                 for (p, f) in &hour {
+                    let group = if groups == 1 { 0 } else { (blake3::hash(p.host.as_bytes()).as_bytes()[0] as usize) % groups };
+                    let out: &mut dyn Write = if group == 0 { &mut w } else { &mut spools[group - 1] };
                     match format {
-                        GenFormat::Xmlwineventlog => writers::write_xml(&mut w, p, f, &mut record).map_err(io)?,
-                        _ => writers::write_nvm(&mut w, p, f, json).map_err(io)?,
+                        GenFormat::Xmlwineventlog => writers::write_xml(out, p, f, &mut record).map_err(io)?,
+                        _ => writers::write_nvm(out, p, f, json).map_err(io)?,
                     }
                     processes += 1;
                     flows += f.len() as u64;
                 }
                 progress(processes);
+            }
+            for spool in spools {
+                let mut file = spool.into_inner().map_err(|e| io(e.into_error()))?;
+                std::io::Seek::rewind(&mut file).map_err(io)?;
+                std::io::copy(&mut file, &mut w).map_err(io)?;
             }
             w.flush().map_err(io)?;
             report.file = Some(path);

@@ -112,7 +112,7 @@ fn data(pairs: &[(&str, &str)]) -> String {
 }
 
 /// Writes a process and its flows as Sysmon XmlWinEventLog lines (EventID 1 and 3).
-pub fn write_xml(w: &mut impl Write, p: &Process, flows: &[Flow], record: &mut u64) -> std::io::Result<()> {
+pub fn write_xml(w: &mut (impl Write + ?Sized), p: &Process, flows: &[Flow], record: &mut u64) -> std::io::Result<()> {
     const NS: &str = "http://schemas.microsoft.com/win/2004/08/events/event";
     *record += 1;
     let utc = |t: i64| ts(t).format("%Y-%m-%d %H:%M:%S%.3f").to_string();
@@ -222,7 +222,7 @@ pub fn write_nvm_endpoint(w: &mut impl Write, host: &str, json: bool) -> std::io
     write_nvm_record(w, &fields, json, 0)
 }
 
-fn write_nvm_record(w: &mut impl Write, fields: &[(&str, String)], json: bool, t_us: i64) -> std::io::Result<()> {
+fn write_nvm_record(w: &mut (impl Write + ?Sized), fields: &[(&str, String)], json: bool, t_us: i64) -> std::io::Result<()> {
     if json {
         let obj: serde_json::Map<String, serde_json::Value> =
             fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
@@ -238,7 +238,7 @@ fn write_nvm_record(w: &mut impl Write, fields: &[(&str, String)], json: bool, t
 }
 
 /// Writes a process's flows as NVM records (NVM reports processes through their flows).
-pub fn write_nvm(w: &mut impl Write, p: &Process, flows: &[Flow], json: bool) -> std::io::Result<()> {
+pub fn write_nvm(w: &mut (impl Write + ?Sized), p: &Process, flows: &[Flow], json: bool) -> std::io::Result<()> {
     let id = udid(&p.host);
     for f in flows {
         let fields = nvm_fields(p, f, &id, if json { "nvzFlow_v11" } else { "nvzFlow_v9" });

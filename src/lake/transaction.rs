@@ -16,7 +16,7 @@
 
 use std::sync::Mutex;
 
-use super::writer::{PartitionedWriter, remove_moved};
+use super::writer::{PartitionedWriter, place, remove_moved};
 use super::{Commit, DataFile, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
 
 /// The writes of one run (an `ingest` or a `gen`): its staging session and what the lake holds.
@@ -91,18 +91,21 @@ impl Transaction<'_> {
     /// error nothing of the input is left in the lake.
     pub fn commit(self, writers: Vec<PartitionedWriter>, input: InputRecord) -> Result<Outcome, LakeError> {
         let lake = &self.owner.lake;
-        let mut files: Vec<DataFile> = Vec::new();
+        let mut staged = Vec::new();
         let mut writers = writers.into_iter();
         while let Some(w) = writers.next() {
-            match w.finish() {
-                Ok(f) => files.extend(f),
+            match w.close() {
+                Ok(f) => staged.extend(f),
                 Err(e) => {
                     writers.for_each(PartitionedWriter::abort);
-                    remove_moved(lake, &files);
+                    for f in &staged {
+                        f.remove();
+                    }
                     return Err(e);
                 }
             }
         }
+        let files: Vec<DataFile> = place(lake, &self.owner.session, &self.stem, staged)?;
         let commit = Commit {
             id: 0,
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -1,6 +1,6 @@
-//! Writes batches of lake rows as Parquet (zstd), one file per table and hour, into a staging
-//! directory; [`PartitionedWriter::finish`] moves the closed files to their partitions for the
-//! commit that will publish them.
+//! Writes batches of lake rows as Parquet (zstd) into a staging directory, split by table and
+//! hour; [`place`] merges the closed files of an input into one per table and hour and moves them
+//! to their partitions for the commit that will publish them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,7 +22,7 @@ const HOUR_US: i64 = 3_600_000_000;
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Hours behind the newest row seen after which an hour's file is closed. Time-ordered input
 /// then keeps a handful of files open whatever its size; a row arriving later for a closed hour
-/// starts another file for that hour.
+/// starts another file for that hour, which [`place`] merges with the others of that hour.
 pub const KEEP_OPEN_HOURS: i64 = 2;
 
 /// `date=YYYY-MM-DD/hour=HH` for an hour bucket (µs / 1h).
@@ -37,16 +37,16 @@ pub fn partition_dir(hour_bucket: i64) -> String {
 struct OpenFile {
     writer: ArrowWriter<File>,
     staged: PathBuf,
-    final_rel: String,
     rows: u64,
     min_time: i64,
     max_time: i64,
 }
 
-struct ClosedFile {
+/// A closed Parquet file in staging: one table and hour of one writer.
+pub struct StagedFile {
     table: Table,
+    hour: i64,
     staged: PathBuf,
-    final_rel: String,
     rows: u64,
     min_time: i64,
     max_time: i64,
@@ -56,20 +56,16 @@ struct ClosedFile {
 pub struct PartitionedWriter {
     lake_root: PathBuf,
     staging: PathBuf,
-    /// The session's journal of files moved into the lake.
-    journal: PathBuf,
-    /// File name stem, unique per input: `<input-hash>`.
-    stem: String,
     props: WriterProperties,
     open: BTreeMap<(Table, i64), OpenFile>,
-    closed: Vec<ClosedFile>,
+    closed: Vec<StagedFile>,
     files_started: usize,
     newest_hour: i64,
 }
 
 impl PartitionedWriter {
-    /// A writer for one input (or one piece of it), staging in `session`'s directory. Its files
-    /// are named `<stem>-<session>-<n>.parquet`.
+    /// A writer for one input (or one piece of it), staging in `session`'s directory under
+    /// `<stem>-<session>/`.
     pub fn new(lake: &Lake, session: &IngestSession, stem: &str) -> Result<Self, LakeError> {
         let stem = format!("{stem}-{}", session.token);
         let staging = session.staging_for(&stem);
@@ -77,15 +73,10 @@ impl PartitionedWriter {
             std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
         }
         std::fs::create_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let props = writer_properties();
         Ok(PartitionedWriter {
             lake_root: lake.root().to_path_buf(),
             staging,
-            journal: session.journal_path(),
-            stem,
             props,
             open: BTreeMap::new(),
             closed: Vec::new(),
@@ -100,15 +91,13 @@ impl PartitionedWriter {
         if !self.open.contains_key(&(table, hour)) {
             let n = self.files_started;
             self.files_started += 1;
-            let dir = table.lake_dir().expect("ingested tables are stored in the lake");
-            let rel = format!("{dir}/{}/{}-{n}.parquet", partition_dir(hour), self.stem);
             let staged = self.staging.join(format!("{n}.parquet"));
             let f = File::create(&staged).map_err(|e| LakeError::io(&staged, e))?;
             let writer = ArrowWriter::try_new(f, table.schema(), Some(self.props.clone()))
                 .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
             self.open.insert(
                 (table, hour),
-                OpenFile { writer, staged, final_rel: rel, rows: 0, min_time: min, max_time: max },
+                OpenFile { writer, staged, rows: 0, min_time: min, max_time: max },
             );
         }
         let f = self.open.get_mut(&(table, hour)).expect("just inserted");
@@ -127,41 +116,18 @@ impl PartitionedWriter {
         let old: Vec<(Table, i64)> = self.open.keys().filter(|(_, h)| *h < cutoff).copied().collect();
         for key in old {
             let f = self.open.remove(&key).expect("listed");
-            self.closed.push(close(key.0, f)?);
+            self.closed.push(close(key, f)?);
         }
         Ok(())
     }
 
-    /// Closes every file and moves it to its partition. The files are not part of the lake
-    /// until a commit names them.
-    pub fn finish(mut self) -> Result<Vec<DataFile>, LakeError> {
+    /// Closes every file. The files stay in staging: [`place`] merges and moves them.
+    pub fn close(mut self) -> Result<Vec<StagedFile>, LakeError> {
         let open = std::mem::take(&mut self.open);
-        for ((table, _), f) in open {
-            self.closed.push(close(table, f)?);
+        for (key, f) in open {
+            self.closed.push(close(key, f)?);
         }
-        let mut out = Vec::with_capacity(self.closed.len());
-        for f in std::mem::take(&mut self.closed) {
-            let table = f.table;
-            let target = self.lake_root.join(&f.final_rel);
-            let parent = target.parent().expect("partition dir");
-            std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
-            File::open(&f.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&f.staged, e))?;
-            journal_move(&self.journal, &f.final_rel)?;
-            std::fs::rename(&f.staged, &target).map_err(|e| LakeError::io(&target, e))?;
-            crate::fault::point("ingest-after-move");
-            sync_dir(parent);
-            let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
-            out.push(DataFile {
-                table: table.qualified_name().to_string(),
-                path: f.final_rel,
-                rows: f.rows,
-                bytes,
-                min_time: f.min_time,
-                max_time: f.max_time,
-            });
-        }
-        let _ = std::fs::remove_dir_all(&self.staging);
-        Ok(out)
+        Ok(std::mem::take(&mut self.closed))
     }
 
     /// Drops everything written (the input failed). Staging directories this left empty are
@@ -183,7 +149,115 @@ impl PartitionedWriter {
     }
 }
 
-/// Removes files [`PartitionedWriter::finish`] moved into the lake, when their commit is not
+/// Merges the staged files of one input (from all its writers) into one file per table and hour
+/// and moves them to their partitions, named `<stem>-<session>-<n>.parquet`. The files are not
+/// part of the lake until a commit names them; on an error the staged files are removed and
+/// nothing stays in the lake.
+///
+/// An input whose rows are not in time order (a merged export, hosts one after another) comes to
+/// the writer as many short runs of each hour, each closed once rows run
+/// [`KEEP_OPEN_HOURS`] ahead of it: here they become one file per hour again. Merging streams the
+/// rows (one row group in memory), in the order of the runs' first times.
+pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Vec<StagedFile>) -> Result<Vec<DataFile>, LakeError> {
+    let mut groups: BTreeMap<(Table, i64), Vec<StagedFile>> = BTreeMap::new();
+    for f in staged {
+        groups.entry((f.table, f.hour)).or_default().push(f);
+    }
+    let mut placed: Vec<DataFile> = Vec::new();
+    let staging_dirs: std::collections::BTreeSet<PathBuf> = groups.values().flatten().filter_map(|f| f.staged.parent().map(Path::to_path_buf)).collect();
+    let merge_dir = session.staging_for(&format!("{stem}-{}-merged", session.token));
+    let result = (|| {
+        for (n, ((table, hour), mut files)) in groups.into_iter().enumerate() {
+            let file = if files.len() == 1 {
+                files.pop().expect("one")
+            } else {
+                files.sort_by_key(|f| f.min_time);
+                let merged = merge(table, hour, &files, &merge_dir.join(format!("{n}.parquet")));
+                for f in &files {
+                    let _ = std::fs::remove_file(&f.staged);
+                }
+                merged?
+            };
+            let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+            let rel = format!("{dir}/{}/{stem}-{}-{n}.parquet", partition_dir(hour), session.token);
+            let target = lake.root().join(&rel);
+            let parent = target.parent().expect("partition dir");
+            std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+            File::open(&file.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&file.staged, e))?;
+            journal_move(&session.journal_path(), &rel)?;
+            std::fs::rename(&file.staged, &target).map_err(|e| LakeError::io(&target, e))?;
+            crate::fault::point("ingest-after-move");
+            sync_dir(parent);
+            let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+            placed.push(DataFile {
+                table: table.qualified_name().to_string(),
+                path: rel,
+                rows: file.rows,
+                bytes,
+                min_time: file.min_time,
+                max_time: file.max_time,
+            });
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&merge_dir);
+    match result {
+        Ok(()) => {
+            for dir in &staging_dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Ok(placed)
+        }
+        Err(e) => {
+            // What was not placed yet is in the writers' staging directories (this input's only).
+            for dir in &staging_dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            remove_moved(lake, &placed);
+            Err(e)
+        }
+    }
+}
+
+/// Streams `files` (staged files of one table and hour) into one Parquet file at `out`.
+fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<StagedFile, LakeError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let parent = out.parent().expect("in a staging directory");
+    std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+    let f = File::create(out).map_err(|e| LakeError::io(out, e))?;
+    let written = |source| LakeError::Parquet { path: out.to_path_buf(), source };
+    let mut writer = ArrowWriter::try_new(f, table.schema(), Some(writer_properties())).map_err(written)?;
+    let mut rows = 0u64;
+    for piece in files {
+        let read = |source| LakeError::Parquet { path: piece.staged.clone(), source };
+        let h = File::open(&piece.staged).map_err(|e| LakeError::io(&piece.staged, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(h).map_err(read)?.with_batch_size(8192).build().map_err(read)?;
+        for batch in reader {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(written)?;
+        }
+    }
+    writer.close().map_err(written)?;
+    Ok(StagedFile {
+        table,
+        hour,
+        staged: out.to_path_buf(),
+        rows,
+        min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
+        max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
+    })
+}
+
+/// Zstd level 3, [`ROW_GROUP_ROWS`] rows per row group.
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// Removes files [`place`] moved into the lake, when their commit is not
 /// published after all.
 pub fn remove_moved(lake: &Lake, files: &[DataFile]) {
     for f in files {
@@ -191,9 +265,16 @@ pub fn remove_moved(lake: &Lake, files: &[DataFile]) {
     }
 }
 
-fn close(table: Table, f: OpenFile) -> Result<ClosedFile, LakeError> {
+impl StagedFile {
+    /// Removes the file (its input failed).
+    pub(crate) fn remove(&self) {
+        let _ = std::fs::remove_file(&self.staged);
+    }
+}
+
+fn close((table, hour): (Table, i64), f: OpenFile) -> Result<StagedFile, LakeError> {
     f.writer.close().map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
-    Ok(ClosedFile { table, staged: f.staged, final_rel: f.final_rel, rows: f.rows, min_time: f.min_time, max_time: f.max_time })
+    Ok(StagedFile { table, hour, staged: f.staged, rows: f.rows, min_time: f.min_time, max_time: f.max_time })
 }
 
 impl PartitionedWriter {
