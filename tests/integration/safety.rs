@@ -141,8 +141,9 @@ fn an_ingest_killed_at_random_points_leaves_a_whole_lake_and_a_rerun_completes_i
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // Within the first 60% of an uninterrupted run: a restart has less left to do.
-            let delay = Duration::from_micros(rng % (full.as_micros() as u64 * 3 / 5).max(1));
+            // Within the first 60% of an uninterrupted run, shrinking with each restart: a restart
+            // has less left to do (its committed inputs are skipped).
+            let delay = Duration::from_micros(rng % (full.as_micros() as u64 * 3 / 5 / (round as u64 + 1)).max(1));
             let mut child = spawn(lake.path(), &["ingest", "-j", "2", "--piece-size", "256K", dir_arg]);
             std::thread::sleep(delay);
             if child.try_wait().unwrap().is_none() {
