@@ -52,7 +52,8 @@ pub struct StagedFile {
     max_time: i64,
 }
 
-/// A [`BatchSink`] that splits batches by hour and writes one Parquet file per table and hour.
+/// A [`BatchSink`] that splits batches by hour and writes one Parquet file per table and hour at a
+/// time (an hour closed and met again starts another, merged by [`place`]).
 pub struct PartitionedWriter {
     lake_root: PathBuf,
     staging: PathBuf,
@@ -233,7 +234,8 @@ fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<St
         let h = File::open(&piece.staged).map_err(|e| LakeError::io(&piece.staged, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(h).map_err(read)?.with_batch_size(8192).build().map_err(read)?;
         for batch in reader {
-            let batch = batch?;
+            // A decoding error names the staged file it came from, not "splitting a batch".
+            let batch = batch.map_err(|e| read(e.into()))?;
             rows += batch.num_rows() as u64;
             writer.write(&batch).map_err(written)?;
         }
