@@ -68,7 +68,11 @@ fn counts(lake: &Path) -> (u64, u64) {
 fn commits(lake: &Path) -> (Vec<(String, u64, u64)>, HashSet<PathBuf>) {
     let dir = lake.join("_cimlake/commits");
     let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(d) => d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+        // `.tmp-*.json` is a commit being written (a run killed there never published it).
+        Ok(d) => d
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
