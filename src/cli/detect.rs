@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::Args;
 use datafusion::physical_plan::displayable;
 
-use super::{EngineArgs, SqlArgs};
+use super::{AsOfArgs, EngineArgs, SqlArgs};
 use crate::detect::runner::Runner;
 use crate::detect::{self, Mode, Search, Window};
 
@@ -74,6 +74,9 @@ pub struct DetectArgs {
     pub engine: EngineArgs,
 
     #[command(flatten)]
+    pub as_of: AsOfArgs,
+
+    #[command(flatten)]
     pub sql: SqlArgs,
 }
 
@@ -94,6 +97,7 @@ impl DetectArgs {
             show_sql: false,
             memory_limit: None,
             engine,
+            as_of: AsOfArgs::default(),
             sql,
         }
     }
@@ -160,7 +164,7 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
     if !lake.exists() {
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
-    let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone() };
+    let opts = engine::EngineOptions { memory_limit: args.memory_limit, engine: args.engine.engine.clone(), as_of: args.as_of.resolve()? };
     // Only --explain plans here; a run makes its own session (per pass, under a memory limit).
     let explain_ctx = if args.explain { Some(engine::session_with(&lake, &opts).await?) } else { None };
     let runner = Runner::new(&lake, &catalog, opts.clone());

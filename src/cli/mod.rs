@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod detect;
 pub mod generate;
 pub mod ingest;
+pub mod lake;
 pub mod query;
 pub mod run;
 pub mod schedule;
@@ -43,6 +44,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Serve the lake's tables and detection views over Arrow Flight SQL (ADBC, JDBC, ODBC clients).
     Serve(serve::ServeArgs),
+    /// The lake's Delta logs: bring them up to date (`upgrade`), show a table's `history`.
+    Lake(lake::LakeArgs),
 }
 
 /// Where detections and queries run.
@@ -52,6 +55,28 @@ pub struct EngineArgs {
     /// `cimlake cluster`). The lake must be at the same path on every node of a cluster.
     #[arg(long, env = "CIMLAKE_ENGINE", default_value = "in-process", value_name = "ENGINE")]
     pub engine: crate::engine::Engine,
+}
+
+/// Reading the lake as it was.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AsOfArgs {
+    /// Read the lake as it was: after lake commit N (`cimlake lake history` shows which commits
+    /// each table version took in), or at a time (`2026-12-02T10:00:00Z`, `-1h`, `@d`, …):
+    /// the inputs committed and the scheduled runs finished by then.
+    #[arg(long = "as-of", value_name = "COMMIT|TIME")]
+    pub as_of: Option<String>,
+}
+
+impl AsOfArgs {
+    pub fn resolve(&self) -> anyhow::Result<Option<crate::lake::AsOf>> {
+        use anyhow::Context as _;
+        let Some(s) = self.as_of.as_deref() else { return Ok(None) };
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(Some(crate::lake::AsOf::Commit(n)));
+        }
+        let t = crate::time::parse_time(s, chrono::Utc::now()).with_context(|| format!("--as-of {s:?}: not a commit number or a time"))?;
+        Ok(Some(crate::lake::AsOf::Time(t.timestamp_micros())))
+    }
 }
 
 /// Where detections come from.
@@ -110,8 +135,15 @@ fn parse_macro(s: &str) -> Result<(String, String), NotNameEqualsSql> {
     Ok((name.trim().to_string(), sql.to_string()))
 }
 
+/// Makes ring the process's TLS provider (for `serve --tls-cert` and the object stores' HTTP
+/// clients): two providers are built in, so rustls would pick neither. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    install_tls_provider();
     match cli.command {
         Command::Ingest(args) => ingest::run(&cli.lake, args),
         Command::Detect(args) => detect::run(&cli.lake, args).await,
@@ -121,5 +153,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Gen(args) => generate::run(&cli.lake, args),
         Command::Cluster(args) => cluster::run(args).await,
         Command::Serve(args) => serve::run(&cli.lake, args).await,
+        Command::Lake(args) => lake::run(&cli.lake, args),
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::{EngineArgs, SqlArgs};
+use super::{AsOfArgs, EngineArgs, SqlArgs};
 use crate::engine;
 use crate::lake::Lake;
 use crate::output::{self, Format};
@@ -33,6 +33,9 @@ pub struct QueryArgs {
     pub engine: EngineArgs,
 
     #[command(flatten)]
+    pub as_of: AsOfArgs,
+
+    #[command(flatten)]
     pub sql_args: SqlArgs,
 }
 
@@ -43,7 +46,7 @@ pub async fn run(lake_dir: &Path, args: QueryArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     let catalog = args.sql_args.catalog()?;
-    let opts = engine::EngineOptions { memory_limit: None, engine: args.engine.engine };
+    let opts = engine::EngineOptions { memory_limit: None, engine: args.engine.engine, as_of: args.as_of.resolve()? };
     let ctx = crate::detect::runner::session(&Lake::new(lake_dir), &catalog, &opts).await?;
     let df = ctx.sql(&sql).await?;
     let schema = df.schema().inner().clone();

@@ -12,7 +12,7 @@ use datafusion::error::DataFusionError;
 use super::EngineError;
 use crate::cim::{Filled, Table, results};
 use crate::lake::table::LakeTable;
-use crate::lake::{Lake, runs};
+use crate::lake::{AsOf, Lake, runs};
 
 /// The catalog's name: DataFusion's default, so `endpoint.processes` needs no catalog prefix.
 pub const CATALOG: &str = "datafusion";
@@ -20,12 +20,12 @@ pub const CATALOG: &str = "datafusion";
 /// The schema that unqualified names resolve in (empty: every lake table is qualified).
 pub const DEFAULT_SCHEMA: &str = "public";
 
-/// Every table of the lake as it is now (its commits and run records read once).
-pub fn lake_catalog(lake: &Lake) -> Result<Arc<MemoryCatalogProvider>, EngineError> {
+/// Every table of the lake as it is now, or as it was at `as_of` (its commits and run records
+/// read once).
+pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalogProvider>, EngineError> {
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(DEFAULT_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    let commits = lake.commits()?;
-    let all_runs = lake.runs()?;
+    let (commits, all_runs) = lake.view(as_of)?;
     for table in Table::ALL_TABLES {
         let schema = match catalog.schema(table.schema_name()) {
             Some(s) => s,

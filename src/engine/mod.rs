@@ -109,6 +109,8 @@ pub struct EngineOptions {
     /// executors take theirs at start (`cimlake cluster executor --memory-limit`).
     pub memory_limit: Option<usize>,
     pub engine: Engine,
+    /// Read the lake as it was then (`--as-of`); `None`: as it is now.
+    pub as_of: Option<crate::lake::AsOf>,
 }
 
 /// A session over the lake, in process, with no limits.
@@ -165,7 +167,7 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
     if let Some(udf) = crate::fault::panic_udf() {
         ctx.register_udf(udf);
     }
-    ctx.register_catalog("datafusion", catalog::lake_catalog(lake)?);
+    ctx.register_catalog("datafusion", catalog::lake_catalog(lake, opts.as_of)?);
     Ok(ctx)
 }
 

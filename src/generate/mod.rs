@@ -560,6 +560,7 @@ pub fn generate_in_order(
                     crate::lake::Outcome::Already(first) => lake.commit(first.commit_id)?,
                 });
             }
+            writes.finish()?;
         }
         GenFormat::Xmlwineventlog | GenFormat::NvmKv | GenFormat::NvmJson => {
             let name = match format {

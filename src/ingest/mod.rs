@@ -216,6 +216,7 @@ pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOption
         pending = later;
     }
     bar.finish();
+    target.finish()?;
     Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped: found.skipped })
 }
 

@@ -8,6 +8,8 @@
 //!
 //! ```text
 //! LAKE/
+//!   endpoint/processes/_delta_log/                                               each ingested table as a
+//!                                                                                Delta table ([`delta`])
 //!   endpoint/processes/date=2026-11-03/hour=14/<input>-<session>-<n>.parquet    ingested rows,
 //!   network_traffic/all_traffic/date=…/hour=…/…                                  one file per input,
 //!   quarantine/records/date=…/hour=…/…                                           table and hour
@@ -42,6 +44,7 @@
 //! next ingest removes them ([`IngestSession::begin`]). Every path read from a record is checked
 //! to be a data file of a table before anything reads or removes it.
 
+pub mod delta;
 pub mod runs;
 pub mod table;
 pub mod transaction;
@@ -86,6 +89,12 @@ pub enum LakeError {
     BadRecord { path: PathBuf, reason: String },
     #[error("writing Parquet {path}: {source}")]
     Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    /// Reading or writing a table's Delta log.
+    #[error("{path}: Delta log: {source}")]
+    Delta { path: PathBuf, source: Box<deltalake_core::DeltaTableError> },
+    /// `--as-of` a commit the lake does not have.
+    #[error("{path}: as of commit {asked}: the lake has {has} commit(s)")]
+    NoSuchCommit { path: PathBuf, asked: u64, has: u64 },
     #[error("splitting a batch by hour: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -178,6 +187,27 @@ pub struct Commit {
     pub files: Vec<DataFile>,
 }
 
+/// A point in the lake's past that a query reads the lake as of (`--as-of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Right after lake commit N: inputs 1..=N, and the runs that finished before commit N+1.
+    Commit(u64),
+    /// At a time (µs since the epoch, UTC): the commits published and runs finished by then.
+    Time(i64),
+}
+
+impl std::fmt::Display for AsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AsOf::Commit(n) => write!(f, "commit {n}"),
+            AsOf::Time(us) => match chrono::DateTime::from_timestamp_micros(*us) {
+                Some(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                None => write!(f, "{us} µs"),
+            },
+        }
+    }
+}
+
 /// A lake rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -221,6 +251,44 @@ impl Lake {
         Ok(commit)
     }
 
+    /// The commits and run records a reader sees: all of them, or those of the lake as it was
+    /// at `as_of`.
+    pub fn view(&self, as_of: Option<AsOf>) -> Result<(Vec<Commit>, Vec<runs::RunRecord>), LakeError> {
+        let (mut commits, mut runs) = (self.commits()?, self.runs()?);
+        let Some(as_of) = as_of else { return Ok((commits, runs)) };
+        let committed_us = |c: &Commit| -> Result<i64, LakeError> {
+            chrono::DateTime::parse_from_rfc3339(&c.committed_at).map(|t| t.timestamp_micros()).map_err(|e| LakeError::BadRecord {
+                path: self.commits_dir().join(format!("{:08}.json", c.id)),
+                reason: format!("committed_at {:?}: {e}", c.committed_at),
+            })
+        };
+        let runs_before = match as_of {
+            AsOf::Commit(n) => {
+                let has = commits.last().map_or(0, |c| c.id);
+                if n > has {
+                    return Err(LakeError::NoSuchCommit { path: self.commits_dir(), asked: n, has });
+                }
+                let next = commits.iter().find(|c| c.id > n).map(committed_us).transpose()?;
+                commits.retain(|c| c.id <= n);
+                next
+            }
+            AsOf::Time(t) => {
+                let mut kept = Vec::with_capacity(commits.len());
+                for c in commits {
+                    if committed_us(&c)? <= t {
+                        kept.push(c);
+                    }
+                }
+                commits = kept;
+                Some(t.saturating_add(1))
+            }
+        };
+        if let Some(before) = runs_before {
+            runs.retain(|r| r.finished_us < before);
+        }
+        Ok((commits, runs))
+    }
+
     /// The data files of one table, from every commit.
     pub fn files(&self, table: Table) -> Result<Vec<DataFile>, LakeError> {
         Ok(self
@@ -255,6 +323,16 @@ impl Lake {
         let commit = publish_numbered(&self.commits_dir(), known.last + 1, commit, |c, id| c.id = id)?;
         known.add(&commit);
         Ok(Published::New(Box::new(commit)))
+    }
+
+    /// Brings every ingested table's Delta log up to the commit log ([`delta::publish`]), under
+    /// the commit lock. A lake without commits is left as it is.
+    pub fn publish_tables(&self) -> Result<Vec<delta::Published>, LakeError> {
+        if !self.commits_dir().is_dir() {
+            return Ok(Vec::new());
+        }
+        let _lock = self.commit_lock()?;
+        delta::publish(self)
     }
 
     fn commit_lock(&self) -> Result<std::fs::File, LakeError> {

@@ -9,12 +9,17 @@
 //!                                      Outcome::Published, or Outcome::Already when another
 //!                                      commit of the same bytes got there first
 //!       .abort(writers)              nothing of it is left
+//!   .finish()                        the tables' Delta logs brought up to the commit log
 //! ```
+//!
+//! The Delta logs ([`super::delta`]) follow the commit log: `begin` catches them up (after a
+//! killed run), a long run publishes every [`PUBLISH_EVERY`], and `finish` at its end.
 //!
 //! What makes it safe (atomic publish, the commit lock, the journal of moved files, sweeping
 //! dead sessions) is in the module above ([`super`]).
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::writer::{PartitionedWriter, place, remove_moved};
 use super::{Commit, DataFile, IngestSession, IngestedAs, InputRecord, KnownInputs, Lake, LakeError, Published};
@@ -25,7 +30,13 @@ pub struct Transactions {
     lake: Lake,
     session: IngestSession,
     known: Mutex<KnownInputs>,
+    /// When the Delta logs were last brought up to the commit log.
+    published: Mutex<Instant>,
 }
+
+/// How often a long run brings the Delta logs up to its commits (one Delta commit per table
+/// each time, however many inputs it covers).
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(30);
 
 /// What a committed transaction did.
 #[derive(Debug)]
@@ -42,8 +53,14 @@ impl Transactions {
     /// lake holds now.
     pub fn begin(lake: &Lake) -> Result<Transactions, LakeError> {
         let session = IngestSession::begin(lake)?;
+        lake.publish_tables()?;
         let known = KnownInputs::load(lake)?;
-        Ok(Transactions { lake: lake.clone(), session, known: Mutex::new(known) })
+        Ok(Transactions { lake: lake.clone(), session, known: Mutex::new(known), published: Mutex::new(Instant::now()) })
+    }
+
+    /// Ends the run: the tables' Delta logs take in every commit published so far.
+    pub fn finish(self) -> Result<Vec<super::delta::Published>, LakeError> {
+        self.lake.publish_tables()
     }
 
     /// The commit of the input whose content hash is `hash`, if the lake had it when last looked.
@@ -117,6 +134,19 @@ impl Transaction<'_> {
         match lake.publish_input(commit, &self.owner.known) {
             Ok(Published::New(commit)) => {
                 crate::fault::point("ingest-after-commit");
+                let due = {
+                    let mut last = self.owner.published.lock().expect("no panics while held");
+                    let due = last.elapsed() >= PUBLISH_EVERY;
+                    if due {
+                        *last = Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    // The input is committed whatever this does; a failure to publish comes back
+                    // from `finish`, which tries again.
+                    let _ = lake.publish_tables();
+                }
                 Ok(Outcome::Published(commit))
             }
             Ok(Published::Already(first)) => {

@@ -112,7 +112,7 @@ pub struct SchedulerOptions {
 
 impl SchedulerOptions {
     fn engine_options(&self) -> engine::EngineOptions {
-        engine::EngineOptions { memory_limit: self.memory_limit, engine: self.engine.clone() }
+        engine::EngineOptions { memory_limit: self.memory_limit, engine: self.engine.clone(), as_of: None }
     }
 }
 

@@ -127,7 +127,7 @@ impl LakeService {
             return Ok(ctx.clone());
         }
         let memory_limit = if self.limits.explicit_memory { self.limits.memory } else { None };
-        let opts = EngineOptions { memory_limit, engine: Engine::InProcess };
+        let opts = EngineOptions { memory_limit, engine: Engine::InProcess, as_of: None };
         let ctx = crate::detect::runner::session(&self.lake, &self.catalog, &opts).await?;
         *cached = Some((version, ctx.clone()));
         Ok(ctx)

@@ -96,11 +96,14 @@ pub fn query_csv(lake: &Path, sql: &str, extra: &[&str]) -> Vec<String> {
     cimlake_ok(lake, &args).lines().map(str::to_string).collect()
 }
 
-/// The Parquet files under `dir`, at any depth.
+/// The Parquet files under `dir`, at any depth (not Delta checkpoints).
 pub fn parquet_files(dir: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        if p.ends_with("_delta_log") {
+            continue;
+        }
         if p.is_dir() {
             n += parquet_files(&p);
         } else if p.extension().is_some_and(|x| x == "parquet") {

@@ -20,6 +20,7 @@ mod cluster;
 mod common;
 mod contributing;
 mod corpus;
+mod delta;
 mod escu;
 mod generate;
 mod hostile;

@@ -99,7 +99,7 @@ fn data_files(lake: &Path) -> HashSet<PathBuf> {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
-                if !p.ends_with("_cimlake") {
+                if !p.ends_with("_cimlake") && !p.ends_with("_delta_log") {
                     walk(&p, out);
                 }
             } else if p.extension().is_some_and(|x| x == "parquet") {
@@ -112,10 +112,38 @@ fn data_files(lake: &Path) -> HashSet<PathBuf> {
     out
 }
 
-/// The lake is whole: each input committed once, and the rows a query sees are exactly those
-/// of the commits.
+/// The data files the tables' Delta logs hold now (their `add`s less their `remove`s), as lake
+/// paths.
+fn delta_files(lake: &Path) -> HashSet<PathBuf> {
+    let mut out = HashSet::new();
+    for table in ["endpoint/processes", "network_traffic/all_traffic", "quarantine/records"] {
+        let log = lake.join(table).join("_delta_log");
+        let mut versions: Vec<PathBuf> = match std::fs::read_dir(&log) {
+            Ok(d) => d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+            Err(_) => continue,
+        };
+        versions.sort();
+        for v in versions {
+            for line in std::fs::read_to_string(&v).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(p) = action["add"]["path"].as_str() {
+                    out.insert(lake.join(table).join(p));
+                }
+                if let Some(p) = action["remove"]["path"].as_str() {
+                    out.remove(&lake.join(table).join(p));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lake is whole: each input committed once, the rows a query sees are exactly those of the
+/// commits, and the Delta logs name only committed files.
 fn assert_whole(lake: &Path) -> (u64, u64) {
-    let (commits, _) = commits(lake);
+    let (commits, named) = commits(lake);
+    let in_delta = delta_files(lake);
+    assert!(in_delta.is_subset(&named), "Delta logs ahead of the commits: {:?}", in_delta.difference(&named).collect::<Vec<_>>());
     let hashes: BTreeSet<&String> = commits.iter().map(|c| &c.0).collect();
     assert_eq!(hashes.len(), commits.len(), "an input committed twice: {commits:?}");
     let want = commits.iter().fold((0, 0), |(p, t), c| (p + c.1, t + c.2));
@@ -167,6 +195,7 @@ fn an_ingest_killed_at_random_points_leaves_a_whole_lake_and_a_rerun_completes_i
         let (commits, named) = commits(lake.path());
         assert_eq!(commits.len(), 4);
         assert_eq!(data_files(lake.path()), named, "data files that no commit names");
+        assert_eq!(delta_files(lake.path()), named, "the Delta logs after a completed run");
         let staging = std::fs::read_dir(lake.path().join("_cimlake/staging")).map(|d| d.count()).unwrap_or(0);
         assert_eq!(staging, 0, "staging left behind");
     }

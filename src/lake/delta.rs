@@ -1,0 +1,315 @@
+//! The ingested tables as Delta Lake tables, for readers that know nothing of cimlake.
+//!
+//! Each table ingest writes (the CIM tables and the quarantine) has a Delta log beside its data:
+//! `LAKE/endpoint/processes/_delta_log/`. Its schema is the table's, plus the two partition
+//! columns `date` (a `DATE`) and `hour` (an `INT`, 0–23) that the directories already name
+//! (`date=2026-11-03/hour=14/…`). Any Delta reader (the `deltalake` Python package, Polars,
+//! DuckDB's `delta_scan`, Spark) then reads the same rows `cimlake query` does.
+//!
+//! The lake's commit log (`_cimlake/commits/`) stays the record of what is in the lake; the Delta
+//! logs follow it. Each Delta commit carries an application transaction
+//! ([`COMMITS_APP_ID`], version = the last lake commit it covers), so a Delta log says itself
+//! how far it has followed, and [`publish`] appends the files of the lake commits after that
+//! point, one Delta commit per table however many inputs it covers. It runs under the lake's
+//! commit lock: when an ingest starts (catching up after a killed one), every so often during a
+//! long ingest, and when it ends. A Delta log is never ahead of the commit log: a reader of it
+//! sees whole inputs only, and at most the inputs committed since its last publish are missing.
+//!
+//! The Delta library is asynchronous; the lake layer is not (ingest runs on its own threads).
+//! [`block_on`] runs its futures on a small runtime of its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, StructField, StructType, Transaction};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use super::{Commit, DataFile, Lake, LakeError};
+use crate::cim::Table;
+
+/// The application id of the Delta transactions that follow the lake's commit log; the version is
+/// the id of the last lake commit the Delta log has taken in.
+pub const COMMITS_APP_ID: &str = "cimlake.commits";
+
+/// In a Delta commit's `commitInfo`: the first and last lake commit whose files it adds, and
+/// how many files.
+const COMMITS_INFO_KEY: &str = "cimlake.commits";
+const FILES_INFO_KEY: &str = "cimlake.files";
+
+/// The partition columns, after the table's own.
+pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+
+/// A table's Delta log, as far as the lake's commits go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub table: Table,
+    /// The Delta table's version after the publish.
+    pub version: i64,
+    /// The last lake commit it covers (0: none).
+    pub through_commit: u64,
+    /// Data files it added now.
+    pub added: usize,
+}
+
+/// Brings the Delta log of every table ingest writes up to the lake's commit log. The caller holds
+/// the commit lock. Nothing is created in a lake without commits.
+pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
+    let mut out = Vec::new();
+    let mut commits: Option<(u64, Vec<Commit>)> = None;
+    for table in Table::STORED {
+        let dir = table_root(lake, table);
+        let url = dir_url(&dir)?;
+        let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
+        let state = block_on(open(url.clone())).map_err(delta_error)?;
+        let through = match &state {
+            Some((_, through)) => *through,
+            None => 0,
+        };
+        // One read of the commit log serves every table (each may have followed it to a
+        // different point when a publish was cut short).
+        if commits.as_ref().is_none_or(|(from, _)| *from > through) {
+            commits = Some((through, lake.commits_after(through)?));
+        }
+        let (_, all) = commits.as_ref().expect("read above");
+        let new: Vec<&Commit> = all.iter().filter(|c| c.id > through).collect();
+        let Some(last) = new.last().map(|c| c.id) else {
+            if let Some((table_state, _)) = state {
+                out.push(Published { table, version: table_state.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
+            }
+            continue;
+        };
+        let files: Vec<DataFile> =
+            new.iter().flat_map(|c| c.files.iter()).filter(|f| f.table == table.qualified_name()).cloned().collect();
+        let adds = files.iter().map(|f| add_action(lake, table, f)).collect::<Result<Vec<_>, _>>()?;
+        let added = adds.len();
+        let table_state = match state {
+            Some((t, _)) => t,
+            None => {
+                std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+                block_on(create(url.clone(), table)).map_err(delta_error)?
+            }
+        };
+        let first = new.first().map_or(last, |c| c.id);
+        let version = block_on(append(table_state, adds, (first, last))).map_err(delta_error)?;
+        out.push(Published { table, version, through_commit: last, added });
+    }
+    Ok(out)
+}
+
+/// One version of a table's Delta log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub version: u64,
+    /// When it was committed (ms since the epoch).
+    pub timestamp: Option<i64>,
+    pub operation: String,
+    /// The lake commits whose files it added (first, last), for the versions cimlake wrote.
+    pub commits: Option<(u64, u64)>,
+    pub files: Option<u64>,
+}
+
+/// A table's Delta history, newest first (empty when it has no Delta log yet).
+pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
+    let dir = table_root(lake, table);
+    let url = dir_url(&dir)?;
+    let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
+    block_on(async move {
+        use futures::TryStreamExt as _;
+        let Some((t, _)) = open(url).await? else { return Ok(Vec::new()) };
+        let newest = t.version().unwrap_or(0);
+        let infos: Vec<_> = t.history(None).try_collect().await?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(n, info)| {
+                let commits = info.info.get(COMMITS_INFO_KEY).and_then(|v| Some((v.get(0)?.as_u64()?, v.get(1)?.as_u64()?)));
+                let files = info.info.get(FILES_INFO_KEY).and_then(serde_json::Value::as_u64);
+                Version {
+                    version: newest.saturating_sub(n as u64),
+                    timestamp: info.timestamp,
+                    operation: info.operation.unwrap_or_default(),
+                    commits,
+                    files,
+                }
+            })
+            .collect())
+    })
+    .map_err(delta_error)
+}
+
+/// The directory of a table's Delta log and data.
+pub fn table_root(lake: &Lake, table: Table) -> PathBuf {
+    lake.root().join(table.lake_dir().expect("ingested tables are stored in the lake"))
+}
+
+fn dir_url(dir: &Path) -> Result<Url, LakeError> {
+    let abs = std::path::absolute(dir).map_err(|e| LakeError::io(dir, e))?;
+    Url::from_directory_path(&abs)
+        .map_err(|()| LakeError::BadRecord { path: abs.clone(), reason: "not a path a URL can name".to_string() })
+}
+
+/// The table at `url` and how far it follows the commit log, or `None` when it has no Delta log.
+async fn open(url: Url) -> Result<Option<(DeltaTable, u64)>, DeltaTableError> {
+    if let Ok(path) = url.to_file_path()
+        && !path.join("_delta_log").is_dir()
+    {
+        return Ok(None);
+    }
+    let table = match DeltaTableBuilder::from_url(url)?.load().await {
+        Ok(t) => t,
+        Err(DeltaTableError::NotATable(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let through = table.snapshot()?.transaction_version(table.log_store().as_ref(), COMMITS_APP_ID).await?.unwrap_or(0);
+    Ok(Some((table, u64::try_from(through).unwrap_or(0))))
+}
+
+/// The Delta schema of a table: its columns, then the partition columns.
+pub fn schema(table: Table) -> Result<StructType, DeltaTableError> {
+    let own: StructType = table.schema().as_ref().try_into_kernel()?;
+    let mut fields: Vec<StructField> = own.fields().cloned().collect();
+    fields.push(StructField::new(PARTITION_COLUMNS[0], DataType::Primitive(PrimitiveType::Date), true));
+    fields.push(StructField::new(PARTITION_COLUMNS[1], DataType::Primitive(PrimitiveType::Integer), true));
+    Ok(StructType::try_new(fields)?)
+}
+
+async fn create(url: Url, table: Table) -> Result<DeltaTable, DeltaTableError> {
+    let schema = schema(table)?;
+    deltalake_core::operations::create::CreateBuilder::new()
+        .with_location(url.to_string())
+        .with_table_name(table.qualified_name())
+        .with_comment(format!("cimlake table {}; follows the lake's commit log (see README, \"The lake\")", table.qualified_name()))
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns(PARTITION_COLUMNS)
+        .with_save_mode(SaveMode::Ignore)
+        .await
+}
+
+/// Appends `adds`, the files of lake commits `commits.0..=commits.1`, in one Delta commit that
+/// records `commits.1`; returns the new version.
+async fn append(table: DeltaTable, adds: Vec<Add>, commits: (u64, u64)) -> Result<i64, DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let partition_by = Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect());
+    let txn = Transaction::new(COMMITS_APP_ID, i64::try_from(commits.1).unwrap_or(i64::MAX));
+    let about = [
+        (COMMITS_INFO_KEY.to_string(), serde_json::json!([commits.0, commits.1])),
+        (FILES_INFO_KEY.to_string(), serde_json::json!(adds.len())),
+    ];
+    // Old log entries stay: they are the table's history.
+    let props =
+        CommitProperties::default().with_application_transaction(txn).with_metadata(about).with_cleanup_expired_logs(Some(false));
+    let commit = CommitBuilder::from(props)
+        .with_actions(adds.into_iter().map(Action::Add).collect())
+        .build(Some(snapshot), table.log_store(), DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None })
+        .await?;
+    Ok(commit.version() as i64)
+}
+
+/// The Delta `add` of a lake data file: its path in the table, partition values from its
+/// directory, size, and the row count and `_time` range as statistics.
+fn add_action(lake: &Lake, table: Table, f: &DataFile) -> Result<Add, LakeError> {
+    let prefix = format!("{}/", table.lake_dir().expect("ingested"));
+    let bad = |reason: String| LakeError::BadRecord { path: lake.root().join(&f.path), reason };
+    let rel = f.path.strip_prefix(&prefix).ok_or_else(|| bad(format!("not under {prefix}")))?;
+    let partition_values = partition_values(rel);
+    let full = lake.root().join(&f.path);
+    let meta = std::fs::metadata(&full).map_err(|e| LakeError::io(&full, e))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
+    Ok(Add {
+        path: rel.to_string(),
+        partition_values,
+        size: meta.len() as i64,
+        modification_time: modified,
+        data_change: true,
+        stats: Some(stats(f)),
+        ..Default::default()
+    })
+}
+
+/// `date` and `hour` from `date=YYYY-MM-DD/hour=HH/…`; a value that is not a date or an hour is
+/// null (the writer names out-of-range times `date=out-of-range`).
+fn partition_values(rel: &str) -> HashMap<String, Option<String>> {
+    let mut parts = rel.split('/');
+    let date = parts.next().and_then(|p| p.strip_prefix("date=")).filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+    let hour = parts.next().and_then(|p| p.strip_prefix("hour=")).and_then(|h| h.parse::<u8>().ok()).filter(|h| *h < 24);
+    HashMap::from([
+        (PARTITION_COLUMNS[0].to_string(), date.map(str::to_string)),
+        (PARTITION_COLUMNS[1].to_string(), hour.map(|h| h.to_string())),
+    ])
+}
+
+/// Delta statistics: the row count, and `_time`'s range at millisecond precision (Delta's),
+/// widened so that a reader skipping files on it never skips a row.
+fn stats(f: &DataFile) -> String {
+    let ms = |us: i64, up: bool| {
+        let m = if up { us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0) } else { us.div_euclid(1000) };
+        chrono::DateTime::from_timestamp_millis(m).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let mut s = serde_json::json!({ "numRecords": f.rows });
+    if let (Some(lo), Some(hi)) = (ms(f.min_time, false), ms(f.max_time, true)) {
+        s["minValues"] = serde_json::json!({ "_time": lo });
+        s["maxValues"] = serde_json::json!({ "_time": hi });
+    }
+    s.to_string()
+}
+
+/// Runs a Delta future to its end from synchronous code (inside or outside a tokio runtime).
+fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cimlake-delta")
+            .enable_all()
+            .build()
+            .expect("starting the Delta runtime")
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().expect("a Delta task panicked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_come_from_the_directories() {
+        let v = partition_values("date=2026-11-03/hour=07/a-b-0.parquet");
+        assert_eq!(v["date"].as_deref(), Some("2026-11-03"));
+        assert_eq!(v["hour"].as_deref(), Some("7"));
+        let v = partition_values("date=out-of-range/hour=-5/a.parquet");
+        assert_eq!((v["date"].as_deref(), v["hour"].as_deref()), (None, None));
+    }
+
+    #[test]
+    fn time_statistics_are_widened_to_whole_milliseconds() {
+        let f = DataFile { table: String::new(), path: String::new(), rows: 3, bytes: 1, min_time: 1_500_999, max_time: 2_000_001 };
+        let s: serde_json::Value = serde_json::from_str(&stats(&f)).unwrap();
+        assert_eq!(s["numRecords"], 3);
+        assert_eq!(s["minValues"]["_time"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(s["maxValues"]["_time"], "1970-01-01T00:00:02.001Z");
+        let exact = DataFile { min_time: 2_000_000, max_time: 2_000_000, ..f };
+        let s: serde_json::Value = serde_json::from_str(&stats(&exact)).unwrap();
+        assert_eq!((s["minValues"]["_time"].as_str(), s["maxValues"]["_time"].as_str()), (Some("1970-01-01T00:00:02.000Z"), Some("1970-01-01T00:00:02.000Z")));
+    }
+
+    #[test]
+    fn every_ingested_table_has_a_delta_schema_with_its_columns_then_the_partitions() {
+        for table in Table::STORED {
+            let s = schema(table).unwrap_or_else(|e| panic!("{}: {e}", table.qualified_name()));
+            let names: Vec<&str> = s.fields().map(|f| f.name().as_str()).collect();
+            let own = table.schema();
+            assert_eq!(names.len(), own.fields().len() + 2, "{}: a column named date or hour would clash", table.qualified_name());
+            assert_eq!(&names[own.fields().len()..], &PARTITION_COLUMNS);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+"""Reads one cimlake table with the `deltalake` package (a Delta reader that knows nothing of
+cimlake) and prints, as JSON: the Delta version, the row count, the rows whose `date`/`hour`
+partition values disagree with their `_time`, and the chosen columns of every row (timestamps as
+microseconds since the epoch, nulls as null).
+
+    python read.py TABLE_DIR COLUMN [COLUMN...]
+"""
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+table_dir, columns = sys.argv[1], sys.argv[2:]
+dt = DeltaTable(table_dir)
+t = dt.to_pyarrow_table()
+times = t.column("_time")
+# Partition values come from the Delta log, `_time` from the Parquet file: they must agree.
+want_date = pc.strftime(times, format="%Y-%m-%d")
+want_hour = pc.hour(times)
+got_date = pc.strftime(t.column("date").cast(pa.timestamp("s")), format="%Y-%m-%d")
+got_hour = t.column("hour").cast(pa.int64())
+bad = pc.sum(pc.or_(pc.not_equal(want_date, got_date), pc.not_equal(want_hour, got_hour))).as_py() or 0
+rows = []
+cols = []
+for c in columns:
+    col = t.column(c)
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
+    cols.append(col.to_pylist())
+rows = [list(r) for r in zip(*cols)] if cols else []
+print(json.dumps({"version": dt.version(), "count": t.num_rows, "partition_mismatches": bad, "rows": rows}))

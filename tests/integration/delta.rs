@@ -1,0 +1,190 @@
+//! The lake's tables as Delta tables: an outside Delta reader (the `deltalake` package from PyPI)
+//! reads the rows `cimlake query` reads; a lake without Delta logs is upgraded; a killed ingest's
+//! commits reach the Delta logs on the next run; `lake history` lists the versions.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use tempfile::TempDir;
+
+use crate::common::*;
+use crate::serve::python;
+
+/// What the outside reader found in one table.
+struct Read {
+    count: u64,
+    partition_mismatches: u64,
+    rows: Vec<Vec<String>>,
+}
+
+/// Reads `table` (its lake directory) with `tests/delta/read.py`, the columns `columns`.
+fn outside_read(lake: &Path, table_dir: &str, columns: &[&str]) -> Read {
+    let out = Command::new(python())
+        .arg(repo().join("tests/delta/read.py"))
+        .arg(lake.join(table_dir))
+        .args(columns)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "read.py {table_dir}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cell = |c: &serde_json::Value| match c {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut rows: Vec<Vec<String>> = v["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(cell).collect()).collect();
+    rows.sort();
+    Read { count: v["count"].as_u64().unwrap(), partition_mismatches: v["partition_mismatches"].as_u64().unwrap(), rows }
+}
+
+/// The same columns through `cimlake query` (timestamps as microseconds), sorted.
+fn query_rows(lake: &Path, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let select: Vec<String> = columns.iter().map(|c| if *c == "_time" { "arrow_cast(_time, 'Int64') AS _time".to_string() } else { c.to_string() }).collect();
+    let csv_text = cimlake_ok(lake, &["query", &format!("SELECT {} FROM {table}", select.join(", ")), "--format", "csv"]);
+    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(csv_text.as_bytes());
+    let mut rows: Vec<Vec<String>> = r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect();
+    rows.sort();
+    rows
+}
+
+const PROCESS_COLUMNS: [&str; 5] = ["_time", "dest", "process_guid", "process_id", "process"];
+const FLOW_COLUMNS: [&str; 5] = ["_time", "src_ip", "dest_ip", "dest_port", "process_guid"];
+
+/// Both CIM tables read the same from outside as through cimlake; returns their row counts.
+fn assert_outside_reader_agrees(lake: &Path) -> (u64, u64) {
+    let mut counts = Vec::new();
+    for (dir, table, columns) in [
+        ("endpoint/processes", "endpoint.processes", &PROCESS_COLUMNS),
+        ("network_traffic/all_traffic", "network_traffic.all_traffic", &FLOW_COLUMNS),
+    ] {
+        let outside = outside_read(lake, dir, columns);
+        let ours = query_rows(lake, table, columns);
+        assert_eq!(outside.partition_mismatches, 0, "{table}: date/hour partition values that disagree with _time");
+        assert_eq!(outside.count as usize, ours.len(), "{table}: row count");
+        assert_eq!(outside.rows, ours, "{table}: rows");
+        counts.push(outside.count);
+    }
+    (counts[0], counts[1])
+}
+
+/// `lake history TABLE` as (version, lake commits, files), newest first.
+fn history(lake: &Path, table: &str) -> Vec<(u64, String, String)> {
+    let out = cimlake_ok(lake, &["lake", "history", table]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("version\tcommitted_at\toperation\tlake_commits\tfiles"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 5, "{l}");
+            (f[0].parse().unwrap(), f[3].to_string(), f[4].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn an_outside_delta_reader_reads_the_rows_cimlake_reads() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon", "data/logs/nvm"]);
+    let logs = TempDir::new().unwrap();
+    let gen_args = ["gen", "--seed", "5", "--hosts", "6", "--processes", "400", "--hours", "30", "--positives", "3", "-o", logs.path().to_str().unwrap()];
+    cimlake_ok(lake.path(), &gen_args);
+    let (p, t) = assert_outside_reader_agrees(lake.path());
+    assert!(p > 400 && t > 400, "{p} processes, {t} flows");
+
+    // Each run is one Delta version per table, however many inputs it committed; the first
+    // version creates the table.
+    let h = history(lake.path(), "endpoint.processes");
+    assert_eq!(h.iter().map(|v| v.0).collect::<Vec<_>>(), vec![2, 1, 0], "{h:?}");
+    let ingested = std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count();
+    assert_eq!(h[0].1, ingested.to_string(), "the gen run's one commit");
+    assert_eq!(h[1].1, format!("1-{}", ingested - 1), "the ingest run's commits, in one version");
+    assert_eq!(h[2].1, "", "the version that created the table names no commit");
+    let e = cimlake(lake.path(), &["lake", "history", "endpoint.nothing"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("endpoint.nothing: not a table with a Delta log"), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
+#[test]
+fn a_lake_without_delta_logs_is_upgraded_and_a_killed_ingest_reaches_them_on_the_next_run() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon"]);
+    // The layout of a lake made before the tables had Delta logs: the same, without them.
+    for dir in ["endpoint/processes", "network_traffic/all_traffic", "quarantine/records"] {
+        let log = lake.path().join(dir).join("_delta_log");
+        if log.exists() {
+            std::fs::remove_dir_all(&log).unwrap();
+        }
+    }
+    let out = cimlake_ok(lake.path(), &["lake", "upgrade"]);
+    let commits = std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count();
+    assert!(out.contains(&format!("endpoint.processes: Delta version 1, through lake commit {commits}")), "{out}");
+    let before = assert_outside_reader_agrees(lake.path());
+    // Nothing new: upgrading again adds nothing.
+    let again = cimlake_ok(lake.path(), &["lake", "upgrade"]);
+    assert!(again.contains(&format!("endpoint.processes: Delta version 1, through lake commit {commits} (0 files added now)")), "{again}");
+
+    // An ingest killed right after its first commit: the commit is in the lake, not yet in the
+    // Delta logs, which never hold more than the commits do.
+    let mut cmd = command(lake.path(), &["ingest", "-j", "1", "data/logs/nvm"]);
+    cmd.env("CIMLAKE_FAULT", "ingest-after-commit@1:kill");
+    let killed = cmd.output().unwrap();
+    assert!(!killed.status.success(), "the ingest was to be killed");
+    let flows = query_rows(lake.path(), "network_traffic.all_traffic", &FLOW_COLUMNS).len() as u64;
+    assert!(flows > before.1, "the killed run committed an input");
+    assert_eq!(outside_read(lake.path(), "network_traffic/all_traffic", &FLOW_COLUMNS).count, before.1);
+    // The next run catches the Delta logs up before it ingests anything.
+    cimlake_ok(lake.path(), &["ingest", "data/logs/nvm"]);
+    let after = assert_outside_reader_agrees(lake.path());
+    assert!(after.1 > flows, "{after:?} vs {flows}");
+
+    // Not a lake: an error naming the directory.
+    let empty = TempDir::new().unwrap();
+    let e = cimlake(empty.path(), &["lake", "upgrade"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no lake here"), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
+/// The number of the last commit in the lake, and its `committed_at`.
+fn last_commit(lake: &Path) -> (u64, String) {
+    let mut names: Vec<String> =
+        std::fs::read_dir(lake.join("_cimlake/commits")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+    names.sort();
+    let last = names.last().unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(lake.join("_cimlake/commits").join(last)).unwrap()).unwrap();
+    (c["id"].as_u64().unwrap(), c["committed_at"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn queries_and_detections_read_the_lake_as_of_a_commit_or_a_time() {
+    let lake = TempDir::new().unwrap();
+    let count_sql = "SELECT (SELECT count(*) FROM endpoint.processes) AS p, (SELECT count(*) FROM network_traffic.all_traffic) AS t";
+    cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon"]);
+    let (first, first_at) = last_commit(lake.path());
+    let counts_then = query_csv(lake.path(), count_sql, &[]);
+    let detect_args = ["detect", "--format", "csv"];
+    let detected_then = cimlake_ok(lake.path(), &detect_args);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    cimlake_ok(lake.path(), &["ingest", "data/logs/nvm", "data/logs/json"]);
+    let (last, _) = last_commit(lake.path());
+    assert!(last > first);
+    let counts_now = query_csv(lake.path(), count_sql, &[]);
+    assert_ne!(counts_now, counts_then, "the second ingest added rows");
+
+    let first_s = first.to_string();
+    assert_eq!(query_csv(lake.path(), count_sql, &["--as-of", &first_s]), counts_then, "as of the first run's last commit");
+    assert_eq!(query_csv(lake.path(), count_sql, &["--as-of", &first_at]), counts_then, "as of that commit's time");
+    assert_eq!(query_csv(lake.path(), count_sql, &["--as-of", &last.to_string()]), counts_now);
+    assert_eq!(query_csv(lake.path(), count_sql, &["--as-of", "2001-01-01T00:00:00Z"])[1], "0,0", "before the first commit");
+    let mut args = detect_args.to_vec();
+    args.extend(["--as-of", &first_s]);
+    assert_eq!(cimlake_ok(lake.path(), &args), detected_then, "a detection as of the first run finds what it found then");
+
+    let e = cimlake(lake.path(), &["query", "SELECT 1", "--as-of", &(last + 1).to_string()]);
+    assert!(!e.status.success());
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains(&format!("as of commit {}: the lake has {last} commit(s)", last + 1)), "{msg}");
+    let e = cimlake(lake.path(), &["query", "SELECT 1", "--as-of", "yesterdayish"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--as-of \"yesterdayish\": not a commit number or a time"), "{}", String::from_utf8_lossy(&e.stderr));
+}
