@@ -1,9 +1,9 @@
-//! `cimlake lake upgrade` and `cimlake lake history`: the lake's Delta logs.
+//! `cimlake lake upgrade|vacuum|history`: the lake's Delta logs and its upkeep.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
 use crate::cim::Table;
@@ -20,6 +20,17 @@ pub enum LakeCommand {
     /// Give every ingested table a Delta log up to date with the lake's commits (a lake made
     /// before they had one, or after a killed ingest); ingest does this itself.
     Upgrade,
+    /// Remove the data files no commit or run record names (left by a killed ingest or a run that
+    /// died), once older than the retention period and not of a running ingest.
+    Vacuum {
+        /// Keep unnamed files younger than this (`0`, `30m`, `24h`, `7d`): a file may be on its
+        /// way into a commit.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        retention: String,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A table's Delta versions, newest first: when, what, and which lake commits each took in.
     History {
         /// endpoint.processes, network_traffic.all_traffic or quarantine.records.
@@ -45,6 +56,24 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
                     if p.added == 1 { "" } else { "s" }
                 );
             }
+        }
+        LakeCommand::Vacuum { retention, dry_run } => {
+            let d = crate::time::parse_duration(&retention).with_context(|| format!("--retention {retention:?}"))?;
+            let d = d.to_std().map_err(|_| anyhow::anyhow!("--retention {retention:?}: must not be negative"))?;
+            if !lake.exists() {
+                bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
+            }
+            let v = lake.vacuum(d, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for (path, _) in &v.removed {
+                println!("{verb} {}", crate::output::escape_controls(path));
+            }
+            let bytes: u64 = v.removed.iter().map(|r| r.1).sum();
+            println!(
+                "{verb} {} file(s), {bytes} bytes; kept {} unnamed file(s) younger than {retention} or of a running ingest",
+                v.removed.len(),
+                v.kept
+            );
         }
         LakeCommand::History { table } => {
             let Some(t) = Table::STORED.into_iter().find(|t| t.qualified_name() == table) else {

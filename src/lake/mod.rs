@@ -42,9 +42,11 @@
 //! happen under one lock ([`Transactions`]). Data file names carry the ingest session, so two
 //! sessions never write the same path. A session killed mid-way leaves files no commit names; the
 //! next ingest removes them ([`IngestSession::begin`]). Every path read from a record is checked
-//! to be a data file of a table before anything reads or removes it.
+//! to be a data file of a table before anything reads or removes it. The ingested tables' Delta
+//! logs follow the commits and are never ahead of them ([`delta`]).
 
 pub mod delta;
+pub mod maintenance;
 pub mod runs;
 pub mod table;
 pub mod transaction;

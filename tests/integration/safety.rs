@@ -372,3 +372,57 @@ fn a_file_edited_while_it_is_read_is_committed_under_the_hash_of_what_was_read()
     assert!(again.contains("1 input: 1 ingested"), "{again}");
     assert_eq!(counts(lake.path()).0, 2 * counts(alone.path()).0 + 50);
 }
+
+/// The data files no commit names, relative to the lake.
+fn unnamed(lake: &Path) -> BTreeSet<String> {
+    let (_, named) = commits(lake);
+    data_files(lake).difference(&named).map(|p| p.strip_prefix(lake).unwrap().to_string_lossy().into_owned()).collect()
+}
+
+/// The data files a `lake vacuum` run listed (`removed X` / `would remove X`).
+fn listed(out: &str, verb: &str) -> BTreeSet<String> {
+    out.lines().filter_map(|l| l.strip_prefix(verb)).filter(|p| p.ends_with(".parquet")).map(str::to_string).collect()
+}
+
+#[test]
+fn vacuum_removes_a_killed_ingests_files_and_keeps_a_running_ones() {
+    let dir = inputs(2, 600);
+    let dir_arg = dir.path().to_str().unwrap();
+    let lake = TempDir::new().unwrap();
+    // Killed right after moving its first data file into place: a file no commit names.
+    let mut child = spawn_with(lake.path(), &["ingest", "-j", "1", dir_arg], &[("CIMLAKE_FAULT", "ingest-after-move@1:kill")], Stdio::null());
+    assert!(!child.wait().unwrap().success(), "the ingest was to be killed");
+    let leftovers = unnamed(lake.path());
+    assert!(!leftovers.is_empty(), "the killed ingest left no file");
+
+    // The default retention keeps new files; a dry run lists them and removes nothing.
+    let out = cimlake_ok(lake.path(), &["lake", "vacuum"]);
+    assert!(out.contains(&format!("removed 0 file(s), 0 bytes; kept {} unnamed file(s)", leftovers.len())), "{out}");
+    let out = cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0", "--dry-run"]);
+    assert_eq!(listed(&out, "would remove "), leftovers, "{out}");
+    assert_eq!(unnamed(lake.path()), leftovers, "a dry run removed something");
+
+    let before = assert_whole(lake.path());
+    let out = cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
+    assert_eq!(listed(&out, "removed "), leftovers, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("removed _cimlake/staging/")), "the dead session's staging: {out}");
+    assert!(unnamed(lake.path()).is_empty());
+    assert_eq!(assert_whole(lake.path()), before, "vacuum changed what queries read");
+
+    // A running ingest's file, moved into place and not yet committed, is kept whatever the
+    // retention; the ingest then commits it.
+    let pause = TempDir::new().unwrap();
+    let fault = format!("ingest-after-move@1:wait={}", pause.path().display());
+    let child = spawn_with(lake.path(), &["ingest", "-j", "1", dir_arg], &[("CIMLAKE_FAULT", &fault)], Stdio::null());
+    wait_for_pause(pause.path(), "ingest-after-move", 1);
+    let in_flight = unnamed(lake.path());
+    assert!(!in_flight.is_empty());
+    let out = cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
+    assert!(listed(&out, "removed ").is_empty(), "a running ingest's file was removed: {out}");
+    assert!(in_flight.is_subset(&data_files(lake.path()).iter().map(|p| p.strip_prefix(lake.path()).unwrap().to_string_lossy().into_owned()).collect()));
+    resume(pause.path(), "ingest-after-move", 1);
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_whole(lake.path());
+    assert!(unnamed(lake.path()).is_empty());
+    assert_eq!(delta_files(lake.path()), commits(lake.path()).1, "the Delta logs after the completed run");
+}
