@@ -15,6 +15,9 @@
 //! long ingest, and when it ends. A Delta log is never ahead of the commit log: a reader of it
 //! sees whole inputs only, and at most the inputs committed since its last publish are missing.
 //!
+//! When the table gains a column (a converter maps a new field), the next publish adds it to
+//! the Delta table first: files written before read it as nulls, in Delta as in cimlake.
+//!
 //! The Delta library is asynchronous; the lake layer is not (ingest runs on its own threads).
 //! [`block_on`] runs its futures on a small runtime of its own.
 
@@ -80,6 +83,7 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         let new: Vec<&Commit> = all.iter().filter(|c| c.id > through).collect();
         let Some(last) = new.last().map(|c| c.id) else {
             if let Some((table_state, _)) = state {
+                let table_state = block_on(add_new_columns(table_state, table)).map_err(delta_error)?;
                 out.push(Published { table, version: table_state.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
             }
             continue;
@@ -89,7 +93,7 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         let adds = files.iter().map(|f| add_action(lake, table, f)).collect::<Result<Vec<_>, _>>()?;
         let added = adds.len();
         let table_state = match state {
-            Some((t, _)) => t,
+            Some((t, _)) => block_on(add_new_columns(t, table)).map_err(delta_error)?,
             None => {
                 std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
                 block_on(create(url.clone(), table)).map_err(delta_error)?
@@ -189,6 +193,18 @@ async fn create(url: Url, table: Table) -> Result<DeltaTable, DeltaTableError> {
         .with_partition_columns(PARTITION_COLUMNS)
         .with_save_mode(SaveMode::Ignore)
         .await
+}
+
+/// Schema evolution: the columns the table has gained since its Delta log was made are added to
+/// it (a Delta `ADD COLUMN` version; the files written before read them as nulls, as cimlake
+/// does).
+async fn add_new_columns(t: DeltaTable, table: Table) -> Result<DeltaTable, DeltaTableError> {
+    let have = t.snapshot()?.schema();
+    let missing: Vec<StructField> = schema(table)?.fields().filter(|f| have.field(f.name()).is_none()).cloned().collect();
+    if missing.is_empty() {
+        return Ok(t);
+    }
+    t.add_columns().with_fields(missing).await
 }
 
 /// Appends `adds`, the files of lake commits `commits.0..=commits.1`, in one Delta commit that

@@ -188,3 +188,37 @@ fn queries_and_detections_read_the_lake_as_of_a_commit_or_a_time() {
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("--as-of \"yesterdayish\": not a commit number or a time"), "{}", String::from_utf8_lossy(&e.stderr));
 }
+
+#[test]
+fn a_column_the_table_gained_is_added_to_its_delta_table() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon"]);
+    // A Delta log made before `process_company` existed: its schema without it.
+    let first = lake.path().join("endpoint/processes/_delta_log/00000000000000000000.json");
+    let text = std::fs::read_to_string(&first).unwrap();
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(schema) = action["metaData"]["schemaString"].as_str() {
+            let mut s: serde_json::Value = serde_json::from_str(schema).unwrap();
+            s["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "process_company");
+            action["metaData"]["schemaString"] = serde_json::Value::String(s.to_string());
+        }
+        lines.push(action.to_string());
+    }
+    std::fs::write(&first, lines.join("\n") + "\n").unwrap();
+    let columns = ["_time", "process_guid", "process_company"];
+    let out = Command::new(python()).arg(repo().join("tests/delta/read.py")).arg(lake.path().join("endpoint/processes")).args(columns).output().unwrap();
+    assert!(!out.status.success(), "the column was to be missing from the Delta schema");
+
+    // The next publish adds it (a version of its own), and the reader sees what cimlake sees.
+    cimlake_ok(lake.path(), &["lake", "upgrade"]);
+    let h = history(lake.path(), "endpoint.processes");
+    assert_eq!(h.len(), 3, "{h:?}");
+    let outside = outside_read(lake.path(), "endpoint/processes", &columns);
+    assert_eq!(outside.rows, query_rows(lake.path(), "endpoint.processes", &columns));
+    assert!(outside.rows.iter().any(|r| !r[2].is_empty()), "no process_company values read");
+    // Once added, nothing more to add.
+    cimlake_ok(lake.path(), &["lake", "upgrade"]);
+    assert_eq!(history(lake.path(), "endpoint.processes").len(), 3);
+}
