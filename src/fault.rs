@@ -10,7 +10,8 @@
 //!   @N      only the Nth time the point is reached (from 1); K counts every time
 //! ```
 //!
-//! The points: `ingest-before-publish` (an input converted, its commit not yet checked),
+//! The points: `optimize-after-move` (each merged file moved into place), `optimize-before-publish`
+//! (all moved, the compaction not yet published), `ingest-before-publish` (an input converted, its commit not yet checked),
 //! `ingest-after-move` (each data file moved into the lake), `ingest-after-commit` (the commit
 //! published, the staging not yet cleaned), `ingest-read` (each MiB of an input read).
 

@@ -1,4 +1,4 @@
-//! `cimlake lake upgrade|vacuum|history`: the lake's Delta logs and its upkeep.
+//! `cimlake lake upgrade|optimize|vacuum|history`: the lake's Delta logs and its upkeep.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +20,13 @@ pub enum LakeCommand {
     /// Give every ingested table a Delta log up to date with the lake's commits (a lake made
     /// before they had one, or after a killed ingest); ingest does this itself.
     Upgrade,
+    /// Merge each partition's files (table, date, hour) into one: fewer, larger files with the
+    /// same rows, for every reader. The replaced files stay for `--as-of` until `vacuum`.
+    Optimize {
+        /// Merge a partition only when it has at least this many files.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        min_files: usize,
+    },
     /// Remove the data files no commit or run record names (left by a killed ingest or a run that
     /// died), once older than the retention period and not of a running ingest.
     Vacuum {
@@ -57,6 +64,21 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        LakeCommand::Optimize { min_files } => {
+            if !lake.exists() {
+                bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
+            }
+            let done = lake.optimize(min_files)?;
+            match done.compaction {
+                None => println!("nothing to merge: no partition has {} or more files", min_files.max(2)),
+                Some(id) => {
+                    for (table, partitions, before, after) in &done.tables {
+                        println!("{}: {before} files in {partitions} partition(s) merged into {after}", table.qualified_name());
+                    }
+                    println!("compaction {id} published; the replaced files stay until `cimlake lake vacuum` after its retention period");
+                }
+            }
+        }
         LakeCommand::Vacuum { retention, dry_run } => {
             let d = crate::time::parse_duration(&retention).with_context(|| format!("--retention {retention:?}"))?;
             let d = d.to_std().map_err(|_| anyhow::anyhow!("--retention {retention:?}: must not be negative"))?;
@@ -90,7 +112,12 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
                     .timestamp
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map_or_else(String::new, |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-                let commits = v.commits.map_or_else(String::new, |(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") });
+                let commits = match (v.commits, v.compaction) {
+                    (Some((a, b)), _) if a == b => a.to_string(),
+                    (Some((a, b)), _) => format!("{a}-{b}"),
+                    (None, Some(k)) => format!("compaction {k}"),
+                    (None, None) => String::new(),
+                };
                 let files = v.files.map_or_else(String::new, |n| n.to_string());
                 println!("{}\t{at}\t{}\t{commits}\t{files}", v.version, v.operation);
             }

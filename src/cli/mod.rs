@@ -44,8 +44,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Serve the lake's tables and detection views over Arrow Flight SQL (ADBC, JDBC, ODBC clients).
     Serve(serve::ServeArgs),
-    /// The lake's upkeep: bring its Delta logs up to date (`upgrade`), remove leftovers
-    /// (`vacuum`), show a table's `history`.
+    /// The lake's upkeep: bring its Delta logs up to date (`upgrade`), merge small files
+    /// (`optimize`), remove leftovers (`vacuum`), show a table's `history`.
     Lake(lake::LakeArgs),
 }
 

@@ -25,7 +25,9 @@ pub const DEFAULT_SCHEMA: &str = "public";
 pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalogProvider>, EngineError> {
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(DEFAULT_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    let (commits, all_runs) = lake.view(as_of)?;
+    let view = lake.view(as_of)?;
+    let ingested = view.ingested_files();
+    let all_runs = view.runs;
     for table in Table::ALL_TABLES {
         let schema = match catalog.schema(table.schema_name()) {
             Some(s) => s,
@@ -37,7 +39,7 @@ pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalo
         };
         let provider: Arc<dyn TableProvider> = match table.filled() {
             Filled::ByIngest => {
-                let files = commits.iter().flat_map(|c| c.files.iter()).filter(|f| f.table == table.qualified_name()).cloned().collect();
+                let files = ingested.iter().filter(|f| f.table == table.qualified_name()).cloned().collect();
                 Arc::new(LakeTable::new(table.schema(), lake.root().to_path_buf(), files))
             }
             Filled::ByRuns => {

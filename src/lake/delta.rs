@@ -15,6 +15,10 @@
 //! long ingest, and when it ends. A Delta log is never ahead of the commit log: a reader of it
 //! sees whole inputs only, and at most the inputs committed since its last publish are missing.
 //!
+//! A compaction (`lake optimize`) becomes one Delta version that removes the files it merged and
+//! adds the merged ones (`dataChange: false`), after the commits whose files it merged; a second
+//! application transaction ([`COMPACTIONS_APP_ID`]) records the last compaction taken in.
+//!
 //! When the table gains a column (a converter maps a new field), the next publish adds it to
 //! the Delta table first: files written before read it as nulls, in Delta as in cimlake.
 //!
@@ -28,12 +32,12 @@ use std::sync::OnceLock;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, StructField, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, Remove, StructField, StructType, Transaction};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
-use super::{Commit, DataFile, Lake, LakeError};
+use super::{Commit, Compaction, DataFile, Lake, LakeError};
 use crate::cim::Table;
 
 /// The application id of the Delta transactions that follow the lake's commit log; the version is
@@ -44,6 +48,12 @@ pub const COMMITS_APP_ID: &str = "cimlake.commits";
 /// how many files.
 const COMMITS_INFO_KEY: &str = "cimlake.commits";
 const FILES_INFO_KEY: &str = "cimlake.files";
+/// In a compaction's `commitInfo`: the lake compaction it follows.
+const COMPACTION_INFO_KEY: &str = "cimlake.compaction";
+
+/// The application id of the Delta transactions that follow the lake's compactions
+/// (`lake optimize`); the version is the id of the last one taken in.
+pub const COMPACTIONS_APP_ID: &str = "cimlake.compactions";
 
 /// The partition columns, after the table's own.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -65,15 +75,13 @@ pub struct Published {
 pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
     let mut out = Vec::new();
     let mut commits: Option<(u64, Vec<Commit>)> = None;
+    let compactions = lake.compactions()?;
     for table in Table::STORED {
         let dir = table_root(lake, table);
         let url = dir_url(&dir)?;
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
         let state = block_on(open(url.clone())).map_err(delta_error)?;
-        let through = match &state {
-            Some((_, through)) => *through,
-            None => 0,
-        };
+        let (through, through_compaction) = state.as_ref().map_or((0, 0), |s| (s.1, s.2));
         // One read of the commit log serves every table (each may have followed it to a
         // different point when a publish was cut short).
         if commits.as_ref().is_none_or(|(from, _)| *from > through) {
@@ -81,29 +89,67 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         }
         let (_, all) = commits.as_ref().expect("read above");
         let new: Vec<&Commit> = all.iter().filter(|c| c.id > through).collect();
-        let Some(last) = new.last().map(|c| c.id) else {
-            if let Some((table_state, _)) = state {
+        let new_compactions: Vec<&Compaction> = compactions.iter().filter(|k| k.id > through_compaction).collect();
+        if new.is_empty() && new_compactions.is_empty() {
+            if let Some((table_state, _, _)) = state {
                 let table_state = block_on(add_new_columns(table_state, table)).map_err(delta_error)?;
                 out.push(Published { table, version: table_state.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
             }
             continue;
-        };
-        let files: Vec<DataFile> =
-            new.iter().flat_map(|c| c.files.iter()).filter(|f| f.table == table.qualified_name()).cloned().collect();
-        let adds = files.iter().map(|f| add_action(lake, table, f)).collect::<Result<Vec<_>, _>>()?;
-        let added = adds.len();
-        let table_state = match state {
-            Some((t, _)) => block_on(add_new_columns(t, table)).map_err(delta_error)?,
+        }
+        let mut t = match state {
+            Some((t, _, _)) => block_on(add_new_columns(t, table)).map_err(delta_error)?,
             None => {
                 std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
                 block_on(create(url.clone(), table)).map_err(delta_error)?
             }
         };
-        let first = new.first().map_or(last, |c| c.id);
-        let version = block_on(append(table_state, adds, (first, last))).map_err(delta_error)?;
-        out.push(Published { table, version, through_commit: last, added });
+        let mut at = Followed { commit: through, compaction: through_compaction };
+        let mut added = 0;
+        let mut pending: &[&Commit] = &new;
+        let mine = |files: &[DataFile]| -> Vec<DataFile> { files.iter().filter(|f| f.table == table.qualified_name()).cloned().collect() };
+        // The commits a compaction merged files of come first, then the compaction.
+        for k in new_compactions {
+            let split = pending.iter().take_while(|c| c.id <= k.through_commit).count();
+            let (before, rest) = pending.split_at(split);
+            if let (Some(first), Some(last)) = (before.first(), before.last()) {
+                let files: Vec<DataFile> = before.iter().flat_map(|c| mine(&c.files)).collect();
+                let adds = files.iter().map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
+                added += adds.len();
+                at.commit = last.id;
+                t = block_on(append(t, adds, (first.id, last.id), at)).map_err(delta_error)?;
+            }
+            pending = rest;
+            let adds = mine(&k.added).iter().map(|f| add_action(lake, table, f, false)).collect::<Result<Vec<_>, _>>()?;
+            let removes = mine(&k.removed).iter().map(|f| remove_action(table, f)).collect::<Vec<_>>();
+            added += adds.len();
+            at.compaction = k.id;
+            t = block_on(compact(t, removes, adds, k.id, at)).map_err(delta_error)?;
+        }
+        if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
+            let files: Vec<DataFile> = pending.iter().flat_map(|c| mine(&c.files)).collect();
+            let adds = files.iter().map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
+            added += adds.len();
+            at.commit = last.id;
+            t = block_on(append(t, adds, (first.id, last.id), at)).map_err(delta_error)?;
+        }
+        out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: at.commit, added });
     }
     Ok(out)
+}
+
+/// How far a Delta log has followed the lake: its last commit and compaction.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    commit: u64,
+    compaction: u64,
+}
+
+impl Followed {
+    fn txns(self) -> Vec<Transaction> {
+        let v = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        vec![Transaction::new(COMMITS_APP_ID, v(self.commit)), Transaction::new(COMPACTIONS_APP_ID, v(self.compaction))]
+    }
 }
 
 /// One version of a table's Delta log.
@@ -115,6 +161,8 @@ pub struct Version {
     pub operation: String,
     /// The lake commits whose files it added (first, last), for the versions cimlake wrote.
     pub commits: Option<(u64, u64)>,
+    /// The lake compaction it follows (`lake optimize`).
+    pub compaction: Option<u64>,
     pub files: Option<u64>,
 }
 
@@ -125,7 +173,7 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
     let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
     block_on(async move {
         use futures::TryStreamExt as _;
-        let Some((t, _)) = open(url).await? else { return Ok(Vec::new()) };
+        let Some((t, _, _)) = open(url).await? else { return Ok(Vec::new()) };
         let newest = t.version().unwrap_or(0);
         let infos: Vec<_> = t.history(None).try_collect().await?;
         Ok(infos
@@ -134,11 +182,13 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
             .map(|(n, info)| {
                 let commits = info.info.get(COMMITS_INFO_KEY).and_then(|v| Some((v.get(0)?.as_u64()?, v.get(1)?.as_u64()?)));
                 let files = info.info.get(FILES_INFO_KEY).and_then(serde_json::Value::as_u64);
+                let compaction = info.info.get(COMPACTION_INFO_KEY).and_then(serde_json::Value::as_u64);
                 Version {
                     version: newest.saturating_sub(n as u64),
                     timestamp: info.timestamp,
                     operation: info.operation.unwrap_or_default(),
                     commits,
+                    compaction,
                     files,
                 }
             })
@@ -158,8 +208,9 @@ fn dir_url(dir: &Path) -> Result<Url, LakeError> {
         .map_err(|()| LakeError::BadRecord { path: abs.clone(), reason: "not a path a URL can name".to_string() })
 }
 
-/// The table at `url` and how far it follows the commit log, or `None` when it has no Delta log.
-async fn open(url: Url) -> Result<Option<(DeltaTable, u64)>, DeltaTableError> {
+/// The table at `url` and how far it follows the commit log and the compactions, or `None` when
+/// it has no Delta log.
+async fn open(url: Url) -> Result<Option<(DeltaTable, u64, u64)>, DeltaTableError> {
     if let Ok(path) = url.to_file_path()
         && !path.join("_delta_log").is_dir()
     {
@@ -170,8 +221,11 @@ async fn open(url: Url) -> Result<Option<(DeltaTable, u64)>, DeltaTableError> {
         Err(DeltaTableError::NotATable(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let through = table.snapshot()?.transaction_version(table.log_store().as_ref(), COMMITS_APP_ID).await?.unwrap_or(0);
-    Ok(Some((table, u64::try_from(through).unwrap_or(0))))
+    let version = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    let store = table.log_store();
+    let through = version(table.snapshot()?.transaction_version(store.as_ref(), COMMITS_APP_ID).await?);
+    let compacted = version(table.snapshot()?.transaction_version(store.as_ref(), COMPACTIONS_APP_ID).await?);
+    Ok(Some((table, through, compacted)))
 }
 
 /// The Delta schema of a table: its columns, then the partition columns.
@@ -208,28 +262,61 @@ async fn add_new_columns(t: DeltaTable, table: Table) -> Result<DeltaTable, Delt
 }
 
 /// Appends `adds`, the files of lake commits `commits.0..=commits.1`, in one Delta commit that
-/// records `commits.1`; returns the new version.
-async fn append(table: DeltaTable, adds: Vec<Add>, commits: (u64, u64)) -> Result<i64, DeltaTableError> {
-    let snapshot = table.snapshot()?;
-    let partition_by = Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect());
-    let txn = Transaction::new(COMMITS_APP_ID, i64::try_from(commits.1).unwrap_or(i64::MAX));
+/// records how far the log has followed the lake (`at`).
+async fn append(t: DeltaTable, adds: Vec<Add>, commits: (u64, u64), at: Followed) -> Result<DeltaTable, DeltaTableError> {
     let about = [
         (COMMITS_INFO_KEY.to_string(), serde_json::json!([commits.0, commits.1])),
         (FILES_INFO_KEY.to_string(), serde_json::json!(adds.len())),
     ];
+    let partition_by = Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect());
+    let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
+    commit(t, adds.into_iter().map(Action::Add).collect(), about, op, at).await
+}
+
+/// Replaces `removes` by `adds` (the same rows, `dataChange: false`): compaction `id`.
+async fn compact(t: DeltaTable, removes: Vec<Remove>, adds: Vec<Add>, id: u64, at: Followed) -> Result<DeltaTable, DeltaTableError> {
+    let about = [
+        (COMPACTION_INFO_KEY.to_string(), serde_json::json!(id)),
+        (FILES_INFO_KEY.to_string(), serde_json::json!(adds.len())),
+    ];
+    let actions = removes.into_iter().map(Action::Remove).chain(adds.into_iter().map(Action::Add)).collect();
+    commit(t, actions, about, DeltaOperation::Optimize { predicate: None, target_size: 0 }, at).await
+}
+
+async fn commit(
+    mut t: DeltaTable,
+    actions: Vec<Action>,
+    about: [(String, serde_json::Value); 2],
+    op: DeltaOperation,
+    at: Followed,
+) -> Result<DeltaTable, DeltaTableError> {
     // Old log entries stay: they are the table's history.
-    let props =
-        CommitProperties::default().with_application_transaction(txn).with_metadata(about).with_cleanup_expired_logs(Some(false));
-    let commit = CommitBuilder::from(props)
-        .with_actions(adds.into_iter().map(Action::Add).collect())
-        .build(Some(snapshot), table.log_store(), DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None })
-        .await?;
-    Ok(commit.version() as i64)
+    let props = CommitProperties::default().with_application_transactions(at.txns()).with_metadata(about).with_cleanup_expired_logs(Some(false));
+    CommitBuilder::from(props).with_actions(actions).build(Some(t.snapshot()?), t.log_store(), op).await?;
+    t.update_state().await?;
+    Ok(t)
+}
+
+/// The Delta `remove` of a file a compaction replaced.
+fn remove_action(table: Table, f: &DataFile) -> Remove {
+    let rel = f.path.strip_prefix(&format!("{}/", table.lake_dir().expect("ingested"))).unwrap_or(&f.path).to_string();
+    Remove {
+        partition_values: Some(partition_values(&rel)),
+        path: rel,
+        data_change: false,
+        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+        extended_file_metadata: Some(true),
+        size: Some(f.bytes as i64),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+    }
 }
 
 /// The Delta `add` of a lake data file: its path in the table, partition values from its
 /// directory, size, and the row count and `_time` range as statistics.
-fn add_action(lake: &Lake, table: Table, f: &DataFile) -> Result<Add, LakeError> {
+fn add_action(lake: &Lake, table: Table, f: &DataFile, data_change: bool) -> Result<Add, LakeError> {
     let prefix = format!("{}/", table.lake_dir().expect("ingested"));
     let bad = |reason: String| LakeError::BadRecord { path: lake.root().join(&f.path), reason };
     let rel = f.path.strip_prefix(&prefix).ok_or_else(|| bad(format!("not under {prefix}")))?;
@@ -242,7 +329,7 @@ fn add_action(lake: &Lake, table: Table, f: &DataFile) -> Result<Add, LakeError>
         partition_values,
         size: meta.len() as i64,
         modification_time: modified,
-        data_change: true,
+        data_change,
         stats: Some(stats(f)),
         ..Default::default()
     })

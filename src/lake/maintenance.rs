@@ -6,7 +6,9 @@
 //! also removes a killed ingest's leftovers; vacuum does it without ingesting, and covers runs.)
 //! Vacuum removes such a file only when
 //!
-//! - no record names it, superseded runs included (`--as-of` still reads their files);
+//! - no record names it, superseded runs included (`--as-of` still reads their files), or a
+//!   compaction older than the retention period replaced it (`--as-of` a point before that
+//!   compaction then finds its files gone, as in Delta Lake);
 //! - it is older than the retention period (by modification time);
 //! - for an ingested table, the ingest session in its name is not alive (its lock is free);
 //!
@@ -40,9 +42,24 @@ impl Lake {
             return Ok(out);
         }
         let _lock = self.commit_lock()?;
+        let now = SystemTime::now();
         let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
         named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
-        let now = SystemTime::now();
+        // Files a compaction replaced are no longer read, except as of a point before it: they
+        // go once the compaction is older than the retention period.
+        let horizon = chrono::DateTime::<chrono::Utc>::from(now).checked_sub_signed(chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX));
+        for c in self.compactions()? {
+            named.extend(c.added.iter().map(|f| f.path.clone()));
+            let at = chrono::DateTime::parse_from_rfc3339(&c.committed_at).map_err(|e| LakeError::BadRecord {
+                path: self.root().join(super::COMPACTIONS_DIR).join(format!("{:08}.json", c.id)),
+                reason: format!("committed_at {:?}: {e}", c.committed_at),
+            })?;
+            if horizon.is_some_and(|h| at <= h) {
+                for f in &c.removed {
+                    named.remove(&f.path);
+                }
+            }
+        }
         let old = |p: &Path| -> Result<bool, LakeError> {
             let m = std::fs::symlink_metadata(p).map_err(|e| LakeError::io(p, e))?;
             Ok(m.modified().ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= retention))
@@ -148,6 +165,119 @@ fn parquet_under(dir: &Path, out: &mut Vec<PathBuf>) {
         } else if kind.is_file() && path.extension().is_some_and(|e| e == "parquet") {
             out.push(path);
         }
+    }
+}
+
+/// What `lake optimize` did, per table.
+#[derive(Debug, Default)]
+pub struct Optimized {
+    /// The compaction it published (none when there was nothing to merge).
+    pub compaction: Option<u64>,
+    /// (table, partitions merged, files before, files after)
+    pub tables: Vec<(Table, usize, usize, usize)>,
+}
+
+impl Lake {
+    /// Merges the files of each partition (table, date, hour) of the ingested tables that has at
+    /// least `min_files` (and two) into one, streaming, and publishes the replacement as one
+    /// compaction: queries read the same rows from fewer files. Ingests may run meanwhile (their
+    /// commits are not touched); two optimizes do not run at once.
+    pub fn optimize(&self, min_files: usize) -> Result<Optimized, LakeError> {
+        let mut out = Optimized::default();
+        if !self.exists() {
+            return Ok(out);
+        }
+        let lock_path = self.root().join(super::OPTIMIZE_LOCK);
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(LakeError::Busy { path: lock_path, reason: "another `cimlake lake optimize` is running on this lake".into() });
+        }
+        let session = super::IngestSession::begin(self)?;
+        let view = self.view(None)?;
+        let through_commit = view.commits.last().map_or(0, |c| c.id);
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<super::DataFile>> = std::collections::BTreeMap::new();
+        for f in view.ingested_files() {
+            let dir = f.path.rsplit_once('/').map_or(String::new(), |(d, _)| d.to_string());
+            groups.entry((f.table.clone(), dir)).or_default().push(f);
+        }
+        let merge_dir = session.staging_for("optimize");
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
+        let mut per_table: std::collections::BTreeMap<&'static str, (usize, usize, usize)> = std::collections::BTreeMap::new();
+        let result = (|| {
+            for (n, ((table_name, dir), mut files)) in groups.into_iter().filter(|(_, g)| g.len() >= min_files.max(2)).enumerate() {
+                let Some(table) = Table::STORED.into_iter().find(|t| t.qualified_name() == table_name) else { continue };
+                files.sort_by_key(|f| f.min_time);
+                let pieces: Vec<super::writer::StagedFile> =
+                    files.iter().map(|f| super::writer::StagedFile::in_lake(table, self.root().join(&f.path), f.rows, f.min_time, f.max_time)).collect();
+                let hour = files[0].min_time;
+                let merged = super::writer::merge(table, hour.div_euclid(3_600_000_000), &pieces, &merge_dir.join(format!("{n}.parquet")))?;
+                let want: u64 = files.iter().map(|f| f.rows).sum();
+                if merged.rows() != want {
+                    return Err(LakeError::BadRecord {
+                        path: self.root().join(&dir),
+                        reason: format!("the files hold {} rows, their commits say {want}; nothing was replaced", merged.rows()),
+                    });
+                }
+                let rel = format!("{dir}/optimized-{}-{n}.parquet", session.token);
+                let target = self.root().join(&rel);
+                std::fs::File::open(merged.path()).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(merged.path(), e))?;
+                super::journal_move(&session.journal_path(), &rel)?;
+                std::fs::rename(merged.path(), &target).map_err(|e| LakeError::io(&target, e))?;
+                crate::fault::point("optimize-after-move");
+                super::sync_dir(target.parent().expect("a partition"));
+                let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+                let e = per_table.entry(table.qualified_name()).or_default();
+                *e = (e.0 + 1, e.1 + files.len(), e.2 + 1);
+                added.push(super::DataFile {
+                    table: table_name,
+                    path: rel,
+                    rows: want,
+                    bytes,
+                    min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
+                    max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
+                });
+                removed.extend(files);
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&merge_dir);
+        if let Err(e) = result {
+            super::writer::remove_moved(self, &added);
+            return Err(e);
+        }
+        if added.is_empty() {
+            return Ok(out);
+        }
+        crate::fault::point("optimize-before-publish");
+        let moved = added.clone();
+        let published = {
+            let _commit = self.commit_lock()?;
+            let first = self.compactions()?.last().map_or(1, |c| c.id + 1);
+            let record = super::Compaction {
+                id: 0,
+                committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                through_commit,
+                removed,
+                added,
+            };
+            super::publish_numbered(&self.root().join(super::COMPACTIONS_DIR), first, record, |c, id| c.id = id)
+        };
+        let record = match published {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing names the merged files: they go (the originals were never touched).
+                super::writer::remove_moved(self, &moved);
+                return Err(e);
+            }
+        };
+        drop(session);
+        self.publish_tables()?;
+        out.compaction = Some(record.id);
+        out.tables = Table::STORED
+            .into_iter()
+            .filter_map(|t| per_table.get(t.qualified_name()).map(|&(p, before, after)| (t, p, before, after)))
+            .collect();
+        Ok(out)
     }
 }
 

@@ -21,6 +21,9 @@
 //!                                             hash, shapes, stats and data files ([`Commit`])
 //!     commit.lock                             [`COMMIT_LOCK`]: held while a commit is checked and
 //!                                             published
+//!     compactions/00000001.json               [`COMPACTIONS_DIR`]: one per `lake optimize`: the
+//!                                             files it merged and the ones it wrote ([`Compaction`])
+//!     optimize.lock                           [`OPTIMIZE_LOCK`]: held while it runs
 //!     runs/00000001.json                      [`RUNS_DIR`]: one per scheduled run: job, window,
 //!                                             status, counts and files ([`runs::RunRecord`])
 //!     schedule/<detection>.<mode>.json        [`SCHEDULE_DIR`]: the scheduler's checkpoint per job
@@ -69,6 +72,10 @@ pub const META_DIR: &str = "_cimlake";
 pub const COMMITS_DIR: &str = "_cimlake/commits";
 /// Published run records, one per scheduled run.
 pub const RUNS_DIR: &str = "_cimlake/runs";
+/// Published compactions (`lake optimize`), one per run of it.
+pub const COMPACTIONS_DIR: &str = "_cimlake/compactions";
+/// Held while `lake optimize` runs.
+pub const OPTIMIZE_LOCK: &str = "_cimlake/optimize.lock";
 /// The scheduler's checkpoints.
 pub const SCHEDULE_DIR: &str = "_cimlake/schedule";
 /// Ingest sessions' staging areas.
@@ -94,6 +101,9 @@ pub enum LakeError {
     /// Reading or writing a table's Delta log.
     #[error("{path}: Delta log: {source}")]
     Delta { path: PathBuf, source: Box<deltalake_core::DeltaTableError> },
+    /// A lock held by another process doing the same thing.
+    #[error("{path}: {reason}")]
+    Busy { path: PathBuf, reason: String },
     /// `--as-of` a commit the lake does not have.
     #[error("{path}: as of commit {asked}: the lake has {has} commit(s)")]
     NoSuchCommit { path: PathBuf, asked: u64, has: u64 },
@@ -210,6 +220,40 @@ impl std::fmt::Display for AsOf {
     }
 }
 
+/// One `lake optimize`: files of ingested tables replaced by fewer files holding the same rows.
+/// The replaced files stay on disk (`--as-of` an earlier point reads them) until `lake vacuum`
+/// removes them after its retention period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub committed_at: String,
+    /// The last lake commit when it ran: every file it replaced is of a commit up to this one.
+    pub through_commit: u64,
+    pub removed: Vec<DataFile>,
+    pub added: Vec<DataFile>,
+}
+
+/// What a reader sees of the lake (now or as of a point): the commits, the run records and the
+/// ingested tables' data files (the commits' files, with compactions applied).
+#[derive(Debug, Clone, Default)]
+pub struct LakeView {
+    pub commits: Vec<Commit>,
+    pub compactions: Vec<Compaction>,
+    pub runs: Vec<runs::RunRecord>,
+}
+
+impl LakeView {
+    /// The data files of the ingested tables: every commit's, less those compactions replaced,
+    /// plus the ones they wrote.
+    pub fn ingested_files(&self) -> Vec<DataFile> {
+        let removed: std::collections::HashSet<&str> = self.compactions.iter().flat_map(|c| c.removed.iter().map(|f| f.path.as_str())).collect();
+        let mut files: Vec<DataFile> = self.commits.iter().flat_map(|c| c.files.iter()).filter(|f| !removed.contains(f.path.as_str())).cloned().collect();
+        files.extend(self.compactions.iter().flat_map(|c| c.added.iter()).filter(|f| !removed.contains(f.path.as_str())).cloned());
+        files
+    }
+}
+
 /// A lake rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -253,17 +297,27 @@ impl Lake {
         Ok(commit)
     }
 
-    /// The commits and run records a reader sees: all of them, or those of the lake as it was
-    /// at `as_of`.
-    pub fn view(&self, as_of: Option<AsOf>) -> Result<(Vec<Commit>, Vec<runs::RunRecord>), LakeError> {
-        let (mut commits, mut runs) = (self.commits()?, self.runs()?);
-        let Some(as_of) = as_of else { return Ok((commits, runs)) };
-        let committed_us = |c: &Commit| -> Result<i64, LakeError> {
-            chrono::DateTime::parse_from_rfc3339(&c.committed_at).map(|t| t.timestamp_micros()).map_err(|e| LakeError::BadRecord {
-                path: self.commits_dir().join(format!("{:08}.json", c.id)),
-                reason: format!("committed_at {:?}: {e}", c.committed_at),
-            })
+    /// Every published compaction, in order.
+    pub fn compactions(&self) -> Result<Vec<Compaction>, LakeError> {
+        let dir = self.root.join(COMPACTIONS_DIR);
+        let all: Vec<Compaction> = read_numbered(&dir, |c: &Compaction| &c.added)?;
+        for c in &all {
+            check_files(&dir.join(format!("{:08}.json", c.id)), &c.removed)?;
+        }
+        Ok(all)
+    }
+
+    /// What a reader sees: the whole lake, or the lake as it was at `as_of`.
+    pub fn view(&self, as_of: Option<AsOf>) -> Result<LakeView, LakeError> {
+        let (mut commits, mut compactions, mut runs) = (self.commits()?, self.compactions()?, self.runs()?);
+        let Some(as_of) = as_of else { return Ok(LakeView { commits, compactions, runs }) };
+        let parse_us = |at: &str, path: PathBuf| -> Result<i64, LakeError> {
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map(|t| t.timestamp_micros())
+                .map_err(|e| LakeError::BadRecord { path, reason: format!("committed_at {at:?}: {e}") })
         };
+        let committed_us = |c: &Commit| parse_us(&c.committed_at, self.commits_dir().join(format!("{:08}.json", c.id)));
+        let compacted_us = |c: &Compaction| parse_us(&c.committed_at, self.root.join(COMPACTIONS_DIR).join(format!("{:08}.json", c.id)));
         let runs_before = match as_of {
             AsOf::Commit(n) => {
                 let has = commits.last().map_or(0, |c| c.id);
@@ -272,6 +326,8 @@ impl Lake {
                 }
                 let next = commits.iter().find(|c| c.id > n).map(committed_us).transpose()?;
                 commits.retain(|c| c.id <= n);
+                // A compaction of later commits' files holds rows this view has not.
+                compactions.retain(|c| c.through_commit <= n);
                 next
             }
             AsOf::Time(t) => {
@@ -282,29 +338,33 @@ impl Lake {
                     }
                 }
                 commits = kept;
+                let mut kept = Vec::with_capacity(compactions.len());
+                for c in compactions {
+                    if compacted_us(&c)? <= t {
+                        kept.push(c);
+                    }
+                }
+                compactions = kept;
                 Some(t.saturating_add(1))
             }
         };
         if let Some(before) = runs_before {
             runs.retain(|r| r.finished_us < before);
         }
-        Ok((commits, runs))
+        Ok(LakeView { commits, compactions, runs })
     }
 
-    /// The data files of one table, from every commit.
+    /// The data files of one ingested table now (compactions applied).
     pub fn files(&self, table: Table) -> Result<Vec<DataFile>, LakeError> {
-        Ok(self
-            .commits()?
-            .into_iter()
-            .flat_map(|c| c.files)
-            .filter(|f| f.table == table.qualified_name())
-            .collect())
+        Ok(self.view(None)?.ingested_files().into_iter().filter(|f| f.table == table.qualified_name()).collect())
     }
 
-    /// A cheap marker of what the lake has published: how many commits and run records it has
-    /// (names only, no file is read). Both logs only grow, so a new marker means new data.
+    /// A cheap marker of what the lake has published: how many commits (and compactions) and run
+    /// records it has (names only, no file is read). The logs only grow, so a new marker means
+    /// new data or new files.
     pub fn version(&self) -> Result<(usize, usize), LakeError> {
-        Ok((count_numbered(&self.commits_dir())?, count_numbered(&self.root.join(RUNS_DIR))?))
+        let commits = count_numbered(&self.commits_dir())? + count_numbered(&self.root.join(COMPACTIONS_DIR))?;
+        Ok((commits, count_numbered(&self.root.join(RUNS_DIR))?))
     }
 
     /// Commits after `id`, in commit order (only their files are read).
@@ -523,7 +583,8 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
         return Ok(());
     }
     let _commit = lake.commit_lock()?;
-    let named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
+    let mut named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
+    named.extend(lake.compactions()?.into_iter().flat_map(|c| c.added).map(|f| f.path));
     for (dir, lock_path, _held) in dead {
         let journal = dir.join(MOVED_JOURNAL);
         if let Ok(moved) = std::fs::read_to_string(&journal) {

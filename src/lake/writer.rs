@@ -220,8 +220,23 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
     }
 }
 
+impl StagedFile {
+    /// A file already in the lake, as an input of [`merge`] (`lake optimize`).
+    pub(crate) fn in_lake(table: Table, path: PathBuf, rows: u64, min_time: i64, max_time: i64) -> StagedFile {
+        StagedFile { table, hour: min_time.div_euclid(HOUR_US), staged: path, rows, min_time, max_time }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.staged
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
 /// Streams `files` (staged files of one table and hour) into one Parquet file at `out`.
-fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<StagedFile, LakeError> {
+pub(crate) fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<StagedFile, LakeError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let parent = out.parent().expect("in a staging directory");
     std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;

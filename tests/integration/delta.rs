@@ -52,7 +52,7 @@ const PROCESS_COLUMNS: [&str; 5] = ["_time", "dest", "process_guid", "process_id
 const FLOW_COLUMNS: [&str; 5] = ["_time", "src_ip", "dest_ip", "dest_port", "process_guid"];
 
 /// Both CIM tables read the same from outside as through cimlake; returns their row counts.
-fn assert_outside_reader_agrees(lake: &Path) -> (u64, u64) {
+pub fn assert_outside_reader_agrees(lake: &Path) -> (u64, u64) {
     let mut counts = Vec::new();
     for (dir, table, columns) in [
         ("endpoint/processes", "endpoint.processes", &PROCESS_COLUMNS),

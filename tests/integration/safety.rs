@@ -143,7 +143,8 @@ fn delta_files(lake: &Path) -> HashSet<PathBuf> {
 fn assert_whole(lake: &Path) -> (u64, u64) {
     let (commits, named) = commits(lake);
     let in_delta = delta_files(lake);
-    assert!(in_delta.is_subset(&named), "Delta logs ahead of the commits: {:?}", in_delta.difference(&named).collect::<Vec<_>>());
+    let recorded: HashSet<PathBuf> = named.union(&effective_files(lake)).cloned().collect();
+    assert!(in_delta.is_subset(&recorded), "Delta logs ahead of the records: {:?}", in_delta.difference(&recorded).collect::<Vec<_>>());
     let hashes: BTreeSet<&String> = commits.iter().map(|c| &c.0).collect();
     assert_eq!(hashes.len(), commits.len(), "an input committed twice: {commits:?}");
     let want = commits.iter().fold((0, 0), |(p, t), c| (p + c.1, t + c.2));
@@ -425,4 +426,82 @@ fn vacuum_removes_a_killed_ingests_files_and_keeps_a_running_ones() {
     assert_whole(lake.path());
     assert!(unnamed(lake.path()).is_empty());
     assert_eq!(delta_files(lake.path()), commits(lake.path()).1, "the Delta logs after the completed run");
+}
+
+/// The files queries read now: the commits' files, less those compactions replaced, plus the ones
+/// they wrote.
+fn effective_files(lake: &Path) -> HashSet<PathBuf> {
+    let (_, mut files) = commits(lake);
+    let dir = lake.join("_cimlake/compactions");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect()).unwrap_or_default();
+    names.sort();
+    for n in names {
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&n).unwrap()).unwrap();
+        for f in c["removed"].as_array().unwrap() {
+            assert!(files.remove(&lake.join(f["path"].as_str().unwrap())), "a compaction replaced a file queries did not read");
+        }
+        for f in c["added"].as_array().unwrap() {
+            files.insert(lake.join(f["path"].as_str().unwrap()));
+        }
+    }
+    files
+}
+
+/// Files per partition directory.
+fn per_partition(files: &HashSet<PathBuf>) -> std::collections::BTreeMap<PathBuf, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in files {
+        *out.entry(f.parent().unwrap().to_path_buf()).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn optimize_leaves_one_file_per_partition_with_the_same_rows_and_vacuum_frees_the_rest() {
+    let dir = inputs(12, 300);
+    let dir_arg = dir.path().to_str().unwrap();
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", "-j", "2", dir_arg]);
+    let counts_before = assert_whole(lake.path());
+    let rows_sql = "SELECT process_guid, arrow_cast(_time, 'Int64') AS t, process FROM endpoint.processes ORDER BY 1, 2, 3";
+    let flows_sql = "SELECT process_guid, arrow_cast(_time, 'Int64') AS t, dest_ip, dest_port FROM network_traffic.all_traffic ORDER BY 1, 2, 3, 4";
+    let (rows_before, flows_before) = (query_csv(lake.path(), rows_sql, &[]), query_csv(lake.path(), flows_sql, &[]));
+    let detected_before = cimlake_ok(lake.path(), &["detect", "--format", "csv"]);
+    let files_before = effective_files(lake.path());
+    let partitions = per_partition(&files_before);
+    assert!(partitions.values().any(|&n| n > 1), "no partition with several files: {partitions:?}");
+
+    // Killed before its compaction is published: queries read what they read before.
+    let killed = spawn_with(lake.path(), &["lake", "optimize"], &[("CIMLAKE_FAULT", "optimize-before-publish:kill")], Stdio::null()).wait_with_output().unwrap();
+    assert!(!killed.status.success(), "optimize was to be killed");
+    assert_eq!(effective_files(lake.path()), files_before);
+    assert_eq!(query_csv(lake.path(), rows_sql, &[]), rows_before);
+
+    let out = cimlake_ok(lake.path(), &["lake", "optimize"]);
+    assert!(out.contains("compaction 1 published"), "{out}");
+    let files_after = effective_files(lake.path());
+    let after = per_partition(&files_after);
+    assert_eq!(after.keys().collect::<Vec<_>>(), partitions.keys().collect::<Vec<_>>(), "the same partitions");
+    assert!(after.values().all(|&n| n == 1), "{after:?}");
+    assert_eq!(assert_whole(lake.path()), counts_before);
+    assert_eq!(query_csv(lake.path(), rows_sql, &[]), rows_before);
+    assert_eq!(query_csv(lake.path(), flows_sql, &[]), flows_before);
+    assert_eq!(cimlake_ok(lake.path(), &["detect", "--format", "csv"]), detected_before);
+    // The Delta logs follow: an outside reader reads the same rows from the merged files.
+    assert_eq!(delta_files(lake.path()), files_after);
+    crate::delta::assert_outside_reader_agrees(lake.path());
+    let h = cimlake_ok(lake.path(), &["lake", "history", "endpoint.processes"]);
+    assert!(h.lines().nth(1).is_some_and(|l| l.contains("OPTIMIZE") && l.contains("compaction 1")), "{h}");
+    // Nothing more to merge.
+    assert!(cimlake_ok(lake.path(), &["lake", "optimize"]).contains("nothing to merge"));
+
+    // The replaced files stay while the compaction is younger than the retention period (an
+    // earlier --as-of reads them), and then go, with what the killed run left.
+    assert!(cimlake_ok(lake.path(), &["lake", "vacuum"]).contains("removed 0 file(s)"));
+    let last = commits(lake.path()).0.len().to_string();
+    assert_eq!(query_csv(lake.path(), rows_sql, &["--as-of", &last]), rows_before);
+    cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
+    assert_eq!(data_files(lake.path()), files_after);
+    assert_eq!(query_csv(lake.path(), rows_sql, &[]), rows_before);
+    assert_eq!(assert_whole(lake.path()), counts_before);
 }
