@@ -47,6 +47,11 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "DIR")]
     pub ingest: Option<PathBuf>,
 
+    /// After ingesting, merge the files of each partition that has N or more into one (what
+    /// `cimlake lake optimize --min-files N` does).
+    #[arg(long, value_name = "N", requires = "ingest")]
+    pub optimize: Option<usize>,
+
     /// Seconds between looks at the landing directory when nothing is due.
     #[arg(long, default_value_t = 60)]
     pub poll: u64,
@@ -97,6 +102,7 @@ fn options(args: &ScheduleArgs) -> anyhow::Result<SchedulerOptions> {
         lookback: parse_duration(&args.lookback).context("--lookback")?,
         risk_threshold: args.risk_threshold,
         ingest: args.ingest.clone(),
+        optimize: args.optimize,
         engine: args.engine.engine.clone(),
         memory_limit: args.memory_limit,
     })
@@ -198,6 +204,13 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
             if let crate::ingest::InputOutcome::Failed { error, .. } = i {
                 writeln!(out, "landing: error: {}", crate::output::escape_controls(&error.to_string()))?;
             }
+        }
+    }
+    if let Some(o) = &report.optimized
+        && let Some(id) = o.compaction
+    {
+        for (table, partitions, before, after) in &o.tables {
+            writeln!(out, "landing: compaction {id}: {} {before} files in {partitions} partition(s) merged into {after}", table.qualified_name())?;
         }
     }
     for r in &report.runs {

@@ -104,6 +104,8 @@ pub struct SchedulerOptions {
     pub risk_threshold: i64,
     /// A landing directory to ingest from before each tick.
     pub ingest: Option<PathBuf>,
+    /// After ingesting, merge partitions of this many files or more ([`Lake::optimize`]).
+    pub optimize: Option<usize>,
     /// Where the runs' queries run.
     pub engine: engine::Engine,
     /// Memory each run may use (in process); a detection that does not fit runs in passes.
@@ -120,6 +122,7 @@ impl SchedulerOptions {
 #[derive(Debug, Default)]
 pub struct TickReport {
     pub ingest: Option<IngestReport>,
+    pub optimized: Option<crate::lake::maintenance::Optimized>,
     pub runs: Vec<RunRecord>,
 }
 
@@ -146,6 +149,14 @@ pub async fn tick(
     let mut report = TickReport::default();
     if let Some(dir) = &opts.ingest {
         report.ingest = Some(ingest(lake, std::slice::from_ref(dir), &IngestOptions::default())?);
+        if let Some(min_files) = opts.optimize {
+            report.optimized = match lake.optimize(min_files) {
+                Ok(o) => Some(o),
+                // An optimize the user runs by hand: this tick leaves the merging to it.
+                Err(LakeError::Busy { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+        }
     }
     let commits = lake.commits()?;
     let max_commit = commits.iter().map(|c| c.id).max().unwrap_or(0);

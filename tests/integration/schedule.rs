@@ -350,3 +350,29 @@ fn scheduled_runs_honour_the_memory_limit() {
     let counts = |lake: &Path| query_csv(lake, &format!("SELECT results, risk_events, rows_read_processes, rows_read_all_traffic FROM cimlake.runs WHERE job = '{DETECTION}'"), &[]);
     assert_eq!(counts(limited.path()), counts(unlimited.path()));
 }
+
+#[test]
+fn the_scheduler_merges_what_it_ingested_when_asked() {
+    // The Winlogbeat sample's flows land as three inputs in the same hour.
+    let json = std::fs::read_to_string(repo().join("data/logs/json/t1218_007_msiexec_winlogbeat8.json")).unwrap();
+    let dir = TempDir::new().unwrap();
+    let (procs, flows): (Vec<&str>, Vec<&str>) = json.lines().partition(|l| !l.contains(r#""event_id": "3""#));
+    std::fs::write(dir.path().join("processes.json"), procs.join("\n")).unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    for (n, chunk) in flows.chunks(flows.len().div_ceil(3)).enumerate() {
+        std::fs::write(landing.join(format!("flows-{n}.json")), chunk.join("\n")).unwrap();
+    }
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", dir.path().join("processes.json").to_str().unwrap()]);
+    let out = schedule_at(lake.path(), "2026-11-05T15:30:00Z", &["--ingest", landing.to_str().unwrap(), "--optimize", "2"]);
+    assert!(out.contains("landing: 3 inputs looked at, 0 processes and 9 flows ingested"), "{out}");
+    assert!(out.contains("landing: compaction 1: network_traffic.all_traffic 3 files in 1 partition(s) merged into 1"), "{out}");
+    assert!(!out.contains("endpoint.processes"), "one process file per partition was left alone: {out}");
+    assert_eq!(result_rows(lake.path()), "4");
+    let h = cimlake_ok(lake.path(), &["lake", "history", "network_traffic.all_traffic"]);
+    assert!(h.lines().nth(1).is_some_and(|l| l.contains("OPTIMIZE")), "{h}");
+    // `--optimize` without `--ingest` is refused.
+    let e = cimlake(lake.path(), &["schedule", "--once", "--optimize", "2"]);
+    assert!(!e.status.success());
+}
