@@ -43,6 +43,7 @@ struct OpenFile {
 }
 
 /// A closed Parquet file in staging: one table and hour of one writer.
+#[derive(Debug, Clone)]
 pub struct StagedFile {
     table: Table,
     hour: i64,
@@ -235,8 +236,97 @@ impl StagedFile {
     }
 }
 
-/// Streams `files` (staged files of one table and hour) into one Parquet file at `out`.
+/// Files with at least this many rows keep their row groups as they are in a merge: copied, not
+/// decoded and encoded again. Smaller ones (late rows, the tails of pieces) are encoded together.
+pub(crate) const COPY_MIN_ROWS: u64 = 16 * 1024;
+
+/// Merges `files` (of one table and hour) into one Parquet file at `out`: the row groups of files
+/// of [`COPY_MIN_ROWS`] rows or more are copied whole (column chunks, statistics and page indexes
+/// as they are); the rows of the smaller ones are encoded into one more row group (or a few).
 pub(crate) fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<StagedFile, LakeError> {
+    let (big, small): (Vec<StagedFile>, Vec<StagedFile>) = files.iter().cloned().partition(|f| f.rows >= COPY_MIN_ROWS);
+    if big.is_empty() {
+        return reencode(table, hour, files, out);
+    }
+    let mut parts: Vec<PathBuf> = big.iter().map(|f| f.staged.clone()).collect();
+    let small_out = out.with_extension("small.parquet");
+    if !small.is_empty() {
+        reencode(table, hour, &small, &small_out)?;
+        parts.push(small_out.clone());
+    }
+    let copied = concat(&parts, out);
+    let _ = std::fs::remove_file(&small_out);
+    let rows = copied?;
+    Ok(StagedFile {
+        table,
+        hour,
+        staged: out.to_path_buf(),
+        rows,
+        min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
+        max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
+    })
+}
+
+/// Writes the row groups of `parts` (Parquet files of one schema, as [`PartitionedWriter`]
+/// writes them) one after another into `out`, copying their encoded column chunks; returns the
+/// rows.
+fn concat(parts: &[PathBuf], out: &Path) -> Result<u64, LakeError> {
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::writer::SerializedFileWriter;
+    let written = |source| LakeError::Parquet { path: out.to_path_buf(), source };
+    let mut writer: Option<SerializedFileWriter<File>> = None;
+    let mut first_schema = None;
+    let mut rows = 0u64;
+    for part in parts {
+        let read = |source| LakeError::Parquet { path: part.clone(), source };
+        let file = File::open(part).map_err(|e| LakeError::io(part, e))?;
+        let meta = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional).parse_and_finish(&file).map_err(read)?;
+        let fm = meta.file_metadata();
+        let w = match writer.as_mut() {
+            Some(w) => {
+                if Some(fm.schema_descr().root_schema()) != first_schema.as_ref() {
+                    return Err(read(parquet::errors::ParquetError::General("its schema differs from the other files of its hour".into())));
+                }
+                w
+            }
+            None => {
+                let f = File::create(out).map_err(|e| LakeError::io(out, e))?;
+                let mut w = SerializedFileWriter::new(f, fm.schema_descr().root_schema_ptr(), std::sync::Arc::new(writer_properties())).map_err(written)?;
+                // The Arrow schema (time zones, list item names) goes with the columns.
+                for kv in fm.key_value_metadata().into_iter().flatten().filter(|kv| kv.key == parquet::arrow::ARROW_SCHEMA_META_KEY) {
+                    w.append_key_value_metadata(kv.clone());
+                }
+                first_schema = Some(fm.schema_descr().root_schema().clone());
+                writer.insert(w)
+            }
+        };
+        for (i, rg) in meta.row_groups().iter().enumerate() {
+            let mut group = w.next_row_group().map_err(written)?;
+            for (j, column) in rg.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: rg.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: meta.column_index().map(|c| c[i][j].clone()),
+                    offset_index: meta.offset_index().map(|o| o[i][j].clone()),
+                };
+                group.append_column(&file, close).map_err(read)?;
+            }
+            group.close().map_err(written)?;
+            rows += rg.num_rows() as u64;
+        }
+    }
+    if let Some(w) = writer {
+        w.close().map_err(written)?;
+    }
+    Ok(rows)
+}
+
+/// Streams the rows of `files` (staged files of one table and hour) into one Parquet file at
+/// `out`, encoding them again.
+fn reencode(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result<StagedFile, LakeError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let parent = out.parent().expect("in a staging directory");
     std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
@@ -331,6 +421,68 @@ impl PartitionedWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes `first_us` + 1 µs apart, with a command line per row.
+    fn processes(n: usize, first_us: i64) -> RecordBatch {
+        use crate::cim::processes::{ProcessRow, ProcessesBuilder};
+        let mut b = ProcessesBuilder::default();
+        let lines: Vec<String> = (0..n).map(|i| format!("cmd.exe /c echo {i}")).collect();
+        for (i, line) in lines.iter().enumerate() {
+            b.append(&ProcessRow { time_us: first_us + i as i64, dest: Some("h"), process: Some(line), ..Default::default() });
+        }
+        b.finish().unwrap()
+    }
+
+    fn staged(dir: &Path, name: &str, batch: &RecordBatch) -> StagedFile {
+        let path = dir.join(name);
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), Table::Processes.schema(), Some(writer_properties())).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+        let times = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let (min, max) = (times.values().iter().min().copied().unwrap(), times.values().iter().max().copied().unwrap());
+        StagedFile { table: Table::Processes, hour: 0, staged: path, rows: batch.num_rows() as u64, min_time: min, max_time: max }
+    }
+
+    /// Large files' row groups are copied, small files' rows encoded into one more group; every
+    /// row, the Arrow types (time zone) and the page indexes survive.
+    #[test]
+    fn a_merge_copies_large_files_row_groups_and_encodes_the_small_ones_together() {
+        use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let big = COPY_MIN_ROWS as usize + 10;
+        let files = vec![
+            staged(dir.path(), "a.parquet", &processes(big, 0)),
+            staged(dir.path(), "b.parquet", &processes(3, 1_000_000)),
+            staged(dir.path(), "c.parquet", &processes(big, 2_000_000)),
+            staged(dir.path(), "d.parquet", &processes(5, 3_000_000)),
+        ];
+        let out = dir.path().join("merged.parquet");
+        let merged = merge(Table::Processes, 0, &files, &out).unwrap();
+        assert_eq!(merged.rows, 2 * big as u64 + 8);
+        assert_eq!((merged.min_time, merged.max_time), (0, 3_000_004));
+        assert!(!dir.path().join("merged.small.parquet").exists(), "the encoded small files' temporary file stays");
+        let opts = ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(File::open(&out).unwrap(), opts).unwrap();
+        assert_eq!(reader.schema(), &Table::Processes.schema(), "the Arrow schema, time zone included");
+        let meta = reader.metadata().clone();
+        assert_eq!(meta.num_row_groups(), 3, "a's and c's groups copied, b and d encoded together");
+        assert_eq!(meta.row_groups().iter().map(|g| g.num_rows()).collect::<Vec<_>>(), vec![big as i64, big as i64, 8]);
+        assert!(meta.offset_index().is_some_and(|o| o.len() == 3), "page indexes kept");
+        let mut seen: Vec<(i64, String)> = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let t = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+            let cmd = batch.column_by_name("process").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            seen.extend((0..batch.num_rows()).map(|i| (t.value(i), cmd.value(i).to_string())));
+        }
+        seen.sort();
+        let mut want: Vec<(i64, String)> = Vec::new();
+        for (n, first) in [(big, 0), (3, 1_000_000), (big, 2_000_000), (5, 3_000_000)] {
+            want.extend((0..n).map(|i| (first + i as i64, format!("cmd.exe /c echo {i}"))));
+        }
+        want.sort();
+        assert_eq!(seen, want);
+    }
 
     #[test]
     fn partition_names() {
