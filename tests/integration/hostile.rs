@@ -355,6 +355,27 @@ fn paths_in_the_lakes_own_records_must_stay_inside_it() {
     }
     std::fs::remove_dir_all(staging.join("deadbeef")).unwrap();
     std::fs::remove_file(staging.join("deadbeef.lock")).unwrap();
+
+    // A compaction record (`lake optimize`) naming a file outside the lake among the files it
+    // replaced or wrote: refused by queries and by vacuum, which removes nothing.
+    let compactions = lake.join("_cimlake/compactions");
+    std::fs::create_dir_all(&compactions).unwrap();
+    let record_path = compactions.join("00000001.json");
+    for (field, bad) in [("removed", victim.display().to_string()), ("added", "../victim.txt".to_string())] {
+        let mut named = commit["files"][0].clone();
+        named["path"] = serde_json::json!(bad);
+        let mut record = serde_json::json!({"id": 1, "committed_at": "2026-01-01T00:00:00.000Z", "through_commit": 1, "removed": [], "added": []});
+        record[field] = serde_json::json!([named]);
+        std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+        for args in [vec!["query", count], vec!["lake", "vacuum", "--retention", "0"]] {
+            let out = cimlake(&lake, &args);
+            assert_eq!(out.status.code(), Some(1), "{field} {bad}: {args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("{}: refused: it names {bad:?}", record_path.display())), "{field}: {args:?}: {stderr}");
+        }
+        assert!(victim.exists(), "{bad} was deleted");
+    }
+    std::fs::remove_file(&record_path).unwrap();
     cimlake_ok(&lake, &["ingest", sample_dir().join("security_content_example_events.log").to_str().unwrap()]);
 }
 
