@@ -321,13 +321,17 @@ fn add_action(lake: &Lake, table: Table, f: &DataFile, data_change: bool) -> Res
     let bad = |reason: String| LakeError::BadRecord { path: lake.root().join(&f.path), reason };
     let rel = f.path.strip_prefix(&prefix).ok_or_else(|| bad(format!("not under {prefix}")))?;
     let partition_values = partition_values(rel);
-    let full = lake.root().join(&f.path);
-    let meta = std::fs::metadata(&full).map_err(|e| LakeError::io(&full, e))?;
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
+    // The size is the record's; the file may be gone already (a compaction replaced it and
+    // vacuum removed it, while this log lagged): the next version then removes it again.
+    let modified = std::fs::metadata(lake.root().join(&f.path))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(|| chrono::Utc::now().timestamp_millis(), |d| d.as_millis() as i64);
     Ok(Add {
         path: rel.to_string(),
         partition_values,
-        size: meta.len() as i64,
+        size: f.bytes as i64,
         modification_time: modified,
         data_change,
         stats: Some(stats(f)),
