@@ -1,5 +1,6 @@
 //! `cimlake lake upgrade|optimize|vacuum|history`: the lake's Delta logs and its upkeep.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -48,20 +49,23 @@ pub enum LakeCommand {
 
 pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
     let lake = Lake::new(lake_dir);
+    // A closed stdout (`| head`) ends the listing quietly (see main).
+    let mut out = std::io::stdout().lock();
     match args.command {
         LakeCommand::Upgrade => {
             if !lake.exists() {
                 bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
             }
             for p in lake.publish_tables()? {
-                println!(
+                writeln!(
+                    out,
                     "{}: Delta version {}, through lake commit {} ({} file{} added now)",
                     p.table.qualified_name(),
                     p.version,
                     p.through_commit,
                     p.added,
                     if p.added == 1 { "" } else { "s" }
-                );
+                )?;
             }
         }
         LakeCommand::Optimize { min_files } => {
@@ -70,12 +74,12 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             }
             let done = lake.optimize(min_files)?;
             match done.compaction {
-                None => println!("nothing to merge: no partition has {} or more files", min_files.max(2)),
+                None => writeln!(out, "nothing to merge: no partition has {} or more files", min_files.max(2))?,
                 Some(id) => {
                     for (table, partitions, before, after) in &done.tables {
-                        println!("{}: {before} files in {partitions} partition(s) merged into {after}", table.qualified_name());
+                        writeln!(out, "{}: {before} files in {partitions} partition(s) merged into {after}", table.qualified_name())?;
                     }
-                    println!("compaction {id} published; the replaced files stay until `cimlake lake vacuum` after its retention period");
+                    writeln!(out, "compaction {id} published; the replaced files stay until `cimlake lake vacuum` after its retention period")?;
                 }
             }
         }
@@ -88,14 +92,17 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             let v = lake.vacuum(d, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (path, _) in &v.removed {
-                println!("{verb} {}", crate::output::escape_controls(path));
+                writeln!(out, "{verb} {}", crate::output::escape_controls(path))?;
             }
             let bytes: u64 = v.removed.iter().map(|r| r.1).sum();
-            println!(
-                "{verb} {} file(s), {bytes} bytes; kept {} unnamed file(s) younger than {retention} or of a running ingest",
+            writeln!(
+                out,
+                "{verb} {} file(s), {bytes} bytes; kept {} unnamed file(s) younger than {retention} or of a running ingest, \
+                 and {} file(s) replaced by compactions younger than {retention}",
                 v.removed.len(),
-                v.kept
-            );
+                v.kept,
+                v.kept_replaced
+            )?;
         }
         LakeCommand::History { table } => {
             let Some(t) = Table::STORED.into_iter().find(|t| t.qualified_name() == table) else {
@@ -106,7 +113,7 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             if versions.is_empty() {
                 bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", delta::table_root(&lake, t).display());
             }
-            println!("version\tcommitted_at\toperation\tlake_commits\tfiles");
+            writeln!(out, "version\tcommitted_at\toperation\tlake_commits\tfiles")?;
             for v in versions {
                 let at = v
                     .timestamp
@@ -119,7 +126,7 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
                     (None, None) => String::new(),
                 };
                 let files = v.files.map_or_else(String::new, |n| n.to_string());
-                println!("{}\t{at}\t{}\t{commits}\t{files}", v.version, v.operation);
+                writeln!(out, "{}\t{at}\t{}\t{commits}\t{files}", v.version, v.operation)?;
             }
         }
     }

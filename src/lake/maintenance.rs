@@ -31,6 +31,9 @@ pub struct Vacuumed {
     /// Files no record names that were kept: younger than the retention period, or of a live
     /// ingest.
     pub kept: usize,
+    /// Files compactions replaced that were kept: the compaction is younger than the retention
+    /// period (`--as-of` before it still reads them).
+    pub kept_replaced: usize,
 }
 
 impl Lake {
@@ -58,6 +61,8 @@ impl Lake {
                 for f in &c.removed {
                     named.remove(&f.path);
                 }
+            } else {
+                out.kept_replaced += c.removed.iter().filter(|f| self.root().join(&f.path).exists()).count();
             }
         }
         let old = |p: &Path| -> Result<bool, LakeError> {
