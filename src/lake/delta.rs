@@ -112,13 +112,7 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         for k in new_compactions {
             let split = pending.iter().take_while(|c| c.id <= k.through_commit).count();
             let (before, rest) = pending.split_at(split);
-            if let (Some(first), Some(last)) = (before.first(), before.last()) {
-                let files: Vec<DataFile> = before.iter().flat_map(|c| mine(&c.files)).collect();
-                let adds = files.iter().map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
-                added += adds.len();
-                at.commit = last.id;
-                t = block_on(append(t, adds, (first.id, last.id), at)).map_err(delta_error)?;
-            }
+            t = append_commits(lake, table, t, before, &mut at, &mut added)?;
             pending = rest;
             let adds = mine(&k.added).iter().map(|f| add_action(lake, table, f, false)).collect::<Result<Vec<_>, _>>()?;
             let removes = mine(&k.removed).iter().map(|f| remove_action(table, f)).collect::<Vec<_>>();
@@ -126,16 +120,24 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
             at.compaction = k.id;
             t = block_on(compact(t, removes, adds, k.id, at)).map_err(delta_error)?;
         }
-        if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
-            let files: Vec<DataFile> = pending.iter().flat_map(|c| mine(&c.files)).collect();
-            let adds = files.iter().map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
-            added += adds.len();
-            at.commit = last.id;
-            t = block_on(append(t, adds, (first.id, last.id), at)).map_err(delta_error)?;
-        }
+        t = append_commits(lake, table, t, pending, &mut at, &mut added)?;
         out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: at.commit, added });
     }
     Ok(out)
+}
+
+/// Appends the files `commits` wrote to `table` (one Delta version; none when `commits` is empty).
+fn append_commits(lake: &Lake, table: Table, t: DeltaTable, commits: &[&Commit], at: &mut Followed, added: &mut usize) -> Result<DeltaTable, LakeError> {
+    let (Some(first), Some(last)) = (commits.first(), commits.last()) else { return Ok(t) };
+    let adds = commits
+        .iter()
+        .flat_map(|c| c.files.iter())
+        .filter(|f| f.table == table.qualified_name())
+        .map(|f| add_action(lake, table, f, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    *added += adds.len();
+    at.commit = last.id;
+    block_on(append(t, adds, (first.id, last.id), *at)).map_err(|source| LakeError::Delta { path: table_root(lake, table), source: Box::new(source) })
 }
 
 /// How far a Delta log has followed the lake: its last commit and compaction.

@@ -210,6 +210,7 @@ fn a_column_the_table_gained_is_added_to_its_delta_table() {
     let columns = ["_time", "process_guid", "process_company"];
     let out = Command::new(python()).arg(repo().join("tests/delta/read.py")).arg(lake.path().join("endpoint/processes")).args(columns).output().unwrap();
     assert!(!out.status.success(), "the column was to be missing from the Delta schema");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("process_company"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The next publish adds it (a version of its own), and the reader sees what cimlake sees.
     cimlake_ok(lake.path(), &["lake", "upgrade"]);

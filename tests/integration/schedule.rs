@@ -37,6 +37,18 @@ fn result_rows(lake: &Path) -> String {
     query_csv(lake, "SELECT count(*) AS n FROM detections.results", &[])[1].clone()
 }
 
+/// The Winlogbeat sample split: its process events in `DIR/processes.json`, an empty landing
+/// directory `DIR/landing`, and its flow lines.
+fn winlogbeat_split() -> (TempDir, std::path::PathBuf, Vec<String>) {
+    let json = std::fs::read_to_string(repo().join("data/logs/json/t1218_007_msiexec_winlogbeat8.json")).unwrap();
+    let dir = TempDir::new().unwrap();
+    let (procs, flows): (Vec<&str>, Vec<&str>) = json.lines().partition(|l| !l.contains(r#""event_id": "3""#));
+    std::fs::write(dir.path().join("processes.json"), procs.join("\n")).unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    (dir, landing, flows.into_iter().map(str::to_string).collect())
+}
+
 fn sysmon_lake() -> TempDir {
     let lake = TempDir::new().unwrap();
     cimlake_ok(lake.path(), &["ingest", sample_dir().join("t1218_007_msiexec_sysmon.log").to_str().unwrap()]);
@@ -170,12 +182,7 @@ fn two_schedulers_on_one_lake_never_run_a_window_twice() {
 #[test]
 fn late_flows_rerun_their_window_and_appear_exactly_once() {
     // Split the Winlogbeat sample: process events on time, flows late.
-    let json = std::fs::read_to_string(repo().join("data/logs/json/t1218_007_msiexec_winlogbeat8.json")).unwrap();
-    let dir = TempDir::new().unwrap();
-    let (procs, flows): (Vec<&str>, Vec<&str>) = json.lines().partition(|l| !l.contains(r#""event_id": "3""#));
-    std::fs::write(dir.path().join("processes.json"), procs.join("\n")).unwrap();
-    let landing = dir.path().join("landing");
-    std::fs::create_dir(&landing).unwrap();
+    let (dir, landing, flows) = winlogbeat_split();
     let lake = TempDir::new().unwrap();
     cimlake_ok(lake.path(), &["ingest", dir.path().join("processes.json").to_str().unwrap()]);
     let land = ["--ingest", landing.to_str().unwrap()];
@@ -354,12 +361,7 @@ fn scheduled_runs_honour_the_memory_limit() {
 #[test]
 fn the_scheduler_merges_what_it_ingested_when_asked() {
     // The Winlogbeat sample's flows land as three inputs in the same hour.
-    let json = std::fs::read_to_string(repo().join("data/logs/json/t1218_007_msiexec_winlogbeat8.json")).unwrap();
-    let dir = TempDir::new().unwrap();
-    let (procs, flows): (Vec<&str>, Vec<&str>) = json.lines().partition(|l| !l.contains(r#""event_id": "3""#));
-    std::fs::write(dir.path().join("processes.json"), procs.join("\n")).unwrap();
-    let landing = dir.path().join("landing");
-    std::fs::create_dir(&landing).unwrap();
+    let (dir, landing, flows) = winlogbeat_split();
     for (n, chunk) in flows.chunks(flows.len().div_ceil(3)).enumerate() {
         std::fs::write(landing.join(format!("flows-{n}.json")), chunk.join("\n")).unwrap();
     }
