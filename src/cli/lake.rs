@@ -51,11 +51,15 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
     let lake = Lake::new(lake_dir);
     // A closed stdout (`| head`) ends the listing quietly (see main).
     let mut out = std::io::stdout().lock();
+    let require_lake = || -> anyhow::Result<()> {
+        if !lake.exists() {
+            bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
+        }
+        Ok(())
+    };
     match args.command {
         LakeCommand::Upgrade => {
-            if !lake.exists() {
-                bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
-            }
+            require_lake()?;
             for p in lake.publish_tables()? {
                 writeln!(
                     out,
@@ -69,9 +73,7 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         LakeCommand::Optimize { min_files } => {
-            if !lake.exists() {
-                bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
-            }
+            require_lake()?;
             let done = lake.optimize(min_files)?;
             match done.compaction {
                 None => writeln!(out, "nothing to merge: no partition has {} or more files", min_files.max(2))?,
@@ -86,9 +88,7 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
         LakeCommand::Vacuum { retention, dry_run } => {
             let d = crate::time::parse_duration(&retention).with_context(|| format!("--retention {retention:?}"))?;
             let d = d.to_std().map_err(|_| anyhow::anyhow!("--retention {retention:?}: must not be negative"))?;
-            if !lake.exists() {
-                bail!("{}: no lake here (nothing has been ingested)", lake_dir.display());
-            }
+            require_lake()?;
             let v = lake.vacuum(d, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (path, _) in &v.removed {

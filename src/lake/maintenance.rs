@@ -50,13 +50,11 @@ impl Lake {
         named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
         // Files a compaction replaced are no longer read, except as of a point before it: they
         // go once the compaction is older than the retention period.
-        let horizon = chrono::DateTime::<chrono::Utc>::from(now).checked_sub_signed(chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX));
+        let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
+        let horizon = i64::try_from(retention.as_micros()).ok().and_then(|r| now_us.checked_sub(r));
         for c in self.compactions()? {
             named.extend(c.added.iter().map(|f| f.path.clone()));
-            let at = chrono::DateTime::parse_from_rfc3339(&c.committed_at).map_err(|e| LakeError::BadRecord {
-                path: self.root().join(super::COMPACTIONS_DIR).join(format!("{:08}.json", c.id)),
-                reason: format!("committed_at {:?}: {e}", c.committed_at),
-            })?;
+            let at = super::committed_us(&c.committed_at, &self.root().join(super::COMPACTIONS_DIR), c.id)?;
             if horizon.is_some_and(|h| at <= h) {
                 for f in &c.removed {
                     named.remove(&f.path);
@@ -69,7 +67,7 @@ impl Lake {
             let m = std::fs::symlink_metadata(p).map_err(|e| LakeError::io(p, e))?;
             Ok(m.modified().ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= retention))
         };
-        let (live, dead) = self.sessions()?;
+        let super::Sessions { live, dead } = super::sessions(self)?;
         for table in Table::ALL_TABLES {
             let Some(dir) = table.lake_dir() else { continue };
             let mut files = Vec::new();
@@ -96,7 +94,7 @@ impl Lake {
             }
         }
         // Dead sessions' staging (never read; their files moved into tables were handled above).
-        for lock in dead {
+        for (lock, _held) in dead {
             if old(&lock)? {
                 let dir = lock.with_extension("");
                 if !dry_run {
@@ -124,28 +122,6 @@ impl Lake {
         }
         out.removed.sort();
         Ok(out)
-    }
-
-    /// The tokens of the ingest sessions alive now (their lock is held), and the lock files of
-    /// dead ones.
-    fn sessions(&self) -> Result<(Vec<String>, Vec<PathBuf>), LakeError> {
-        let staging = self.staging_dir();
-        let (mut live, mut dead) = (Vec::new(), Vec::new());
-        for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "lock") {
-                let held = match std::fs::OpenOptions::new().write(true).open(&path) {
-                    Ok(f) => f.try_lock().is_err(),
-                    Err(_) => true, // unreadable: treat as alive, touch nothing of it
-                };
-                match (held, path.file_stem()) {
-                    (true, Some(stem)) => live.push(stem.to_string_lossy().into_owned()),
-                    (false, _) => dead.push(path),
-                    (true, None) => {}
-                }
-            }
-        }
-        Ok((live, dead))
     }
 }
 
@@ -214,8 +190,8 @@ impl Lake {
                 files.sort_by_key(|f| f.min_time);
                 let pieces: Vec<super::writer::StagedFile> =
                     files.iter().map(|f| super::writer::StagedFile::in_lake(table, self.root().join(&f.path), f.rows, f.min_time, f.max_time)).collect();
-                let hour = files[0].min_time;
-                let merged = super::writer::merge(table, hour.div_euclid(3_600_000_000), &pieces, &merge_dir.join(format!("{n}.parquet")))?;
+                let hour = files[0].min_time.div_euclid(super::writer::HOUR_US);
+                let merged = super::writer::merge(table, hour, &pieces, &merge_dir.join(format!("{n}.parquet")))?;
                 let want: u64 = files.iter().map(|f| f.rows).sum();
                 if merged.rows() != want {
                     return Err(LakeError::BadRecord {
@@ -224,23 +200,9 @@ impl Lake {
                     });
                 }
                 let rel = format!("{dir}/optimized-{}-{n}.parquet", session.token);
-                let target = self.root().join(&rel);
-                std::fs::File::open(merged.path()).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(merged.path(), e))?;
-                super::journal_move(&session.journal_path(), &rel)?;
-                std::fs::rename(merged.path(), &target).map_err(|e| LakeError::io(&target, e))?;
-                crate::fault::point("optimize-after-move");
-                super::sync_dir(target.parent().expect("a partition"));
-                let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+                added.push(super::writer::move_into_lake(self, &session, &merged, rel, "optimize-after-move")?);
                 let e = per_table.entry(table.qualified_name()).or_default();
                 *e = (e.0 + 1, e.1 + files.len(), e.2 + 1);
-                added.push(super::DataFile {
-                    table: table_name,
-                    path: rel,
-                    rows: want,
-                    bytes,
-                    min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
-                    max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
-                });
                 removed.extend(files);
             }
             Ok(())

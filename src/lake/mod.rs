@@ -311,20 +311,15 @@ impl Lake {
     pub fn view(&self, as_of: Option<AsOf>) -> Result<LakeView, LakeError> {
         let (mut commits, mut compactions, mut runs) = (self.commits()?, self.compactions()?, self.runs()?);
         let Some(as_of) = as_of else { return Ok(LakeView { commits, compactions, runs }) };
-        let parse_us = |at: &str, path: PathBuf| -> Result<i64, LakeError> {
-            chrono::DateTime::parse_from_rfc3339(at)
-                .map(|t| t.timestamp_micros())
-                .map_err(|e| LakeError::BadRecord { path, reason: format!("committed_at {at:?}: {e}") })
-        };
-        let committed_us = |c: &Commit| parse_us(&c.committed_at, self.commits_dir().join(format!("{:08}.json", c.id)));
-        let compacted_us = |c: &Compaction| parse_us(&c.committed_at, self.root.join(COMPACTIONS_DIR).join(format!("{:08}.json", c.id)));
+        let commit_us = |c: &Commit| committed_us(&c.committed_at, &self.commits_dir(), c.id);
+        let compaction_us = |c: &Compaction| committed_us(&c.committed_at, &self.root.join(COMPACTIONS_DIR), c.id);
         let runs_before = match as_of {
             AsOf::Commit(n) => {
                 let has = commits.last().map_or(0, |c| c.id);
                 if n > has {
                     return Err(LakeError::NoSuchCommit { path: self.commits_dir(), asked: n, has });
                 }
-                let next = commits.iter().find(|c| c.id > n).map(committed_us).transpose()?;
+                let next = commits.iter().find(|c| c.id > n).map(commit_us).transpose()?;
                 commits.retain(|c| c.id <= n);
                 // A compaction of later commits' files holds rows this view has not.
                 compactions.retain(|c| c.through_commit <= n);
@@ -333,14 +328,14 @@ impl Lake {
             AsOf::Time(t) => {
                 let mut kept = Vec::with_capacity(commits.len());
                 for c in commits {
-                    if committed_us(&c)? <= t {
+                    if commit_us(&c)? <= t {
                         kept.push(c);
                     }
                 }
                 commits = kept;
                 let mut kept = Vec::with_capacity(compactions.len());
                 for c in compactions {
-                    if compacted_us(&c)? <= t {
+                    if compaction_us(&c)? <= t {
                         kept.push(c);
                     }
                 }
@@ -457,6 +452,14 @@ impl KnownInputs {
     }
 }
 
+/// A record's `committed_at` (RFC 3339) in µs since the epoch; an error names record `id` in
+/// `dir`.
+pub(crate) fn committed_us(at: &str, dir: &Path, id: u64) -> Result<i64, LakeError> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| LakeError::BadRecord { path: dir.join(format!("{id:08}.json")), reason: format!("committed_at {at:?}: {e}") })
+}
+
 /// Writes `item` as `dir/<n>.json` for the first free `n >= first`, atomically: the file is
 /// complete before it is linked into place, and a taken number is never overwritten.
 pub(crate) fn publish_numbered<T: Serialize>(
@@ -565,27 +568,47 @@ impl Drop for IngestSession {
     }
 }
 
-/// Removes what sessions whose process is gone left behind.
-fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
+/// The lake's ingest sessions, by their `staging/<token>.lock`.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    /// The tokens of the live ones: the lock is held (or the file cannot be opened: nothing of
+    /// those is touched).
+    pub live: Vec<String>,
+    /// The lock files of the dead ones, each with its lock now held by the caller.
+    pub dead: Vec<(PathBuf, std::fs::File)>,
+}
+
+pub(crate) fn sessions(lake: &Lake) -> Result<Sessions, LakeError> {
     let staging = lake.staging_dir();
-    let entries = std::fs::read_dir(&staging).map_err(|e| LakeError::io(&staging, e))?;
-    let mut dead = Vec::new();
+    let entries = match std::fs::read_dir(&staging) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sessions::default()),
+        Err(e) => return Err(LakeError::io(&staging, e)),
+    };
+    let (mut live, mut dead) = (Vec::new(), Vec::new());
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "lock") {
-            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
-            if f.try_lock().is_ok() {
-                dead.push((path.with_extension(""), path, f));
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(f) if f.try_lock().is_ok() => dead.push((path, f)),
+                _ => live.extend(path.file_stem().map(|s| s.to_string_lossy().into_owned())),
             }
         }
     }
+    Ok(Sessions { live, dead })
+}
+
+/// Removes what sessions whose process is gone left behind.
+fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
+    let dead = sessions(lake)?.dead;
     if dead.is_empty() {
         return Ok(());
     }
     let _commit = lake.commit_lock()?;
     let mut named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
     named.extend(lake.compactions()?.into_iter().flat_map(|c| c.added).map(|f| f.path));
-    for (dir, lock_path, _held) in dead {
+    for (lock_path, _held) in dead {
+        let dir = lock_path.with_extension("");
         let journal = dir.join(MOVED_JOURNAL);
         if let Ok(moved) = std::fs::read_to_string(&journal) {
             let listed: Vec<&str> = moved.lines().filter(|l| !l.is_empty()).collect();

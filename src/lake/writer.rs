@@ -17,7 +17,7 @@ use parquet::file::properties::WriterProperties;
 use super::{DataFile, IngestSession, Lake, LakeError, journal_move, sync_dir};
 use crate::cim::Table;
 
-const HOUR_US: i64 = 3_600_000_000;
+pub(crate) const HOUR_US: i64 = 3_600_000_000;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Hours behind the newest row seen after which an hour's file is closed. Time-ordered input
@@ -182,23 +182,7 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
             };
             let dir = table.lake_dir().expect("ingested tables are stored in the lake");
             let rel = format!("{dir}/{}/{stem}-{}-{n}.parquet", partition_dir(hour), session.token);
-            let target = lake.root().join(&rel);
-            let parent = target.parent().expect("partition dir");
-            std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
-            File::open(&file.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&file.staged, e))?;
-            journal_move(&session.journal_path(), &rel)?;
-            std::fs::rename(&file.staged, &target).map_err(|e| LakeError::io(&target, e))?;
-            crate::fault::point("ingest-after-move");
-            sync_dir(parent);
-            let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
-            placed.push(DataFile {
-                table: table.qualified_name().to_string(),
-                path: rel,
-                rows: file.rows,
-                bytes,
-                min_time: file.min_time,
-                max_time: file.max_time,
-            });
+            placed.push(move_into_lake(lake, session, &file, rel, "ingest-after-move")?);
         }
         Ok(())
     })();
@@ -221,18 +205,49 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
     }
 }
 
+/// Moves a finished file into the lake at `rel` (a path under its table's directory): synced,
+/// noted in the session's journal before the rename (so what a killed process moved is found and
+/// removed), its directory synced after. `fault` is the fault point reached after the rename.
+pub(crate) fn move_into_lake(lake: &Lake, session: &IngestSession, file: &StagedFile, rel: String, fault: &str) -> Result<DataFile, LakeError> {
+    let target = lake.root().join(&rel);
+    let parent = target.parent().expect("a partition directory");
+    std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+    File::open(&file.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&file.staged, e))?;
+    journal_move(&session.journal_path(), &rel)?;
+    std::fs::rename(&file.staged, &target).map_err(|e| LakeError::io(&target, e))?;
+    crate::fault::point(fault);
+    sync_dir(parent);
+    let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
+    Ok(DataFile {
+        table: file.table.qualified_name().to_string(),
+        path: rel,
+        rows: file.rows,
+        bytes,
+        min_time: file.min_time,
+        max_time: file.max_time,
+    })
+}
+
 impl StagedFile {
     /// A file already in the lake, as an input of [`merge`] (`lake optimize`).
     pub(crate) fn in_lake(table: Table, path: PathBuf, rows: u64, min_time: i64, max_time: i64) -> StagedFile {
         StagedFile { table, hour: min_time.div_euclid(HOUR_US), staged: path, rows, min_time, max_time }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.staged
-    }
-
     pub(crate) fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The merge of `files` written at `out`, `rows` rows.
+    fn spanning(table: Table, hour: i64, out: &Path, rows: u64, files: &[StagedFile]) -> StagedFile {
+        StagedFile {
+            table,
+            hour,
+            staged: out.to_path_buf(),
+            rows,
+            min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
+            max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
+        }
     }
 }
 
@@ -256,15 +271,7 @@ pub(crate) fn merge(table: Table, hour: i64, files: &[StagedFile], out: &Path) -
     }
     let copied = concat(&parts, out);
     let _ = std::fs::remove_file(&small_out);
-    let rows = copied?;
-    Ok(StagedFile {
-        table,
-        hour,
-        staged: out.to_path_buf(),
-        rows,
-        min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
-        max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
-    })
+    Ok(StagedFile::spanning(table, hour, out, copied?, files))
 }
 
 /// Writes the row groups of `parts` (Parquet files of one schema, as [`PartitionedWriter`]
@@ -346,14 +353,7 @@ fn reencode(table: Table, hour: i64, files: &[StagedFile], out: &Path) -> Result
         }
     }
     writer.close().map_err(written)?;
-    Ok(StagedFile {
-        table,
-        hour,
-        staged: out.to_path_buf(),
-        rows,
-        min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
-        max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
-    })
+    Ok(StagedFile::spanning(table, hour, out, rows, files))
 }
 
 /// Zstd level 3, [`ROW_GROUP_ROWS`] rows per row group.

@@ -23,7 +23,6 @@ want_hour = pc.hour(times)
 got_date = pc.strftime(t.column("date").cast(pa.timestamp("s")), format="%Y-%m-%d")
 got_hour = t.column("hour").cast(pa.int64())
 bad = pc.sum(pc.or_(pc.not_equal(want_date, got_date), pc.not_equal(want_hour, got_hour))).as_py() or 0
-rows = []
 cols = []
 for c in columns:
     col = t.column(c)

@@ -96,6 +96,21 @@ pub fn query_csv(lake: &Path, sql: &str, extra: &[&str]) -> Vec<String> {
     cimlake_ok(lake, &args).lines().map(str::to_string).collect()
 }
 
+/// The published records of one of the lake's logs (`_cimlake/commits`, `_cimlake/compactions`),
+/// parsed, in order: `00000001.json`, …; a name starting with `.` (`.tmp-*.json`) is a record being
+/// written, which a run killed there never published. None when the log does not exist.
+pub fn published_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names.iter().map(|n| serde_json::from_slice(&std::fs::read(n).unwrap()).unwrap()).collect()
+}
+
 /// The Parquet files under `dir`, at any depth (not Delta checkpoints).
 pub fn parquet_files(dir: &Path) -> usize {
     let mut n = 0;

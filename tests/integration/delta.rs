@@ -147,11 +147,8 @@ fn a_lake_without_delta_logs_is_upgraded_and_a_killed_ingest_reaches_them_on_the
 
 /// The number of the last commit in the lake, and its `committed_at`.
 fn last_commit(lake: &Path) -> (u64, String) {
-    let mut names: Vec<String> =
-        std::fs::read_dir(lake.join("_cimlake/commits")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
-    names.sort();
-    let last = names.last().unwrap();
-    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(lake.join("_cimlake/commits").join(last)).unwrap()).unwrap();
+    let commits = published_records(&lake.join("_cimlake/commits"));
+    let c = commits.last().unwrap();
     (c["id"].as_u64().unwrap(), c["committed_at"].as_str().unwrap().to_string())
 }
 

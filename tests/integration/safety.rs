@@ -66,20 +66,9 @@ fn counts(lake: &Path) -> (u64, u64) {
 
 /// The lake's commits as (input hash, processes, flows), and the data files they name.
 fn commits(lake: &Path) -> (Vec<(String, u64, u64)>, HashSet<PathBuf>) {
-    let dir = lake.join("_cimlake/commits");
-    let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        // `.tmp-*.json` is a commit being written (a run killed there never published it).
-        Ok(d) => d
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
     let mut out = Vec::new();
     let mut files = HashSet::new();
-    for n in names {
-        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&n).unwrap()).unwrap();
+    for c in published_records(&lake.join("_cimlake/commits")) {
         let rows = &c["input"]["stats"]["rows"];
         out.push((
             c["input"]["hash"].as_str().unwrap().to_string(),
@@ -432,11 +421,7 @@ fn vacuum_removes_a_killed_ingests_files_and_keeps_a_running_ones() {
 /// they wrote.
 fn effective_files(lake: &Path) -> HashSet<PathBuf> {
     let (_, mut files) = commits(lake);
-    let dir = lake.join("_cimlake/compactions");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect()).unwrap_or_default();
-    names.sort();
-    for n in names {
-        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&n).unwrap()).unwrap();
+    for c in published_records(&lake.join("_cimlake/compactions")) {
         for f in c["removed"].as_array().unwrap() {
             assert!(files.remove(&lake.join(f["path"].as_str().unwrap())), "a compaction replaced a file queries did not read");
         }
