@@ -160,7 +160,7 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
         selected.len() + many.len(),
         args.format
     );
-    let lake = Lake::new(lake_dir);
+    let lake = Lake::open(lake_dir)?;
     if !lake.exists() {
         eprintln!("warning: {} holds no lake yet (run `cimlake ingest` first)", lake_dir.display());
     }
@@ -314,7 +314,7 @@ fn summarise(what: &str, verb: &str, ok: usize, rejected: usize, groups: usize) 
 
 /// `--check`: failures on stdout, one per line; a summary on stderr; exit 1 if any failed.
 async fn check(lake_dir: &Path, catalog: &detect::Catalog) -> anyhow::Result<ExitCode> {
-    let lake = Lake::new(lake_dir);
+    let lake = Lake::open(lake_dir)?;
     let checked = detect::check::check(&lake, catalog).await?;
     let mut out = std::io::stdout().lock();
     for failure in &checked.failures {

@@ -61,7 +61,7 @@ pub fn run(lake_dir: &Path, args: GenArgs) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!((0.0..=1.0).contains(&cfg.msiexec_share), "--msiexec-share must be between 0 and 1");
     let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(cfg.processes) } else { indicatif::ProgressBar::hidden() };
-    let report = generate_in_order(&cfg, args.format, args.order, &Lake::new(lake_dir), &args.out, &|n| bar.set_position(n))?;
+    let report = generate_in_order(&cfg, args.format, args.order, &Lake::open(lake_dir)?, &args.out, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     match (&report.commit, &report.file) {
         (Some(c), _) => println!(

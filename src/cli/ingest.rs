@@ -61,7 +61,7 @@ pub fn run(lake_dir: &Path, args: IngestArgs) -> anyhow::Result<ExitCode> {
 
 /// Ingests and prints the report; shared with `cimlake run`.
 pub fn ingest_and_report(lake_dir: &Path, args: &IngestArgs) -> anyhow::Result<IngestReport> {
-    let lake = Lake::new(lake_dir);
+    let lake = Lake::open(lake_dir)?;
     let opts = IngestOptions {
         sourcetype: args.sourcetype,
         batch_size: args.batch_size as usize,
@@ -149,7 +149,7 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
         report.inputs.len(),
         if report.inputs.len() == 1 { "" } else { "s" },
         report.failed(),
-        shown(&lake.root().to_string_lossy())
+        shown(&lake.location())
     )?;
     writeln!(out, "rows written:")?;
     for t in Table::ALL {

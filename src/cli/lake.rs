@@ -48,7 +48,7 @@ pub enum LakeCommand {
 }
 
 pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
-    let lake = Lake::new(lake_dir);
+    let lake = Lake::open(lake_dir)?;
     // A closed stdout (`| head`) ends the listing quietly (see main).
     let mut out = std::io::stdout().lock();
     let require_lake = || -> anyhow::Result<()> {
@@ -111,7 +111,11 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             };
             let versions = delta::history(&lake, t)?;
             if versions.is_empty() {
-                bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", delta::table_root(&lake, t).display());
+                let name = match lake.remote() {
+                    Some(r) => r.display(t.lake_dir().unwrap_or_default()),
+                    None => delta::table_root(&lake, t),
+                };
+                bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", name.display());
             }
             writeln!(out, "version\tcommitted_at\toperation\tlake_commits\tfiles")?;
             for v in versions {

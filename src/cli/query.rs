@@ -47,7 +47,7 @@ pub async fn run(lake_dir: &Path, args: QueryArgs) -> anyhow::Result<ExitCode> {
     };
     let catalog = args.sql_args.catalog()?;
     let opts = engine::EngineOptions { memory_limit: None, engine: args.engine.engine, as_of: args.as_of.resolve()? };
-    let ctx = crate::detect::runner::session(&Lake::new(lake_dir), &catalog, &opts).await?;
+    let ctx = crate::detect::runner::session(&Lake::open(lake_dir)?, &catalog, &opts).await?;
     let df = ctx.sql(&sql).await?;
     let schema = df.schema().inner().clone();
     let batches = df.collect().await?;

@@ -138,7 +138,7 @@ fn print_run(out: &mut impl Write, r: &RunRecord) -> std::io::Result<()> {
 }
 
 pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode> {
-    let lake = Lake::new(lake_dir);
+    let lake = Lake::open(lake_dir)?;
     let catalog = args.sql.catalog()?;
     let opts = options(&args)?;
     if let Some(ScheduleAction::Status) = args.action {
@@ -228,7 +228,7 @@ fn status(lake: &Lake, catalog: &crate::detect::Catalog, opts: &SchedulerOptions
     };
     let all = lake.runs()?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "lake {}, schedules in {}, mode {}", lake.root().display(), opts.tz, opts.mode)?;
+    writeln!(out, "lake {}, schedules in {}, mode {}", lake.location(), opts.tz, opts.mode)?;
     for d in &catalog.detections {
         let schedule = Schedule::new(&d.meta.schedule, opts.tz)?;
         let ckpt = state::load(lake, &d.name, opts.mode.name())?;

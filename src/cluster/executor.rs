@@ -101,6 +101,12 @@ pub async fn run(opts: ExecutorOptions) -> anyhow::Result<()> {
         grpc_max_encoding_message_size: super::GRPC_MESSAGE_BYTES as u32,
         memory_pool_size: opts.memory_limit.map(|b| b as u64),
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
+        // Reads the lake's files by URL, from a bucket when the lake is in one (no shared file
+        // system needed then).
+        override_runtime_producer: Some({
+            let work_dir = work_dir.clone();
+            Arc::new(move |_| crate::engine::stores::runtime(datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_temp_file_path(work_dir.clone())))
+        }),
         ..defaults
     };
     config.validate().context("executor settings")?;

@@ -38,6 +38,12 @@ pub async fn run(bind: &str, external_host: Option<String>) -> anyhow::Result<()
         grpc_server_max_decoding_message_size: GRPC_MESSAGE_BYTES as u32,
         grpc_server_max_encoding_message_size: GRPC_MESSAGE_BYTES as u32,
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
+        // Plans name the lake's files by URL; a lake in an object store is listed from the bucket.
+        override_session_builder: Some(Arc::new(|config| {
+            let state = ballista_core::utils::default_session_builder(config)?;
+            let runtime = crate::engine::stores::runtime(datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env()))?;
+            Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+        })),
         ..Default::default()
     };
     config.validate().context("scheduler settings")?;

@@ -26,6 +26,7 @@ pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalo
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(DEFAULT_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
     let view = lake.view(as_of)?;
+    let root = lake.base_url()?;
     let ingested = view.ingested_files();
     let all_runs = view.runs;
     for table in Table::ALL_TABLES {
@@ -40,7 +41,7 @@ pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalo
         let provider: Arc<dyn TableProvider> = match table.filled() {
             Filled::ByIngest => {
                 let files = ingested.iter().filter(|f| f.table == table.qualified_name()).cloned().collect();
-                Arc::new(LakeTable::new(table.schema(), lake.root().to_path_buf(), files))
+                Arc::new(LakeTable::new(table.schema(), root.clone(), files))
             }
             Filled::ByRuns => {
                 let arrow_schema = if table == Table::Results {
@@ -57,7 +58,7 @@ pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalo
                 } else {
                     table.schema()
                 };
-                Arc::new(LakeTable::new(arrow_schema, lake.root().to_path_buf(), runs::current_files(&all_runs, table.qualified_name())))
+                Arc::new(LakeTable::new(arrow_schema, root.clone(), runs::current_files(&all_runs, table.qualified_name())))
             }
             Filled::RunLog => {
                 let batch = runs::runs_batch(&all_runs).map_err(DataFusionError::from)?;

@@ -5,7 +5,7 @@
 //! cimlake has two such tables:
 //!
 //! * [`LakeTable`] (the CIM tables, results, risk events, incidents, quarantine): its absolute lake
-//!   root and committed file list, as JSON. The scheduler rebuilds the table and plans its scan
+//!   root URL and committed file list, as JSON. The scheduler rebuilds the table and plans its scan
 //!   there, so it reads only the files the client's commit log named: a commit published after
 //!   the query started is not half-seen.
 //! * `cimlake.runs`, a `MemTable`: its rows, as an Arrow IPC stream.
@@ -14,7 +14,6 @@
 //! `cimlake cluster` carry this codec; a stock Ballista scheduler does not, and refuses the plan
 //! with "LogicalExtensionCodec is not provided".
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -36,13 +35,13 @@ use crate::lake::table::LakeTable;
 
 /// The start of an encoded table: cimlake's codec, its version, and which table follows. Another
 /// version's plans are refused by name rather than misread.
-const MAGIC: &[u8] = b"cimlake1";
+const MAGIC: &[u8] = b"cimlake2";
 const LAKE_TABLE: u8 = b'L';
 const MEM_TABLE: u8 = b'M';
 
 #[derive(Serialize, Deserialize)]
 struct LakeTableProto {
-    root: PathBuf,
+    root: url::Url,
     files: Vec<DataFile>,
 }
 
@@ -94,10 +93,9 @@ impl LogicalExtensionCodec for LakeCodec {
 
     fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(t) = node.downcast_ref::<LakeTable>() {
-            // The root as the scheduler and executors must see it: absolute, the same path on
-            // every node (shared storage).
-            let root = normalize(&std::path::absolute(t.root()).map_err(|e| codec_err(table_ref, e))?);
-            let proto = LakeTableProto { root, files: t.files().to_vec() };
+            // The root is a URL every node resolves the same way: an object store's, or an
+            // absolute path (the same on every node: shared storage).
+            let proto = LakeTableProto { root: t.root().clone(), files: t.files().to_vec() };
             buf.extend_from_slice(MAGIC);
             buf.push(LAKE_TABLE);
             serde_json::to_writer(&mut *buf, &proto).map_err(|e| codec_err(table_ref, e))?;
@@ -132,25 +130,6 @@ impl LogicalExtensionCodec for LakeCodec {
     }
 }
 
-/// `a/./b/../c` as `a/c`, lexically: `..` must not depend on directories that exist only on the
-/// client, and symbolic links are resolved by each node itself.
-fn normalize(path: &std::path::Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push(c);
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn lake_table_keeps_its_files_and_an_absolute_root() {
+    fn lake_table_keeps_its_files_and_its_root() {
         let file = DataFile {
             table: "endpoint.processes".into(),
             path: "endpoint/processes/a.parquet".into(),
@@ -175,13 +154,15 @@ mod tests {
             min_time: 1,
             max_time: 2,
         };
-        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("lake"), vec![file.clone()]);
-        let back = round_trip(Arc::new(t));
-        let back = back.downcast_ref::<LakeTable>().expect("a LakeTable");
-        assert_eq!(back.files(), &[file]);
-        assert!(back.root().is_absolute() && back.root().ends_with("lake"), "{}", back.root().display());
-        assert_eq!(normalize(std::path::Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
-        assert_eq!(back.schema(), crate::cim::Table::Processes.schema());
+        for root in ["file:///data/lake/", "s3://bucket/a/lake/"] {
+            let root = url::Url::parse(root).unwrap();
+            let t = LakeTable::new(crate::cim::Table::Processes.schema(), root.clone(), vec![file.clone()]);
+            let back = round_trip(Arc::new(t));
+            let back = back.downcast_ref::<LakeTable>().expect("a LakeTable");
+            assert_eq!(back.files(), std::slice::from_ref(&file));
+            assert_eq!(back.root(), &root);
+            assert_eq!(back.schema(), crate::cim::Table::Processes.schema());
+        }
     }
 
     #[tokio::test]

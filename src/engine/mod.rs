@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod codec;
 pub mod functions;
 pub mod open_files;
+pub mod stores;
 
 use std::sync::Arc;
 
@@ -139,7 +140,7 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
         // batch, so sorts run out of their share without holding much.
         config.options_mut().execution.parquet.pushdown_filters = opts.memory_limit.is_none();
     }
-    let mut runtime = RuntimeEnvBuilder::new();
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(stores::LakeStores::registry());
     if let Some(bytes) = opts.memory_limit {
         runtime = runtime.with_memory_pool(memory_pool(bytes));
         if bytes < 256 << 20 {
@@ -160,9 +161,14 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
             ballista::remote_context(scheduler, config).await?
         }
     };
-    // The lake's files are read through a store that bounds the files open at once.
+    // The lake's files are read through a store that bounds the files open at once (on a
+    // cluster client too: it reads nothing itself, but plans with the same stores).
     let file_url = url::Url::parse("file://").expect("a valid URL");
     ctx.runtime_env().register_object_store(&file_url, Arc::new(open_files::BoundedLocal::new()));
+    if let Some(remote) = lake.remote() {
+        // A lake in an object store is read through the store it was opened with.
+        ctx.runtime_env().register_object_store(remote.url(), remote.store());
+    }
     ctx.register_udf(functions::cidr_match_udf());
     if let Some(udf) = crate::fault::panic_udf() {
         ctx.register_udf(udf);

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -77,10 +77,10 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
     let mut commits: Option<(u64, Vec<Commit>)> = None;
     let compactions = lake.compactions()?;
     for table in Table::STORED {
-        let dir = table_root(lake, table);
-        let url = dir_url(&dir)?;
+        let loc = TableLocation::of(lake, table)?;
+        let dir = loc.name.clone();
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
-        let state = block_on(open(url.clone())).map_err(delta_error)?;
+        let state = block_on(open(loc.clone())).map_err(delta_error)?;
         let (through, through_compaction) = state.as_ref().map_or((0, 0), |s| (s.1, s.2));
         // One read of the commit log serves every table (each may have followed it to a
         // different point when a publish was cut short).
@@ -100,8 +100,10 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         let mut t = match state {
             Some((t, _, _)) => block_on(add_new_columns(t, table)).map_err(delta_error)?,
             None => {
-                std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
-                block_on(create(url.clone(), table)).map_err(delta_error)?
+                if lake.remote().is_none() {
+                    std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+                }
+                block_on(create(loc.clone(), table)).map_err(delta_error)?
             }
         };
         let mut at = Followed { commit: through, compaction: through_compaction };
@@ -137,7 +139,7 @@ fn append_commits(lake: &Lake, table: Table, t: DeltaTable, commits: &[&Commit],
         .collect::<Result<Vec<_>, _>>()?;
     *added += adds.len();
     at.commit = last.id;
-    block_on(append(t, adds, (first.id, last.id), *at)).map_err(|source| LakeError::Delta { path: table_root(lake, table), source: Box::new(source) })
+    block_on(append(t, adds, (first.id, last.id), *at)).map_err(|source| LakeError::Delta { path: TableLocation::name_of(lake, table), source: Box::new(source) })
 }
 
 /// How far a Delta log has followed the lake: its last commit and compaction.
@@ -170,12 +172,12 @@ pub struct Version {
 
 /// A table's Delta history, newest first (empty when it has no Delta log yet).
 pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
-    let dir = table_root(lake, table);
-    let url = dir_url(&dir)?;
+    let loc = TableLocation::of(lake, table)?;
+    let dir = loc.name.clone();
     let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
     block_on(async move {
         use futures::TryStreamExt as _;
-        let Some((t, _, _)) = open(url).await? else { return Ok(Vec::new()) };
+        let Some((t, _, _)) = open(loc).await? else { return Ok(Vec::new()) };
         let newest = t.version().unwrap_or(0);
         let infos: Vec<_> = t.history(None).try_collect().await?;
         Ok(infos
@@ -204,21 +206,84 @@ pub fn table_root(lake: &Lake, table: Table) -> PathBuf {
     lake.root().join(table.lake_dir().expect("ingested tables are stored in the lake"))
 }
 
-fn dir_url(dir: &Path) -> Result<Url, LakeError> {
-    let abs = std::path::absolute(dir).map_err(|e| LakeError::io(dir, e))?;
-    Url::from_directory_path(&abs)
-        .map_err(|()| LakeError::BadRecord { path: abs.clone(), reason: "not a path a URL can name".to_string() })
+/// Where a table's Delta log is: its URL, the object store it is in (none: the local file
+/// system), and how errors name it.
+#[derive(Clone)]
+struct TableLocation {
+    url: Url,
+    store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
+    name: PathBuf,
 }
 
-/// The table at `url` and how far it follows the commit log and the compactions, or `None` when
+impl TableLocation {
+    fn of(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
+        let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+        let name = Self::name_of(lake, table);
+        let url = lake
+            .base_url()?
+            .join(&format!("{dir}/"))
+            .map_err(|e| LakeError::BadLocation { location: name.display().to_string(), reason: e.to_string() })?;
+        Ok(TableLocation { url, store: lake.remote().map(|r| r.store()), name })
+    }
+
+    fn name_of(lake: &Lake, table: Table) -> PathBuf {
+        let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+        match lake.remote() {
+            Some(r) => r.display(dir),
+            None => table_root(lake, table),
+        }
+    }
+
+    /// A builder for the table, over the lake's object store when it is in one.
+    fn builder(&self) -> Result<DeltaTableBuilder, DeltaTableError> {
+        let b = DeltaTableBuilder::from_url(self.url.clone())?;
+        Ok(match &self.store {
+            Some(store) => {
+                register_object_store_schemes();
+                b.with_storage_backend(store.clone(), self.url.clone())
+            }
+            None => b,
+        })
+    }
+}
+
+/// The Delta library finds a log store by URL scheme and knows `file://` and `memory://` only
+/// (its cloud crates add the others, with their own clients). cimlake hands it the lake's object
+/// store itself, so the default log store serves every scheme: its commits are conditional puts
+/// (`PutMode::Create`), which S3, GCS and Azure honour.
+fn register_object_store_schemes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[derive(Debug)]
+        struct Default;
+        impl deltalake_core::logstore::LogStoreFactory for Default {
+            fn with_options(
+                &self,
+                prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+                root_store: deltalake_core::logstore::ObjectStoreRef,
+                location: &Url,
+                options: &deltalake_core::logstore::StorageConfig,
+            ) -> deltalake_core::DeltaResult<std::sync::Arc<dyn deltalake_core::logstore::LogStore>> {
+                Ok(deltalake_core::logstore::default_logstore(prefixed_store, root_store, location, options))
+            }
+        }
+        let registry = deltalake_core::logstore::logstore_factories();
+        for scheme in super::remote::SCHEMES {
+            let url = Url::parse(&format!("{scheme}://")).expect("a scheme");
+            registry.entry(url).or_insert_with(|| std::sync::Arc::new(Default));
+        }
+    });
+}
+
+/// The table at `loc` and how far it follows the commit log and the compactions, or `None` when
 /// it has no Delta log.
-async fn open(url: Url) -> Result<Option<(DeltaTable, u64, u64)>, DeltaTableError> {
-    if let Ok(path) = url.to_file_path()
+async fn open(loc: TableLocation) -> Result<Option<(DeltaTable, u64, u64)>, DeltaTableError> {
+    if let Ok(path) = loc.url.to_file_path()
         && !path.join("_delta_log").is_dir()
     {
         return Ok(None);
     }
-    let table = match DeltaTableBuilder::from_url(url)?.load().await {
+    let table = match loc.builder()?.load().await {
         Ok(t) => t,
         Err(DeltaTableError::NotATable(_)) => return Ok(None),
         Err(e) => return Err(e),
@@ -239,10 +304,11 @@ pub fn schema(table: Table) -> Result<StructType, DeltaTableError> {
     Ok(StructType::try_new(fields)?)
 }
 
-async fn create(url: Url, table: Table) -> Result<DeltaTable, DeltaTableError> {
+async fn create(loc: TableLocation, table: Table) -> Result<DeltaTable, DeltaTableError> {
     let schema = schema(table)?;
     deltalake_core::operations::create::CreateBuilder::new()
-        .with_location(url.to_string())
+        .with_location(loc.url.to_string())
+        .with_log_store(loc.builder()?.build_storage()?)
         .with_table_name(table.qualified_name())
         .with_comment(format!("cimlake table {}; follows the lake's commit log (see README, \"The lake\")", table.qualified_name()))
         .with_columns(schema.fields().cloned())
@@ -369,7 +435,7 @@ fn stats(f: &DataFile) -> String {
 }
 
 /// Runs a Delta future to its end from synchronous code (inside or outside a tokio runtime).
-fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+pub(crate) fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -40,6 +40,7 @@ impl Lake {
     /// Removes the data files no record names that are older than `retention` and not of a live
     /// ingest; with `dry_run`, only says which.
     pub fn vacuum(&self, retention: Duration, dry_run: bool) -> Result<Vacuumed, LakeError> {
+        self.require_local("lake vacuum")?;
         let mut out = Vacuumed::default();
         if !self.exists() {
             return Ok(out);
@@ -164,6 +165,7 @@ impl Lake {
     /// compaction: queries read the same rows from fewer files. Ingests may run meanwhile (their
     /// commits are not touched); two optimizes do not run at once.
     pub fn optimize(&self, min_files: usize) -> Result<Optimized, LakeError> {
+        self.require_local("lake optimize")?;
         let mut out = Optimized::default();
         if !self.exists() {
             return Ok(out);

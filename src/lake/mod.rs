@@ -50,6 +50,7 @@
 
 pub mod delta;
 pub mod maintenance;
+pub mod remote;
 pub mod runs;
 pub mod table;
 pub mod transaction;
@@ -107,6 +108,15 @@ pub enum LakeError {
     /// `--as-of` a commit the lake does not have.
     #[error("{path}: as of commit {asked}: the lake has {has} commit(s)")]
     NoSuchCommit { path: PathBuf, asked: u64, has: u64 },
+    /// A `--lake` that names no place a lake can be.
+    #[error("lake {location}: {reason}")]
+    BadLocation { location: String, reason: String },
+    /// A request to the object store a lake is in.
+    #[error("{location}: {source}")]
+    Store { location: PathBuf, source: Box<object_store::Error> },
+    /// What a lake in an object store cannot do (yet).
+    #[error("{location}: {what} works on a lake on a file system only; this lake is in an object store")]
+    LocalOnly { location: String, what: String },
     #[error("splitting a batch by hour: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -254,24 +264,88 @@ impl LakeView {
     }
 }
 
-/// A lake rooted at a directory.
+/// A lake: a directory, or a prefix in an object store ([`remote`]).
 #[derive(Debug, Clone)]
 pub struct Lake {
+    /// The lake's directory; for a lake in an object store, the local directory its ingests
+    /// stage files in before they are uploaded.
     root: PathBuf,
+    remote: Option<std::sync::Arc<remote::Remote>>,
 }
 
 impl Lake {
     /// A lake at `root`; nothing is created until something is written.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Lake { root: root.into() }
+        Lake { root: root.into(), remote: None }
     }
 
+    /// The lake `--lake` names: a directory (a path or `file://` URL) or an object store URL
+    /// (`s3://bucket/prefix`, `gs://…`, `az://…`). A lake in an object store stages files in
+    /// `$CIMLAKE_STAGING`, else in a directory under the system's temporary directory, one per
+    /// lake URL.
+    pub fn open(location: &Path) -> Result<Lake, LakeError> {
+        let arg = location.to_string_lossy();
+        let Some(url) = remote::parse_location(&arg)? else {
+            if arg.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("file://")) {
+                let url = url::Url::parse(&arg).map_err(|e| LakeError::BadLocation { location: arg.to_string(), reason: e.to_string() })?;
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| LakeError::BadLocation { location: arg.to_string(), reason: "not a local path".to_string() })?;
+                return Ok(Lake::new(path));
+            }
+            return Ok(Lake::new(location));
+        };
+        let key = blake3::hash(url.as_str().as_bytes()).to_hex()[..16].to_string();
+        let staging = std::env::var_os("CIMLAKE_STAGING").map_or_else(|| std::env::temp_dir().join("cimlake-staging"), PathBuf::from);
+        let remote = remote::Remote::open(url)?;
+        Ok(Lake { root: staging.join(key), remote: Some(std::sync::Arc::new(remote)) })
+    }
+
+    /// The lake's directory (for a lake in an object store, its local staging directory).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The object store the lake is in, if it is in one.
+    pub fn remote(&self) -> Option<&remote::Remote> {
+        self.remote.as_deref()
+    }
+
+    /// The lake as users name it: its directory or its URL.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url().to_string(),
+            None => self.root.display().to_string(),
+        }
+    }
+
+    /// The URL that paths relative to the lake are resolved against (ends in `/`).
+    pub fn base_url(&self) -> Result<url::Url, LakeError> {
+        if let Some(r) = &self.remote {
+            return Ok(r.url().clone());
+        }
+        let abs = normalize(&std::path::absolute(&self.root).map_err(|e| LakeError::io(&self.root, e))?);
+        url::Url::from_directory_path(&abs).map_err(|()| LakeError::BadLocation { location: abs.display().to_string(), reason: "not a path a URL can name".to_string() })
+    }
+
+    /// `Err` for a lake in an object store: `what` needs a lake on a file system.
+    pub fn require_local(&self, what: &str) -> Result<(), LakeError> {
+        match &self.remote {
+            Some(r) => Err(LakeError::LocalOnly { location: r.url().to_string(), what: what.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    /// How errors name a record directory of the lake (`_cimlake/commits`).
+    fn record_dir(&self, dir: &str) -> PathBuf {
+        match &self.remote {
+            Some(r) => r.display(dir),
+            None => self.root.join(dir),
+        }
+    }
+
     fn commits_dir(&self) -> PathBuf {
-        self.root.join(COMMITS_DIR)
+        self.record_dir(COMMITS_DIR)
     }
 
     pub(crate) fn staging_dir(&self) -> PathBuf {
@@ -280,17 +354,45 @@ impl Lake {
 
     /// Whether the lake has a commit log yet.
     pub fn exists(&self) -> bool {
-        self.root.join(META_DIR).is_dir()
+        match &self.remote {
+            // An unreachable store is reported by whatever reads it next.
+            Some(r) => r.exists().unwrap_or(true),
+            None => self.root.join(META_DIR).is_dir(),
+        }
+    }
+
+    /// The records of `dir` numbered after `after`, in order, wherever the lake is.
+    pub(crate) fn records_after<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        dir: &str,
+        after: u64,
+        files: impl Fn(&T) -> &[DataFile],
+    ) -> Result<Vec<T>, LakeError> {
+        match &self.remote {
+            Some(r) => r.read_numbered_after(dir, after, files),
+            None => read_numbered_after(&self.root.join(dir), after, files),
+        }
+    }
+
+    fn count_records(&self, dir: &str) -> Result<usize, LakeError> {
+        match &self.remote {
+            Some(r) => Ok(r.numbered(dir, 0)?.len()),
+            None => count_numbered(&self.root.join(dir)),
+        }
     }
 
     /// Every published commit, in commit order.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
-        read_numbered(&self.commits_dir(), |c: &Commit| &c.files)
+        self.records_after(COMMITS_DIR, 0, |c: &Commit| &c.files)
     }
 
     /// Commit `id`.
     pub fn commit(&self, id: u64) -> Result<Commit, LakeError> {
         let path = self.commits_dir().join(format!("{id:08}.json"));
+        if self.remote.is_some() {
+            let found = self.records_after(COMMITS_DIR, id.saturating_sub(1), |c: &Commit| &c.files)?.into_iter().find(|c| c.id == id);
+            return found.ok_or_else(|| LakeError::io(&path, std::io::ErrorKind::NotFound.into()));
+        }
         let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
         let commit: Commit = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
         check_files(&path, &commit.files)?;
@@ -299,8 +401,8 @@ impl Lake {
 
     /// Every published compaction, in order.
     pub fn compactions(&self) -> Result<Vec<Compaction>, LakeError> {
-        let dir = self.root.join(COMPACTIONS_DIR);
-        let all: Vec<Compaction> = read_numbered(&dir, |c: &Compaction| &c.added)?;
+        let dir = self.record_dir(COMPACTIONS_DIR);
+        let all: Vec<Compaction> = self.records_after(COMPACTIONS_DIR, 0, |c: &Compaction| &c.added)?;
         for c in &all {
             check_files(&dir.join(format!("{:08}.json", c.id)), &c.removed)?;
         }
@@ -312,7 +414,7 @@ impl Lake {
         let (mut commits, mut compactions, mut runs) = (self.commits()?, self.compactions()?, self.runs()?);
         let Some(as_of) = as_of else { return Ok(LakeView { commits, compactions, runs }) };
         let commit_us = |c: &Commit| committed_us(&c.committed_at, &self.commits_dir(), c.id);
-        let compaction_us = |c: &Compaction| committed_us(&c.committed_at, &self.root.join(COMPACTIONS_DIR), c.id);
+        let compaction_us = |c: &Compaction| committed_us(&c.committed_at, &self.record_dir(COMPACTIONS_DIR), c.id);
         let runs_before = match as_of {
             AsOf::Commit(n) => {
                 let has = commits.last().map_or(0, |c| c.id);
@@ -358,19 +460,22 @@ impl Lake {
     /// records it has (names only, no file is read). The logs only grow, so a new marker means
     /// new data or new files.
     pub fn version(&self) -> Result<(usize, usize), LakeError> {
-        let commits = count_numbered(&self.commits_dir())? + count_numbered(&self.root.join(COMPACTIONS_DIR))?;
-        Ok((commits, count_numbered(&self.root.join(RUNS_DIR))?))
+        let commits = self.count_records(COMMITS_DIR)? + self.count_records(COMPACTIONS_DIR)?;
+        Ok((commits, self.count_records(RUNS_DIR)?))
     }
 
     /// Commits after `id`, in commit order (only their files are read).
     pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
-        read_numbered_after(&self.commits_dir(), id, |c: &Commit| &c.files)
+        self.records_after(COMMITS_DIR, id, |c: &Commit| &c.files)
     }
 
     /// Publishes the commit of an input, unless a commit of the same bytes (same hash) is in the
     /// log, published by this process or another. The check and the publish hold the lake's commit
     /// lock; `known` is brought up to date under it by reading only the commits it has not seen.
     pub(crate) fn publish_input(&self, commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
+        if let Some(remote) = &self.remote {
+            return self.publish_input_remote(remote, commit, known);
+        }
         let _lock = self.commit_lock()?;
         let mut known = known.lock().expect("no panics while held");
         known.catch_up(self)?;
@@ -382,9 +487,73 @@ impl Lake {
         Ok(Published::New(Box::new(commit)))
     }
 
+    /// [`Lake::publish_input`] for a lake in an object store: the files (staged under the local
+    /// root) are uploaded, then the commit is created with the next number by a conditional put;
+    /// when another writer took that number, the commits it missed are read and the hash checked
+    /// again. The uploads are removed when the input turns out to be in already, or on an error.
+    fn publish_input_remote(&self, remote: &remote::Remote, mut commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
+        let mut known = known.lock().expect("no panics while held");
+        let rels: Vec<String> = commit.files.iter().map(|f| f.path.clone()).collect();
+        let mut uploaded = false;
+        let outcome = (|| loop {
+            known.catch_up(self)?;
+            if let Some(first) = known.get(&commit.input.hash) {
+                return Ok(Published::Already(first.clone()));
+            }
+            if !uploaded {
+                for rel in &rels {
+                    remote.upload(&self.root.join(rel), rel)?;
+                }
+                uploaded = true;
+                crate::fault::point("ingest-after-upload");
+            }
+            commit.id = known.last + 1;
+            let json = serde_json::to_vec_pretty(&commit).expect("serialises");
+            if remote.create_numbered(COMMITS_DIR, commit.id, json)? {
+                known.add(&commit);
+                return Ok(Published::New(Box::new(commit.clone())));
+            }
+        })();
+        match &outcome {
+            Ok(Published::New(_)) => {
+                // The staged copies, and the directories that leaves empty.
+                for rel in &rels {
+                    let path = self.root.join(rel);
+                    let _ = std::fs::remove_file(&path);
+                    let mut dir = path.parent();
+                    while let Some(d) = dir.filter(|d| d.starts_with(&self.root) && *d != self.root) {
+                        if std::fs::remove_dir(d).is_err() {
+                            break;
+                        }
+                        dir = d.parent();
+                    }
+                }
+            }
+            _ if uploaded => remote.delete(&rels),
+            _ => {}
+        }
+        outcome
+    }
+
     /// Brings every ingested table's Delta log up to the commit log ([`delta::publish`]), under
-    /// the commit lock. A lake without commits is left as it is.
+    /// the commit lock. A lake without commits is left as it is. In an object store, where there
+    /// is no lock, two publishers at once make one of them lose its Delta commit (both carry the
+    /// same application transaction): it reads the log again and takes in what is still missing.
     pub fn publish_tables(&self) -> Result<Vec<delta::Published>, LakeError> {
+        if self.remote.is_some() {
+            if !self.exists() {
+                return Ok(Vec::new());
+            }
+            let mut tries = 0;
+            return loop {
+                match delta::publish(self) {
+                    Err(LakeError::Delta { source, .. }) if tries < 8 && matches!(*source, deltalake_core::DeltaTableError::Transaction { .. }) => {
+                        tries += 1;
+                    }
+                    other => break other,
+                }
+            };
+        }
         if !self.commits_dir().is_dir() {
             return Ok(Vec::new());
         }
@@ -629,12 +798,6 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
     Ok(())
 }
 
-/// Reads every `dir/*.json` in name order; `files` gives the data files each record names, which
-/// are checked ([`check_files`]).
-pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(dir: &Path, files: impl Fn(&T) -> &[DataFile]) -> Result<Vec<T>, LakeError> {
-    read_numbered_after(dir, 0, files)
-}
-
 /// How many published records `dir` holds.
 fn count_numbered(dir: &Path) -> Result<usize, LakeError> {
     Ok(numbered_paths(dir, 0)?.len())
@@ -664,7 +827,8 @@ fn numbered_paths(dir: &Path, after: u64) -> Result<Vec<PathBuf>, LakeError> {
     Ok(paths)
 }
 
-/// Like [`read_numbered`], skipping files numbered `after` or lower (by name, `00000042.json`).
+/// Reads the records in `dir` numbered after `after` (by name, `00000042.json`), in order; `files`
+/// gives the data files each names, which are checked ([`check_files`]).
 fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64, files: impl Fn(&T) -> &[DataFile]) -> Result<Vec<T>, LakeError> {
     let paths = numbered_paths(dir, after)?;
     let mut out = Vec::with_capacity(paths.len());
@@ -675,6 +839,25 @@ fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64, f
         out.push(record);
     }
     Ok(out)
+}
+
+/// `a/./b/../c` as `a/c`, lexically: the lake's URL must not depend on directories that exist
+/// only here (a cluster's nodes resolve it themselves), and symbolic links are left to each node.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Makes a rename or link in `dir` durable (best effort: not every platform allows it).

@@ -17,7 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::{DataFile, Lake, LakeError, RUNS_DIR, publish_numbered, read_numbered, sync_dir};
+use super::{DataFile, Lake, LakeError, RUNS_DIR, publish_numbered, sync_dir};
 
 /// The job that computes risk incidents.
 pub const INCIDENTS_JOB: &str = "risk_incidents";
@@ -78,12 +78,24 @@ impl Lake {
 
     /// Every run record, in publication order.
     pub fn runs(&self) -> Result<Vec<RunRecord>, LakeError> {
-        read_numbered(&self.runs_dir(), |r: &RunRecord| &r.files)
+        self.records_after(RUNS_DIR, 0, |r: &RunRecord| &r.files)
     }
 
     /// Publishes a run record (its files already in place).
     pub fn publish_run(&self, run: RunRecord) -> Result<RunRecord, LakeError> {
         let first = self.runs()?.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
+        if let Some(remote) = self.remote() {
+            // The first free number, by conditional puts (see `remote`).
+            let mut run = run;
+            run.seq = first;
+            loop {
+                let json = serde_json::to_vec_pretty(&run).expect("serialises");
+                if remote.create_numbered(RUNS_DIR, run.seq, json)? {
+                    return Ok(run);
+                }
+                run.seq += 1;
+            }
+        }
         publish_numbered(&self.runs_dir(), first, run, |r, seq| r.seq = seq)
     }
 
@@ -117,6 +129,13 @@ impl Lake {
             }
         }
         w.close().map_err(parquet_err)?;
+        if let Some(remote) = self.remote() {
+            let bytes = std::fs::metadata(&staged).map_err(|e| LakeError::io(&staged, e))?.len();
+            let uploaded = remote.upload(&staged, rel);
+            let _ = std::fs::remove_file(&staged);
+            uploaded?;
+            return Ok(derived_file(rel, rows, bytes, min, max));
+        }
         let target = self.root().join(rel);
         let parent = target.parent().expect("has a directory");
         std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
@@ -124,18 +143,24 @@ impl Lake {
         std::fs::rename(&staged, &target).map_err(|e| LakeError::io(&target, e))?;
         sync_dir(parent);
         let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
-        let table = crate::cim::Table::ALL_TABLES
-            .into_iter()
-            .find(|t| t.filled() == crate::cim::Filled::ByRuns && t.lake_dir().is_some_and(|dir| rel.starts_with(dir)))
-            .map_or("", crate::cim::Table::qualified_name);
-        Ok(DataFile {
-            table: table.to_string(),
-            path: rel.to_string(),
-            rows,
-            bytes,
-            min_time: if rows == 0 || min == i64::MAX { 0 } else { min },
-            max_time: if rows == 0 || max == i64::MIN { 0 } else { max },
-        })
+        Ok(derived_file(rel, rows, bytes, min, max))
+    }
+}
+
+/// The record of a file a run wrote at `rel`: its table (from the directory), rows, size and
+/// `_time` range.
+fn derived_file(rel: &str, rows: u64, bytes: u64, min: i64, max: i64) -> DataFile {
+    let table = crate::cim::Table::ALL_TABLES
+        .into_iter()
+        .find(|t| t.filled() == crate::cim::Filled::ByRuns && t.lake_dir().is_some_and(|dir| rel.starts_with(dir)))
+        .map_or("", crate::cim::Table::qualified_name);
+    DataFile {
+        table: table.to_string(),
+        path: rel.to_string(),
+        rows,
+        bytes,
+        min_time: if rows == 0 || min == i64::MAX { 0 } else { min },
+        max_time: if rows == 0 || max == i64::MIN { 0 } else { max },
     }
 }
 

@@ -4,7 +4,6 @@
 //! query's `_time` bounds, so an hourly detection opens only that hour's files; within those,
 //! DataFusion's Parquet reader prunes row groups by their statistics.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -25,19 +24,20 @@ use crate::cim::TIME;
 #[derive(Debug)]
 pub struct LakeTable {
     schema: SchemaRef,
-    root: PathBuf,
+    root: url::Url,
     files: Vec<DataFile>,
 }
 
 impl LakeTable {
-    /// A table of `schema` over `files` (paths relative to `root`). A file may lack columns of
-    /// the schema (they read as nulls).
-    pub fn new(schema: SchemaRef, root: PathBuf, files: Vec<DataFile>) -> Self {
+    /// A table of `schema` over `files` (paths relative to `root`, the lake's URL: `file:///…/`
+    /// or `s3://bucket/prefix/`, ending in `/`). A file may lack columns of the schema (they read
+    /// as nulls).
+    pub fn new(schema: SchemaRef, root: url::Url, files: Vec<DataFile>) -> Self {
         LakeTable { schema, root, files }
     }
 
-    /// The directory the file paths are relative to.
-    pub fn root(&self) -> &std::path::Path {
+    /// The URL the file paths are relative to.
+    pub fn root(&self) -> &url::Url {
         &self.root
     }
 
@@ -87,9 +87,7 @@ impl TableProvider for LakeTable {
         }
         let mut urls = Vec::with_capacity(selected.len());
         for f in selected {
-            let abs = std::path::absolute(self.root.join(&f.path))?;
-            let url = url::Url::from_file_path(&abs)
-                .map_err(|()| DataFusionError::Plan(format!("not a local path: {}", abs.display())))?;
+            let url = self.root.join(&f.path).map_err(|e| DataFusionError::Plan(format!("{}{}: {e}", self.root, f.path)))?;
             urls.push(ListingTableUrl::parse(url.as_str())?);
         }
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -233,7 +231,7 @@ mod tests {
             min_time: h * 3_600_000_000,
             max_time: (h + 1) * 3_600_000_000 - 1,
         };
-        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("/x"), (0..48).map(file).collect());
+        let t = LakeTable::new(crate::cim::Table::Processes.schema(), url::Url::parse("file:///x/").unwrap(), (0..48).map(file).collect());
         let ctx = datafusion::prelude::SessionContext::new();
         ctx.add_optimizer_rule(Arc::new(PruneLakeFiles));
         ctx.register_table("p", Arc::new(t)).unwrap();
@@ -273,7 +271,7 @@ mod tests {
             min_time: min,
             max_time: max,
         };
-        let t = LakeTable::new(crate::cim::Table::Processes.schema(), PathBuf::from("/x"), vec![file(0, 9), file(10, 19), file(20, 29)]);
+        let t = LakeTable::new(crate::cim::Table::Processes.schema(), url::Url::parse("file:///x/").unwrap(), vec![file(0, 9), file(10, 19), file(20, 29)]);
         let f = vec![col("_time").gt_eq(ts(12)).and(col("_time").lt(ts(21)))];
         let picked: Vec<_> = t.select_files(&f).iter().map(|f| f.min_time).collect();
         assert_eq!(picked, vec![10, 20]);

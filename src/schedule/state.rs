@@ -2,6 +2,10 @@
 //! (`_cimlake/schedule/<detection>.<mode>.json`, replaced atomically), and the lock that keeps two
 //! schedulers on one lake from running the same window (`_cimlake/schedule/lock`, an OS file
 //! lock: it is released when its holder exits, even by a crash).
+//!
+//! For a lake in an object store the checkpoints are objects of the lake (one PUT replaces one
+//! whole), and the lock is in the lake's local staging directory: it keeps two schedulers on one
+//! machine apart, not two machines (run one scheduler per lake).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -17,6 +21,9 @@ use crate::time::{MAX_TIME_US, MIN_TIME_US};
 pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a checkpoint in an object store.
+    #[error(transparent)]
+    Store(#[from] crate::lake::LakeError),
     /// A checkpoint that is not one: truncated, or a field of the wrong type. (Its text calls it
     /// a commit, as it always has.)
     #[error("{path}: unreadable commit: {source}")]
@@ -49,6 +56,11 @@ fn dir(lake: &Lake) -> PathBuf {
     lake.root().join(crate::lake::SCHEDULE_DIR)
 }
 
+/// A checkpoint's path relative to the lake.
+fn object(detection: &str, mode: &str) -> String {
+    format!("{}/{detection}.{mode}.json", crate::lake::SCHEDULE_DIR)
+}
+
 fn path(lake: &Lake, detection: &str, mode: &str) -> PathBuf {
     dir(lake).join(format!("{detection}.{mode}.json"))
 }
@@ -56,11 +68,19 @@ fn path(lake: &Lake, detection: &str, mode: &str) -> PathBuf {
 /// The checkpoint of a detection in a mode, if it has run; an error naming the file if the file
 /// cannot be read or is not a checkpoint.
 pub fn load(lake: &Lake, detection: &str, mode: &str) -> Result<Option<Checkpoint>, StateError> {
-    let p = path(lake, detection, mode);
-    let bytes = match std::fs::read(&p) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StateError::io(&p, e)),
+    let (p, bytes) = if let Some(remote) = lake.remote() {
+        let rel = object(detection, mode);
+        match remote.get(&rel)? {
+            Some(bytes) => (remote.display(&rel), bytes.to_vec()),
+            None => return Ok(None),
+        }
+    } else {
+        let p = path(lake, detection, mode);
+        match std::fs::read(&p) {
+            Ok(bytes) => (p, bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::io(&p, e)),
+        }
     };
     let c: Checkpoint = match serde_json::from_slice(&bytes) {
         Ok(c) => c,
@@ -74,6 +94,10 @@ pub fn load(lake: &Lake, detection: &str, mode: &str) -> Result<Option<Checkpoin
 
 /// Replaces the checkpoint atomically (write, sync, rename).
 pub fn save(lake: &Lake, detection: &str, mode: &str, c: &Checkpoint) -> Result<(), StateError> {
+    if let Some(remote) = lake.remote() {
+        remote.put(&object(detection, mode), serde_json::to_vec_pretty(c).expect("serialises"))?;
+        return Ok(());
+    }
     let d = dir(lake);
     std::fs::create_dir_all(&d).map_err(|e| StateError::io(&d, e))?;
     let target = path(lake, detection, mode);

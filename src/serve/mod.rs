@@ -49,7 +49,7 @@ fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
-    let lake = Lake::new(&opts.lake);
+    let lake = Lake::open(&opts.lake)?;
     if !lake.exists() {
         bail!("no lake at {} (create one with `cimlake ingest` or `cimlake gen`, or give --lake)", opts.lake.display());
     }

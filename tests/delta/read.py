@@ -3,7 +3,7 @@ cimlake) and prints, as JSON: the Delta version, the row count, the rows whose `
 partition values disagree with their `_time`, and the chosen columns of every row (timestamps as
 microseconds since the epoch, nulls as null).
 
-    python read.py TABLE_DIR COLUMN [COLUMN...]
+    python read.py TABLE_DIR|s3://… COLUMN [COLUMN...]
 """
 import json
 import os
@@ -14,7 +14,9 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 table_dir, columns = sys.argv[1], sys.argv[2:]
-dt = DeltaTable(table_dir)
+# A table in S3 is read with the settings cimlake was given (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, …).
+options = {k: v for k, v in os.environ.items() if k.startswith("AWS_")} if table_dir.startswith("s3://") else None
+dt = DeltaTable(table_dir, storage_options=options)
 t = dt.to_pyarrow_table()
 times = t.column("_time")
 # Partition values come from the Delta log, `_time` from the Parquet file: they must agree.

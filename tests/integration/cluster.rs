@@ -13,16 +13,24 @@ const DETECTION: &str = "windows_http_network_communication_from_msiexec";
 
 /// A scheduler and its executors, each a `cimlake cluster …` process, stopped when it is dropped
 /// ([`Daemons`]).
-struct Cluster {
+pub struct Cluster {
     daemons: Daemons,
     scheduler: String,
+    /// Set in every process of the cluster (an object store's settings).
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts a scheduler on a free loopback port and `executors` executors, and waits until every
     /// executor has registered.
     fn start(executors: usize) -> Cluster {
+        Cluster::start_with(executors, &[])
+    }
+
+    /// Like [`Cluster::start`], with environment variables for the scheduler and executors.
+    pub fn start_with(executors: usize, env: &[(&str, &str)]) -> Cluster {
         let mut cluster = Cluster::empty();
+        cluster.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lines = cluster.spawn_scheduler("127.0.0.1:0");
         cluster.wait_for_scheduler(&lines);
         let waiting: Vec<_> = (0..executors).map(|i| cluster.spawn_executor(i, &cluster.scheduler.clone())).collect();
@@ -33,11 +41,12 @@ impl Cluster {
     }
 
     fn empty() -> Cluster {
-        Cluster { daemons: Daemons::new(), scheduler: String::new() }
+        Cluster { daemons: Daemons::new(), scheduler: String::new(), env: Vec::new() }
     }
 
     fn spawn_scheduler(&mut self, bind: &str) -> mpsc::Receiver<String> {
-        self.daemons.spawn("scheduler", &["cluster", "scheduler", "--bind", bind])
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.daemons.spawn_with("scheduler", &["cluster", "scheduler", "--bind", bind], &env)
     }
 
     fn wait_for_scheduler(&mut self, lines: &mpsc::Receiver<String>) {
@@ -49,10 +58,11 @@ impl Cluster {
         let name = format!("executor{i}");
         let work = self.daemons.dir().join(&name);
         let args = ["cluster", "executor", "--scheduler", scheduler, "--bind", "127.0.0.1:0", "--vcores", "2", "--work-dir", work.to_str().unwrap()];
-        self.daemons.spawn(&name, &args)
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.daemons.spawn_with(&name, &args, &env)
     }
 
-    fn engine(&self) -> String {
+    pub fn engine(&self) -> String {
         format!("ballista://{}", self.scheduler)
     }
 

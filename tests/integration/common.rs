@@ -209,10 +209,6 @@ impl Daemons {
         rx
     }
 
-    pub fn spawn(&mut self, name: &str, args: &[&str]) -> mpsc::Receiver<String> {
-        self.spawn_with(name, args, &[])
-    }
-
     /// Where process `name` writes its stderr.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.stderr"))

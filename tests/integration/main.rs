@@ -9,6 +9,8 @@
 //! * `serve_hostile`: forged handles, lying IPC, panics, password guessing and many clients over
 //!   thousands of files: clean errors, and the server goes on with bounded memory and descriptors.
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
+//! * `s3`: a lake in S3 (a real S3-compatible server on loopback): every command, a cluster, races
+//!   and kills, and an outside Delta reader, with the rows of a lake on disk.
 //! * `sigma`: Sigma rule directories listed, checked, shown and run; SigmaHQ's regression tests.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
@@ -26,6 +28,7 @@ mod generate;
 mod hostile;
 mod parallel;
 mod safety;
+mod s3;
 mod schedule;
 mod serve;
 mod serve_hostile;
