@@ -63,9 +63,10 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             for p in lake.publish_tables()? {
                 writeln!(
                     out,
-                    "{}: Delta version {}, through lake commit {} ({} file{} added now)",
+                    "{}: Delta version {}, through {} {} ({} file{} added now)",
                     p.table.qualified_name(),
                     p.version,
+                    if Table::STORED.contains(&p.table) { "lake commit" } else { "run" },
                     p.through_commit,
                     p.added,
                     if p.added == 1 { "" } else { "s" }
@@ -105,8 +106,8 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
         LakeCommand::History { table } => {
-            let Some(t) = Table::STORED.into_iter().find(|t| t.qualified_name() == table) else {
-                let names: Vec<&str> = Table::STORED.iter().map(|t| t.qualified_name()).collect();
+            let Some(t) = delta::tables().into_iter().find(|t| t.qualified_name() == table) else {
+                let names: Vec<&str> = delta::tables().iter().map(|t| t.qualified_name()).collect();
                 bail!("{table}: not a table with a Delta log (those are: {})", names.join(", "));
             };
             let versions = delta::history(&lake, t)?;
@@ -117,13 +118,14 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
                 };
                 bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", name.display());
             }
-            writeln!(out, "version\tcommitted_at\toperation\tlake_commits\tfiles")?;
+            let records = if Table::STORED.contains(&t) { "lake_commits" } else { "runs" };
+            writeln!(out, "version\tcommitted_at\toperation\t{records}\tfiles")?;
             for v in versions {
                 let at = v
                     .timestamp
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map_or_else(String::new, |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-                let commits = match (v.commits, v.compaction) {
+                let commits = match (v.commits.or(v.runs), v.compaction) {
                     (Some((a, b)), _) if a == b => a.to_string(),
                     (Some((a, b)), _) => format!("{a}-{b}"),
                     (None, Some(k)) => format!("compaction {k}"),

@@ -55,6 +55,13 @@ const COMPACTION_INFO_KEY: &str = "cimlake.compaction";
 /// (`lake optimize`); the version is the id of the last one taken in.
 pub const COMPACTIONS_APP_ID: &str = "cimlake.compactions";
 
+/// The application id of the Delta transactions that follow the run records (the tables scheduled
+/// runs write); the version is the last run record taken in.
+pub const RUNS_APP_ID: &str = "cimlake.runs";
+
+/// In a Delta commit of a table scheduled runs write: the first and last run record it covers.
+const RUNS_INFO_KEY: &str = "cimlake.runs";
+
 /// The partition columns, after the table's own.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 
@@ -64,7 +71,8 @@ pub struct Published {
     pub table: Table,
     /// The Delta table's version after the publish.
     pub version: i64,
-    /// The last lake commit it covers (0: none).
+    /// The last lake commit it covers (0: none); for a table scheduled runs write, the last run
+    /// record.
     pub through_commit: u64,
     /// Data files it added now.
     pub added: usize,
@@ -92,18 +100,18 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
         let new_compactions: Vec<&Compaction> = compactions.iter().filter(|k| k.id > through_compaction).collect();
         if new.is_empty() && new_compactions.is_empty() {
             if let Some((table_state, _, _)) = state {
-                let table_state = block_on(add_new_columns(table_state, table)).map_err(delta_error)?;
+                let table_state = block_on(add_new_columns(table_state, schema(table).map_err(delta_error)?)).map_err(delta_error)?;
                 out.push(Published { table, version: table_state.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
             }
             continue;
         }
         let mut t = match state {
-            Some((t, _, _)) => block_on(add_new_columns(t, table)).map_err(delta_error)?,
+            Some((t, _, _)) => block_on(add_new_columns(t, schema(table).map_err(delta_error)?)).map_err(delta_error)?,
             None => {
                 if lake.remote().is_none() {
                     std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
                 }
-                block_on(create(loc.clone(), table)).map_err(delta_error)?
+                block_on(create(loc.clone(), table, schema(table).map_err(delta_error)?, "commit log")).map_err(delta_error)?
             }
         };
         let mut at = Followed { commit: through, compaction: through_compaction };
@@ -117,13 +125,83 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
             t = append_commits(lake, table, t, before, &mut at, &mut added)?;
             pending = rest;
             let adds = mine(&k.added).iter().map(|f| add_action(lake, table, f, false)).collect::<Result<Vec<_>, _>>()?;
-            let removes = mine(&k.removed).iter().map(|f| remove_action(table, f)).collect::<Vec<_>>();
+            let removes = mine(&k.removed).iter().map(|f| remove_action(table, f, false)).collect::<Vec<_>>();
             added += adds.len();
             at.compaction = k.id;
             t = block_on(compact(t, removes, adds, k.id, at)).map_err(delta_error)?;
         }
         t = append_commits(lake, table, t, pending, &mut at, &mut added)?;
         out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: at.commit, added });
+    }
+    Ok(out)
+}
+
+/// Brings the Delta log of every table scheduled runs write (`detections.results`,
+/// `risk.all_risk`, `risk.incidents`) up to the run records. The caller holds the commit lock.
+///
+/// A table's Delta log holds the files of the current runs (the latest successful run of each
+/// job, mode and window: a rerun of a window replaces the earlier run's rows, as in cimlake's own
+/// tables). Each publish is one Delta version per table: the current runs' files it lacks are
+/// added, the files of runs since replaced are removed, and an application transaction
+/// ([`RUNS_APP_ID`]) records the last run record taken in. `detections.results` has the union of
+/// every detection's output columns; a detection with new columns adds them first.
+pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> {
+    let runs = lake.runs()?;
+    let Some(last) = runs.iter().map(|r| r.seq).max() else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for table in Table::ALL_TABLES.into_iter().filter(|t| t.filled() == crate::cim::Filled::ByRuns) {
+        let loc = TableLocation::of(lake, table)?;
+        let dir = loc.name.clone();
+        let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
+        let state = block_on(open_following(loc.clone(), &[RUNS_APP_ID])).map_err(delta_error)?;
+        let through = state.as_ref().map_or(0, |s| s.1[0]);
+        let arrow_schema = if table == Table::Results {
+            let mut columns: Vec<String> = Vec::new();
+            for r in &runs {
+                for c in &r.result_columns {
+                    if !columns.contains(c) {
+                        columns.push(c.clone());
+                    }
+                }
+            }
+            crate::cim::results::schema_with(&columns)
+        } else {
+            table.schema()
+        };
+        let wanted = delta_schema(&arrow_schema, partition_columns(table)).map_err(delta_error)?;
+        let mut t = match state {
+            Some((t, _)) => block_on(add_new_columns(t, wanted)).map_err(delta_error)?,
+            None => {
+                if lake.remote().is_none() {
+                    std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+                }
+                block_on(create(loc.clone(), table, wanted, "run records")).map_err(delta_error)?
+            }
+        };
+        if through >= last {
+            out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
+            continue;
+        }
+        let name = table.qualified_name();
+        let before: Vec<super::runs::RunRecord> = runs.iter().filter(|r| r.seq <= through).cloned().collect();
+        let had: std::collections::HashSet<String> = super::runs::current_files(&before, name).into_iter().map(|f| f.path).collect();
+        let now = super::runs::current_files(&runs, name);
+        let has: std::collections::HashSet<&str> = now.iter().map(|f| f.path.as_str()).collect();
+        let adds = now.iter().filter(|f| !had.contains(&f.path)).map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
+        let removed: Vec<DataFile> =
+            super::runs::current_files(&before, name).into_iter().filter(|f| !has.contains(f.path.as_str())).collect();
+        let removes: Vec<Remove> = removed.iter().map(|f| remove_action(table, f, true)).collect();
+        let added = adds.len();
+        let about = [
+            (RUNS_INFO_KEY.to_string(), serde_json::json!([through + 1, last])),
+            (FILES_INFO_KEY.to_string(), serde_json::json!(added)),
+        ];
+        let partition_by = Some(partition_columns(table).iter().map(|c| c.to_string()).collect());
+        let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
+        let actions = removes.into_iter().map(Action::Remove).chain(adds.into_iter().map(Action::Add)).collect();
+        let txns = vec![Transaction::new(RUNS_APP_ID, i64::try_from(last).unwrap_or(i64::MAX))];
+        t = block_on(commit(t, actions, about, op, txns)).map_err(delta_error)?;
+        out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: last, added });
     }
     Ok(out)
 }
@@ -167,6 +245,8 @@ pub struct Version {
     pub commits: Option<(u64, u64)>,
     /// The lake compaction it follows (`lake optimize`).
     pub compaction: Option<u64>,
+    /// The run records whose files it took in (first, last), for the tables runs write.
+    pub runs: Option<(u64, u64)>,
     pub files: Option<u64>,
 }
 
@@ -184,7 +264,8 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
             .into_iter()
             .enumerate()
             .map(|(n, info)| {
-                let commits = info.info.get(COMMITS_INFO_KEY).and_then(|v| Some((v.get(0)?.as_u64()?, v.get(1)?.as_u64()?)));
+                let pair = |key: &str| info.info.get(key).and_then(|v| Some((v.get(0)?.as_u64()?, v.get(1)?.as_u64()?)));
+                let (commits, runs) = (pair(COMMITS_INFO_KEY), pair(RUNS_INFO_KEY));
                 let files = info.info.get(FILES_INFO_KEY).and_then(serde_json::Value::as_u64);
                 let compaction = info.info.get(COMPACTION_INFO_KEY).and_then(serde_json::Value::as_u64);
                 Version {
@@ -193,6 +274,7 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
                     operation: info.operation.unwrap_or_default(),
                     commits,
                     compaction,
+                    runs,
                     files,
                 }
             })
@@ -278,6 +360,12 @@ fn register_object_store_schemes() {
 /// The table at `loc` and how far it follows the commit log and the compactions, or `None` when
 /// it has no Delta log.
 async fn open(loc: TableLocation) -> Result<Option<(DeltaTable, u64, u64)>, DeltaTableError> {
+    Ok(open_following(loc, &[COMMITS_APP_ID, COMPACTIONS_APP_ID]).await?.map(|(t, v)| (t, v[0], v[1])))
+}
+
+/// The table at `loc` and the versions of its application transactions `app_ids` (0 for one it
+/// lacks), or `None` when it has no Delta log.
+async fn open_following(loc: TableLocation, app_ids: &[&str]) -> Result<Option<(DeltaTable, Vec<u64>)>, DeltaTableError> {
     if let Ok(path) = loc.url.to_file_path()
         && !path.join("_delta_log").is_dir()
     {
@@ -288,31 +376,50 @@ async fn open(loc: TableLocation) -> Result<Option<(DeltaTable, u64, u64)>, Delt
         Err(DeltaTableError::NotATable(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let version = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
     let store = table.log_store();
-    let through = version(table.snapshot()?.transaction_version(store.as_ref(), COMMITS_APP_ID).await?);
-    let compacted = version(table.snapshot()?.transaction_version(store.as_ref(), COMPACTIONS_APP_ID).await?);
-    Ok(Some((table, through, compacted)))
+    let mut versions = Vec::with_capacity(app_ids.len());
+    for id in app_ids {
+        let v = table.snapshot()?.transaction_version(store.as_ref(), id).await?;
+        versions.push(v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
+    }
+    Ok(Some((table, versions)))
 }
 
 /// The Delta schema of a table: its columns, then the partition columns.
 pub fn schema(table: Table) -> Result<StructType, DeltaTableError> {
-    let own: StructType = table.schema().as_ref().try_into_kernel()?;
+    delta_schema(&table.schema(), partition_columns(table))
+}
+
+/// The tables with a Delta log: those ingest writes, then those scheduled runs write.
+pub fn tables() -> Vec<Table> {
+    Table::ALL_TABLES.into_iter().filter(|t| t.lake_dir().is_some()).collect()
+}
+
+/// The partition columns of a table's Delta log: `date` and `hour` for the tables ingest writes,
+/// `date` (of the run's window, as the directories name it) for the tables scheduled runs write.
+pub fn partition_columns(table: Table) -> &'static [&'static str] {
+    if Table::STORED.contains(&table) { &PARTITION_COLUMNS } else { &PARTITION_COLUMNS[..1] }
+}
+
+/// `schema`'s columns, then `partitions` (`date` a `DATE`, `hour` an `INT`).
+fn delta_schema(schema: &arrow::datatypes::Schema, partitions: &[&str]) -> Result<StructType, DeltaTableError> {
+    let own: StructType = schema.try_into_kernel()?;
     let mut fields: Vec<StructField> = own.fields().cloned().collect();
-    fields.push(StructField::new(PARTITION_COLUMNS[0], DataType::Primitive(PrimitiveType::Date), true));
-    fields.push(StructField::new(PARTITION_COLUMNS[1], DataType::Primitive(PrimitiveType::Integer), true));
+    for p in partitions {
+        let kind = if *p == "hour" { PrimitiveType::Integer } else { PrimitiveType::Date };
+        fields.push(StructField::new(*p, DataType::Primitive(kind), true));
+    }
     Ok(StructType::try_new(fields)?)
 }
 
-async fn create(loc: TableLocation, table: Table) -> Result<DeltaTable, DeltaTableError> {
-    let schema = schema(table)?;
+async fn create(loc: TableLocation, table: Table, schema: StructType, follows: &'static str) -> Result<DeltaTable, DeltaTableError> {
     deltalake_core::operations::create::CreateBuilder::new()
         .with_location(loc.url.to_string())
         .with_log_store(loc.builder()?.build_storage()?)
         .with_table_name(table.qualified_name())
-        .with_comment(format!("cimlake table {}; follows the lake's commit log (see README, \"The lake\")", table.qualified_name()))
+        .with_comment(format!("cimlake table {}; follows the lake's {follows} (see README, \"The lake\")", table.qualified_name()))
         .with_columns(schema.fields().cloned())
-        .with_partition_columns(PARTITION_COLUMNS)
+        .with_partition_columns(partition_columns(table).iter().copied())
         .with_save_mode(SaveMode::Ignore)
         .await
 }
@@ -320,9 +427,9 @@ async fn create(loc: TableLocation, table: Table) -> Result<DeltaTable, DeltaTab
 /// Schema evolution: the columns the table has gained since its Delta log was made are added to
 /// it (a Delta `ADD COLUMN` version; the files written before read them as nulls, as cimlake
 /// does).
-async fn add_new_columns(t: DeltaTable, table: Table) -> Result<DeltaTable, DeltaTableError> {
+async fn add_new_columns(t: DeltaTable, wanted: StructType) -> Result<DeltaTable, DeltaTableError> {
     let have = t.snapshot()?.schema();
-    let missing: Vec<StructField> = schema(table)?.fields().filter(|f| have.field(f.name()).is_none()).cloned().collect();
+    let missing: Vec<StructField> = wanted.fields().filter(|f| have.field(f.name()).is_none()).cloned().collect();
     if missing.is_empty() {
         return Ok(t);
     }
@@ -338,7 +445,7 @@ async fn append(t: DeltaTable, adds: Vec<Add>, commits: (u64, u64), at: Followed
     ];
     let partition_by = Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect());
     let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
-    commit(t, adds.into_iter().map(Action::Add).collect(), about, op, at).await
+    commit(t, adds.into_iter().map(Action::Add).collect(), about, op, at.txns()).await
 }
 
 /// Replaces `removes` by `adds` (the same rows, `dataChange: false`): compaction `id`.
@@ -348,7 +455,7 @@ async fn compact(t: DeltaTable, removes: Vec<Remove>, adds: Vec<Add>, id: u64, a
         (FILES_INFO_KEY.to_string(), serde_json::json!(adds.len())),
     ];
     let actions = removes.into_iter().map(Action::Remove).chain(adds.into_iter().map(Action::Add)).collect();
-    commit(t, actions, about, DeltaOperation::Optimize { predicate: None, target_size: 0 }, at).await
+    commit(t, actions, about, DeltaOperation::Optimize { predicate: None, target_size: 0 }, at.txns()).await
 }
 
 async fn commit(
@@ -356,22 +463,22 @@ async fn commit(
     actions: Vec<Action>,
     about: [(String, serde_json::Value); 2],
     op: DeltaOperation,
-    at: Followed,
+    txns: Vec<Transaction>,
 ) -> Result<DeltaTable, DeltaTableError> {
     // Old log entries stay: they are the table's history.
-    let props = CommitProperties::default().with_application_transactions(at.txns()).with_metadata(about).with_cleanup_expired_logs(Some(false));
+    let props = CommitProperties::default().with_application_transactions(txns).with_metadata(about).with_cleanup_expired_logs(Some(false));
     CommitBuilder::from(props).with_actions(actions).build(Some(t.snapshot()?), t.log_store(), op).await?;
     t.update_state().await?;
     Ok(t)
 }
 
 /// The Delta `remove` of a file a compaction replaced.
-fn remove_action(table: Table, f: &DataFile) -> Remove {
-    let rel = f.path.strip_prefix(&format!("{}/", table.lake_dir().expect("ingested"))).unwrap_or(&f.path).to_string();
+fn remove_action(table: Table, f: &DataFile, data_change: bool) -> Remove {
+    let rel = f.path.strip_prefix(&format!("{}/", table.lake_dir().expect("stored"))).unwrap_or(&f.path).to_string();
     Remove {
-        partition_values: Some(partition_values(&rel)),
+        partition_values: Some(partition_values(&rel, partition_columns(table))),
         path: rel,
-        data_change: false,
+        data_change,
         deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
         extended_file_metadata: Some(true),
         size: Some(f.bytes as i64),
@@ -385,10 +492,10 @@ fn remove_action(table: Table, f: &DataFile) -> Remove {
 /// The Delta `add` of a lake data file: its path in the table, partition values from its
 /// directory, size, and the row count and `_time` range as statistics.
 fn add_action(lake: &Lake, table: Table, f: &DataFile, data_change: bool) -> Result<Add, LakeError> {
-    let prefix = format!("{}/", table.lake_dir().expect("ingested"));
+    let prefix = format!("{}/", table.lake_dir().expect("stored"));
     let bad = |reason: String| LakeError::BadRecord { path: lake.root().join(&f.path), reason };
     let rel = f.path.strip_prefix(&prefix).ok_or_else(|| bad(format!("not under {prefix}")))?;
-    let partition_values = partition_values(rel);
+    let partition_values = partition_values(rel, partition_columns(table));
     // The size is the record's; the file may be gone already (a compaction replaced it and
     // vacuum removed it, while this log lagged): the next version then removes it again.
     let modified = std::fs::metadata(lake.root().join(&f.path))
@@ -402,32 +509,39 @@ fn add_action(lake: &Lake, table: Table, f: &DataFile, data_change: bool) -> Res
         size: f.bytes as i64,
         modification_time: modified,
         data_change,
-        stats: Some(stats(f)),
+        stats: Some(stats(f, table.schema().field_with_name(crate::cim::TIME).is_ok())),
         ..Default::default()
     })
 }
 
-/// `date` and `hour` from `date=YYYY-MM-DD/hour=HH/…`; a value that is not a date or an hour is
-/// null (the writer names out-of-range times `date=out-of-range`).
-fn partition_values(rel: &str) -> HashMap<String, Option<String>> {
-    let mut parts = rel.split('/');
-    let date = parts.next().and_then(|p| p.strip_prefix("date=")).filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
-    let hour = parts.next().and_then(|p| p.strip_prefix("hour=")).and_then(|h| h.parse::<u8>().ok()).filter(|h| *h < 24);
-    HashMap::from([
-        (PARTITION_COLUMNS[0].to_string(), date.map(str::to_string)),
-        (PARTITION_COLUMNS[1].to_string(), hour.map(|h| h.to_string())),
-    ])
+/// The values of `columns` from the directories of `rel` (`…/date=YYYY-MM-DD/hour=HH/…`); a
+/// value that is not a date or an hour is null (the writer names out-of-range times
+/// `date=out-of-range`).
+fn partition_values(rel: &str, columns: &[&str]) -> HashMap<String, Option<String>> {
+    let mut dirs: Vec<&str> = rel.split('/').collect();
+    dirs.pop();
+    columns
+        .iter()
+        .map(|c| {
+            let raw = dirs.iter().find_map(|d| d.strip_prefix(*c).and_then(|v| v.strip_prefix('=')));
+            let value = match *c {
+                "hour" => raw.and_then(|h| h.parse::<u8>().ok()).filter(|h| *h < 24).map(|h| h.to_string()),
+                _ => raw.filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()).map(str::to_string),
+            };
+            (c.to_string(), value)
+        })
+        .collect()
 }
 
 /// Delta statistics: the row count, and `_time`'s range at millisecond precision (Delta's),
 /// widened so that a reader skipping files on it never skips a row.
-fn stats(f: &DataFile) -> String {
+fn stats(f: &DataFile, has_time: bool) -> String {
     let ms = |us: i64, up: bool| {
         let m = if up { us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0) } else { us.div_euclid(1000) };
         chrono::DateTime::from_timestamp_millis(m).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
     };
     let mut s = serde_json::json!({ "numRecords": f.rows });
-    if let (Some(lo), Some(hi)) = (ms(f.min_time, false), ms(f.max_time, true)) {
+    if let (true, Some(lo), Some(hi)) = (has_time && f.rows > 0, ms(f.min_time, false), ms(f.max_time, true)) {
         s["minValues"] = serde_json::json!({ "_time": lo });
         s["maxValues"] = serde_json::json!({ "_time": hi });
     }
@@ -458,22 +572,28 @@ mod tests {
 
     #[test]
     fn partition_values_come_from_the_directories() {
-        let v = partition_values("date=2026-11-03/hour=07/a-b-0.parquet");
+        let v = partition_values("date=2026-11-03/hour=07/a-b-0.parquet", &PARTITION_COLUMNS);
         assert_eq!(v["date"].as_deref(), Some("2026-11-03"));
         assert_eq!(v["hour"].as_deref(), Some("7"));
-        let v = partition_values("date=out-of-range/hour=-5/a.parquet");
+        let v = partition_values("date=out-of-range/hour=-5/a.parquet", &PARTITION_COLUMNS);
         assert_eq!((v["date"].as_deref(), v["hour"].as_deref()), (None, None));
+        // A scheduled run's results: the detection's directory, then the window's date.
+        let v = partition_values("detection=x/date=2026-11-03/run.parquet", partition_columns(Table::Results));
+        assert_eq!(v, HashMap::from([("date".to_string(), Some("2026-11-03".to_string()))]));
+        // A file name is not a directory.
+        let v = partition_values("date=2026-11-03.parquet", &PARTITION_COLUMNS[..1]);
+        assert_eq!(v["date"], None);
     }
 
     #[test]
     fn time_statistics_are_widened_to_whole_milliseconds() {
         let f = DataFile { table: String::new(), path: String::new(), rows: 3, bytes: 1, min_time: 1_500_999, max_time: 2_000_001 };
-        let s: serde_json::Value = serde_json::from_str(&stats(&f)).unwrap();
+        let s: serde_json::Value = serde_json::from_str(&stats(&f, true)).unwrap();
         assert_eq!(s["numRecords"], 3);
         assert_eq!(s["minValues"]["_time"], "1970-01-01T00:00:01.500Z");
         assert_eq!(s["maxValues"]["_time"], "1970-01-01T00:00:02.001Z");
         let exact = DataFile { min_time: 2_000_000, max_time: 2_000_000, ..f };
-        let s: serde_json::Value = serde_json::from_str(&stats(&exact)).unwrap();
+        let s: serde_json::Value = serde_json::from_str(&stats(&exact, true)).unwrap();
         assert_eq!((s["minValues"]["_time"].as_str(), s["maxValues"]["_time"].as_str()), (Some("1970-01-01T00:00:02.000Z"), Some("1970-01-01T00:00:02.000Z")));
     }
 

@@ -15,6 +15,10 @@
 //! and all of it under the commit lock, so no commit is published while it decides. It also
 //! removes, once older than the retention period, the staging of dead ingest sessions and
 //! records whose writer died while writing them (`.tmp-*.json`).
+//!
+//! In an object store ([`super::remote`]) there is neither lock nor session to ask: an object no
+//! record names goes once older than the retention period, which must be longer than an ingest
+//! takes from uploading a file to creating its commit.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -40,10 +44,12 @@ impl Lake {
     /// Removes the data files no record names that are older than `retention` and not of a live
     /// ingest; with `dry_run`, only says which.
     pub fn vacuum(&self, retention: Duration, dry_run: bool) -> Result<Vacuumed, LakeError> {
-        self.require_local("lake vacuum")?;
         let mut out = Vacuumed::default();
         if !self.exists() {
             return Ok(out);
+        }
+        if let Some(remote) = self.remote() {
+            return self.vacuum_remote(remote, retention, dry_run);
         }
         let _lock = self.commit_lock()?;
         let now = SystemTime::now();
@@ -121,6 +127,40 @@ impl Lake {
                 }
             }
         }
+        out.removed.sort();
+        Ok(out)
+    }
+}
+
+impl Lake {
+    /// [`Lake::vacuum`] for a lake in an object store: the objects under the tables that no
+    /// record names, older than `retention` by their last modification. There is no lock to
+    /// hold and no session to ask: an ingest uploads its files moments before the commit naming
+    /// them, so the retention period must be longer than an ingest takes from upload to commit
+    /// (the default, 7 days, is).
+    fn vacuum_remote(&self, remote: &super::remote::Remote, retention: Duration, dry_run: bool) -> Result<Vacuumed, LakeError> {
+        let mut out = Vacuumed::default();
+        let now = SystemTime::now();
+        let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
+        named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
+        named.extend(self.compactions()?.into_iter().flat_map(|c| c.added.into_iter().chain(c.removed)).map(|f| f.path));
+        let mut unnamed = Vec::new();
+        for dir in Table::ALL_TABLES.into_iter().filter_map(Table::lake_dir) {
+            for (rel, bytes, modified) in remote.list(dir)? {
+                if !rel.ends_with(".parquet") || named.contains(&rel) || check_data_path(&rel).is_err() {
+                    continue;
+                }
+                if now.duration_since(modified).is_ok_and(|age| age >= retention) {
+                    unnamed.push((rel, bytes));
+                } else {
+                    out.kept += 1;
+                }
+            }
+        }
+        if !dry_run {
+            remote.delete_all(&unnamed.iter().map(|(rel, _)| rel.clone()).collect::<Vec<_>>())?;
+        }
+        out.removed = unnamed;
         out.removed.sort();
         Ok(out)
     }
@@ -240,7 +280,7 @@ impl Lake {
             }
         };
         drop(session);
-        self.publish_tables()?;
+        self.publish_ingest_tables()?;
         out.compaction = Some(record.id);
         out.tables = Table::STORED
             .into_iter()

@@ -47,6 +47,10 @@
 //! next ingest removes them ([`IngestSession::begin`]). Every path read from a record is checked
 //! to be a data file of a table before anything reads or removes it. The ingested tables' Delta
 //! logs follow the commits and are never ahead of them ([`delta`]).
+//!
+//! A lake may also be in an object store (`s3://bucket/prefix`, [`remote`]): the same layout under
+//! the prefix, records created by conditional puts instead of links under a lock, and data files
+//! staged in a local directory ([`Lake::root`]) and uploaded before the commit naming them.
 
 pub mod delta;
 pub mod maintenance;
@@ -535,18 +539,36 @@ impl Lake {
         outcome
     }
 
-    /// Brings every ingested table's Delta log up to the commit log ([`delta::publish`]), under
-    /// the commit lock. A lake without commits is left as it is. In an object store, where there
-    /// is no lock, two publishers at once make one of them lose its Delta commit (both carry the
-    /// same application transaction): it reads the log again and takes in what is still missing.
+    /// Brings every table's Delta log up to the lake's records: the ingested tables' to the commit
+    /// log ([`delta::publish`]), the tables scheduled runs write to the run records
+    /// ([`delta::publish_derived`]). A lake without commits is left as it is.
     pub fn publish_tables(&self) -> Result<Vec<delta::Published>, LakeError> {
+        let mut out = self.publish_ingest_tables()?;
+        out.extend(self.publish_run_tables()?);
+        Ok(out)
+    }
+
+    /// Brings the Delta logs of the tables ingest writes up to the commit log.
+    pub fn publish_ingest_tables(&self) -> Result<Vec<delta::Published>, LakeError> {
+        self.publishing(delta::publish)
+    }
+
+    /// Brings the Delta logs of the tables scheduled runs write up to the run records.
+    pub fn publish_run_tables(&self) -> Result<Vec<delta::Published>, LakeError> {
+        self.publishing(delta::publish_derived)
+    }
+
+    /// Runs a Delta publish under the commit lock. In an object store, where there is no lock,
+    /// two publishers at once make one of them lose its Delta commit (both carry the same
+    /// application transaction): it reads the log again and takes in what is still missing.
+    fn publishing(&self, publish: fn(&Lake) -> Result<Vec<delta::Published>, LakeError>) -> Result<Vec<delta::Published>, LakeError> {
         if self.remote.is_some() {
             if !self.exists() {
                 return Ok(Vec::new());
             }
             let mut tries = 0;
             return loop {
-                match delta::publish(self) {
+                match publish(self) {
                     Err(LakeError::Delta { source, .. }) if tries < 8 && matches!(*source, deltalake_core::DeltaTableError::Transaction { .. }) => {
                         tries += 1;
                     }
@@ -554,11 +576,11 @@ impl Lake {
                 }
             };
         }
-        if !self.commits_dir().is_dir() {
+        if !self.root.join(COMMITS_DIR).is_dir() && !self.root.join(RUNS_DIR).is_dir() {
             return Ok(Vec::new());
         }
         let _lock = self.commit_lock()?;
-        delta::publish(self)
+        publish(self)
     }
 
     fn commit_lock(&self) -> Result<std::fs::File, LakeError> {

@@ -176,6 +176,27 @@ impl Remote {
         Ok(out)
     }
 
+    /// Every object under `dir` (relative to the lake): its path relative to the lake, size and
+    /// last modification.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, u64, std::time::SystemTime)>, LakeError> {
+        let store = self.store.clone();
+        let prefix = self.object(dir);
+        let listed = super::delta::block_on(async move {
+            use futures::TryStreamExt;
+            store.list(Some(&prefix)).try_collect::<Vec<_>>().await
+        })
+        .map_err(|e| self.err(dir, e))?;
+        let base = format!("{}/", self.prefix);
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| {
+                let full = m.location.to_string();
+                let rel = if self.prefix.as_ref().is_empty() { full } else { full.strip_prefix(&base)?.to_string() };
+                Some((rel, m.size, m.last_modified.into()))
+            })
+            .collect())
+    }
+
     /// Creates record `n` of `dir` unless it exists: `Ok(false)` when another writer has it.
     pub fn create_numbered(&self, dir: &str, n: u64, bytes: Vec<u8>) -> Result<bool, LakeError> {
         let rel = format!("{dir}/{n:08}.json");
@@ -230,15 +251,25 @@ impl Remote {
         super::delta::block_on(async move { store.put(&obj, PutPayload::from(bytes)).await }).map(|_| ()).map_err(|e| self.err(rel, e))
     }
 
-    /// Removes objects (best effort: one that is gone already is no error).
+    /// Removes objects (best effort: for cleaning up after a failure).
     pub fn delete(&self, rels: &[String]) {
+        let _ = self.delete_all(rels);
+    }
+
+    /// Removes objects; one that is gone already is no error.
+    pub fn delete_all(&self, rels: &[String]) -> Result<(), LakeError> {
         let store = self.store.clone();
-        let objects: Vec<StorePath> = rels.iter().map(|r| self.object(r)).collect();
+        let objects: Vec<(String, StorePath)> = rels.iter().map(|r| (r.clone(), self.object(r))).collect();
         super::delta::block_on(async move {
-            for o in objects {
-                let _ = store.delete(&o).await;
+            for (rel, o) in objects {
+                match store.delete(&o).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err((rel, e)),
+                }
             }
-        });
+            Ok(())
+        })
+        .map_err(|(rel, e)| self.err(&rel, e))
     }
 
     /// Whether the lake has a commit log yet.

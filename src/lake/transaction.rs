@@ -53,14 +53,14 @@ impl Transactions {
     /// lake holds now.
     pub fn begin(lake: &Lake) -> Result<Transactions, LakeError> {
         let session = IngestSession::begin(lake)?;
-        lake.publish_tables()?;
+        lake.publish_ingest_tables()?;
         let known = KnownInputs::load(lake)?;
         Ok(Transactions { lake: lake.clone(), session, known: Mutex::new(known), published: Mutex::new(Instant::now()) })
     }
 
     /// Ends the run: the tables' Delta logs take in every commit published so far.
     pub fn finish(self) -> Result<Vec<super::delta::Published>, LakeError> {
-        self.lake.publish_tables()
+        self.lake.publish_ingest_tables()
     }
 
     /// The commit of the input whose content hash is `hash`, if the lake had it when last looked.
@@ -145,7 +145,7 @@ impl Transaction<'_> {
                 if due {
                     // The input is committed whatever this does; a failure to publish comes back
                     // from `finish`, which tries again.
-                    let _ = lake.publish_tables();
+                    let _ = lake.publish_ingest_tables();
                 }
                 Ok(Outcome::Published(commit))
             }

@@ -255,6 +255,8 @@ pub async fn tick(
         let w = Window { earliest: latest - Duration::hours(24), latest };
         report.runs.push(run_incidents(lake, catalog, opts, w).await?);
     }
+    // The runs' tables as Delta tables (a publish that failed last tick is caught up now).
+    lake.publish_run_tables()?;
     Ok(report)
 }
 
