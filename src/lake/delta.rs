@@ -203,7 +203,57 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
         t = block_on(commit(t, actions, about, op, txns)).map_err(delta_error)?;
         out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: last, added });
     }
+    out.push(publish_runs_table(lake, &runs, last)?);
     Ok(out)
+}
+
+/// `cimlake.runs` as a Delta table: when there are run records it has not taken in, a new file of
+/// every run replaces the previous one in one version.
+fn publish_runs_table(lake: &Lake, runs: &[super::runs::RunRecord], last: u64) -> Result<Published, LakeError> {
+    let table = Table::Runs;
+    let loc = TableLocation::of(lake, table)?;
+    let dir = loc.name.clone();
+    let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
+    let state = block_on(open_following(loc.clone(), &[RUNS_APP_ID])).map_err(delta_error)?;
+    let through = state.as_ref().map_or(0, |s| s.1[0]);
+    let wanted = schema(table).map_err(delta_error)?;
+    let mut t = match state {
+        Some((t, _)) => block_on(add_new_columns(t, wanted)).map_err(delta_error)?,
+        None => {
+            if lake.remote().is_none() {
+                std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+            }
+            block_on(create(loc.clone(), table, wanted, "run records")).map_err(delta_error)?
+        }
+    };
+    if through >= last {
+        return Ok(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
+    }
+    let batch = super::runs::runs_batch(runs).map_err(|e| LakeError::BadRecord { path: dir.clone(), reason: e.to_string() })?;
+    let file = lake.write_derived(&runs_file(last), batch.schema(), &[batch])?;
+    let mut actions = Vec::new();
+    if through > 0 {
+        let old = runs_file(through);
+        let rel = old.strip_prefix(&format!("{RUNS_TABLE_DIR}/")).expect("under the table").to_string();
+        actions.push(Action::Remove(Remove {
+            path: rel,
+            data_change: true,
+            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+            extended_file_metadata: Some(false),
+            partition_values: Some(HashMap::new()),
+            size: None,
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+        }));
+    }
+    actions.push(Action::Add(add_action(lake, table, &file, true)?));
+    let about = [(RUNS_INFO_KEY.to_string(), serde_json::json!([through + 1, last])), (FILES_INFO_KEY.to_string(), serde_json::json!(1))];
+    let op = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+    let txns = vec![Transaction::new(RUNS_APP_ID, i64::try_from(last).unwrap_or(i64::MAX))];
+    t = block_on(commit(t, actions, about, op, txns)).map_err(delta_error)?;
+    Ok(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: last, added: 1 })
 }
 
 /// Appends the files `commits` wrote to `table` (one Delta version; none when `commits` is empty).
@@ -285,7 +335,7 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
 
 /// The directory of a table's Delta log and data.
 pub fn table_root(lake: &Lake, table: Table) -> PathBuf {
-    lake.root().join(table.lake_dir().expect("ingested tables are stored in the lake"))
+    lake.root().join(delta_dir(table).expect("a table with a Delta log"))
 }
 
 /// Where a table's Delta log is: its URL, the object store it is in (none: the local file
@@ -299,7 +349,7 @@ struct TableLocation {
 
 impl TableLocation {
     fn of(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
-        let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+        let dir = delta_dir(table).expect("a table with a Delta log");
         let name = Self::name_of(lake, table);
         let url = lake
             .base_url()?
@@ -309,10 +359,10 @@ impl TableLocation {
     }
 
     fn name_of(lake: &Lake, table: Table) -> PathBuf {
-        let dir = table.lake_dir().expect("ingested tables are stored in the lake");
+        let dir = delta_dir(table).expect("a table with a Delta log");
         match lake.remote() {
             Some(r) => r.display(dir),
-            None => table_root(lake, table),
+            None => lake.root().join(dir),
         }
     }
 
@@ -390,15 +440,38 @@ pub fn schema(table: Table) -> Result<StructType, DeltaTableError> {
     delta_schema(&table.schema(), partition_columns(table))
 }
 
-/// The tables with a Delta log: those ingest writes, then those scheduled runs write.
+/// The tables with a Delta log: those ingest writes, those scheduled runs write, and
+/// `cimlake.runs`.
 pub fn tables() -> Vec<Table> {
-    Table::ALL_TABLES.into_iter().filter(|t| t.lake_dir().is_some()).collect()
+    Table::ALL_TABLES.into_iter().filter(|t| delta_dir(*t).is_some()).collect()
+}
+
+/// Where `cimlake.runs` is kept as a Delta table. cimlake reads the run records themselves; this
+/// copy is for outside readers: one Parquet file of every run, written again at each publish
+/// (a run's `current` flag changes when a later run replaces it).
+pub const RUNS_TABLE_DIR: &str = "cimlake/runs";
+
+/// The directory of a table's Delta log, relative to the lake.
+pub fn delta_dir(table: Table) -> Option<&'static str> {
+    match table {
+        Table::Runs => Some(RUNS_TABLE_DIR),
+        t => t.lake_dir(),
+    }
+}
+
+/// The file of `cimlake.runs` that a publish taking in run records up to `seq` writes.
+pub fn runs_file(seq: u64) -> String {
+    format!("{RUNS_TABLE_DIR}/runs-{seq:08}.parquet")
 }
 
 /// The partition columns of a table's Delta log: `date` and `hour` for the tables ingest writes,
 /// `date` (of the run's window, as the directories name it) for the tables scheduled runs write.
 pub fn partition_columns(table: Table) -> &'static [&'static str] {
-    if Table::STORED.contains(&table) { &PARTITION_COLUMNS } else { &PARTITION_COLUMNS[..1] }
+    match table {
+        Table::Runs => &[],
+        t if Table::STORED.contains(&t) => &PARTITION_COLUMNS,
+        _ => &PARTITION_COLUMNS[..1],
+    }
 }
 
 /// `schema`'s columns, then `partitions` (`date` a `DATE`, `hour` an `INT`).
@@ -492,7 +565,7 @@ fn remove_action(table: Table, f: &DataFile, data_change: bool) -> Remove {
 /// The Delta `add` of a lake data file: its path in the table, partition values from its
 /// directory, size, and the row count and `_time` range as statistics.
 fn add_action(lake: &Lake, table: Table, f: &DataFile, data_change: bool) -> Result<Add, LakeError> {
-    let prefix = format!("{}/", table.lake_dir().expect("stored"));
+    let prefix = format!("{}/", delta_dir(table).expect("a table with a Delta log"));
     let bad = |reason: String| LakeError::BadRecord { path: lake.root().join(&f.path), reason };
     let rel = f.path.strip_prefix(&prefix).ok_or_else(|| bad(format!("not under {prefix}")))?;
     let partition_values = partition_values(rel, partition_columns(table));

@@ -100,6 +100,24 @@ impl Lake {
                 out.removed.push((rel, bytes));
             }
         }
+        // Files of `cimlake.runs`'s Delta table that a later publish replaced (the newest is the
+        // table's; older ones serve only reads of earlier Delta versions).
+        let mut runs_files = Vec::new();
+        parquet_under(&self.root().join(super::delta::RUNS_TABLE_DIR), &mut runs_files);
+        runs_files.sort();
+        runs_files.pop();
+        for path in runs_files {
+            if !old(&path)? {
+                out.kept += 1;
+                continue;
+            }
+            let bytes = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if !dry_run {
+                let _ = std::fs::remove_file(&path);
+            }
+            let rel = path.strip_prefix(self.root()).expect("under the lake").to_string_lossy().into_owned();
+            out.removed.push((rel, bytes));
+        }
         // Dead sessions' staging (never read; their files moved into tables were handled above).
         for (lock, _held) in dead {
             if old(&lock)? {
@@ -155,6 +173,18 @@ impl Lake {
                 } else {
                     out.kept += 1;
                 }
+            }
+        }
+        // Replaced files of `cimlake.runs`'s Delta table, as on disk.
+        let mut runs_files: Vec<(String, u64, SystemTime)> =
+            remote.list(super::delta::RUNS_TABLE_DIR)?.into_iter().filter(|(rel, _, _)| rel.ends_with(".parquet")).collect();
+        runs_files.sort();
+        runs_files.pop();
+        for (rel, bytes, modified) in runs_files {
+            if now.duration_since(modified).is_ok_and(|age| age >= retention) {
+                unnamed.push((rel, bytes));
+            } else {
+                out.kept += 1;
             }
         }
         if !dry_run {

@@ -16,6 +16,10 @@
 //!   detections/results/detection=<name>/date=…/<run-id>.parquet     written by scheduled runs,
 //!   risk/all_risk/date=…/<run-id>.parquet                            one file per run and table
 //!   risk/incidents/date=…/<run-id>.parquet
+//!   detections/results/_delta_log/, risk/…/_delta_log/              each as a Delta table
+//!                                                                   following the runs
+//!   cimlake/runs/_delta_log/, cimlake/runs/runs-<seq>.parquet        `cimlake.runs` as a Delta
+//!                                                                   table, for outside readers
 //!   _cimlake/                                 [`META_DIR`]: the lake's own records
 //!     commits/00000001.json                   [`COMMITS_DIR`]: one per ingested input: its content
 //!                                             hash, shapes, stats and data files ([`Commit`])
@@ -33,7 +37,7 @@
 //!     staging/<session>.lock                  held by that process while it lives
 //! ```
 //!
-//! `cimlake.runs` has no files: it is read from `_cimlake/runs/`. A record's name is its number,
+//! cimlake reads `cimlake.runs` from `_cimlake/runs/` (its Delta table is for outside readers). A record's name is its number,
 //! and a name starting with `.` is a record being written.
 //!
 //! # Guarantees

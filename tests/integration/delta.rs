@@ -268,4 +268,26 @@ fn the_tables_scheduled_runs_write_are_delta_tables_of_the_current_runs() {
     // `lake upgrade` finds them up to date.
     let up = cimlake_ok(lake.path(), &["lake", "upgrade"]);
     assert!(up.contains(&format!("detections.results: Delta version 2, through run {runs} (0 files added now)")), "{up}");
+    assert!(up.contains(&format!("cimlake.runs: Delta version 2, through run {runs} (0 files added now)")), "{up}");
+
+    // cimlake.runs: every run, with its `current` flag as it is now (the first tick's runs were
+    // replaced by the second's), also after vacuum removed the replaced file.
+    let runs_rows = |lake: &Path| {
+        let out = Command::new(python()).arg(repo().join("tests/delta/read.py")).arg(lake.join("cimlake/runs")).args(["seq", "current"]).output().unwrap();
+        assert!(out.status.success(), "read.py cimlake/runs: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut rows: Vec<String> = v["rows"].as_array().unwrap().iter().map(|r| format!("{},{}", r[0], r[1])).collect();
+        rows.sort_by_key(|r| r.split(',').next().unwrap().parse::<u64>().unwrap());
+        rows
+    };
+    let ours: Vec<String> = cimlake_ok(lake.path(), &["query", "SELECT seq, current FROM cimlake.runs ORDER BY seq", "--format", "csv"]).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(ours.len(), runs);
+    assert_eq!(ours.iter().filter(|r| r.ends_with(",true")).count(), runs / 2, "{ours:?}");
+    assert_eq!(runs_rows(lake.path()), ours);
+    let files = |lake: &Path| std::fs::read_dir(lake.join("cimlake/runs")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet")).count();
+    assert_eq!(files(lake.path()), 2);
+    let vacuumed = cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
+    assert!(vacuumed.contains(&format!("removed cimlake/runs/runs-{:08}.parquet", runs / 2)), "{vacuumed}");
+    assert_eq!(files(lake.path()), 1);
+    assert_eq!(runs_rows(lake.path()), ours);
 }

@@ -224,7 +224,7 @@ fn an_s3_lake_gives_the_rows_a_lake_on_disk_gives() {
         assert!(rows.lines().count() > 1, "{sql}: no rows");
     }
     let objects = s3.objects();
-    for table in ["detections/results", "risk/all_risk", "risk/incidents"] {
+    for table in ["detections/results", "risk/all_risk", "risk/incidents", "cimlake/runs"] {
         assert!(objects.contains(&format!("{table}/_delta_log/00000000000000000001.json")), "no Delta version for {table}'s runs: {objects:?}");
     }
     let status = ["schedule", "status", "--now", "2026-11-06T00:00:00Z"];
