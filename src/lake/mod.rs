@@ -37,8 +37,8 @@
 //!     staging/<session>.lock                  held by that process while it lives
 //! ```
 //!
-//! cimlake reads `cimlake.runs` from `_cimlake/runs/` (its Delta table is for outside readers). A record's name is its number,
-//! and a name starting with `.` is a record being written.
+//! cimlake reads `cimlake.runs` from `_cimlake/runs/` (its Delta table is for outside readers).
+//! A record's name is its number, and a name starting with `.` is a record being written.
 //!
 //! # Guarantees
 //!
