@@ -9,7 +9,9 @@
 //! The lake's commit log (`_cimlake/commits/`) stays the record of what is in the lake; the Delta
 //! logs follow it. Each Delta commit carries an application transaction
 //! ([`COMMITS_APP_ID`], version = the last lake commit it covers), so a Delta log says itself
-//! how far it has followed, and [`publish`] appends the files of the lake commits after that
+//! how far it has followed, and one per input it takes in ([`INPUT_APP_ID_PREFIX`] and the input's
+//! content hash, version = its lake commit), in the same Delta commit as the input's files, so
+//! the log says which inputs it holds. [`publish`] appends the files of the lake commits after that
 //! point, one Delta commit per table however many inputs it covers. It runs under the lake's
 //! commit lock: when an ingest starts (catching up after a killed one), every so often during a
 //! long ingest, and when it ends. A Delta log is never ahead of the commit log: a reader of it
@@ -43,6 +45,12 @@ use crate::cim::Table;
 /// The application id of the Delta transactions that follow the lake's commit log; the version is
 /// the id of the last lake commit the Delta log has taken in.
 pub const COMMITS_APP_ID: &str = "cimlake.commits";
+
+/// The application id of the transaction recording an input in the Delta commit that adds its
+/// files: this prefix, then the input's content hash (BLAKE3, hex); the version is its lake
+/// commit. Every ingested table's log records every input, whether or not it added files there, so
+/// each log says by itself which inputs it holds.
+pub const INPUT_APP_ID_PREFIX: &str = "cimlake.input.";
 
 /// In a Delta commit's `commitInfo`: the first and last lake commit whose files it adds, and
 /// how many files.
@@ -267,7 +275,10 @@ fn append_commits(lake: &Lake, table: Table, t: DeltaTable, commits: &[&Commit],
         .collect::<Result<Vec<_>, _>>()?;
     *added += adds.len();
     at.commit = last.id;
-    block_on(append(t, adds, (first.id, last.id), *at)).map_err(|source| LakeError::Delta { path: TableLocation::name_of(lake, table), source: Box::new(source) })
+    // Each input's content hash, in the Delta commit that adds its files.
+    let inputs: Vec<Transaction> =
+        commits.iter().map(|c| Transaction::new(format!("{INPUT_APP_ID_PREFIX}{}", c.input.hash), i64::try_from(c.id).unwrap_or(i64::MAX))).collect();
+    block_on(append(t, adds, (first.id, last.id), *at, inputs)).map_err(|source| LakeError::Delta { path: TableLocation::name_of(lake, table), source: Box::new(source) })
 }
 
 /// How far a Delta log has followed the lake: its last commit and compaction.
@@ -511,14 +522,16 @@ async fn add_new_columns(t: DeltaTable, wanted: StructType) -> Result<DeltaTable
 
 /// Appends `adds`, the files of lake commits `commits.0..=commits.1`, in one Delta commit that
 /// records how far the log has followed the lake (`at`).
-async fn append(t: DeltaTable, adds: Vec<Add>, commits: (u64, u64), at: Followed) -> Result<DeltaTable, DeltaTableError> {
+async fn append(t: DeltaTable, adds: Vec<Add>, commits: (u64, u64), at: Followed, inputs: Vec<Transaction>) -> Result<DeltaTable, DeltaTableError> {
     let about = [
         (COMMITS_INFO_KEY.to_string(), serde_json::json!([commits.0, commits.1])),
         (FILES_INFO_KEY.to_string(), serde_json::json!(adds.len())),
     ];
     let partition_by = Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect());
     let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
-    commit(t, adds.into_iter().map(Action::Add).collect(), about, op, at.txns()).await
+    let mut txns = at.txns();
+    txns.extend(inputs);
+    commit(t, adds.into_iter().map(Action::Add).collect(), about, op, txns).await
 }
 
 /// Replaces `removes` by `adds` (the same rows, `dataChange: false`): compaction `id`.

@@ -100,6 +100,28 @@ fn an_outside_delta_reader_reads_the_rows_cimlake_reads() {
     assert_eq!(h[0].1, ingested.to_string(), "the gen run's one commit");
     assert_eq!(h[1].1, format!("1-{}", ingested - 1), "the ingest run's commits, in one version");
     assert_eq!(h[2].1, "", "the version that created the table names no commit");
+    // Each Delta log records every input's content hash, in the Delta commit that adds its
+    // files, with its lake commit as the version.
+    let inputs: std::collections::BTreeMap<String, u64> = published_records(&lake.path().join("_cimlake/commits"))
+        .iter()
+        .map(|c| (format!("cimlake.input.{}", c["input"]["hash"].as_str().unwrap()), c["id"].as_u64().unwrap()))
+        .collect();
+    for table in ["endpoint/processes", "network_traffic/all_traffic", "quarantine/records"] {
+        let mut recorded = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(lake.path().join(table).join("_delta_log")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(id) = action["txn"]["appId"].as_str().filter(|id| id.starts_with("cimlake.input.")) {
+                    recorded.insert(id.to_string(), action["txn"]["version"].as_u64().unwrap());
+                }
+            }
+        }
+        assert_eq!(recorded, inputs, "{table}");
+    }
     let e = cimlake(lake.path(), &["lake", "history", "endpoint.nothing"]);
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("endpoint.nothing: not a table with a Delta log"), "{}", String::from_utf8_lossy(&e.stderr));
