@@ -152,7 +152,8 @@ impl Lake {
 
 impl Lake {
     /// [`Lake::vacuum`] for a lake in an object store: the objects under the tables that no
-    /// record names, older than `retention` by their last modification. There is no lock to
+    /// record names (files compactions replaced count once the compaction is older than
+    /// `retention`), older than `retention` by their last modification. There is no lock to
     /// hold and no session to ask: an ingest uploads its files moments before the commit naming
     /// them, so the retention period must be longer than an ingest takes from upload to commit
     /// (the default, 7 days, is).
@@ -161,7 +162,20 @@ impl Lake {
         let now = SystemTime::now();
         let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
         named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
-        named.extend(self.compactions()?.into_iter().flat_map(|c| c.added.into_iter().chain(c.removed)).map(|f| f.path));
+        // Files a compaction replaced go once it is older than the retention period, as on disk.
+        let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
+        let horizon = i64::try_from(retention.as_micros()).ok().and_then(|r| now_us.checked_sub(r));
+        for c in self.compactions()? {
+            named.extend(c.added.iter().map(|f| f.path.clone()));
+            let at = super::committed_us(&c.committed_at, &self.record_dir(super::COMPACTIONS_DIR), c.id)?;
+            if horizon.is_some_and(|h| at <= h) {
+                for f in &c.removed {
+                    named.remove(&f.path);
+                }
+            } else {
+                out.kept_replaced += c.removed.len();
+            }
+        }
         let mut unnamed = Vec::new();
         for dir in Table::ALL_TABLES.into_iter().filter_map(Table::lake_dir) {
             for (rel, bytes, modified) in remote.list(dir)? {
@@ -193,6 +207,44 @@ impl Lake {
         out.removed = unnamed;
         out.removed.sort();
         Ok(out)
+    }
+}
+
+impl Lake {
+    /// Publishes a compaction in an object store: with the next number, by a conditional put,
+    /// unless a compaction published since this one read the lake (`seen`) replaced one of the
+    /// same files (two `optimize` runs on two machines): then this one is refused and its files
+    /// are not named, so no row is there twice.
+    fn publish_compaction_remote(
+        &self,
+        remote: &super::remote::Remote,
+        seen: u64,
+        through_commit: u64,
+        removed: Vec<super::DataFile>,
+        added: Vec<super::DataFile>,
+    ) -> Result<super::Compaction, LakeError> {
+        let replacing: HashSet<&str> = removed.iter().map(|f| f.path.as_str()).collect();
+        let mut record = super::Compaction {
+            id: 0,
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            through_commit,
+            removed: removed.clone(),
+            added,
+        };
+        loop {
+            let since: Vec<super::Compaction> = self.compactions()?.into_iter().filter(|c| c.id > seen).collect();
+            if let Some(other) = since.iter().find(|c| c.removed.iter().any(|f| replacing.contains(f.path.as_str()))) {
+                return Err(LakeError::Busy {
+                    path: remote.display(super::COMPACTIONS_DIR),
+                    reason: format!("compaction {} merged some of the same files first; nothing was replaced (run `lake optimize` again)", other.id),
+                });
+            }
+            record.id = since.last().map_or(seen, |c| c.id) + 1;
+            let json = serde_json::to_vec_pretty(&record).expect("serialises");
+            if remote.create_numbered(super::COMPACTIONS_DIR, record.id, json)? {
+                return Ok(record);
+            }
+        }
     }
 }
 
@@ -235,12 +287,16 @@ impl Lake {
     /// compaction: queries read the same rows from fewer files. Ingests may run meanwhile (their
     /// commits are not touched); two optimizes do not run at once.
     pub fn optimize(&self, min_files: usize) -> Result<Optimized, LakeError> {
-        self.require_local("lake optimize")?;
         let mut out = Optimized::default();
         if !self.exists() {
             return Ok(out);
         }
         let lock_path = self.root().join(super::OPTIMIZE_LOCK);
+        if let Some(dir) = lock_path.parent() {
+            // A lake in an object store: the lock is in its local staging directory (one optimize
+            // per machine; two machines are kept apart when they publish).
+            std::fs::create_dir_all(dir).map_err(|e| LakeError::io(dir, e))?;
+        }
         let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
         if lock.try_lock().is_err() {
             return Err(LakeError::Busy { path: lock_path, reason: "another `cimlake lake optimize` is running on this lake".into() });
@@ -248,20 +304,33 @@ impl Lake {
         let session = super::IngestSession::begin(self)?;
         let view = self.view(None)?;
         let through_commit = view.commits.last().map_or(0, |c| c.id);
+        let seen_compaction = view.compactions.last().map_or(0, |c| c.id);
         let mut groups: std::collections::BTreeMap<(String, String), Vec<super::DataFile>> = std::collections::BTreeMap::new();
         for f in view.ingested_files() {
             let dir = f.path.rsplit_once('/').map_or(String::new(), |(d, _)| d.to_string());
             groups.entry((f.table.clone(), dir)).or_default().push(f);
         }
         let merge_dir = session.staging_for("optimize");
+        std::fs::create_dir_all(&merge_dir).map_err(|e| LakeError::io(&merge_dir, e))?;
         let (mut removed, mut added) = (Vec::new(), Vec::new());
         let mut per_table: std::collections::BTreeMap<&'static str, (usize, usize, usize)> = std::collections::BTreeMap::new();
         let result = (|| {
             for (n, ((table_name, dir), mut files)) in groups.into_iter().filter(|(_, g)| g.len() >= min_files.max(2)).enumerate() {
                 let Some(table) = Table::STORED.into_iter().find(|t| t.qualified_name() == table_name) else { continue };
                 files.sort_by_key(|f| f.min_time);
-                let pieces: Vec<super::writer::StagedFile> =
-                    files.iter().map(|f| super::writer::StagedFile::in_lake(table, self.root().join(&f.path), f.rows, f.min_time, f.max_time)).collect();
+                let mut pieces: Vec<super::writer::StagedFile> = Vec::with_capacity(files.len());
+                for (i, f) in files.iter().enumerate() {
+                    let local = match self.remote() {
+                        // In an object store, the partition's files are fetched first.
+                        Some(remote) => {
+                            let local = merge_dir.join(format!("{n}-in-{i}.parquet"));
+                            remote.download(&f.path, &local)?;
+                            local
+                        }
+                        None => self.root().join(&f.path),
+                    };
+                    pieces.push(super::writer::StagedFile::in_lake(table, local, f.rows, f.min_time, f.max_time));
+                }
                 let hour = files[0].min_time.div_euclid(super::writer::HOUR_US);
                 let merged = super::writer::merge(table, hour, &pieces, &merge_dir.join(format!("{n}.parquet")))?;
                 let want: u64 = files.iter().map(|f| f.rows).sum();
@@ -272,7 +341,13 @@ impl Lake {
                     });
                 }
                 let rel = format!("{dir}/optimized-{}-{n}.parquet", session.token);
-                added.push(super::writer::move_into_lake(self, &session, &merged, rel, "optimize-after-move")?);
+                added.push(match self.remote() {
+                    Some(remote) => super::writer::upload_into_lake(remote, &merged, rel, "optimize-after-move")?,
+                    None => super::writer::move_into_lake(self, &session, &merged, rel, "optimize-after-move")?,
+                });
+                for p in pieces.iter().filter(|_| self.remote().is_some()) {
+                    p.remove();
+                }
                 let e = per_table.entry(table.qualified_name()).or_default();
                 *e = (e.0 + 1, e.1 + files.len(), e.2 + 1);
                 removed.extend(files);
@@ -280,8 +355,12 @@ impl Lake {
             Ok(())
         })();
         let _ = std::fs::remove_dir_all(&merge_dir);
+        let unmake = |added: &[super::DataFile]| match self.remote() {
+            Some(remote) => remote.delete(&added.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
+            None => super::writer::remove_moved(self, added),
+        };
         if let Err(e) = result {
-            super::writer::remove_moved(self, &added);
+            unmake(&added);
             return Err(e);
         }
         if added.is_empty() {
@@ -289,7 +368,9 @@ impl Lake {
         }
         crate::fault::point("optimize-before-publish");
         let moved = added.clone();
-        let published = {
+        let published = if let Some(remote) = self.remote() {
+            self.publish_compaction_remote(remote, seen_compaction, through_commit, removed, added)
+        } else {
             let _commit = self.commit_lock()?;
             let first = self.compactions()?.last().map_or(1, |c| c.id + 1);
             let record = super::Compaction {
@@ -305,7 +386,7 @@ impl Lake {
             Ok(r) => r,
             Err(e) => {
                 // Nothing names the merged files: they go (the originals were never touched).
-                super::writer::remove_moved(self, &moved);
+                unmake(&moved);
                 return Err(e);
             }
         };

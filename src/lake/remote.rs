@@ -251,6 +251,23 @@ impl Remote {
         super::delta::block_on(async move { store.put(&obj, PutPayload::from(bytes)).await }).map(|_| ()).map_err(|e| self.err(rel, e))
     }
 
+    /// Copies the object at `rel` to a local file.
+    pub fn download(&self, rel: &str, to: &Path) -> Result<(), LakeError> {
+        let (store, obj, local) = (self.store.clone(), self.object(rel), to.to_path_buf());
+        let done = super::delta::block_on(async move {
+            use futures::StreamExt;
+            use tokio::io::AsyncWriteExt;
+            let local_err = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
+            let mut file = tokio::fs::File::create(&local).await.map_err(local_err)?;
+            let mut stream = store.get(&obj).await?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                file.write_all(&chunk?).await.map_err(local_err)?;
+            }
+            file.sync_all().await.map_err(local_err)
+        });
+        done.map_err(|e| self.err(rel, e))
+    }
+
     /// Removes objects (best effort: for cleaning up after a failure).
     pub fn delete(&self, rels: &[String]) {
         let _ = self.delete_all(rels);

@@ -228,6 +228,16 @@ pub(crate) fn move_into_lake(lake: &Lake, session: &IngestSession, file: &Staged
     })
 }
 
+/// [`move_into_lake`] for a lake in an object store: the staged file is uploaded to `rel`, then
+/// its local copy removed.
+pub(crate) fn upload_into_lake(remote: &super::remote::Remote, file: &StagedFile, rel: String, fault: &str) -> Result<DataFile, LakeError> {
+    let bytes = std::fs::metadata(&file.staged).map_err(|e| LakeError::io(&file.staged, e))?.len();
+    remote.upload(&file.staged, &rel)?;
+    crate::fault::point(fault);
+    let _ = std::fs::remove_file(&file.staged);
+    Ok(DataFile { table: file.table.qualified_name().to_string(), path: rel, rows: file.rows, bytes, min_time: file.min_time, max_time: file.max_time })
+}
+
 impl StagedFile {
     /// A file already in the lake, as an input of [`merge`] (`lake optimize`).
     pub(crate) fn in_lake(table: Table, path: PathBuf, rows: u64, min_time: i64, max_time: i64) -> StagedFile {

@@ -3,7 +3,7 @@
 //! `ingest`, `detect`, `query`, `schedule`, `serve` and a Ballista cluster work on, giving the
 //! rows the same commands give on a lake on disk. Two ingests of the same input at once commit it
 //! once (conditional puts); a killed ingest leaves whole inputs; an outside Delta reader reads the
-//! tables from the bucket.
+//! tables from the bucket; optimize and vacuum work there.
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
@@ -406,15 +406,87 @@ fn bad_lake_locations_are_refused_by_name() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lake ftp://host/lake: ftp:// is not a store cimlake knows"), "{err}");
-    // Maintenance that needs a file system says so.
-    let s3 = S3Lake::new("local-only");
+    // Lake commands on a lake that is not there yet say so.
+    let s3 = S3Lake::new("empty");
     let out = s3.command(&["lake", "optimize"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("{}: no lake here", s3.url)), "{err}");
     s3.run_ok(&["ingest", "data/logs/sysmon"]);
-    let out = s3.command(&["lake", "optimize"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("lake optimize works on a lake on a file system only"), "{err}");
     let history = s3.run_ok(&["lake", "history", "endpoint.processes"]);
     assert!(history.lines().count() >= 3, "{history}");
+}
+
+#[test]
+fn optimize_on_s3_leaves_one_file_per_partition_with_the_same_rows_and_vacuum_frees_the_rest() {
+    let dir = small_inputs(6);
+    let s3 = S3Lake::new("optimize");
+    s3.run_ok(&["ingest", dir.path().to_str().unwrap()]);
+    let before = counts(&s3);
+    let detect = s3.run_ok(&["detect", "--format", "csv"]);
+    let partitions = |files: &BTreeSet<String>| -> BTreeSet<String> { files.iter().map(|f| f.rsplit_once('/').unwrap().0.to_string()).collect() };
+    let data = |s3: &S3Lake| -> BTreeSet<String> { s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect() };
+    let small = data(&s3);
+    assert!(small.len() > partitions(&small).len() * 2, "{} files in {} partitions", small.len(), partitions(&small).len());
+
+    let out = s3.run_ok(&["lake", "optimize"]);
+    assert!(out.contains("compaction 1 published"), "{out}");
+    assert_eq!(counts(&s3), before);
+    assert_eq!(s3.run_ok(&["detect", "--format", "csv"]), detect);
+    // The replaced files stay until vacuum; then each partition has one file.
+    let vacuumed = s3.run_ok(&["lake", "vacuum", "--retention", "0"]);
+    let left = data(&s3);
+    assert_eq!(left.len(), partitions(&left).len(), "{vacuumed}");
+    assert_eq!(partitions(&left), partitions(&small));
+    assert_eq!(counts(&s3), before);
+    assert_eq!(s3.run_ok(&["detect", "--format", "csv"]), detect);
+    // Outside readers follow: the Delta log's OPTIMIZE version names the merged files only.
+    let env = env();
+    let out = Command::new(python())
+        .arg(repo().join("tests/delta/read.py"))
+        .arg(format!("{}/endpoint/processes", s3.url))
+        .arg("_time")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"].as_u64().unwrap().to_string(), before.lines().nth(1).unwrap().split(',').next().unwrap());
+    // Nothing left to merge.
+    assert!(s3.run_ok(&["lake", "optimize"]).contains("nothing to merge"));
+}
+
+#[test]
+fn two_optimizes_on_two_machines_replace_the_files_once() {
+    let dir = small_inputs(4);
+    let s3 = S3Lake::new("optimize-race");
+    s3.run_ok(&["ingest", dir.path().to_str().unwrap()]);
+    let before = counts(&s3);
+    // Both merge the same partitions and stop before publishing; then both publish.
+    let (pause_a, pause_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let spawn = |pause: &TempDir| -> Child {
+        let mut cmd = s3.command(&["lake", "optimize"]);
+        cmd.env("CIMLAKE_STAGING", TempDir::new().unwrap().keep())
+            .env("CIMLAKE_FAULT", format!("optimize-before-publish@1:wait={}", pause.path().display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (a, b) = (spawn(&pause_a), spawn(&pause_b));
+    wait_for_pause(pause_a.path(), "optimize-before-publish", 1);
+    wait_for_pause(pause_b.path(), "optimize-before-publish", 1);
+    std::fs::write(pause_a.path().join("optimize-before-publish.1.go"), b"").unwrap();
+    let a = a.wait_with_output().unwrap();
+    std::fs::write(pause_b.path().join("optimize-before-publish.1.go"), b"").unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!b.status.success(), "the second optimize published too:\n{}", String::from_utf8_lossy(&b.stdout));
+    let err = String::from_utf8_lossy(&b.stderr);
+    assert!(err.contains("compaction 1 merged some of the same files first; nothing was replaced"), "{err}");
+    assert_eq!(counts(&s3), before, "rows twice after two compactions of the same files");
+    // The refused one's merged files were removed; vacuum leaves one file per partition.
+    s3.run_ok(&["lake", "vacuum", "--retention", "0"]);
+    let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect();
+    let partitions: BTreeSet<&str> = data.iter().map(|f| f.rsplit_once('/').unwrap().0).collect();
+    assert_eq!(data.len(), partitions.len(), "{data:?}");
+    assert_eq!(counts(&s3), before);
 }
