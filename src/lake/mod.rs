@@ -122,9 +122,6 @@ pub enum LakeError {
     /// A request to the object store a lake is in.
     #[error("{location}: {source}")]
     Store { location: PathBuf, source: Box<object_store::Error> },
-    /// What a lake in an object store cannot do (yet).
-    #[error("{location}: {what} works on a lake on a file system only; this lake is in an object store")]
-    LocalOnly { location: String, what: String },
     #[error("splitting a batch by hour: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -334,14 +331,6 @@ impl Lake {
         }
         let abs = normalize(&std::path::absolute(&self.root).map_err(|e| LakeError::io(&self.root, e))?);
         url::Url::from_directory_path(&abs).map_err(|()| LakeError::BadLocation { location: abs.display().to_string(), reason: "not a path a URL can name".to_string() })
-    }
-
-    /// `Err` for a lake in an object store: `what` needs a lake on a file system.
-    pub fn require_local(&self, what: &str) -> Result<(), LakeError> {
-        match &self.remote {
-            Some(r) => Err(LakeError::LocalOnly { location: r.url().to_string(), what: what.to_string() }),
-            None => Ok(()),
-        }
     }
 
     /// How errors name a record directory of the lake (`_cimlake/commits`).
