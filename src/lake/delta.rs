@@ -161,8 +161,6 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
         let loc = TableLocation::of(lake, table)?;
         let dir = loc.name.clone();
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
-        let state = block_on(open_following(loc.clone(), &[RUNS_APP_ID])).map_err(delta_error)?;
-        let through = state.as_ref().map_or(0, |s| s.1[0]);
         let arrow_schema = if table == Table::Results {
             let mut columns: Vec<String> = Vec::new();
             for r in &runs {
@@ -177,15 +175,7 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
             table.schema()
         };
         let wanted = delta_schema(&arrow_schema, partition_columns(table)).map_err(delta_error)?;
-        let mut t = match state {
-            Some((t, _)) => block_on(add_new_columns(t, wanted)).map_err(delta_error)?,
-            None => {
-                if lake.remote().is_none() {
-                    std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
-                }
-                block_on(create(loc.clone(), table, wanted, "run records")).map_err(delta_error)?
-            }
-        };
+        let (mut t, through) = following_runs(lake, &loc, table, wanted)?;
         if through >= last {
             out.push(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
             continue;
@@ -215,6 +205,24 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
     Ok(out)
 }
 
+/// The Delta table of a table that follows the run records, and the last run record it has taken
+/// in (0: none): made with schema `wanted` if it has no log yet, else given the columns of
+/// `wanted` it lacks.
+fn following_runs(lake: &Lake, loc: &TableLocation, table: Table, wanted: StructType) -> Result<(DeltaTable, u64), LakeError> {
+    let dir = loc.name.clone();
+    let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
+    let state = block_on(open_following(loc.clone(), &[RUNS_APP_ID])).map_err(delta_error)?;
+    Ok(match state {
+        Some((t, through)) => (block_on(add_new_columns(t, wanted)).map_err(delta_error)?, through[0]),
+        None => {
+            if lake.remote().is_none() {
+                std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
+            }
+            (block_on(create(loc.clone(), table, wanted, "run records")).map_err(delta_error)?, 0)
+        }
+    })
+}
+
 /// `cimlake.runs` as a Delta table: when there are run records it has not taken in, a new file of
 /// every run replaces the previous one in one version.
 fn publish_runs_table(lake: &Lake, runs: &[super::runs::RunRecord], last: u64) -> Result<Published, LakeError> {
@@ -222,18 +230,7 @@ fn publish_runs_table(lake: &Lake, runs: &[super::runs::RunRecord], last: u64) -
     let loc = TableLocation::of(lake, table)?;
     let dir = loc.name.clone();
     let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
-    let state = block_on(open_following(loc.clone(), &[RUNS_APP_ID])).map_err(delta_error)?;
-    let through = state.as_ref().map_or(0, |s| s.1[0]);
-    let wanted = schema(table).map_err(delta_error)?;
-    let mut t = match state {
-        Some((t, _)) => block_on(add_new_columns(t, wanted)).map_err(delta_error)?,
-        None => {
-            if lake.remote().is_none() {
-                std::fs::create_dir_all(&dir).map_err(|e| LakeError::io(&dir, e))?;
-            }
-            block_on(create(loc.clone(), table, wanted, "run records")).map_err(delta_error)?
-        }
-    };
+    let (mut t, through) = following_runs(lake, &loc, table, schema(table).map_err(delta_error)?)?;
     if through >= last {
         return Ok(Published { table, version: t.version().unwrap_or(0) as i64, through_commit: through, added: 0 });
     }

@@ -53,23 +53,8 @@ impl Lake {
         }
         let _lock = self.commit_lock()?;
         let now = SystemTime::now();
-        let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
-        named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
-        // Files a compaction replaced are no longer read, except as of a point before it: they
-        // go once the compaction is older than the retention period.
-        let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
-        let horizon = i64::try_from(retention.as_micros()).ok().and_then(|r| now_us.checked_sub(r));
-        for c in self.compactions()? {
-            named.extend(c.added.iter().map(|f| f.path.clone()));
-            let at = super::committed_us(&c.committed_at, &self.root().join(super::COMPACTIONS_DIR), c.id)?;
-            if horizon.is_some_and(|h| at <= h) {
-                for f in &c.removed {
-                    named.remove(&f.path);
-                }
-            } else {
-                out.kept_replaced += c.removed.iter().filter(|f| self.root().join(&f.path).exists()).count();
-            }
-        }
+        let (named, replaced) = self.named_files(now, retention)?;
+        out.kept_replaced += replaced.iter().filter(|f| self.root().join(&f.path).exists()).count();
         let old = |p: &Path| -> Result<bool, LakeError> {
             let m = std::fs::symlink_metadata(p).map_err(|e| LakeError::io(p, e))?;
             Ok(m.modified().ok().and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= retention))
@@ -151,6 +136,29 @@ impl Lake {
 }
 
 impl Lake {
+    /// The data files vacuum keeps however old: those a commit, a run record or a compaction
+    /// names, less those compactions older than `retention` replaced; and the replaced files of
+    /// younger compactions (`--as-of` a point before them still reads those).
+    fn named_files(&self, now: SystemTime, retention: Duration) -> Result<(HashSet<String>, Vec<super::DataFile>), LakeError> {
+        let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
+        named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
+        let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
+        let horizon = i64::try_from(retention.as_micros()).ok().and_then(|r| now_us.checked_sub(r));
+        let mut kept_replaced = Vec::new();
+        for c in self.compactions()? {
+            named.extend(c.added.iter().map(|f| f.path.clone()));
+            let at = super::committed_us(&c.committed_at, &self.record_dir(super::COMPACTIONS_DIR), c.id)?;
+            if horizon.is_some_and(|h| at <= h) {
+                for f in &c.removed {
+                    named.remove(&f.path);
+                }
+            } else {
+                kept_replaced.extend(c.removed);
+            }
+        }
+        Ok((named, kept_replaced))
+    }
+
     /// [`Lake::vacuum`] for a lake in an object store: the objects under the tables that no
     /// record names (files compactions replaced count once the compaction is older than
     /// `retention`), older than `retention` by their last modification. There is no lock to
@@ -160,22 +168,8 @@ impl Lake {
     fn vacuum_remote(&self, remote: &super::remote::Remote, retention: Duration, dry_run: bool) -> Result<Vacuumed, LakeError> {
         let mut out = Vacuumed::default();
         let now = SystemTime::now();
-        let mut named: HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
-        named.extend(self.runs()?.into_iter().flat_map(|r| r.files).map(|f| f.path));
-        // Files a compaction replaced go once it is older than the retention period, as on disk.
-        let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
-        let horizon = i64::try_from(retention.as_micros()).ok().and_then(|r| now_us.checked_sub(r));
-        for c in self.compactions()? {
-            named.extend(c.added.iter().map(|f| f.path.clone()));
-            let at = super::committed_us(&c.committed_at, &self.record_dir(super::COMPACTIONS_DIR), c.id)?;
-            if horizon.is_some_and(|h| at <= h) {
-                for f in &c.removed {
-                    named.remove(&f.path);
-                }
-            } else {
-                out.kept_replaced += c.removed.len();
-            }
-        }
+        let (named, replaced) = self.named_files(now, retention)?;
+        out.kept_replaced += replaced.len();
         let mut unnamed = Vec::new();
         for dir in Table::ALL_TABLES.into_iter().filter_map(Table::lake_dir) {
             for (rel, bytes, modified) in remote.list(dir)? {

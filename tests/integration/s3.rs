@@ -10,12 +10,12 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use object_store::{ObjectStore, ObjectStoreExt};
 use tempfile::TempDir;
 
 use crate::common::*;
+use crate::safety::wait_for_pause;
 use crate::serve::python;
 
 const BUCKET: &str = "cimlake-tests";
@@ -298,16 +298,6 @@ fn small_inputs(n: u64) -> TempDir {
         std::fs::copy(&log, dir.path().join(format!("input-{i}.log"))).unwrap();
     }
     dir
-}
-
-/// Waits (at most 120 s) until a process paused at a `wait=DIR` fault point says so.
-fn wait_for_pause(dir: &Path, point: &str, k: u32) {
-    let waiting = dir.join(format!("{point}.{k}.waiting"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !waiting.exists() {
-        assert!(Instant::now() < deadline, "no pause at {point} #{k}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn counts(s3: &S3Lake) -> String {

@@ -40,7 +40,7 @@ fn spawn_with(lake: &Path, args: &[&str], env: &[(&str, &str)], stdout: Stdio) -
 }
 
 /// Waits (at most 120 s) until a process paused at a `wait=DIR` fault point says so.
-fn wait_for_pause(dir: &Path, point: &str, k: u32) {
+pub fn wait_for_pause(dir: &Path, point: &str, k: u32) {
     let waiting = dir.join(format!("{point}.{k}.waiting"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while !waiting.exists() {
