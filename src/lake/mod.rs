@@ -116,6 +116,9 @@ pub enum LakeError {
     /// `--as-of` a commit the lake does not have.
     #[error("{path}: as of commit {asked}: the lake has {has} commit(s)")]
     NoSuchCommit { path: PathBuf, asked: u64, has: u64 },
+    /// `--as-of` a point whose files `lake vacuum` removed.
+    #[error("{path}: as of {as_of}: its files were replaced by compaction {compaction} ({at}) and removed by `lake vacuum` after its retention period; the lake can be read as of that compaction or later")]
+    Vacuumed { path: PathBuf, as_of: AsOf, compaction: u64, at: String },
     /// A `--lake` that names no place a lake can be.
     #[error("lake {location}: {reason}")]
     BadLocation { location: String, reason: String },
@@ -353,7 +356,7 @@ impl Lake {
     pub fn exists(&self) -> bool {
         match &self.remote {
             // An unreachable store is reported by whatever reads it next.
-            Some(r) => r.exists().unwrap_or(true),
+            Some(r) => r.has_commits().unwrap_or(true),
             None => self.root.join(META_DIR).is_dir(),
         }
     }
@@ -410,6 +413,7 @@ impl Lake {
     pub fn view(&self, as_of: Option<AsOf>) -> Result<LakeView, LakeError> {
         let (mut commits, mut compactions, mut runs) = (self.commits()?, self.compactions()?, self.runs()?);
         let Some(as_of) = as_of else { return Ok(LakeView { commits, compactions, runs }) };
+        let all_compactions = compactions.clone();
         let commit_us = |c: &Commit| committed_us(&c.committed_at, &self.commits_dir(), c.id);
         let compaction_us = |c: &Compaction| committed_us(&c.committed_at, &self.record_dir(COMPACTIONS_DIR), c.id);
         let runs_before = match as_of {
@@ -445,7 +449,26 @@ impl Lake {
         if let Some(before) = runs_before {
             runs.retain(|r| r.finished_us < before);
         }
-        Ok(LakeView { commits, compactions, runs })
+        // The files a later compaction replaced are read as of this point; vacuum may have removed
+        // them once that compaction passed its retention period.
+        let view = LakeView { commits, compactions, runs };
+        let reads: std::collections::HashSet<String> = view.ingested_files().into_iter().map(|f| f.path).collect();
+        for later in all_compactions.iter().filter(|k| !view.compactions.iter().any(|c| c.id == k.id)) {
+            if let Some(f) = later.removed.iter().find(|f| reads.contains(&f.path))
+                && !self.data_file_exists(&f.path)?
+            {
+                return Err(LakeError::Vacuumed { path: self.record_dir(COMPACTIONS_DIR), as_of, compaction: later.id, at: later.committed_at.clone() });
+            }
+        }
+        Ok(view)
+    }
+
+    /// Whether a data file of the lake is there.
+    fn data_file_exists(&self, rel: &str) -> Result<bool, LakeError> {
+        match &self.remote {
+            Some(r) => r.exists(rel),
+            None => Ok(self.root.join(rel).exists()),
+        }
     }
 
     /// The data files of one ingested table now (compactions applied).

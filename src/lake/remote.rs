@@ -289,8 +289,18 @@ impl Remote {
         .map_err(|(rel, e)| self.err(&rel, e))
     }
 
+    /// Whether the object at `rel` exists.
+    pub fn exists(&self, rel: &str) -> Result<bool, LakeError> {
+        let (store, obj) = (self.store.clone(), self.object(rel));
+        match super::delta::block_on(async move { store.head(&obj).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
     /// Whether the lake has a commit log yet.
-    pub fn exists(&self) -> Result<bool, LakeError> {
+    pub fn has_commits(&self) -> Result<bool, LakeError> {
         Ok(!self.numbered(super::COMMITS_DIR, 0)?.is_empty())
     }
 }

@@ -489,6 +489,13 @@ fn optimize_leaves_one_file_per_partition_with_the_same_rows_and_vacuum_frees_th
     cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
     assert_eq!(data_files(lake.path()), files_after);
     assert_eq!(query_csv(lake.path(), rows_sql, &[]), rows_before);
+    // As of a commit the compaction had not taken in, the files are gone now: said so, by
+    // compaction.
+    let earlier = (last.parse::<u64>().unwrap() - 1).to_string();
+    let gone = command(lake.path(), &["query", rows_sql, "--as-of", &earlier]).output().unwrap();
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(!gone.status.success() && err.contains(&format!("as of commit {earlier}: its files were replaced by compaction 1 (")), "{err}");
+    assert!(err.contains("removed by `lake vacuum` after its retention period"), "{err}");
     assert_eq!(assert_whole(lake.path()), counts_before);
 
     // Delta logs made again from the records after that vacuum: the replaced files are added
