@@ -18,8 +18,9 @@ pub struct LakeArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum LakeCommand {
-    /// Give every ingested table a Delta log up to date with the lake's commits (a lake made
-    /// before they had one, or after a killed ingest); ingest does this itself.
+    /// Give every table a Delta log up to date with the lake's records: the ingested tables with
+    /// the commits, the tables scheduled runs write with the run records (a lake made before they
+    /// had one, or after a killed ingest); ingest and the scheduler do this themselves.
     Upgrade,
     /// Merge each partition's files (table, date, hour) into one: fewer, larger files with the
     /// same rows, for every reader. The replaced files stay for `--as-of` until `vacuum`.
@@ -39,9 +40,11 @@ pub enum LakeCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// A table's Delta versions, newest first: when, what, and which lake commits each took in.
+    /// A table's Delta versions, newest first: when, what, and which lake commits (or run
+    /// records) each took in.
     History {
-        /// endpoint.processes, network_traffic.all_traffic or quarantine.records.
+        /// endpoint.processes, network_traffic.all_traffic, quarantine.records,
+        /// detections.results, risk.all_risk, risk.incidents or cimlake.runs.
         #[arg(value_name = "TABLE")]
         table: String,
     },
