@@ -18,7 +18,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cimlake", version, about, long_about = None)]
 pub struct Cli {
-    /// The lake directory.
+    /// The lake: a directory (or file:// URL), or a bucket and prefix in an object store:
+    /// s3://bucket/prefix, gs://…, az://… (settings from the environment: AWS_REGION,
+    /// AWS_ENDPOINT_URL, credentials…).
     #[arg(long, global = true, env = "CIMLAKE_LAKE", default_value = "cimlake-lake")]
     pub lake: PathBuf,
 
@@ -53,7 +55,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// `in-process`, or a Ballista cluster: `ballista://HOST:PORT` (its scheduler; see
-    /// `cimlake cluster`). The lake must be at the same path on every node of a cluster.
+    /// `cimlake cluster`). A lake in an object store is read from the bucket by every node; a
+    /// lake in a directory must be at the same path on every node.
     #[arg(long, env = "CIMLAKE_ENGINE", default_value = "in-process", value_name = "ENGINE")]
     pub engine: crate::engine::Engine,
 }
