@@ -58,7 +58,7 @@ ingest() { # BINARY: ingests INPUT into a new lake, prints the wall time
     local bin=$1 t
     rm -rf "$work/ingest-lake"
     t=$(run "$bin" "$work/ingest.out" --lake "$work/ingest-lake" ingest -j 2 "$input")
-    "$bin" --lake "$work/ingest-lake" query "SELECT (SELECT count(*) FROM endpoint.processes), (SELECT count(*) FROM network_traffic.all_traffic)" --format csv > "$work/counts.$(basename "$bin")"
+    "$bin" --lake "$work/ingest-lake" query "SELECT (SELECT count(*) FROM endpoint.processes) AS p, (SELECT count(*) FROM network_traffic.all_traffic) AS t" --format csv > "$work/counts.$(basename "$bin")"
     echo "$t"
 }
 
