@@ -216,8 +216,12 @@ fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
     for r in &report.runs {
         print_run(&mut out, r)?;
     }
+    if let Some(e) = &report.delta_error {
+        eprintln!("error: the Delta logs of the runs' tables are behind (the next tick tries again): {}", crate::output::escape_controls(e));
+    }
     let failed = report.runs.iter().any(|r| r.status == RunStatus::Error)
-        || report.ingest.as_ref().is_some_and(|i| i.failed() > 0);
+        || report.ingest.as_ref().is_some_and(|i| i.failed() > 0)
+        || report.delta_error.is_some();
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 

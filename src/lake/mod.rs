@@ -512,28 +512,38 @@ impl Lake {
     /// when another writer took that number, the commits it missed are read and the hash checked
     /// again. The uploads are removed when the input turns out to be in already, or on an error.
     fn publish_input_remote(&self, remote: &remote::Remote, mut commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
-        let mut known = known.lock().expect("no panics while held");
         let rels: Vec<String> = commit.files.iter().map(|f| f.path.clone()).collect();
         let mut uploaded = false;
-        let outcome = (|| loop {
-            known.catch_up(self)?;
-            if let Some(first) = known.get(&commit.input.hash) {
-                return Ok(Published::Already(first.clone()));
-            }
-            if !uploaded {
-                for rel in &rels {
-                    remote.upload(&self.root.join(rel), rel)?;
+        let mut outcome = || {
+            // A first look: an input in the lake already is not uploaded.
+            {
+                let mut known = known.lock().expect("no panics while held");
+                known.catch_up(self)?;
+                if let Some(first) = known.get(&commit.input.hash) {
+                    return Ok(Published::Already(first.clone()));
                 }
-                uploaded = true;
-                crate::fault::point("ingest-after-upload");
             }
-            commit.id = known.last + 1;
-            let json = serde_json::to_vec_pretty(&commit).expect("serialises");
-            if remote.create_numbered(COMMITS_DIR, commit.id, json)? {
-                known.add(&commit);
-                return Ok(Published::New(Box::new(commit.clone())));
+            // The uploads hold no lock: the jobs of one ingest upload at once.
+            for rel in &rels {
+                remote.upload(&self.root.join(rel), rel)?;
             }
-        })();
+            uploaded = true;
+            crate::fault::point("ingest-after-upload");
+            let mut known = known.lock().expect("no panics while held");
+            loop {
+                known.catch_up(self)?;
+                if let Some(first) = known.get(&commit.input.hash) {
+                    return Ok(Published::Already(first.clone()));
+                }
+                commit.id = known.last + 1;
+                let json = serde_json::to_vec_pretty(&commit).expect("serialises");
+                if remote.create_numbered(COMMITS_DIR, commit.id, json)? {
+                    known.add(&commit);
+                    return Ok(Published::New(Box::new(commit.clone())));
+                }
+            }
+        };
+        let outcome = outcome();
         match &outcome {
             Ok(Published::New(_)) => {
                 // The staged copies, and the directories that leaves empty.

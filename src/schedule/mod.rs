@@ -124,6 +124,9 @@ pub struct TickReport {
     pub ingest: Option<IngestReport>,
     pub optimized: Option<crate::lake::maintenance::Optimized>,
     pub runs: Vec<RunRecord>,
+    /// Why the runs' Delta tables could not be brought up to date (the runs are published; the
+    /// next tick tries again).
+    pub delta_error: Option<String>,
 }
 
 fn us(t: DateTime<Utc>) -> i64 {
@@ -255,8 +258,11 @@ pub async fn tick(
         let w = Window { earliest: latest - Duration::hours(24), latest };
         report.runs.push(run_incidents(lake, catalog, opts, w).await?);
     }
-    // The runs' tables as Delta tables (a publish that failed last tick is caught up now).
-    lake.publish_run_tables()?;
+    // The runs' tables as Delta tables (a publish that failed last tick is caught up now). Its
+    // failure is reported beside the runs, which are published whatever it does.
+    if let Err(e) = lake.publish_run_tables() {
+        report.delta_error = Some(e.to_string());
+    }
     Ok(report)
 }
 

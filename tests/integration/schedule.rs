@@ -293,6 +293,9 @@ fn failed_runs_are_retried_not_skipped() {
     let out = cimlake(lake.path(), &["schedule", "--once", "--now", "2026-11-03T15:00:30Z"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED windows_http_network_communication_from_msiexec (cimlake) [2026-11-03T13:50:00Z"));
+    // The runs' Delta tables could not be written either: said so, after the runs.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: the Delta logs of the runs' tables are behind (the next tick tries again): "), "{err}");
     unblock(lake.path());
     let out = schedule_at(lake.path(), "2026-11-03T16:00:30Z", &[]);
     assert!(out.contains("[2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z) catch-up: 4 results"), "{out}");
