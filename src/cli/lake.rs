@@ -115,11 +115,7 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
             };
             let versions = delta::history(&lake, t)?;
             if versions.is_empty() {
-                let name = match lake.remote() {
-                    Some(r) => r.display(t.lake_dir().unwrap_or_default()),
-                    None => delta::table_root(&lake, t),
-                };
-                bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", name.display());
+                bail!("{}: no Delta log yet (run `cimlake lake upgrade`)", delta::table_name(&lake, t).display());
             }
             let records = if Table::STORED.contains(&t) { "lake_commits" } else { "runs" };
             writeln!(out, "version\tcommitted_at\toperation\t{records}\tfiles")?;

@@ -46,15 +46,7 @@ pub fn lake_catalog(lake: &Lake, as_of: Option<AsOf>) -> Result<Arc<MemoryCatalo
             Filled::ByRuns => {
                 let arrow_schema = if table == Table::Results {
                     // The union of every detection's output columns, as the current runs wrote them.
-                    let mut columns: Vec<String> = Vec::new();
-                    for r in runs::current(&all_runs) {
-                        for c in &r.result_columns {
-                            if !columns.contains(c) {
-                                columns.push(c.clone());
-                            }
-                        }
-                    }
-                    results::schema_with(&columns)
+                    results::schema_with(&runs::result_columns(runs::current(&all_runs)))
                 } else {
                     table.schema()
                 };

@@ -24,13 +24,11 @@
 //! When the table gains a column (a converter maps a new field), the next publish adds it to
 //! the Delta table first: files written before read it as nulls, in Delta as in cimlake.
 //!
-//! The Delta library is asynchronous; the lake layer is not (ingest runs on its own threads).
-//! [`block_on`] runs its futures on a small runtime of its own.
+//! The Delta library is asynchronous; the lake layer is not: its futures run through
+//! [`super::runtime::block_on`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -39,6 +37,7 @@ use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
+use super::runtime::block_on;
 use super::{Commit, Compaction, DataFile, Lake, LakeError};
 use crate::cim::Table;
 
@@ -162,15 +161,7 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
         let dir = loc.name.clone();
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
         let arrow_schema = if table == Table::Results {
-            let mut columns: Vec<String> = Vec::new();
-            for r in &runs {
-                for c in &r.result_columns {
-                    if !columns.contains(c) {
-                        columns.push(c.clone());
-                    }
-                }
-            }
-            crate::cim::results::schema_with(&columns)
+            crate::cim::results::schema_with(&super::runs::result_columns(&runs))
         } else {
             table.schema()
         };
@@ -182,13 +173,12 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
         }
         let name = table.qualified_name();
         let before: Vec<super::runs::RunRecord> = runs.iter().filter(|r| r.seq <= through).cloned().collect();
-        let had: std::collections::HashSet<String> = super::runs::current_files(&before, name).into_iter().map(|f| f.path).collect();
+        let then = super::runs::current_files(&before, name);
         let now = super::runs::current_files(&runs, name);
+        let had: std::collections::HashSet<&str> = then.iter().map(|f| f.path.as_str()).collect();
         let has: std::collections::HashSet<&str> = now.iter().map(|f| f.path.as_str()).collect();
-        let adds = now.iter().filter(|f| !had.contains(&f.path)).map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
-        let removed: Vec<DataFile> =
-            super::runs::current_files(&before, name).into_iter().filter(|f| !has.contains(f.path.as_str())).collect();
-        let removes: Vec<Remove> = removed.iter().map(|f| remove_action(table, f, true)).collect();
+        let adds = now.iter().filter(|f| !had.contains(f.path.as_str())).map(|f| add_action(lake, table, f, true)).collect::<Result<Vec<_>, _>>()?;
+        let removes: Vec<Remove> = then.iter().filter(|f| !has.contains(f.path.as_str())).map(|f| remove_action(table, f, true)).collect();
         let added = adds.len();
         let about = [
             (RUNS_INFO_KEY.to_string(), serde_json::json!([through + 1, last])),
@@ -275,7 +265,7 @@ fn append_commits(lake: &Lake, table: Table, t: DeltaTable, commits: &[&Commit],
     // Each input's content hash, in the Delta commit that adds its files.
     let inputs: Vec<Transaction> =
         commits.iter().map(|c| Transaction::new(format!("{INPUT_APP_ID_PREFIX}{}", c.input.hash), i64::try_from(c.id).unwrap_or(i64::MAX))).collect();
-    block_on(append(t, adds, (first.id, last.id), *at, inputs)).map_err(|source| LakeError::Delta { path: TableLocation::name_of(lake, table), source: Box::new(source) })
+    block_on(append(t, adds, (first.id, last.id), *at, inputs)).map_err(|source| LakeError::Delta { path: table_name(lake, table), source: Box::new(source) })
 }
 
 /// How far a Delta log has followed the lake: its last commit and compaction.
@@ -341,9 +331,13 @@ pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
     .map_err(delta_error)
 }
 
-/// The directory of a table's Delta log and data.
-pub fn table_root(lake: &Lake, table: Table) -> PathBuf {
-    lake.root().join(delta_dir(table).expect("a table with a Delta log"))
+/// How errors name a table's Delta directory: its path, or its URL in an object store.
+pub fn table_name(lake: &Lake, table: Table) -> PathBuf {
+    let dir = delta_dir(table).expect("a table with a Delta log");
+    match lake.remote() {
+        Some(r) => r.display(dir),
+        None => lake.root().join(dir),
+    }
 }
 
 /// Where a table's Delta log is: its URL, the object store it is in (none: the local file
@@ -358,20 +352,12 @@ struct TableLocation {
 impl TableLocation {
     fn of(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
         let dir = delta_dir(table).expect("a table with a Delta log");
-        let name = Self::name_of(lake, table);
+        let name = table_name(lake, table);
         let url = lake
             .base_url()?
             .join(&format!("{dir}/"))
             .map_err(|e| LakeError::BadLocation { location: name.display().to_string(), reason: e.to_string() })?;
         Ok(TableLocation { url, store: lake.remote().map(|r| r.store()), name })
-    }
-
-    fn name_of(lake: &Lake, table: Table) -> PathBuf {
-        let dir = delta_dir(table).expect("a table with a Delta log");
-        match lake.remote() {
-            Some(r) => r.display(dir),
-            None => lake.root().join(dir),
-        }
     }
 
     /// A builder for the table, over the lake's object store when it is in one.
@@ -629,24 +615,6 @@ fn stats(f: &DataFile, has_time: bool) -> String {
         s["maxValues"] = serde_json::json!({ "_time": hi });
     }
     s.to_string()
-}
-
-/// Runs a Delta future to its end from synchronous code (inside or outside a tokio runtime).
-pub(crate) fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let rt = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("cimlake-delta")
-            .enable_all()
-            .build()
-            .expect("starting the Delta runtime")
-    });
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    rt.spawn(async move {
-        let _ = tx.send(f.await);
-    });
-    rx.recv().expect("a Delta task panicked")
 }
 
 #[cfg(test)]

@@ -85,13 +85,10 @@ impl Lake {
                 out.removed.push((rel, bytes));
             }
         }
-        // Files of `cimlake.runs`'s Delta table that a later publish replaced (the newest is the
-        // table's; older ones serve only reads of earlier Delta versions).
+        // Files of `cimlake.runs`'s Delta table that a later publish replaced.
         let mut runs_files = Vec::new();
         parquet_under(&self.root().join(super::delta::RUNS_TABLE_DIR), &mut runs_files);
-        runs_files.sort();
-        runs_files.pop();
-        for path in runs_files {
+        for path in replaced_runs_files(runs_files) {
             if !old(&path)? {
                 out.kept += 1;
                 continue;
@@ -184,11 +181,8 @@ impl Lake {
             }
         }
         // Replaced files of `cimlake.runs`'s Delta table, as on disk.
-        let mut runs_files: Vec<(String, u64, SystemTime)> =
-            remote.list(super::delta::RUNS_TABLE_DIR)?.into_iter().filter(|(rel, _, _)| rel.ends_with(".parquet")).collect();
-        runs_files.sort();
-        runs_files.pop();
-        for (rel, bytes, modified) in runs_files {
+        let runs_files = remote.list(super::delta::RUNS_TABLE_DIR)?.into_iter().filter(|(rel, _, _)| rel.ends_with(".parquet"));
+        for (rel, bytes, modified) in replaced_runs_files(runs_files) {
             if now.duration_since(modified).is_ok_and(|age| age >= retention) {
                 unnamed.push((rel, bytes));
             } else {
@@ -217,17 +211,17 @@ impl Lake {
         removed: Vec<super::DataFile>,
         added: Vec<super::DataFile>,
     ) -> Result<super::Compaction, LakeError> {
-        let replacing: HashSet<&str> = removed.iter().map(|f| f.path.as_str()).collect();
         let mut record = super::Compaction {
             id: 0,
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             through_commit,
-            removed: removed.clone(),
+            removed,
             added,
         };
+        let replacing: HashSet<String> = record.removed.iter().map(|f| f.path.clone()).collect();
         loop {
             let since: Vec<super::Compaction> = self.compactions()?.into_iter().filter(|c| c.id > seen).collect();
-            if let Some(other) = since.iter().find(|c| c.removed.iter().any(|f| replacing.contains(f.path.as_str()))) {
+            if let Some(other) = since.iter().find(|c| c.removed.iter().any(|f| replacing.contains(&f.path))) {
                 return Err(LakeError::Busy {
                     path: remote.display(super::COMPACTIONS_DIR),
                     reason: format!("compaction {} merged some of the same files first; nothing was replaced (run `lake optimize` again)", other.id),
@@ -240,6 +234,16 @@ impl Lake {
             }
         }
     }
+}
+
+/// The files of `cimlake.runs`'s Delta table that later publishes replaced: all but the newest
+/// (their names carry the zero-padded number of the last run they hold, so name order is
+/// publish order). The newest is the table's; the others serve only reads of earlier versions.
+fn replaced_runs_files<T: Ord>(files: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut files: Vec<T> = files.into_iter().collect();
+    files.sort();
+    files.pop();
+    files
 }
 
 /// The session token in an ingested file's name (`<stem>-<session>-<n>.parquet`, the session
@@ -339,8 +343,9 @@ impl Lake {
                     Some(remote) => super::writer::upload_into_lake(remote, &merged, rel, "optimize-after-move")?,
                     None => super::writer::move_into_lake(self, &session, &merged, rel, "optimize-after-move")?,
                 });
-                for p in pieces.iter().filter(|_| self.remote().is_some()) {
-                    p.remove();
+                if self.remote().is_some() {
+                    // The fetched copies.
+                    pieces.iter().for_each(super::writer::StagedFile::remove);
                 }
                 let e = per_table.entry(table.qualified_name()).or_default();
                 *e = (e.0 + 1, e.1 + files.len(), e.2 + 1);

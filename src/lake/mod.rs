@@ -59,6 +59,7 @@
 pub mod delta;
 pub mod maintenance;
 pub mod remote;
+mod runtime;
 pub mod runs;
 pub mod table;
 pub mod transaction;

@@ -23,7 +23,7 @@
 //! `AZURE_STORAGE_ACCOUNT_KEY` and the like.
 //!
 //! The lake layer is synchronous; each call here runs its request on the runtime of
-//! [`super::delta::block_on`].
+//! [`super::runtime::block_on`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +32,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
+use super::runtime::block_on;
 use super::{DataFile, LakeError, check_files};
 
 /// URL schemes of the object stores a lake may be in.
@@ -125,7 +126,7 @@ impl Remote {
         let names = self.numbered(dir, after)?;
         let store = self.store.clone();
         let objects: Vec<(String, StorePath)> = names.iter().map(|(_, name)| (format!("{dir}/{name}"), self.object(&format!("{dir}/{name}")))).collect();
-        let fetched = super::delta::block_on(async move {
+        let fetched = block_on(async move {
             use futures::StreamExt;
             let mut out = Vec::with_capacity(objects.len());
             // A few requests at a time: a lake of thousands of commits is read in seconds.
@@ -157,17 +158,11 @@ impl Remote {
     /// The numbers and names of the records in `dir` after `after`, in order (names that are not
     /// `<number>.json` are not records).
     pub fn numbered(&self, dir: &str, after: u64) -> Result<Vec<(u64, String)>, LakeError> {
-        let store = self.store.clone();
-        let prefix = self.object(dir);
-        let listed = super::delta::block_on(async move {
-            use futures::TryStreamExt;
-            store.list(Some(&prefix)).try_collect::<Vec<_>>().await
-        })
-        .map_err(|e| self.err(dir, e))?;
-        let mut out: Vec<(u64, String)> = listed
+        let mut out: Vec<(u64, String)> = self
+            .list(dir)?
             .into_iter()
-            .filter_map(|meta| {
-                let name = meta.location.filename()?.to_string();
+            .filter_map(|(rel, _, _)| {
+                let name = rel.rsplit('/').next()?.to_string();
                 let n = name.strip_suffix(".json")?.parse::<u64>().ok()?;
                 (n > after && name.len() == 13).then_some((n, name))
             })
@@ -181,7 +176,7 @@ impl Remote {
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64, std::time::SystemTime)>, LakeError> {
         let store = self.store.clone();
         let prefix = self.object(dir);
-        let listed = super::delta::block_on(async move {
+        let listed = block_on(async move {
             use futures::TryStreamExt;
             store.list(Some(&prefix)).try_collect::<Vec<_>>().await
         })
@@ -201,7 +196,7 @@ impl Remote {
     pub fn create_numbered(&self, dir: &str, n: u64, bytes: Vec<u8>) -> Result<bool, LakeError> {
         let rel = format!("{dir}/{n:08}.json");
         let (store, obj) = (self.store.clone(), self.object(&rel));
-        let put = super::delta::block_on(async move {
+        let put = block_on(async move {
             store.put_opts(&obj, PutPayload::from(bytes), PutOptions { mode: PutMode::Create, ..Default::default() }).await
         });
         match put {
@@ -215,7 +210,7 @@ impl Remote {
     /// Uploads a local file to `rel` (multipart for large files).
     pub fn upload(&self, local: &Path, rel: &str) -> Result<(), LakeError> {
         let (store, obj, from) = (self.store.clone(), self.object(rel), local.to_path_buf());
-        let done = super::delta::block_on(async move {
+        let done = block_on(async move {
             use tokio::io::AsyncWriteExt;
             let mut file = tokio::fs::File::open(&from).await.map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
             let mut out = object_store::buffered::BufWriter::new(store, obj);
@@ -234,7 +229,7 @@ impl Remote {
     /// The object at `rel`, or `None` when there is none.
     pub fn get(&self, rel: &str) -> Result<Option<bytes::Bytes>, LakeError> {
         let (store, obj) = (self.store.clone(), self.object(rel));
-        let got = super::delta::block_on(async move {
+        let got = block_on(async move {
             match store.get(&obj).await {
                 Ok(r) => r.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -248,13 +243,13 @@ impl Remote {
     /// the new one.
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
         let (store, obj) = (self.store.clone(), self.object(rel));
-        super::delta::block_on(async move { store.put(&obj, PutPayload::from(bytes)).await }).map(|_| ()).map_err(|e| self.err(rel, e))
+        block_on(async move { store.put(&obj, PutPayload::from(bytes)).await }).map(|_| ()).map_err(|e| self.err(rel, e))
     }
 
     /// Copies the object at `rel` to a local file.
     pub fn download(&self, rel: &str, to: &Path) -> Result<(), LakeError> {
         let (store, obj, local) = (self.store.clone(), self.object(rel), to.to_path_buf());
-        let done = super::delta::block_on(async move {
+        let done = block_on(async move {
             use futures::StreamExt;
             use tokio::io::AsyncWriteExt;
             let local_err = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
@@ -277,7 +272,7 @@ impl Remote {
     pub fn delete_all(&self, rels: &[String]) -> Result<(), LakeError> {
         let store = self.store.clone();
         let objects: Vec<(String, StorePath)> = rels.iter().map(|r| (r.clone(), self.object(r))).collect();
-        super::delta::block_on(async move {
+        block_on(async move {
             for (rel, o) in objects {
                 match store.delete(&o).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -292,7 +287,7 @@ impl Remote {
     /// Whether the object at `rel` exists.
     pub fn exists(&self, rel: &str) -> Result<bool, LakeError> {
         let (store, obj) = (self.store.clone(), self.object(rel));
-        match super::delta::block_on(async move { store.head(&obj).await }) {
+        match block_on(async move { store.head(&obj).await }) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(rel, e)),

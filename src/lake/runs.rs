@@ -178,6 +178,20 @@ pub fn current(runs: &[RunRecord]) -> Vec<&RunRecord> {
     out
 }
 
+/// The output columns of `runs`' detections, each once, in the order they first appear: the
+/// columns `detections.results` has beyond its stamp.
+pub fn result_columns<'a>(runs: impl IntoIterator<Item = &'a RunRecord>) -> Vec<String> {
+    let mut columns: Vec<String> = Vec::new();
+    for r in runs {
+        for c in &r.result_columns {
+            if !columns.contains(c) {
+                columns.push(c.clone());
+            }
+        }
+    }
+    columns
+}
+
 /// The files of one derived table from the current runs.
 pub fn current_files(runs: &[RunRecord], table: &str) -> Vec<DataFile> {
     current(runs).into_iter().flat_map(|r| r.files.iter().filter(|f| f.table == table).cloned()).collect()
