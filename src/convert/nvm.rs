@@ -13,7 +13,8 @@
 //! * the endpoint (`processes.dest`, `all_traffic.dvc`) is the host name (`vsn`) of the input's
 //!   NVM endpoint record for that `udid`, else the `udid` itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::io::BufRead;
 
 use serde_json::Value;
@@ -71,15 +72,113 @@ pub const VENDOR_PRODUCT: &str = "Cisco Network Visibility Module";
 /// Skip reason for NVM records that are neither flows nor endpoint records.
 pub const OTHER_RECORD: &str = "NVM record, not a flow or endpoint";
 
-/// One NVM record: field → value, with `''` and empty values removed.
-pub type Record = BTreeMap<String, String>;
+/// The NVM fields cimlake reads (Cisco's NVM field names); a record's other fields are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Fv, Udid, Vsn, Sa, Da, Sp, Dp, Pr, Fd, Fss, Fsms, Fes, Fems, Fsg, Pid, Ppid, Puid, Ppuid, Pn, Ppn, Ppath, Pppath, Parg, Pparg, Ph,
+    Pil, Pa, Liuid, Ibc, Obc, Dh,
+}
+
+const FIELD_COUNT: usize = Field::Dh as usize + 1;
+
+impl Field {
+    /// The field a record key names, if cimlake reads it.
+    pub fn of(key: &[u8]) -> Option<Field> {
+        use Field::*;
+        Some(match key {
+            b"fv" => Fv,
+            b"udid" => Udid,
+            b"vsn" => Vsn,
+            b"sa" => Sa,
+            b"da" => Da,
+            b"sp" => Sp,
+            b"dp" => Dp,
+            b"pr" => Pr,
+            b"fd" => Fd,
+            b"fss" => Fss,
+            b"fsms" => Fsms,
+            b"fes" => Fes,
+            b"fems" => Fems,
+            b"fsg" => Fsg,
+            b"pid" => Pid,
+            b"ppid" => Ppid,
+            b"puid" => Puid,
+            b"ppuid" => Ppuid,
+            b"pn" => Pn,
+            b"ppn" => Ppn,
+            b"ppath" => Ppath,
+            b"pppath" => Pppath,
+            b"parg" => Parg,
+            b"pparg" => Pparg,
+            b"ph" => Ph,
+            b"pil" => Pil,
+            b"pa" => Pa,
+            b"liuid" => Liuid,
+            b"ibc" => Ibc,
+            b"obc" => Obc,
+            b"dh" => Dh,
+            _ => return None,
+        })
+    }
+}
+
+/// One NVM record: the values of the [`Field`]s it has, with `''` and empty values removed. The
+/// values share one buffer: a record costs one allocation however many fields it has.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    text: String,
+    /// Byte range of each field's value in `text`; an empty range is an absent field.
+    spans: [(u32, u32); FIELD_COUNT],
+}
+
+/// Records are equal when their fields' values are, whatever their buffers hold.
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        fn value(r: &Record, i: usize) -> &str {
+            let (a, b) = r.spans[i];
+            &r.text[a as usize..b as usize]
+        }
+        (0..FIELD_COUNT).all(|i| value(self, i) == value(other, i))
+    }
+}
+
+impl Record {
+    pub fn get(&self, field: Field) -> Option<&str> {
+        let (a, b) = self.spans[field as usize];
+        (a < b).then(|| &self.text[a as usize..b as usize])
+    }
+
+    pub fn has(&self, field: Field) -> bool {
+        let (a, b) = self.spans[field as usize];
+        a < b
+    }
+
+    /// Sets `field` to the value written into `text` since byte `from`, or removes it if that
+    /// value is empty or `''` (the text written is then dropped).
+    fn close(&mut self, field: Field, from: usize) {
+        let v = &self.text[from..];
+        if v.is_empty() || v == "''" {
+            self.text.truncate(from);
+            self.spans[field as usize] = (0, 0);
+        } else {
+            // Values are parts of one line, and lines are capped far below 4 GiB.
+            self.spans[field as usize] = (from as u32, self.text.len() as u32);
+        }
+    }
+
+    fn set(&mut self, field: Field, value: &str) {
+        let from = self.text.len();
+        self.text.push_str(value);
+        self.close(field, from);
+    }
+}
 
 /// Parses the key="value" part of a syslog line. The syslog prefix before the first `key="` is
 /// ignored. Returns an error naming the byte where the line stops making sense.
 pub fn parse_kv(line: &str) -> Result<Record, Unreadable> {
     let b = line.as_bytes();
     let start = first_key(b).ok_or("no key=\"value\" pairs")?;
-    let mut rec = Record::new();
+    let mut rec = Record::default();
     let mut i = start;
     while i < b.len() {
         while i < b.len() && b[i].is_ascii_whitespace() {
@@ -96,43 +195,57 @@ pub fn parse_kv(line: &str) -> Result<Record, Unreadable> {
             return Err(Unreadable(format!("expected key=\"value\" at byte {k0}")));
         }
         let key = &line[k0..i];
+        let field = Field::of(key.as_bytes());
+        let from = rec.text.len();
         i += 1;
-        let value = if b.get(i) == Some(&b'"') {
+        if b.get(i) == Some(&b'"') {
             i += 1;
-            let mut v = String::new();
             let mut seg = i;
             loop {
-                match b.get(i) {
-                    None => return Err(Unreadable(format!("unterminated value of {key}"))),
-                    Some(b'\\') if b.get(i + 1) == Some(&b'"') => {
-                        v.push_str(&line[seg..i]);
-                        v.push('"');
-                        i += 2;
-                        seg = i;
+                // The value ends at the next `"` not escaped by a `\`.
+                let Some(q) = memchr::memchr(b'"', &b[i..]) else {
+                    rec.text.truncate(from);
+                    return Err(Unreadable(format!("unterminated value of {key}")));
+                };
+                i += q;
+                if i > seg && b[i - 1] == b'\\' {
+                    if field.is_some() {
+                        rec.text.push_str(&line[seg..i - 1]);
+                        rec.text.push('"');
                     }
-                    Some(b'"') => {
-                        v.push_str(&line[seg..i]);
-                        i += 1;
-                        break;
-                    }
-                    Some(_) => i += 1,
+                    i += 1;
+                    seg = i;
+                    continue;
                 }
+                if field.is_some() {
+                    rec.text.push_str(&line[seg..i]);
+                }
+                i += 1;
+                break;
             }
-            v
         } else {
             let v0 = i;
             while i < b.len() && !b[i].is_ascii_whitespace() {
                 i += 1;
             }
-            line[v0..i].to_string()
-        };
-        insert(&mut rec, key, value);
+            if field.is_some() {
+                rec.text.push_str(&line[v0..i]);
+            }
+        }
+        // As before: an empty value does not remove an earlier one of the same key.
+        if let Some(field) = field {
+            if rec.text.len() > from && &rec.text[from..] != "''" {
+                rec.close(field, from);
+            } else {
+                rec.text.truncate(from);
+            }
+        }
     }
     Ok(rec)
 }
 
 fn first_key(b: &[u8]) -> Option<usize> {
-    let eq = b.windows(2).position(|w| w == b"=\"")?;
+    let eq = memchr::memmem::find(b, b"=\"")?;
     let mut k = eq;
     while k > 0 && (b[k - 1].is_ascii_alphanumeric() || b[k - 1] == b'_') {
         k -= 1;
@@ -140,31 +253,146 @@ fn first_key(b: &[u8]) -> Option<usize> {
     (k < eq).then_some(k)
 }
 
-fn insert(rec: &mut Record, key: &str, value: String) {
-    if !value.is_empty() && value != "''" {
-        rec.insert(key.to_string(), value);
-    }
-}
-
-/// Converts a JSON object (every value a string; numbers are taken too) into a record.
+/// Converts a JSON object (every value a string; numbers and booleans are taken too) into a
+/// record.
 pub fn from_json(obj: &serde_json::Map<String, Value>) -> Record {
-    let mut rec = Record::new();
+    let mut rec = Record::default();
     for (k, v) in obj {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => continue,
-        };
-        insert(&mut rec, k, s);
+        let Some(field) = Field::of(k.as_bytes()) else { continue };
+        match v {
+            Value::String(s) => rec.set(field, s),
+            Value::Number(n) => rec.set(field, &n.to_string()),
+            Value::Bool(b) => rec.set(field, if *b { "true" } else { "false" }),
+            _ => {}
+        }
     }
     rec
 }
 
+/// A JSON line read straight into a [`Record`] (no `serde_json::Value` in between): the record, or
+/// the kind of JSON value the line held instead of an object. Not boxed: one per line, moved once.
+#[allow(clippy::large_enum_variant)]
+enum JsonLine {
+    Object(Record),
+    Other(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for JsonLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LineVisitor)
+    }
+}
+
+struct LineVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LineVisitor {
+    type Value = JsonLine;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonLine, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut rec = Record::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(field) = Field::of(key.as_bytes()) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            // As `serde_json::Map`: the last value of a repeated key wins, even an empty one.
+            match map.next_value::<Scalar<'de>>()? {
+                Scalar::Str(s) => rec.set(field, &s),
+                Scalar::Number(n) => rec.set(field, &n.to_string()),
+                Scalar::Bool(b) => rec.set(field, if b { "true" } else { "false" }),
+                Scalar::Other => rec.spans[field as usize] = (0, 0),
+            }
+        }
+        Ok(JsonLine::Object(rec))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonLine, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(JsonLine::Other("array"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("string"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("number"))
+    }
+    fn visit_unit<E>(self) -> Result<JsonLine, E> {
+        Ok(JsonLine::Other("null"))
+    }
+}
+
+/// A value of a JSON record: what [`from_json`] takes (strings, numbers as serde_json prints
+/// them, booleans), anything else skipped.
+enum Scalar<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(std::borrow::Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(std::borrow::Cow::Owned(s)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Scalar<'de>, E> {
+                Ok(serde_json::Number::from_f64(n).map_or(Scalar::Other, Scalar::Number))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Whether a record looks like NVM data at all.
 pub fn is_nvm(rec: &Record) -> bool {
-    rec.get("fv").is_some_and(|v| v.starts_with("nvzFlow"))
-        || (rec.contains_key("udid") && (rec.contains_key("sa") || rec.contains_key("vsn")))
+    rec.get(Field::Fv).is_some_and(|v| v.starts_with("nvzFlow"))
+        || (rec.has(Field::Udid) && (rec.has(Field::Sa) || rec.has(Field::Vsn)))
 }
 
 /// `pil`/`ppil`: Windows integrity level RIDs.
@@ -202,52 +430,53 @@ pub fn direction(fd: &str) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct FlowKey {
-    udid: String,
-    pr: String,
-    sa: String,
-    sp: String,
-    da: String,
-    dp: String,
-    start: String,
-}
+/// The key fields of a flow (udid, protocol, addresses, ports, start) or of a process (udid and
+/// `puid`, else udid, pid and path) in one allocation, each prefixed by its length so that no two
+/// different field lists make the same key.
+type Key = Box<[u8]>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum ProcessKey {
-    Puid(String, String),
-    PidPath(String, String, String),
+fn key(parts: &[&str]) -> Key {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        k.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        k.extend_from_slice(p.as_bytes());
+    }
+    k.into_boxed_slice()
 }
 
 struct Seen {
-    rec: Record,
+    rec: Rc<Record>,
     line: i64,
     offset: i64,
+    /// The flow's start in µs ([`start_us`]).
+    start: i64,
+    /// Which of a flow's stage reports wins ([`stage_rank`]).
+    rank: (u8, i64),
 }
 
 /// Collects the records of one input and emits its rows at the end.
 pub struct NvmState {
     sourcetype: &'static str,
-    flows: HashMap<FlowKey, Seen>,
-    processes: HashMap<ProcessKey, (i64, Seen)>,
+    flows: HashMap<Key, Seen>,
+    processes: HashMap<Key, Seen>,
     endpoints: HashMap<String, String>,
 }
 
 fn stage_rank(rec: &Record) -> (u8, i64) {
     // The end record (fsg 0) wins; among the others, the latest end time.
-    let end = rec.get("fsg").map(|s| s.trim() == "0").unwrap_or(true);
-    let fes = rec.get("fems").and_then(|v| v.parse::<i64>().ok()).or_else(|| {
-        rec.get("fes").and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000)
+    let end = rec.get(Field::Fsg).map(|s| s.trim() == "0").unwrap_or(true);
+    let fes = rec.get(Field::Fems).and_then(|v| v.parse::<i64>().ok()).or_else(|| {
+        rec.get(Field::Fes).and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000)
     });
     (u8::from(end), fes.unwrap_or(i64::MIN))
 }
 
 /// Flow start in µs: `fsms` (ms) when present, else `fss` (s).
 fn start_us(rec: &Record) -> Option<i64> {
-    if let Some(ms) = rec.get("fsms").and_then(|v| v.trim().parse::<i64>().ok()) {
+    if let Some(ms) = rec.get(Field::Fsms).and_then(|v| v.trim().parse::<i64>().ok()) {
         return ms.checked_mul(1000);
     }
-    rec.get("fss").and_then(|v| v.trim().parse::<i64>().ok()).and_then(|s| s.checked_mul(1_000_000))
+    rec.get(Field::Fss).and_then(|v| v.trim().parse::<i64>().ok()).and_then(|s| s.checked_mul(1_000_000))
 }
 
 impl NvmState {
@@ -257,15 +486,16 @@ impl NvmState {
 
     /// Takes one record.
     pub fn add(&mut self, rec: Record, line: i64, offset: i64, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        use Field::*;
         let bad = |reason: String| BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason };
         if !is_nvm(&rec) {
             return out.bad(bad("not an NVM record (no fv=\"nvzFlow…\", udid, sa or vsn)".into()));
         }
-        let is_flow = rec.contains_key("sa") || rec.contains_key("da");
+        let is_flow = rec.has(Sa) || rec.has(Da);
         if !is_flow {
-            match (rec.get("udid"), rec.get("vsn")) {
+            match (rec.get(Udid), rec.get(Vsn)) {
                 (Some(udid), Some(vsn)) => {
-                    self.endpoints.insert(udid.clone(), vsn.clone());
+                    self.endpoints.insert(udid.to_string(), vsn.to_string());
                     out.skip("NVM endpoint record (host name taken)");
                 }
                 _ => out.skip(OTHER_RECORD),
@@ -281,127 +511,130 @@ impl NvmState {
         }
         // A number that is there but impossible (a pid of -1, a port of 70000) makes the record
         // bad, not a silent null.
-        for (field, max) in [("pid", i64::from(u32::MAX)), ("ppid", i64::from(u32::MAX)), ("sp", 65535), ("dp", 65535)] {
+        for (field, name, max) in [(Pid, "pid", i64::from(u32::MAX)), (Ppid, "ppid", i64::from(u32::MAX)), (Sp, "sp", 65535), (Dp, "dp", 65535)] {
             if let Some(v) = rec.get(field).map(|v| v.trim()).filter(|v| !v.is_empty())
                 && !v.parse::<i64>().is_ok_and(|n| (0..=max).contains(&n))
             {
-                return out.bad(bad(format!("NVM flow: {field} {v:?} is not a number from 0 to {max}")));
+                return out.bad(bad(format!("NVM flow: {name} {v:?} is not a number from 0 to {max}")));
             }
         }
-        let udid = rec.get("udid").cloned().unwrap_or_default();
-        let get = |k: &str| rec.get(k).cloned().unwrap_or_default();
-        let pkey = match rec.get("puid") {
-            Some(puid) => Some(ProcessKey::Puid(udid.clone(), puid.clone())),
-            None if rec.contains_key("pid") => Some(ProcessKey::PidPath(udid.clone(), get("pid"), get("ppath"))),
+        let get = |f: Field| rec.get(f).unwrap_or_default();
+        let udid = get(Udid);
+        let pkey = match rec.get(Puid) {
+            Some(puid) => Some(key(&["puid", udid, puid])),
+            None if rec.has(Pid) => Some(key(&["pid", udid, get(Pid), get(Ppath)])),
             None => None,
         };
+        let fss;
+        let fkey = key(&[udid, get(Pr), get(Sa), get(Sp), get(Da), get(Dp), match rec.get(Fss) {
+            Some(v) => v,
+            None => {
+                fss = start.to_string();
+                &fss
+            }
+        }]);
+        let rank = stage_rank(&rec);
+        let rec = Rc::new(rec);
         if let Some(pkey) = pkey {
-            match self.processes.get_mut(&pkey) {
-                Some((first, _)) if *first <= start => {}
+            match self.processes.get(&pkey) {
+                Some(first) if first.start <= start => {}
                 _ => {
-                    self.processes.insert(pkey, (start, Seen { rec: rec.clone(), line, offset }));
+                    self.processes.insert(pkey, Seen { rec: rec.clone(), line, offset, start, rank });
                 }
             }
         }
-        let fkey = FlowKey {
-            udid,
-            pr: get("pr"),
-            sa: get("sa"),
-            sp: get("sp"),
-            da: get("da"),
-            dp: get("dp"),
-            start: rec.get("fss").cloned().unwrap_or_else(|| start.to_string()),
-        };
         match self.flows.get(&fkey) {
-            Some(prev) if stage_rank(&prev.rec) > stage_rank(&rec) => {
+            Some(prev) if prev.rank > rank => {
                 out.skip("NVM flow stage superseded by a later report");
             }
             Some(_) => {
                 out.skip("NVM flow stage superseded by a later report");
-                self.flows.insert(fkey, Seen { rec, line, offset });
+                self.flows.insert(fkey, Seen { rec, line, offset, start, rank });
             }
             None => {
-                self.flows.insert(fkey, Seen { rec, line, offset });
+                self.flows.insert(fkey, Seen { rec, line, offset, start, rank });
             }
         }
         Ok(())
     }
 
-    /// Emits one row per flow and per process, in a stable order.
+    /// Emits one row per flow and per process, in a stable order: by time, then record.
     pub fn finish(self, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
+        use Field::*;
         let endpoint = |rec: &Record| -> Option<String> {
-            let udid = rec.get("udid")?;
-            Some(self.endpoints.get(udid).cloned().unwrap_or_else(|| udid.clone()))
+            let udid = rec.get(Udid)?;
+            Some(self.endpoints.get(udid).cloned().unwrap_or_else(|| udid.to_string()))
         };
-        let mut flows: Vec<(&FlowKey, &Seen)> = self.flows.iter().collect();
-        flows.sort_by_key(|(k, s)| (start_us(&s.rec), s.line, (*k).clone()));
-        for (_, seen) in flows {
+        fn in_order(map: &HashMap<Key, Seen>) -> Vec<(&Key, &Seen)> {
+            let mut seen: Vec<(&Key, &Seen)> = map.iter().collect();
+            seen.sort_unstable_by(|(ka, a), (kb, b)| (a.start, a.line, ka).cmp(&(b.start, b.line, kb)));
+            seen
+        }
+        for (_, seen) in in_order(&self.flows) {
             let r = &seen.rec;
-            let g = |k: &str| r.get(k).map(String::as_str);
+            let g = |f: Field| r.get(f);
             let dvc = endpoint(r);
-            let bytes_in = g("ibc").and_then(|v| v.trim().parse::<i64>().ok());
-            let bytes_out = g("obc").and_then(|v| v.trim().parse::<i64>().ok());
-            let transport = g("pr").map(transport);
-            let ipv6 = g("sa").is_some_and(|a| a.contains(':')) || g("da").is_some_and(|a| a.contains(':'));
+            let bytes_in = g(Ibc).and_then(|v| v.trim().parse::<i64>().ok());
+            let bytes_out = g(Obc).and_then(|v| v.trim().parse::<i64>().ok());
+            let transport = g(Pr).map(transport);
+            let ipv6 = g(Sa).is_some_and(|a| a.contains(':')) || g(Da).is_some_and(|a| a.contains(':'));
             let row = TrafficRow {
-                time_us: start_us(r).expect("checked in add"),
+                time_us: seen.start,
                 action: Some("allowed"),
-                app: g("ppath").or(g("pn")),
+                app: g(Ppath).or(g(Pn)),
                 bytes: match (bytes_in, bytes_out) {
                     (Some(a), Some(b)) => a.checked_add(b),
                     _ => None,
                 },
                 bytes_in,
                 bytes_out,
-                dest: g("dh").or(g("da")),
-                dest_ip: g("da"),
-                dest_port: port(g("dp")),
+                dest: g(Dh).or(g(Da)),
+                dest_ip: g(Da),
+                dest_port: port(g(Dp)),
                 dvc: dvc.as_deref(),
-                direction: Some(g("fd").map_or("unknown", direction)),
+                direction: Some(g(Fd).map_or("unknown", direction)),
                 protocol: Some("ip"),
                 protocol_version: Some(if ipv6 { 6 } else { 4 }),
-                src: g("sa"),
-                src_ip: g("sa"),
-                src_port: port(g("sp")),
+                src: g(Sa),
+                src_ip: g(Sa),
+                src_port: port(g(Sp)),
                 transport: transport.as_deref(),
-                user: g("liuid"),
+                user: g(Liuid),
                 vendor_product: Some(VENDOR_PRODUCT),
-                process_id: g("pid").and_then(|v| v.trim().parse().ok()),
-                process_guid: g("puid"),
-                process_name: g("pn"),
-                process_path: g("ppath"),
-                dest_hostname: g("dh"),
+                process_id: g(Pid).and_then(|v| v.trim().parse().ok()),
+                process_guid: g(Puid),
+                process_name: g(Pn),
+                process_path: g(Ppath),
+                dest_hostname: g(Dh),
                 provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
                 ..Default::default()
             };
             out.traffic(&row)?;
         }
-        let mut procs: Vec<(&ProcessKey, &(i64, Seen))> = self.processes.iter().collect();
-        procs.sort_by_key(|(k, (t, s))| (*t, s.line, (*k).clone()));
-        for (_, (time_us, seen)) in procs {
+        for (_, seen) in in_order(&self.processes) {
             let r = &seen.rec;
-            let g = |k: &str| r.get(k).map(String::as_str);
+            let g = |f: Field| r.get(f);
             let dest = endpoint(r);
-            let il = g("pil").map(integrity_level);
+            let il = g(Pil).map(integrity_level);
             let row = ProcessRow {
-                time_us: *time_us,
+                time_us: seen.start,
                 action: Some("allowed"),
                 dest: dest.as_deref(),
                 original_file_name: None,
-                parent_process: g("pparg"),
-                parent_process_guid: g("ppuid"),
-                parent_process_id: g("ppid").and_then(|v| v.trim().parse().ok()),
-                parent_process_path: g("pppath"),
-                process: g("parg"),
-                process_guid: g("puid"),
-                process_hash: g("ph"),
-                process_id: g("pid").and_then(|v| v.trim().parse().ok()),
+                parent_process: g(Pparg),
+                parent_process_guid: g(Ppuid),
+                parent_process_id: g(Ppid).and_then(|v| v.trim().parse().ok()),
+                parent_process_path: g(Pppath),
+                process: g(Parg),
+                process_guid: g(Puid),
+                process_hash: g(Ph),
+                process_id: g(Pid).and_then(|v| v.trim().parse().ok()),
                 process_integrity_level: il.as_deref(),
                 process_current_directory: None,
-                process_path: g("ppath"),
-                process_name: g("pn"),
-                parent_process_name: g("ppn"),
-                user: g("pa").or(g("liuid")),
+                process_path: g(Ppath),
+                process_name: g(Pn),
+                parent_process_name: g(Ppn),
+                user: g(Pa).or(g(Liuid)),
                 user_id: None,
                 vendor_product: Some(VENDOR_PRODUCT),
                 provenance: Provenance { source, sourcetype: self.sourcetype, record: Some(seen.line), offset: Some(seen.offset) },
@@ -449,8 +682,13 @@ pub fn convert_kv<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) ->
 /// Converts JSON lines.
 pub fn convert_json<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
     let mut state = NvmState::new(SOURCETYPE_JSON);
-    super::jsonlines::for_each_object(reader, source, super::lines::Position::default(), out, |obj, line, offset, out| {
-        state.add(from_json(obj), line, offset, source, out)
+    use super::jsonlines::{for_each_line, not_an_object, not_json};
+    for_each_line(reader, source, super::lines::Position::default(), out, |text, line, offset, out| {
+        match serde_json::from_slice::<JsonLine>(text) {
+            Ok(JsonLine::Object(rec)) => state.add(rec, line, offset, source, out),
+            Ok(JsonLine::Other(kind)) => out.bad(not_an_object(source, line, offset, kind)),
+            Err(e) => out.bad(not_json(source, line, offset, &e)),
+        }
     })?;
     state.finish(source, out)
 }
@@ -461,14 +699,40 @@ mod tests {
 
     #[test]
     fn kv_values_quotes_escapes_and_empties() {
-        let r = parse_kv(r#"Jun 26 16:09:18 127.0.0.1 Jun 26 16:09:18 ip-1  fv="nvzFlow_v9" hh="''" parg=" /i \"https://x/y.msi\"" ppath="C:\Windows\system32\msiexec.exe" n=5"#).unwrap();
-        assert_eq!(r["fv"], "nvzFlow_v9");
-        assert!(!r.contains_key("hh"));
-        assert_eq!(r["parg"], r#" /i "https://x/y.msi""#);
-        assert_eq!(r["ppath"], r"C:\Windows\system32\msiexec.exe");
-        assert_eq!(r["n"], "5");
+        let r = parse_kv(r#"Jun 26 16:09:18 127.0.0.1 Jun 26 16:09:18 ip-1  fv="nvzFlow_v9" hh="x" dh="''" parg=" /i \"https://x/y.msi\"" ppath="C:\Windows\system32\msiexec.exe" pid=5"#).unwrap();
+        assert_eq!(r.get(Field::Fv), Some("nvzFlow_v9"));
+        assert_eq!(r.get(Field::Dh), None, "'' is empty");
+        assert_eq!(r.get(Field::Parg), Some(r#" /i "https://x/y.msi""#));
+        assert_eq!(r.get(Field::Ppath), Some(r"C:\Windows\system32\msiexec.exe"));
+        assert_eq!(r.get(Field::Pid), Some("5"), "unquoted");
         assert!(parse_kv("no pairs here").is_err());
         assert!(parse_kv(r#"x fv="open"#).unwrap_err().to_string().contains("unterminated"));
+        assert!(parse_kv(r#"x fv="open\""#).unwrap_err().to_string().contains("unterminated"), "an escaped quote does not end a value");
+        // A repeated key: the last non-empty value. A quote after a backslash is escaped, even
+        // after two; an escaped quote at a value's end.
+        let r = parse_kv(r#"x sa="1" sa="2" sa="''" sa="" pn="a\\" b" pa="\"""#).unwrap();
+        assert_eq!((r.get(Field::Sa), r.get(Field::Pn), r.get(Field::Pa)), (Some("2"), Some(r#"a\" b"#), Some("\"")));
+    }
+
+    /// The JSON records read straight from the line are the records [`from_json`] makes of a
+    /// `serde_json::Value`, whatever the values' types, and other JSON values are named.
+    #[test]
+    fn json_lines_read_as_from_json_reads_values() {
+        let lines = [
+            r#"{"fv":"nvzFlow_v11","udid":"U","sa":"10.0.0.1","sp":5,"dp":443.0,"pid":1e3,"fd":true,"da":null,"dh":["x"],"pn":{"a":1},"ph":"","unknown":"x"}"#,
+            r#"{"sa":"1","sa":"","da":"\u0041\"b","pa":"x","pa":2,"pid":-7,"ppid":18446744073709551615,"ibc":1.5e300}"#,
+        ];
+        for line in lines {
+            let JsonLine::Object(direct) = serde_json::from_str::<JsonLine>(line).unwrap() else { panic!("{line}") };
+            let Value::Object(obj) = serde_json::from_str::<Value>(line).unwrap() else { panic!() };
+            assert_eq!(direct, from_json(&obj), "{line}");
+        }
+        let JsonLine::Object(r) = serde_json::from_str::<JsonLine>(lines[1]).unwrap() else { panic!() };
+        assert_eq!((r.get(Field::Sa), r.get(Field::Da), r.get(Field::Pa)), (None, Some("A\"b"), Some("2")));
+        for (line, kind) in [("[1,{}]", "array"), ("\"s\"", "string"), ("3", "number"), ("-3", "number"), ("1.5", "number"), ("true", "boolean"), ("null", "null")] {
+            assert!(matches!(serde_json::from_str::<JsonLine>(line).unwrap(), JsonLine::Other(k) if k == kind), "{line}");
+        }
+        assert!(serde_json::from_str::<JsonLine>("{\"a\":").is_err());
     }
 
     #[test]
