@@ -16,6 +16,11 @@ for the versions measured and how each was run).
         --chainsaw BIN --chainsaw-mapping FILE \\
         --zircolite zircolite.py --zircolite-python PYTHON --zircolite-config FILE \\
         [--data ../shared/corpus/evtx] [--sigma ../shared/corpus/sigma/rules/windows] [--runs 3] [--out DIR]
+        [--hayabusa-data DIR --chainsaw-data DIR --zircolite-data DIR --events N]
+
+--data is what cimlake reads (EVTX, XmlWinEventLog, …). The --PEER-data options give a peer the
+same events in a shape it reads (xml_to_json.py writes them), when it cannot read --data: Hayabusa
+reads EVTX and flat JSON, Chainsaw EVTX and JSON, Zircolite EVTX and evtx_dump JSON lines.
 
 A tool whose options are not given is left out. Matches are (rule, event) pairs: each tool's output
 has one entry per rule and event it matched (Zircolite: its per-rule `count`).
@@ -104,7 +109,8 @@ class Hayabusa(Tool):
 
     def command(self, work):
         a = self.a
-        return [os.path.abspath(a.hayabusa), "csv-timeline", "-d", a.data, "-r", a.hayabusa_rules, "-c", a.hayabusa_config,
+        return [os.path.abspath(a.hayabusa), "csv-timeline", "-d", a.hayabusa_data or a.data, *(["-J"] if a.hayabusa_data else []),
+                "-r", a.hayabusa_rules, "-c", a.hayabusa_config,
                 "-w", "-q", "-K", "-C", "-O", "-m", "informational", "-t", str(a.threads), "-o", os.path.join(work, "out.csv")]
 
     def counts(self, work):
@@ -113,9 +119,13 @@ class Hayabusa(Tool):
 
     def loaded(self, work):
         log = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(work, "log"), errors="replace").read())
-        m = re.search(r"Detection rules enabled after channel filter: ([\d,]+)", log)
         e = re.search(r"Rule parsing errors: ([\d,]+)", log)
-        return f"{m.group(1) if m else '?'} enabled, {e.group(1) if e else 0} parse errors"
+        m = re.search(r"Detection rules enabled after channel filter: ([\d,]+)", log)
+        if m:
+            return f"{m.group(1)} enabled, {e.group(1) if e else 0} parse errors"
+        # JSON input has no channel filter.
+        m = re.search(r"Total detection rules: ([\d,]+)", log)
+        return f"{m.group(1) if m else '?'} loaded, {e.group(1) if e else 0} parse errors"
 
 
 class Chainsaw(Tool):
@@ -126,7 +136,7 @@ class Chainsaw(Tool):
 
     def command(self, work):
         a = self.a
-        return [os.path.abspath(a.chainsaw), "--no-banner", "--num-threads", str(a.threads), "hunt", a.data,
+        return [os.path.abspath(a.chainsaw), "--no-banner", "--num-threads", str(a.threads), "hunt", a.chainsaw_data or a.data,
                 *[x for c in CATEGORIES for x in ("-s", os.path.join(a.sigma, c))],
                 "--mapping", a.chainsaw_mapping, "--skip-errors", "--json", "-o", os.path.join(work, "out.json")]
 
@@ -148,13 +158,17 @@ class Zircolite(Tool):
     def command(self, work):
         a = self.a
         # Raw SigmaHQ YAML, converted by pySigma at each run: its normal use with Sigma rules.
-        return [a.zircolite_python, os.path.abspath(a.zircolite), "-e", a.data,
+        return [a.zircolite_python, os.path.abspath(a.zircolite), "-e", a.zircolite_data or a.data,
+                *(["-j", "--fileext", "jsonl"] if a.zircolite_data else []),
                 *[x for c in CATEGORIES for x in ("-r", os.path.join(a.sigma, c))],
                 "-p", "sysmon", "-p", "windows-logsources", "-c", a.zircolite_config,
                 "-o", os.path.join(work, "out.json"), "-l", os.path.join(work, "zircolite.log")]
 
     def counts(self, work):
-        return collections.Counter({r["title"]: r["count"] for r in json.load(open(os.path.join(work, "out.json")))})
+        n = collections.Counter()
+        for r in json.load(open(os.path.join(work, "out.json"))):
+            n[r["title"]] += r["count"]  # one entry per rule and file
+        return n
 
     def loaded(self, work):
         log = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(work, "log"), errors="replace").read())
@@ -173,9 +187,17 @@ def main():
     for opt in ("hayabusa", "hayabusa-rules", "hayabusa-config", "chainsaw", "chainsaw-mapping", "zircolite",
                 "zircolite-config"):
         p.add_argument(f"--{opt}")
+    # A peer that cannot read --data reads the same events converted (benches/peers/xml_to_json.py).
+    p.add_argument("--hayabusa-data", help="flat JSON lines (xml_to_json.py's flat/), read with -J")
+    p.add_argument("--chainsaw-data", help="JSON arrays (xml_to_json.py's array/; a mapping of kind json)")
+    p.add_argument("--zircolite-data", help="evtx_dump JSON lines (xml_to_json.py's evtx/), read with -j")
+    p.add_argument("--events", type=int, help="the number of events in --data, for events/s")
     p.add_argument("--zircolite-python", default=sys.executable)
     a = p.parse_args()
     a.data, a.sigma = os.path.abspath(a.data), os.path.abspath(a.sigma)
+    for d in ("hayabusa_data", "chainsaw_data", "zircolite_data"):
+        if getattr(a, d):
+            setattr(a, d, os.path.abspath(getattr(a, d)))
     tools = [Cimlake(a)]
     if a.hayabusa:
         tools.append(Hayabusa(a))
@@ -199,15 +221,16 @@ def main():
     counts = {t.name: t.counts(os.path.join(root, t.name)) for t in tools}
     print(f"data: {a.data} ({size / 2**20:.1f} MiB); rules: {a.sigma} ({', '.join(CATEGORIES)}); "
           f"{a.runs} runs each, medians; {a.threads} threads\n")
-    print("| tool | wall s | MiB/s | peak RSS MiB | rules | matches | rules matched |")
-    print("|---|---|---|---|---|---|---|")
+    print("| tool | wall s | MiB/s of --data | events/s | peak RSS MiB | rules | matches | rules matched |")
+    print("|---|---|---|---|---|---|---|---|")
     base = statistics.median(w for w, _ in times["cimlake"])
     for t in tools:
         wall = statistics.median(w for w, _ in times[t.name])
         rss = statistics.median(m for _, m in times[t.name])
         c = counts[t.name]
         ratio = "" if t.name == "cimlake" else f" ({wall / base:.1f}× cimlake)"
-        print(f"| {t.name} | {wall:.2f}{ratio} | {size / 2**20 / wall:.1f} | {rss:.0f} | {t.loaded(os.path.join(root, t.name))} "
+        eps = f"{a.events / wall:,.0f}" if a.events else ""
+        print(f"| {t.name} | {wall:.2f}{ratio} | {size / 2**20 / wall:.1f} | {eps} | {rss:.0f} | {t.loaded(os.path.join(root, t.name))} "
               f"| {sum(c.values())} | {sum(1 for v in c.values() if v)} |")
 
     titles = sorted(set().union(*counts.values()))
