@@ -57,6 +57,12 @@ def run(cmd, cwd, log):
     return wall, usage.ru_maxrss / 1024
 
 
+def read_log(work):
+    """What the tool printed in `work`, without terminal colours."""
+    with open(os.path.join(work, "log"), errors="replace") as f:
+        return re.sub(r"\x1b\[[0-9;]*m", "", f.read())
+
+
 class Tool:
     name = ""
 
@@ -95,7 +101,7 @@ class Cimlake(Tool):
         return n
 
     def loaded(self, work):
-        log = open(os.path.join(work, "log"), errors="replace").read()
+        log = read_log(work)
         rules = [int(x) for x in re.findall(r"(\d+) Sigma rules", log)]
         failed = [int(x) for x in re.findall(r"(\d+) of them not compiled", log)]
         return f"{sum(rules) - sum(failed)} of {sum(rules)} compiled"
@@ -118,7 +124,7 @@ class Hayabusa(Tool):
             return collections.Counter(r["RuleTitle"] for r in csv.DictReader(f))
 
     def loaded(self, work):
-        log = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(work, "log"), errors="replace").read())
+        log = read_log(work)
         e = re.search(r"Rule parsing errors: ([\d,]+)", log)
         m = re.search(r"Detection rules enabled after channel filter: ([\d,]+)", log)
         if m:
@@ -144,7 +150,7 @@ class Chainsaw(Tool):
         return collections.Counter(d["name"] for d in json.load(open(os.path.join(work, "out.json"))))
 
     def loaded(self, work):
-        log = open(os.path.join(work, "log"), errors="replace").read()
+        log = read_log(work)
         m = re.search(r"Loaded (\d+) detection rules(?: \((\d+) not loaded\))?", log)
         return f"{m.group(1)} loaded, {m.group(2) or 0} not loaded" if m else "?"
 
@@ -171,7 +177,7 @@ class Zircolite(Tool):
         return n
 
     def loaded(self, work):
-        log = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(work, "log"), errors="replace").read())
+        log = read_log(work)
         m = re.search(r"(\d+) rules? (?:converted|loaded)", log, re.I)
         return f"{m.group(1)} converted" if m else "?"
 

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::io::BufRead;
 
-use serde_json::Value;
 
 use crate::cim::all_traffic::TrafficRow;
 use crate::cim::processes::ProcessRow;
@@ -56,10 +55,10 @@ impl super::format::Format for NvmJsonFormat {
 
     fn sniff(&self, head: &[u8]) -> bool {
         let Some(first) = super::format::first_line(head).filter(|l| l.starts_with('{')) else { return false };
-        match serde_json::from_str::<serde_json::Map<String, Value>>(&first) {
-            Ok(o) => is_nvm(&from_json(&o)),
+        match serde_json::from_str::<JsonLine>(&first) {
+            Ok(JsonLine::Object(rec)) => is_nvm(&rec),
             // A first line longer than the sniffed bytes: judge by the keys seen.
-            Err(_) => first.contains("\"fv\"") && first.contains("nvzFlow"),
+            _ => first.contains("\"fv\"") && first.contains("nvzFlow"),
         }
     }
 
@@ -153,13 +152,16 @@ impl Record {
         a < b
     }
 
-    /// Sets `field` to the value written into `text` since byte `from`, or removes it if that
-    /// value is empty or `''` (the text written is then dropped).
-    fn close(&mut self, field: Field, from: usize) {
+    /// Sets `field` to the value written into `text` since byte `from`. An empty or `''` value is
+    /// dropped; it removes an earlier value of the field when `empty_removes` (JSON, where the
+    /// last value of a repeated key wins), and leaves it otherwise (key="value" lines).
+    fn close(&mut self, field: Field, from: usize, empty_removes: bool) {
         let v = &self.text[from..];
         if v.is_empty() || v == "''" {
             self.text.truncate(from);
-            self.spans[field as usize] = (0, 0);
+            if empty_removes {
+                self.spans[field as usize] = (0, 0);
+            }
         } else {
             // Values are parts of one line, and lines are capped far below 4 GiB.
             self.spans[field as usize] = (from as u32, self.text.len() as u32);
@@ -169,7 +171,7 @@ impl Record {
     fn set(&mut self, field: Field, value: &str) {
         let from = self.text.len();
         self.text.push_str(value);
-        self.close(field, from);
+        self.close(field, from, true);
     }
 }
 
@@ -232,13 +234,8 @@ pub fn parse_kv(line: &str) -> Result<Record, Unreadable> {
                 rec.text.push_str(&line[v0..i]);
             }
         }
-        // As before: an empty value does not remove an earlier one of the same key.
         if let Some(field) = field {
-            if rec.text.len() > from && &rec.text[from..] != "''" {
-                rec.close(field, from);
-            } else {
-                rec.text.truncate(from);
-            }
+            rec.close(field, from, false);
         }
     }
     Ok(rec)
@@ -251,22 +248,6 @@ fn first_key(b: &[u8]) -> Option<usize> {
         k -= 1;
     }
     (k < eq).then_some(k)
-}
-
-/// Converts a JSON object (every value a string; numbers and booleans are taken too) into a
-/// record.
-pub fn from_json(obj: &serde_json::Map<String, Value>) -> Record {
-    let mut rec = Record::default();
-    for (k, v) in obj {
-        let Some(field) = Field::of(k.as_bytes()) else { continue };
-        match v {
-            Value::String(s) => rec.set(field, s),
-            Value::Number(n) => rec.set(field, &n.to_string()),
-            Value::Bool(b) => rec.set(field, if *b { "true" } else { "false" }),
-            _ => {}
-        }
-    }
-    rec
 }
 
 /// A JSON line read straight into a [`Record`] (no `serde_json::Value` in between): the record, or
@@ -335,8 +316,8 @@ impl<'de> serde::de::Visitor<'de> for LineVisitor {
     }
 }
 
-/// A value of a JSON record: what [`from_json`] takes (strings, numbers as serde_json prints
-/// them, booleans), anything else skipped.
+/// A value of a JSON record: a string, a number (as serde_json prints it) or a boolean; anything
+/// else is skipped.
 enum Scalar<'a> {
     Str(std::borrow::Cow<'a, str>),
     Number(serde_json::Number),
@@ -714,6 +695,23 @@ mod tests {
         assert_eq!((r.get(Field::Sa), r.get(Field::Pn), r.get(Field::Pa)), (Some("2"), Some(r#"a\" b"#), Some("\"")));
     }
 
+    /// What a JSON object read as a `serde_json::Value` makes of a record: the reference the direct
+    /// read is held to.
+    fn from_json(obj: &serde_json::Map<String, serde_json::Value>) -> Record {
+        use serde_json::Value;
+        let mut rec = Record::default();
+        for (k, v) in obj {
+            let Some(field) = Field::of(k.as_bytes()) else { continue };
+            match v {
+                Value::String(s) => rec.set(field, s),
+                Value::Number(n) => rec.set(field, &n.to_string()),
+                Value::Bool(b) => rec.set(field, if *b { "true" } else { "false" }),
+                _ => {}
+            }
+        }
+        rec
+    }
+
     /// The JSON records read straight from the line are the records [`from_json`] makes of a
     /// `serde_json::Value`, whatever the values' types, and other JSON values are named.
     #[test]
@@ -724,7 +722,7 @@ mod tests {
         ];
         for line in lines {
             let JsonLine::Object(direct) = serde_json::from_str::<JsonLine>(line).unwrap() else { panic!("{line}") };
-            let Value::Object(obj) = serde_json::from_str::<Value>(line).unwrap() else { panic!() };
+            let serde_json::Value::Object(obj) = serde_json::from_str::<serde_json::Value>(line).unwrap() else { panic!() };
             assert_eq!(direct, from_json(&obj), "{line}");
         }
         let JsonLine::Object(r) = serde_json::from_str::<JsonLine>(lines[1]).unwrap() else { panic!() };
