@@ -34,8 +34,8 @@ fn rules_dir() -> TempDir {
         ),
     );
     write(
-        "network_connection/needs_the_command_line.yml",
-        "title: Needs The Command Line\nid: 2f0e3d4c-0000-4000-8000-000000000003\nlogsource:\n  category: network_connection\n  product: windows\ndetection:\n  selection:\n    CommandLine|contains: ' -enc '\n  condition: selection\n",
+        "network_connection/needs_a_file_name.yml",
+        "title: Needs A File Name\nid: 2f0e3d4c-0000-4000-8000-000000000003\nlogsource:\n  category: network_connection\n  product: windows\ndetection:\n  selection:\n    TargetFilename|endswith: '.lnk'\n  condition: selection\n",
     );
     write(
         "file_event/a_file.yml",
@@ -135,10 +135,10 @@ fn a_directory_of_sigma_rules_is_listed_checked_shown_and_run() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("# unknown field CommandLine in network_connection (1 rule)\n"),
+        stdout.contains("# unknown field TargetFilename in network_connection (1 rule)\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("needs_the_command_line.yml: 2f0e3d4c-0000-4000-8000-000000000003 (Needs The Command Line): unknown field CommandLine"), "{stdout}");
+    assert!(stdout.contains("needs_a_file_name.yml: 2f0e3d4c-0000-4000-8000-000000000003 (Needs A File Name): unknown field TargetFilename"), "{stdout}");
     let stderr = String::from_utf8_lossy(&checked.stderr);
     assert!(
         stderr.contains("all plan")
@@ -257,6 +257,43 @@ fn a_directory_of_sigma_rules_is_listed_checked_shown_and_run() {
     );
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("sigma:CATEGORY"));
+}
+
+/// Sysmon's EventID 3 carries no command line: a `network_connection` rule that names one (SigmaHQ
+/// has four, written for agents that add it) runs with the field absent, as Sigma reads a field an
+/// event lacks, instead of being refused.
+#[test]
+fn a_field_the_event_lacks_is_absent_not_refused() {
+    let lake = sample_lake();
+    let dir = TempDir::new().unwrap();
+    let rule = |name: &str, id: &str, extra: &str, condition: &str| {
+        let yaml = format!(
+            "title: {name}\nid: {id}\nlogsource:\n  category: network_connection\n  product: windows\ndetection:\n  selection:\n    Image|endswith: '\\msiexec.exe'\n    DestinationPort: [80, 443]\n{extra}  condition: {condition}\n"
+        );
+        fs::write(dir.path().join(format!("{id}.yml")), yaml).unwrap();
+    };
+    let filtered = "2f0e3d4c-0000-4000-8000-000000000011";
+    let selected = "2f0e3d4c-0000-4000-8000-000000000012";
+    rule("Filtered By Command Line", filtered, "  filter:\n    CommandLine|contains: '/i'\n", "selection and not filter");
+    rule("Selected By Command Line", selected, "    CommandLine|contains: '/i'\n", "selection");
+    let d = dir.path().to_str().unwrap();
+
+    let checked = cimlake(lake, &["detect", "--check", "--sql-dir", d]);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success() && stderr.contains("Sigma rules: 2 of 2 compile"), "{stderr}");
+
+    let run = |id: &str| json_rows(&cimlake_ok(lake, &["detect", "--detection", id, "--format", "json", "--sql-dir", d]));
+    let expected = count(
+        lake,
+        r"SELECT count(*) FROM network_traffic.all_traffic WHERE lower(process_path) LIKE '%\\msiexec.exe' AND dest_port IN (80, 443)",
+    );
+    assert!(expected > 0);
+    assert_eq!(run(filtered).len(), expected, "a filter on the absent command line filters nothing");
+    assert_eq!(run(selected).len(), 0, "a selection on it selects nothing");
+    // Together, in one scan, the same.
+    let together = json_rows(&cimlake_ok(lake, &["detect", "--detection", "sigma:network_connection", "--format", "json", "--sql-dir", d]));
+    assert_eq!(together.len(), expected);
+    assert!(together.iter().all(|r| r["rule_id"] == filtered));
 }
 
 /// One regression test of SigmaHQ: a rule, an EVTX holding its positive event(s), and how many
@@ -408,6 +445,10 @@ fn most_sigmahq_rules_compile_and_the_rest_are_grouped_by_reason() {
         })
         .sum();
     assert_eq!(grouped, all - compiled, "{stdout}");
+    // Sysmon fields of the other event type are absent, not unknown: only fields no log source
+    // has are refused (`Provider_Name`, in one rule).
+    assert!(!stdout.contains("unknown field CommandLine"), "{stdout}");
+    assert_eq!((compiled, all), (1233, 1234), "{stdout}");
 }
 
 const MSIEXEC_CORRELATION: &str = "3b0b2c5e-6f1d-4f44-9a41-7c1d2e0f5a03";

@@ -4,7 +4,9 @@
 //! wildcards (`\*`, `\?` and `\\` are the characters); a list of values matches if any does
 //! (`|all`: if every one does); the items of a map must all match. A field that is null (absent, or
 //! empty: the lake keeps empty values as nulls) matches only `null` and `|exists: false`, and every
-//! comparison with it is false, never unknown, so `not` reads as Sigma means it.
+//! comparison with it is false, never unknown, so `not` reads as Sigma means it. A Sysmon field
+//! the log source's events never carry (`CommandLine` in a `network_connection` rule) is such a
+//! null in every row ([`Logsource::lacks`]); a field no log source has is refused.
 
 use rsigma_parser::{
     ConditionExpr, Detection, DetectionItem, Detections, Modifier, Quantifier, SelectorPattern,
@@ -182,13 +184,16 @@ fn item(it: &DetectionItem, source: Logsource) -> Result<Cond, Unsupported> {
     let Some(field) = it.field.name.as_deref() else {
         return Err(Unsupported::Keywords);
     };
+    if it.values.is_empty() {
+        return Err(Unsupported::Value(format!("{field}: no value")));
+    }
+    if source.lacks(field) {
+        return absent(it, field);
+    }
     let col = source.column(field).ok_or_else(|| Unsupported::Field {
         field: field.to_string(),
         source,
     })?;
-    if it.values.is_empty() {
-        return Err(Unsupported::Value(format!("{field}: no value")));
-    }
     if has(Modifier::Exists) {
         let [SigmaValue::Bool(b)] = it.values.as_slice() else {
             return Err(Unsupported::Value(format!(
@@ -208,6 +213,29 @@ fn item(it: &DetectionItem, source: Logsource) -> Result<Cond, Unsupported> {
     } else {
         linked
     })
+}
+
+/// An item on a field the log source's events never carry: `null` and `|exists: false` hold, and
+/// every other test (a value, `|exists: true`, `|neq`, `|fieldref`) fails.
+fn absent(it: &DetectionItem, field: &str) -> Result<Cond, Unsupported> {
+    let mods = &it.field.modifiers;
+    if mods.contains(&Modifier::Exists) {
+        let [SigmaValue::Bool(b)] = it.values.as_slice() else {
+            return Err(Unsupported::Value(format!(
+                "{field}|exists takes true or false"
+            )));
+        };
+        return Ok(if *b { Cond::never() } else { Cond::True });
+    }
+    if mods.contains(&Modifier::Neq) {
+        return Ok(Cond::never());
+    }
+    let each = it
+        .values
+        .iter()
+        .map(|v| if matches!(v, SigmaValue::Null) { Cond::True } else { Cond::never() })
+        .collect();
+    Ok(if mods.contains(&Modifier::All) { and(each) } else { or(each) })
 }
 
 fn value(
@@ -368,6 +396,9 @@ fn fieldref(
         )));
     };
     let other_name = s.original.trim();
+    if source.lacks(other_name) {
+        return Ok(Cond::never());
+    }
     let other = source
         .column(other_name)
         .ok_or_else(|| Unsupported::Field {

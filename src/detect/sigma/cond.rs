@@ -75,6 +75,12 @@ pub enum How {
 }
 
 impl Cond {
+    /// Never true: a test of a field the log source's events do not carry
+    /// ([`super::fields::Logsource::lacks`]).
+    pub fn never() -> Cond {
+        Cond::Not(Box::new(Cond::True))
+    }
+
     /// The condition as SQL over the table's columns.
     pub fn to_sql(&self) -> String {
         match self {

@@ -109,6 +109,15 @@ impl Logsource {
         }
     }
 
+    /// Whether `field` is a Sysmon field that this log source's events never carry: one the other
+    /// log source has and this one does not (`CommandLine` or `ParentImage` in an EventID 3,
+    /// `DestinationPort` in an EventID 1). A rule naming it compiles with the field absent: every
+    /// test of it fails, and only `null` and `|exists: false` hold, as Sigma reads a field an event
+    /// lacks. A field no log source has (a typo, another log's field) is refused instead.
+    pub fn lacks(self, field: &str) -> bool {
+        self.column(field).is_none() && Logsource::ALL.iter().any(|other| other.column(field).is_some())
+    }
+
     /// The column a Sigma field is, with its type; `None` for a field the table does not have.
     pub fn column(self, field: &str) -> Option<Column> {
         let (_, name) = self

@@ -536,6 +536,47 @@ fn exists_null_and_the_empty_string() {
 }
 
 #[test]
+fn fields_the_log_source_lacks() {
+    // Sysmon's EventID 3 has no command line or parent: a rule naming them (SigmaHQ has four,
+    // written for agents that add them) reads them as absent, as Sigma reads a field an event lacks.
+    let b = rows(
+        Logsource::NetworkConnection,
+        &[("process_path", &[Some("C:\\Python311\\python.exe"), Some("C:\\Windows\\System32\\rundll32.exe"), None])],
+    );
+    let python = "  sel:\n    Image|endswith: '\\python.exe'\n";
+    assert_eq!(
+        matches(&format!("{python}  filter:\n    CommandLine|contains|all: ['pip.exe', 'install']\n  condition: sel and not filter"), &b),
+        [1],
+        "a filter on a field the event lacks never filters"
+    );
+    assert_eq!(
+        matches(&format!("{python}    CommandLine|endswith: '\\python.exe'\n  condition: sel"), &b),
+        [] as [i64; 0],
+        "a selection on it never selects"
+    );
+    for (test, rows) in [
+        ("CommandLine: null", vec![1, 2, 3]),
+        ("CommandLine|exists: false", vec![1, 2, 3]),
+        ("CommandLine|exists: true", vec![]),
+        ("CommandLine: ''", vec![]),
+        ("CommandLine|neq: x", vec![]),
+        ("CommandLine:\n      - x\n      - null", vec![1, 2, 3]),
+        ("CommandLine|all:\n      - x\n      - null", vec![]),
+        ("ParentImage|fieldref: Image", vec![]),
+        ("Image|fieldref: ParentImage", vec![]),
+    ] {
+        assert_eq!(matches(&format!("  sel:\n    {test}\n  condition: sel"), &b), rows, "{test}");
+        let negated: Vec<i64> = (1..=3).filter(|r| !rows.contains(r)).collect();
+        assert_eq!(matches(&format!("  sel:\n    {test}\n  condition: not sel"), &b), negated, "not {test}");
+    }
+    // And the other way: EventID 1 has no destination.
+    let p = commands(&[Some("curl http://x"), None]);
+    assert_eq!(matches("  sel:\n    DestinationPort: 443\n  condition: sel", &p), [] as [i64; 0]);
+    assert_eq!(matches("  sel:\n    DestinationPort: 443\n  condition: not sel", &p), [1, 2]);
+    assert_eq!(matches("  sel:\n    DestinationIp|cidr: '10.0.0.0/8'\n  condition: not sel", &p), [1, 2]);
+}
+
+#[test]
 fn fieldref_compares_two_fields() {
     let b = rows(
         Logsource::ProcessCreation,
@@ -684,15 +725,21 @@ fn what_does_not_compile_says_why() {
         )),
         Unsupported::Logsource(_)
     ));
+    // A field no log source has (here a file event's) is refused; one the other log source has
+    // compiles as absent (`fields_the_log_source_lacks`).
     assert_eq!(
         err(rule(
             "  category: network_connection\n  product: windows",
-            "  sel:\n    CommandLine: x\n  condition: sel"
+            "  sel:\n    TargetFilename: x\n  condition: sel"
         )),
         Unsupported::Field {
-            field: "CommandLine".into(),
+            field: "TargetFilename".into(),
             source: Logsource::NetworkConnection
         }
+    );
+    assert_eq!(
+        err(rule(pc, "  sel:\n    Image|fieldref: TargetFilename\n  condition: sel")),
+        Unsupported::Field { field: "TargetFilename".into(), source: Logsource::ProcessCreation }
     );
     assert!(
         matches!(err(rule(pc, "  sel:\n    CommandLine|expand: '%x%'\n  condition: sel")), Unsupported::Modifier(m) if m == "expand")
@@ -707,10 +754,10 @@ fn what_does_not_compile_says_why() {
     ));
     assert!(matches!(
         err(rule(
-            pc,
+            "  category: network_connection\n  product: windows",
             "  sel:\n    DestinationIp|cidr: '10.0.0/8'\n  condition: sel"
         )),
-        Unsupported::Field { .. } | Unsupported::Value(_)
+        Unsupported::Value(_)
     ));
     assert!(matches!(
         err("title: [unclosed\ndetection:\n".to_string()),
