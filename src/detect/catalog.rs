@@ -141,6 +141,7 @@ impl Catalog {
             }
             if let Some(name) = rel.strip_prefix("detections/").and_then(|n| n.strip_suffix("/detection.toml")) {
                 let meta: Metadata = toml::from_str(text).map_err(|e| DetectError::Load { path: from.clone(), reason: e.to_string() })?;
+                meta.settings().map_err(|reason| DetectError::Load { path: from.clone(), reason })?;
                 let dir = from.trim_end_matches("/detection.toml");
                 let present: Vec<Mode> = Mode::ALL.into_iter().filter(|m| files.contains_key(&format!("detections/{name}/{}.sql", m.name()))).collect();
                 // The modes it declares (`modes = [...]`), else those it has SQL for.

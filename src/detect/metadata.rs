@@ -33,6 +33,39 @@ pub struct Metadata {
     /// the passes' rows together are the rows of one run.
     #[serde(default)]
     pub partition_by: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// DataFusion optimizer settings for this detection's plans (`[settings]`, keys
+    /// `datafusion.optimizer.…`), e.g. `"datafusion.optimizer.join_reordering" = false` for SQL
+    /// whose joins are written with the side to hash first. They shape the plan, never the rows.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// The settings a detection may change: the optimizer's, which choose among plans with the same
+/// rows. Memory, parallelism and the file scan stay the engine's.
+pub const SETTINGS_PREFIX: &str = "datafusion.optimizer.";
+
+impl Metadata {
+    /// `[settings]` as DataFusion's key and value strings, each checked against DataFusion's own
+    /// options: an unknown key or a value of the wrong type is an error naming it.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, String> {
+        self.settings
+            .iter()
+            .map(|(key, value)| {
+                if !key.starts_with(SETTINGS_PREFIX) {
+                    return Err(format!("[settings] {key}: only {SETTINGS_PREFIX}* may be set by a detection"));
+                }
+                let value = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Boolean(_) | toml::Value::Integer(_) | toml::Value::Float(_) => value.to_string(),
+                    other => return Err(format!("[settings] {key}: {other} is not a setting's value")),
+                };
+                datafusion::config::ConfigOptions::default()
+                    .set(key, &value)
+                    .map_err(|e| format!("[settings] {key} = {value}: {e}"))?;
+                Ok((key.clone(), value))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

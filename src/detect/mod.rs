@@ -173,10 +173,63 @@ pub async fn plan(
 ) -> Result<DataFrame, DetectError> {
     let sql = catalog.expanded_sql(detection, mode)?;
     let sql_err = |source| DetectError::Sql { detection: detection.name.clone(), mode, source };
-    let df = plan_query(ctx, &sql, &detection.files[&mode]).await.map_err(|e| match e {
+    let settings = detection.meta.settings().map_err(|reason| DetectError::Load { path: detection.files[&mode].clone(), reason })?;
+    let df = if settings.is_empty() {
+        plan_query(ctx, &sql, &detection.files[&mode]).await
+    } else {
+        // The detection's settings apply to its own plan only: a copy of the session's state.
+        let mut state = ctx.state();
+        for (key, value) in &settings {
+            state.config_mut().options_mut().set(key, value).map_err(sql_err)?;
+        }
+        plan_query(&SessionContext::new_with_state(state), &sql, &detection.files[&mode]).await
+    }
+    .map_err(|e| match e {
         PlanError::DataFusion(e) => sql_err(e),
         PlanError::NotReadOnly { file, reason } => DetectError::NotReadOnly { file, reason },
     })?;
     let params: HashMap<&str, ScalarValue> = search.params().into_iter().collect();
     df.with_param_values(params).map_err(sql_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A detection's `[settings]` shape its own plan, and only its own: the session it was planned
+    /// in keeps DataFusion's defaults.
+    #[tokio::test]
+    async fn a_detections_settings_apply_to_its_plan_only() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let lake = crate::lake::Lake::new(tmp.path());
+        let ctx = crate::engine::session(&lake).await.unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let mut d = catalog.detections[0].clone();
+        assert_eq!(d.meta.settings().unwrap(), vec![("datafusion.optimizer.join_reordering".to_string(), "false".to_string())]);
+        let reorders = |df: &DataFrame| df.task_ctx().session_config().options().optimizer.join_reordering;
+        let planned = plan(&ctx, &catalog, &d, Mode::Cimlake, &Search::all_time()).await.unwrap();
+        assert!(!reorders(&planned), "the detection's setting");
+        assert!(ctx.state().config().options().optimizer.join_reordering, "the session keeps its own");
+        d.meta.settings.clear();
+        let planned = plan(&ctx, &catalog, &d, Mode::Cimlake, &Search::all_time()).await.unwrap();
+        assert!(reorders(&planned), "without settings, the session's");
+    }
+
+    #[test]
+    fn settings_are_optimizer_options_datafusion_knows() {
+        let meta = |settings: &str| -> Metadata {
+            let mut m = Catalog::builtin().unwrap().detections[0].meta.clone();
+            m.settings = toml::from_str(settings).unwrap();
+            m
+        };
+        assert_eq!(
+            meta("\"datafusion.optimizer.max_passes\" = 2\n\"datafusion.optimizer.prefer_hash_join\" = \"true\"").settings().unwrap(),
+            vec![("datafusion.optimizer.max_passes".into(), "2".into()), ("datafusion.optimizer.prefer_hash_join".into(), "true".into())]
+        );
+        let err = |s: &str| meta(s).settings().unwrap_err();
+        assert!(err("\"datafusion.execution.target_partitions\" = 1000").contains("only datafusion.optimizer.* may be set"));
+        assert!(err("\"datafusion.optimizer.no_such_option\" = true").contains("datafusion.optimizer.no_such_option"));
+        assert!(err("\"datafusion.optimizer.join_reordering\" = \"maybe\"").contains("= maybe"));
+        assert!(err("\"datafusion.optimizer.join_reordering\" = [true]").contains("is not a setting's value"));
+    }
 }

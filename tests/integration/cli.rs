@@ -401,6 +401,21 @@ fn detection_sql_is_read_only_and_only_named_directories_load() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("only queries may run here"), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(!Path::new("/tmp/cimlake-copied.csv").exists());
+    // Its settings may shape the plan (DataFusion's optimizer options), nothing else: an execution
+    // setting, or an option DataFusion does not have, is refused when loaded, naming the file.
+    for (setting, says) in [
+        ("\"datafusion.execution.target_partitions\" = 100000", "only datafusion.optimizer.* may be set"),
+        ("\"datafusion.optimizer.no_such_option\" = true", "datafusion.optimizer.no_such_option"),
+    ] {
+        let d = detection_dir("tuned", "SELECT dest FROM endpoint.processes");
+        let toml = d.path().join("detections/tuned/detection.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, text.replace("[settings]\n", &format!("[settings]\n{setting}\n"))).unwrap();
+        let out = cimlake(lake, &["detect", "--check", "--sql-dir", d.path().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{setting}: {stderr}");
+        assert!(stderr.contains(&format!("{}", toml.display())) && stderr.contains(says), "{setting}: {stderr}");
+    }
 
     // A `sql/` in the working directory is not read unless named.
     let cwd = TempDir::new().unwrap();

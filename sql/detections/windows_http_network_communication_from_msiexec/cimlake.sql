@@ -12,6 +12,10 @@
 -- A GUID names one process instance, which has one process id, so this is "the GUID where both
 -- carry one, else the process id", written as one join on the id plus two GUID-only joins that
 -- Parquet statistics skip when every row carries an id; the flow table is read once.
+-- Each join is written with the side to hash on the left (few processes; the rare rows without a
+-- process id), and detection.toml keeps that order (`join_reordering = false`): when that side is
+-- empty, the other is never read. The processes are read with the columns the results show only,
+-- so the scan decodes those and not the other 25 (hashes, parent command line, …).
 --
 -- One row per process instance and remote endpoint (dest_ip, dest_port), with the number of
 -- flows and the first and last flow time. Nulls stay nulls.
@@ -23,7 +27,10 @@ WITH processes AS (
     -- id and image no more than 5 seconds apart are one process seen by both: the Sysmon row,
     -- which carries the GUID, hashes and more, stands for it.
     SELECT * EXCLUDE (seen_by_sysmon) FROM (
-        SELECT *, row_number() OVER (
+        SELECT _time, dest, user, process_name, process_path, process, process_id, process_guid,
+               parent_process_name, parent_process_id, original_file_name, vendor_product, source,
+               source_record,
+            row_number() OVER (
             PARTITION BY dest, coalesce(process_guid,
                 concat_ws('|', CAST(process_id AS VARCHAR), CAST(_time AS VARCHAR), process_path))
             ORDER BY process_id IS NOT NULL, _time, source, source_record) AS instance_rank,
@@ -42,7 +49,10 @@ processes_without_id AS (
     -- The instances above whose chosen row has no process id. The filter is applied in the scan,
     -- so Parquet statistics skip every file whose processes all carry an id.
     SELECT * FROM (
-        SELECT *, row_number() OVER (
+        SELECT _time, dest, user, process_name, process_path, process, process_id, process_guid,
+               parent_process_name, parent_process_id, original_file_name, vendor_product, source,
+               source_record,
+            row_number() OVER (
             PARTITION BY dest, coalesce(process_guid,
                 concat_ws('|', CAST(process_id AS VARCHAR), CAST(_time AS VARCHAR), process_path))
             ORDER BY _time, source, source_record) AS instance_rank
@@ -80,8 +90,8 @@ pairs AS (
     SELECT p.*, t._time AS flow_time, t.transport AS flow_transport, t.src_ip AS flow_src_ip,
            t.src_port AS flow_src_port, t.dest_ip AS flow_dest_ip, t.dest_port AS flow_dest_port,
            t.dest_hostname AS flow_dest_hostname
-    FROM processes p
-    JOIN (SELECT * FROM traffic WHERE process_id IS NULL) t
+    FROM (SELECT * FROM traffic WHERE process_id IS NULL) t
+    JOIN processes p
       ON p.dest = t.dvc AND p.process_guid = t.process_guid AND p.vendor_product = t.vendor_product
     UNION ALL
     -- A process without a process id: its GUID alone (same product).

@@ -361,6 +361,7 @@ fn detection(path: &str, y: &DetectionYaml, sql: String, filter: Option<String>,
         schedule,
         risk,
         partition_by: Default::default(),
+        settings: Default::default(),
     };
     let name = name_of(path);
     Detection {

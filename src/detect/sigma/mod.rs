@@ -427,6 +427,7 @@ fn metadata_of(title: &str, description: Option<&str>, id: &str, info: &SigmaInf
             threat_objects: vec![ThreatObject { field: "process_name".into(), kind: "process_name".into() }],
         },
         partition_by: Default::default(),
+        settings: Default::default(),
     }
 }
 
