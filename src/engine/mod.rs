@@ -140,7 +140,9 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
         // batch, so sorts run out of their share without holding much.
         config.options_mut().execution.parquet.pushdown_filters = opts.memory_limit.is_none();
     }
-    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(stores::LakeStores::registry());
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores::LakeStores::registry())
+        .with_cache_manager(shared_caches());
     if let Some(bytes) = opts.memory_limit {
         runtime = runtime.with_memory_pool(memory_pool(bytes));
         if bytes < 256 << 20 {
@@ -175,6 +177,21 @@ pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionCo
     }
     ctx.register_catalog("datafusion", catalog::lake_catalog(lake, opts.as_of)?);
     Ok(ctx)
+}
+
+/// The caches every session of this process shares: Parquet footers and the statistics read from
+/// them, bounded by DataFusion's default limits (50 MiB and 20 MiB). Lake files are never
+/// rewritten in place, and each entry is checked against the file's size and modification time,
+/// so a cached entry is the file's; a server, a scheduler or a multi-detection run then reads a
+/// file's footer once, not once per query. File listings are not shared: each session sees the
+/// lake's files as they are when it plans.
+fn shared_caches() -> datafusion::execution::cache::cache_manager::CacheManagerConfig {
+    use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
+    static SHARED: std::sync::OnceLock<Arc<CacheManager>> = std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| CacheManager::try_new(&CacheManagerConfig::default()).expect("the default caches"));
+    CacheManagerConfig::default()
+        .with_file_statistics_cache(shared.get_file_statistic_cache())
+        .with_file_metadata_cache(Some(shared.get_file_metadata_cache()))
 }
 
 /// Whether an error is the memory pool saying no, however deeply it is wrapped (a hash join's

@@ -95,7 +95,11 @@ impl TableProvider for LakeTable {
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(self.schema.clone());
-        ListingTable::try_new(config)?.scan(state, projection, filters, limit).await
+        // Each file's statistics are read from its footer once per process, not once per scan: a
+        // detection scans a table several times, and a server or scheduler plans many queries
+        // (the cache is keyed by path and checked against the file's size and modification time).
+        let cache = state.runtime_env().cache_manager.get_file_statistic_cache();
+        ListingTable::try_new(config)?.with_cache(cache).scan(state, projection, filters, limit).await
     }
 }
 
@@ -276,5 +280,45 @@ mod tests {
         let picked: Vec<_> = t.select_files(&f).iter().map(|f| f.min_time).collect();
         assert_eq!(picked, vec![10, 20]);
         assert_eq!(t.select_files(&[]).len(), 3);
+    }
+
+    /// A file's statistics are read once per process: planning a query that scans a table three
+    /// times, then the same in a second session, reads each footer's statistics once.
+    #[tokio::test]
+    async fn statistics_are_read_once_per_file() {
+        let root = tempfile::tempdir().unwrap();
+        let lake = crate::lake::Lake::new(root.path());
+        let logs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/logs/sysmon");
+        crate::ingest::ingest(&lake, &[logs], &Default::default()).unwrap();
+        let files: Vec<String> = walk_parquet(&root.path().join("endpoint/processes"));
+        assert!(!files.is_empty());
+        let sql = "SELECT a.dest FROM endpoint.processes a JOIN endpoint.processes b ON a.process_guid = b.process_guid \
+                   UNION ALL SELECT dest FROM endpoint.processes";
+        let cached = |ctx: &datafusion::prelude::SessionContext| {
+            let cache = ctx.runtime_env().cache_manager.get_file_statistic_cache().expect("a statistics cache");
+            files.iter().filter(|f| cache.list_entries().keys().any(|k| k.path.as_ref().ends_with(f.as_str()))).count()
+        };
+        let first = crate::engine::session(&lake).await.unwrap();
+        first.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        assert_eq!(cached(&first), files.len(), "every process file's statistics, once");
+        let second = crate::engine::session(&lake).await.unwrap();
+        assert_eq!(cached(&second), files.len(), "a new session of the process shares them");
+        assert!(Arc::ptr_eq(
+            &first.runtime_env().cache_manager.get_file_statistic_cache().unwrap(),
+            &second.runtime_env().cache_manager.get_file_statistic_cache().unwrap()
+        ));
+    }
+
+    fn walk_parquet(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_parquet(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        out
     }
 }
