@@ -57,7 +57,11 @@ fn a_large_xml_file_split_across_jobs_gives_the_same_lake() {
     assert!(all_rows(one.path()).len() > 30_000);
     assert_eq!(all_rows(split.path()), all_rows(one.path()));
     // The pieces were written by both jobs, and merged: one file per table and hour either way.
-    assert_eq!(files_per_partition(split.path()), files_per_partition(one.path()));
+    // (Quarantine is partitioned by the hour of the ingest, which two ingests may straddle.)
+    let by_hour_of_data = |lake: &Path| -> std::collections::BTreeMap<String, usize> {
+        files_per_partition(lake).into_iter().map(|(k, n)| (if k.starts_with("quarantine/") { "quarantine".to_string() } else { k }, n)).collect()
+    };
+    assert_eq!(by_hour_of_data(split.path()), by_hour_of_data(one.path()));
     assert!(files_per_partition(one.path()).values().all(|n| *n == 1), "{:?}", files_per_partition(one.path()));
     // And the detection finds the same rows.
     let detect = |lake: &Path| cimlake_ok(lake, &["detect", "--format", "csv"]);
