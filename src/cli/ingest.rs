@@ -142,7 +142,14 @@ fn print_report(lake: &Lake, report: &IngestReport) -> std::io::Result<()> {
         }
     }
     let total = report.stats();
-    let not_regular = if report.skipped.is_empty() { String::new() } else { format!(", {} not regular files skipped", report.skipped.len()) };
+    let not_logs = report.skipped.iter().filter(|s| s.reason.starts_with("not a log")).count();
+    let mut not_regular = String::new();
+    if not_logs > 0 {
+        not_regular += &format!(", {not_logs} not a log skipped");
+    }
+    if report.skipped.len() > not_logs {
+        not_regular += &format!(", {} not regular files skipped", report.skipped.len() - not_logs);
+    }
     writeln!(
         out,
         "\n{} input{}: {new} ingested, {old} already in the lake, {} failed{not_regular}; lake {}",

@@ -383,6 +383,16 @@ pub fn plain_shape(head: &[u8], forced: Option<Sourcetype>) -> Option<Sourcetype
     forced.or_else(|| sniff(head)).filter(|s| *s != Sourcetype::Evtx)
 }
 
+/// Whether a file whose first bytes are `head` may be something ingest reads (an archive, EVTX,
+/// or a known text shape; anything when the shape is forced; an empty file, which its conversion
+/// reports), else what it looks like instead.
+pub fn known_shape(head: &[u8], forced: Option<Sourcetype>) -> Result<(), String> {
+    if forced.is_some() || head.is_empty() || is_gzip(head) || is_zip(head) || is_tar(head) || head.starts_with(evtx::MAGIC) || sniff(head).is_some() {
+        return Ok(());
+    }
+    Err(describe(head))
+}
+
 /// Converts everything in `input`, the file at `path` (named `source` in rows and errors).
 pub fn convert_input(input: &mut InputFile<'_>, path: &Path, source: &str, opts: InputOptions, out: &mut Emitter<'_>) -> Result<InputInfo, ConvertError> {
     let io = |e| ConvertError::io(path, e);

@@ -157,15 +157,29 @@ pub fn ingest(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
 /// [`ingest`], reporting the bytes read to `bar`.
 pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOptions, bar: &dyn Progress) -> Result<IngestReport, IngestError> {
     let found = find_inputs(inputs)?;
-    let files = found.files;
-    let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let jobs = opts.jobs.max(1);
+    // A file a walk or a glob met that has no known shape (a README, a checksum list) is skipped;
+    // one named on the command line goes on, and its conversion says what it is.
+    let mut skipped = found.skipped;
+    let (mut files, mut looks) = (Vec::new(), Vec::new());
+    let first_looks = parallel_map(&found.files, jobs, |p| look(p, opts));
+    for ((path, named), l) in found.files.into_iter().zip(found.named).zip(first_looks) {
+        if let Ok(Looked { shape: Err(what), .. }) = &l
+            && !named
+        {
+            skipped.push(Skipped { path, reason: format!("not a log: {what}") });
+            continue;
+        }
+        files.push(path);
+        looks.push(l);
+    }
+    let total_bytes: u64 = looks.iter().filter_map(|l| l.as_ref().ok()).map(|l| l.bytes).sum();
     bar.start(total_bytes);
     let target = Transactions::begin(lake)?;
-    let jobs = opts.jobs.max(1);
     let mut outcomes: Vec<Option<InputOutcome>> = Vec::with_capacity(files.len());
     let mut looked: Vec<Option<Looked>> = Vec::with_capacity(files.len());
     let mut pending = Vec::new();
-    for (i, (path, l)) in files.iter().zip(parallel_map(&files, jobs, |p| look(p, opts))).enumerate() {
+    for (i, (path, l)) in files.iter().zip(looks).enumerate() {
         match l {
             Err(error) => {
                 outcomes.push(Some(InputOutcome::Failed { path: path.clone(), error }));
@@ -217,7 +231,7 @@ pub fn ingest_with_progress(lake: &Lake, inputs: &[PathBuf], opts: &IngestOption
     }
     bar.finish();
     target.finish()?;
-    Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped: found.skipped })
+    Ok(IngestReport { inputs: outcomes.into_iter().map(|o| o.expect("every input decided")).collect(), skipped })
 }
 
 /// Whether `path` is already in the lake: only an input whose size and first bytes match one
@@ -260,6 +274,8 @@ struct Looked {
     head_hash: String,
     stamp: Option<Stamp>,
     split: Option<Sourcetype>,
+    /// Whether the first bytes have a shape ingest reads, else what they look like.
+    shape: Result<(), String>,
 }
 
 impl Looked {
@@ -282,7 +298,8 @@ fn look(path: &Path, opts: &IngestOptions) -> Result<Looked, InputError> {
     file.map_err(|e| InputError::io(path, e))?;
     let bytes = stamp.map_or(head.len() as u64, |(len, _)| len);
     let split = if bytes > opts.piece_bytes as u64 { input::plain_shape(&head, opts.sourcetype).filter(|s| format_of(*s).splittable()) } else { None };
-    Ok(Looked { bytes, head_hash: blake3::hash(&head).to_hex().to_string(), stamp, split })
+    let shape = input::known_shape(&head, opts.sourcetype);
+    Ok(Looked { bytes, head_hash: blake3::hash(&head).to_hex().to_string(), stamp, split, shape })
 }
 
 /// Converts one input with `convert` (which hashes what it reads) and publishes it as one

@@ -42,6 +42,9 @@ pub struct Skipped {
 #[derive(Debug, Default)]
 pub struct Found {
     pub files: Vec<PathBuf>,
+    /// For each of `files`: whether it was named on the command line (not met by a walk or a
+    /// glob). A named file that is not a log is an error; one met by a walk is skipped.
+    pub named: Vec<bool>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -57,7 +60,7 @@ pub fn find_inputs(args: &[PathBuf]) -> Result<Found, WalkError> {
     for arg in args {
         let text = arg.to_string_lossy();
         match std::fs::metadata(arg) {
-            Ok(meta) if meta.is_file() => walk.file(arg.clone(), &meta),
+            Ok(meta) if meta.is_file() => walk.file(arg.clone(), &meta, true),
             Ok(meta) if meta.is_dir() => walk.dir(arg, &meta)?,
             Ok(meta) => return Err(WalkError::NotRegular { path: text.to_string(), kind: kind(&meta) }),
             Err(_) if text.contains(['*', '?', '[']) => walk.glob(&text)?,
@@ -83,9 +86,10 @@ struct Walk {
 }
 
 impl Walk {
-    fn file(&mut self, path: PathBuf, meta: &Metadata) {
+    fn file(&mut self, path: PathBuf, meta: &Metadata, named: bool) {
         if self.seen.insert((meta.dev(), meta.ino())) {
             self.found.files.push(path);
+            self.found.named.push(named);
         }
     }
 
@@ -118,7 +122,7 @@ impl Walk {
         match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => self.dir(&p, &m),
             Ok(m) if m.is_file() => {
-                self.file(p, &m);
+                self.file(p, &m, false);
                 Ok(())
             }
             Ok(m) => {

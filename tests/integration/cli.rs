@@ -326,6 +326,37 @@ fn unknown_empty_and_truncated_inputs_leave_the_lake_unchanged() {
 }
 
 #[test]
+fn files_a_walk_meets_that_are_not_logs_are_skipped_and_named_ones_fail() {
+    // `run data`: the folder beside the logs holds a README and a Sigma rule.
+    let lake = TempDir::new().unwrap();
+    let out = cimlake(lake.path(), &["run", "data"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("skipped data/README.md: not a log: text starting \"# Sample data"), "{stdout}");
+    assert!(stdout.contains("12 inputs: 12 ingested, 0 already in the lake, 0 failed, 2 not a log skipped"), "{stdout}");
+    assert!(stdout.contains("cimlake mode — 15 results"), "{stdout}");
+    // The same in a landing directory, with a checksum list and an image beside a log; a glob
+    // is a walk too.
+    let dir = TempDir::new().unwrap();
+    std::fs::copy(sample_dir().join("security_content_example_events.log"), dir.path().join("events.log")).unwrap();
+    std::fs::write(dir.path().join("SHA256SUMS"), "0123abcd  events.log\n").unwrap();
+    std::fs::write(dir.path().join("shot.png"), b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+    let glob = format!("{}/*", dir.path().display());
+    for arg in [dir.path().to_str().unwrap(), glob.as_str()] {
+        let fresh = TempDir::new().unwrap();
+        let out = cimlake(fresh.path(), &["ingest", arg]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{arg}: {stdout}");
+        assert!(stdout.contains("SHA256SUMS: not a log: text") && stdout.contains("shot.png: not a log: binary data"), "{stdout}");
+        assert!(stdout.contains("1 input: 1 ingested, 0 already in the lake, 0 failed, 2 not a log skipped"), "{stdout}");
+    }
+    // Named on the command line, the same file is still an error.
+    let out = cimlake(lake.path(), &["ingest", "data/README.md"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data/README.md: not a known input shape"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn the_shape_can_be_forced() {
     let lake = TempDir::new().unwrap();
     let nvm = repo().join("data/logs/nvm/t1218_007_msiexec_nvm_kv.log");
