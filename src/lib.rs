@@ -53,6 +53,7 @@ pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod output;
+pub mod report;
 pub mod schedule;
 pub mod serve;
 pub mod shutdown;

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod query;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod serve;
@@ -38,6 +39,9 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Ingest into the lake, then run every detection over all time.
     Run(run::RunArgs),
+    /// Write one self-contained HTML page of a window's hits, risk and incidents, with each hit's
+    /// process tree and connections.
+    Report(report::ReportArgs),
     /// Run the detections on their schedules, writing results and risk events to the lake.
     Schedule(schedule::ScheduleArgs),
     /// Generate realistic telemetry with planted MSIExec positives (into the lake, or as logs).
@@ -153,6 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Detect(args) => detect::run(&cli.lake, args).await,
         Command::Query(args) => query::run(&cli.lake, args).await,
         Command::Run(args) => run::run(&cli.lake, args).await,
+        Command::Report(args) => report::run(&cli.lake, args).await,
         Command::Schedule(args) => schedule::run(&cli.lake, args).await,
         Command::Gen(args) => generate::run(&cli.lake, args),
         Command::Cluster(args) => cluster::run(args).await,

@@ -11,6 +11,8 @@
 //! * `safety`: ingests killed mid-way, concurrent ingests, queries during an ingest.
 //! * `s3`: a lake in S3 (a real S3-compatible server on loopback): every command, a cluster, races
 //!   and kills, and an outside Delta reader, with the rows of a lake on disk.
+//! * `report`: `cimlake report` opened in headless Chromium: hits, process trees, filters, the
+//!   timeline's pixels; caps and errors.
 //! * `sigma`: Sigma rule directories listed, checked, shown and run; SigmaHQ's regression tests.
 //! * `corpus`: the measured facts of the public samples in `../shared/corpus`.
 //! * `slt`: the `.slt` files in `tests/slt`, run against a lake built from `data/logs/sysmon`.
@@ -27,6 +29,7 @@ mod escu;
 mod generate;
 mod hostile;
 mod parallel;
+mod report;
 mod safety;
 mod s3;
 mod schedule;

@@ -1,0 +1,540 @@
+//! `cimlake report`: one self-contained HTML page of a window's detections, for an analyst.
+//!
+//! ```text
+//! detections.results ─┐                      ┌ summary: hits per detection / level / host / user
+//! risk.all_risk ──────┤  window's rows       │ timeline: risk per host over time, hits as marks
+//! risk.incidents ─────┼─────────────────────▶┤ hits: sortable, filterable, searchable table
+//! endpoint.processes ─┤  on the hits' hosts  │ each hit: process tree, connections, rule,
+//! all_traffic ────────┘  (trees, [`tree`])   └          ATT&CK names, provenance
+//! ```
+//!
+//! The page carries its data inline as JSON (strings stored once, in a dictionary), its styles
+//! and its script: it opens without a network. The hits are capped ([`ReportOptions::max_hits`]),
+//! and so are the hits with a process tree ([`ReportOptions::max_detailed`]); the page says so
+//! when a cap is reached, and the counts in the summary are always those of every hit.
+
+pub mod tree;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, Duration, Utc};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use serde_json::{Value, json};
+
+use crate::detect::Catalog;
+use tree::{Flow, Forest, Proc};
+
+/// The page, with `/*REPORT-DATA*/null` where the data goes.
+const PAGE: &str = include_str!("page.html");
+/// MITRE ATT&CK technique names (`data/attack/techniques.tsv`).
+const TECHNIQUES: &str = include_str!("../../data/attack/techniques.tsv");
+
+/// What to report on.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// The window; `None`: the day before the latest event in the lake.
+    pub earliest: Option<DateTime<Utc>>,
+    pub latest: Option<DateTime<Utc>>,
+    /// Only these detections (directory names); empty: all.
+    pub detections: Vec<String>,
+    /// How far before the window a hit's ancestors are looked for.
+    pub lookback: Duration,
+    /// The most hits listed in the page.
+    pub max_hits: usize,
+    /// The most hits with a process tree and connections.
+    pub max_detailed: usize,
+    /// The most connections shown per hit.
+    pub max_flows_per_hit: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            earliest: None,
+            latest: None,
+            detections: Vec::new(),
+            lookback: Duration::hours(24),
+            max_hits: 50_000,
+            max_detailed: 5_000,
+            max_flows_per_hit: 50,
+        }
+    }
+}
+
+/// A report, and what went into it.
+#[derive(Debug)]
+pub struct Report {
+    pub html: String,
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+    /// Every hit in the window.
+    pub hits: u64,
+    /// Hits listed in the page.
+    pub listed: usize,
+    /// Hits with a process tree.
+    pub detailed: usize,
+    pub incidents: usize,
+    /// What the reader should know (caps reached, no runs in the window).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("--earliest ({0}) must be before --latest ({1})")]
+    EmptyWindow(DateTime<Utc>, DateTime<Utc>),
+    #[error("the lake has no events: nothing to report (ingest logs first, or give --earliest and --latest)")]
+    NoData,
+}
+
+/// Strings stored once; a cell is its index, `-1` for null.
+#[derive(Default)]
+struct Dict {
+    index: HashMap<String, i64>,
+    list: Vec<String>,
+}
+
+impl Dict {
+    fn code(&mut self, s: Option<&str>) -> i64 {
+        let Some(s) = s else { return -1 };
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.list.len() as i64;
+        self.list.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// Rows as text, by column name.
+struct Rows {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl Rows {
+    fn from_batches(batches: &[RecordBatch]) -> Result<Rows, arrow::error::ArrowError> {
+        let columns = batches.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
+        let opts = FormatOptions::default();
+        let mut rows = Vec::new();
+        for b in batches {
+            let lists = crate::output::lists_as_text(b)?;
+            let shown: Vec<(ArrayFormatter<'_>, &ArrayRef)> =
+                lists.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).map(|f| (f, c))).collect::<Result<_, _>>()?;
+            for r in 0..b.num_rows() {
+                rows.push(shown.iter().map(|(f, c)| if c.is_null(r) { None } else { Some(f.value(r).to_string()) }).collect());
+            }
+        }
+        Ok(Rows { columns, rows })
+    }
+
+    fn col(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    fn get<'a>(&'a self, row: &'a [Option<String>], name: &str) -> Option<&'a str> {
+        self.col(name).and_then(|i| row[i].as_deref())
+    }
+
+    fn encode(&self, keep: impl Fn(usize) -> bool, dict: &mut Dict) -> Value {
+        let rows: Vec<Value> =
+            self.rows.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| Value::from(r.iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
+        json!({ "cols": self.columns, "rows": rows })
+    }
+}
+
+async fn rows(ctx: &SessionContext, sql: &str) -> Result<Rows, ReportError> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(Rows::from_batches(&batches)?)
+}
+
+/// `TIMESTAMP '…'` of a time, for SQL.
+fn ts(t: DateTime<Utc>) -> String {
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn micros(s: Option<&str>) -> i64 {
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map_or(i64::MIN, |t| t.timestamp_micros())
+}
+
+/// Severity order of a level, most severe first.
+fn level_rank(level: &str) -> u8 {
+    match level {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        "low" => 3,
+        "informational" => 4,
+        _ => 5,
+    }
+}
+
+/// The technique names: id → (name, tactics).
+fn techniques() -> HashMap<&'static str, (&'static str, &'static str)> {
+    TECHNIQUES
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?, (f.next()?, f.next().unwrap_or(""))))
+        })
+        .collect()
+}
+
+/// The name of a technique as ATT&CK writes it: `System Binary Proxy Execution: Msiexec`.
+fn technique_name(id: &str, table: &HashMap<&str, (&str, &str)>) -> Option<String> {
+    let (name, _) = table.get(id)?;
+    match id.split_once('.') {
+        Some((parent, _)) => Some(match table.get(parent) {
+            Some((p, _)) => format!("{p}: {name}"),
+            None => name.to_string(),
+        }),
+        None => Some(name.to_string()),
+    }
+}
+
+/// The catalog's description of each detection, for the page.
+fn detections_meta(catalog: &Catalog) -> Value {
+    let table = techniques();
+    let mut out = serde_json::Map::new();
+    for d in &catalog.detections {
+        let attack: Vec<String> = match &d.sigma {
+            Some(s) => s.tags.iter().filter_map(|t| t.strip_prefix("attack.")).filter(|t| t.starts_with('t')).map(|t| t.to_uppercase()).collect(),
+            None => d.meta.mitre_attack_id.clone(),
+        };
+        let attack: Vec<Value> = attack
+            .iter()
+            .map(|id| {
+                let tactics = table.get(id.as_str()).map_or("", |(_, t)| *t);
+                json!({ "id": id, "name": technique_name(id, &table), "tactics": tactics })
+            })
+            .collect();
+        let level = d.sigma.as_ref().map_or(String::new(), |s| s.level.clone());
+        out.insert(
+            d.name.clone(),
+            json!({
+                "title": d.meta.name,
+                "search_name": d.meta.search_name,
+                "kind": d.meta.kind,
+                "level": level,
+                "description": d.meta.description,
+                "attack": attack,
+                "tactics": d.meta.mitre_tactic,
+                "stories": d.meta.analytic_story,
+                "origin": d.origin,
+                "id": d.meta.id,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The window: as given, or the day before the latest event in the lake.
+async fn window(ctx: &SessionContext, opts: &ReportOptions) -> Result<(DateTime<Utc>, DateTime<Utc>), ReportError> {
+    let latest = match opts.latest {
+        Some(l) => l,
+        None => {
+            let r = rows(ctx, "SELECT max(t) AS t FROM (SELECT max(_time) AS t FROM endpoint.processes UNION ALL SELECT max(_time) AS t FROM network_traffic.all_traffic)").await?;
+            let last = r.rows.first().and_then(|row| r.get(row, "t")).map(|s| micros(Some(s))).filter(|&t| t != i64::MIN);
+            match last {
+                // Exclusive: one microsecond after the latest event.
+                Some(t) => DateTime::from_timestamp_micros(t + 1).expect("a time the lake holds"),
+                None if opts.earliest.is_some() => Utc::now(),
+                None => return Err(ReportError::NoData),
+            }
+        }
+    };
+    let earliest = opts.earliest.unwrap_or(latest - Duration::hours(24));
+    if earliest >= latest {
+        return Err(ReportError::EmptyWindow(earliest, latest));
+    }
+    Ok((earliest, latest))
+}
+
+/// Builds the report of `ctx`'s lake (a session from [`crate::detect::runner::session`]).
+pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &ReportOptions) -> Result<Report, ReportError> {
+    let (earliest, latest) = window(ctx, opts).await?;
+    let mut notes = Vec::new();
+    let in_window = format!("_time >= {} AND _time < {}", ts(earliest), ts(latest));
+    let only = if opts.detections.is_empty() {
+        String::new()
+    } else {
+        format!(" AND detection IN ({})", opts.detections.iter().map(|d| quote(d)).collect::<Vec<_>>().join(", "))
+    };
+    let has = |t: &str| ctx.table_exist(t).unwrap_or(false);
+    let (mut hits, mut total, mut counts) = (Rows { columns: vec![], rows: vec![] }, 0u64, json!({}));
+    if has("detections.results") {
+        let agg = rows(ctx, &format!("SELECT count(*) AS n FROM detections.results WHERE {in_window}{only}")).await?;
+        total = agg.rows.first().and_then(|r| agg.get(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
+        hits = rows(ctx, &format!("SELECT * FROM detections.results WHERE {in_window}{only} ORDER BY _time, detection LIMIT {}", opts.max_hits)).await?;
+        let host = if hits.col("dvc").is_some() { "coalesce(dvc, dest)" } else { "dest" };
+        let mut c = serde_json::Map::new();
+        for (key, expr) in [("detection", "detection"), ("host", host), ("user", "user")] {
+            if key == "user" && hits.col("user").is_none() || key == "host" && hits.col("dest").is_none() {
+                continue;
+            }
+            let r = rows(ctx, &format!("SELECT {expr} AS k, count(*) AS n FROM detections.results WHERE {in_window}{only} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")).await?;
+            c.insert(key.into(), Value::from(r.rows.iter().map(|row| json!([row[0], row[1].as_deref().and_then(|n| n.parse::<u64>().ok())])).collect::<Vec<_>>()));
+        }
+        counts = Value::Object(c);
+    }
+    if !has("detections.results") || hits.rows.is_empty() {
+        notes.push(format!(
+            "No scheduled run wrote results in this window. `cimlake schedule` writes them as it runs; for past data, `cimlake schedule --backfill {} {}`.",
+            earliest.format("%Y-%m-%dT%H:%M:%SZ"),
+            latest.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
+    if total as usize > hits.rows.len() {
+        notes.push(format!(
+            "{} hits in the window; the first {} by time are listed. The counts by detection, host and user are of every hit. Narrow the window or choose detections (--detection) to list the rest.",
+            total,
+            hits.rows.len()
+        ));
+    }
+
+    // Risk over time per object (hourly), and the incidents whose events fall in the window.
+    let mut timeline = Vec::new();
+    if has("risk.all_risk") {
+        let only_risk = only.clone();
+        let r = rows(
+            ctx,
+            &format!(
+                "SELECT risk_object, risk_object_type, CAST(date_trunc('hour', _time) AS BIGINT) AS hour, sum(risk_score) AS score, count(*) AS events \
+                 FROM risk.all_risk WHERE {in_window}{only_risk} GROUP BY 1, 2, 3 ORDER BY 1, 3"
+            ),
+        )
+        .await?;
+        timeline = r.rows.iter().map(|row| json!([row[0], row[1], row[2].as_deref().and_then(|v| v.parse::<i64>().ok()), row[3].as_deref().and_then(|v| v.parse::<f64>().ok()), row[4].as_deref().and_then(|v| v.parse::<i64>().ok())])).collect();
+    }
+    let mut incidents = Rows { columns: vec![], rows: vec![] };
+    if has("risk.incidents") {
+        // Each run of the incident rule reports the 24 hours before its window's end: the same
+        // object appears once per run. One row per object: its highest score.
+        incidents = rows(
+            ctx,
+            &format!(
+                "SELECT risk_object, risk_object_type, max(risk_score) AS risk_score, max(risk_events) AS risk_events, max(searches) AS searches, \
+                 max(tactics) AS tactics, min(\"firstTime\") AS first_time, max(\"lastTime\") AS last_time \
+                 FROM risk.incidents WHERE \"lastTime\" >= {} AND \"firstTime\" < {} GROUP BY 1, 2 ORDER BY 3 DESC, 1",
+                ts(earliest),
+                ts(latest)
+            ),
+        )
+        .await?;
+    }
+
+    // The hits with a tree: the most severe first, then by time.
+    let meta = detections_meta(catalog);
+    let level_of = |row: &[Option<String>]| -> String {
+        hits.get(row, "rule_level").map(str::to_string).or_else(|| hits.get(row, "detection").and_then(|d| meta.get(d)).and_then(|m| m["level"].as_str()).map(str::to_string)).unwrap_or_default()
+    };
+    let mut order: Vec<usize> = (0..hits.rows.len()).collect();
+    order.sort_by_key(|&i| (level_rank(&level_of(&hits.rows[i])), micros(hits.get(&hits.rows[i], "_time")), i));
+    let detailed: Vec<usize> = order.into_iter().take(opts.max_detailed).collect();
+    if hits.rows.len() > detailed.len() {
+        notes.push(format!(
+            "Process trees and connections are shown for {} of the {} listed hits (the most severe, then the earliest).",
+            detailed.len(),
+            hits.rows.len()
+        ));
+    }
+    let host_of = |row: &[Option<String>]| hits.get(row, "dvc").or_else(|| hits.get(row, "dest")).map(str::to_string);
+    let hosts: HashSet<String> = detailed.iter().filter_map(|&i| host_of(&hits.rows[i])).collect();
+
+    let mut dict = Dict::default();
+    let (mut procs_json, mut flows_json, mut details) = (json!({"cols": [], "rows": []}), json!({"cols": [], "rows": []}), serde_json::Map::new());
+    if !hosts.is_empty() && has("endpoint.processes") && has("network_traffic.all_traffic") {
+        let schema = Arc::new(Schema::new(vec![Field::new("host", DataType::Utf8, false)]));
+        let list: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(list))])?;
+        ctx.register_table("report_hosts", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+        let from = ts(earliest - opts.lookback);
+        let to = ts(latest);
+        let p = rows(
+            ctx,
+            &format!(
+                "SELECT _time, CAST(_time AS BIGINT) AS t_us, dest, user, process_name, process, process_id, process_guid, parent_process_name, parent_process, \
+                 parent_process_id, parent_process_guid, process_path, source, source_record \
+                 FROM endpoint.processes WHERE _time >= {from} AND _time < {to} AND dest IN (SELECT host FROM report_hosts) ORDER BY _time"
+            ),
+        )
+        .await?;
+        let f = rows(
+            ctx,
+            &format!(
+                "SELECT _time, CAST(_time AS BIGINT) AS t_us, dvc, process_name, process_id, process_guid, src_ip, src_port, dest_ip, dest_port, dest_hostname, \
+                 transport, action, bytes, source, source_record \
+                 FROM network_traffic.all_traffic WHERE _time >= {from} AND _time < {to} AND dvc IN (SELECT host FROM report_hosts) ORDER BY _time"
+            ),
+        )
+        .await?;
+        ctx.deregister_table("report_hosts")?;
+        let num = |r: &Rows, row: &[Option<String>]| r.get(row, "t_us").and_then(|v| v.parse::<i64>().ok()).unwrap_or(i64::MIN);
+        let own = |r: &Rows, row: &[Option<String>], c: &str| r.get(row, c).filter(|s| !s.is_empty()).map(str::to_string);
+        let procs: Vec<Proc> = p
+            .rows
+            .iter()
+            .map(|row| Proc {
+                time_us: num(&p, row),
+                host: own(&p, row, "dest").unwrap_or_default(),
+                guid: own(&p, row, "process_guid"),
+                pid: own(&p, row, "process_id"),
+                parent_guid: own(&p, row, "parent_process_guid"),
+                parent_pid: own(&p, row, "parent_process_id"),
+                name: own(&p, row, "process_name").unwrap_or_default(),
+                command: own(&p, row, "process").unwrap_or_default(),
+            })
+            .collect();
+        let flows: Vec<Flow> = f
+            .rows
+            .iter()
+            .map(|row| Flow { time_us: num(&f, row), host: own(&f, row, "dvc").unwrap_or_default(), guid: own(&f, row, "process_guid"), pid: own(&f, row, "process_id") })
+            .collect();
+        let forest = Forest::new(&procs);
+        let owners = forest.owners(&flows);
+        let mut flows_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (fi, o) in owners.iter().enumerate() {
+            if let Some(o) = o {
+                flows_of.entry(*o).or_default().push(fi);
+            }
+        }
+        let (mut keep_p, mut keep_f) = (BTreeMap::new(), BTreeMap::new());
+        let keep = |m: &mut BTreeMap<usize, usize>, i: usize| {
+            let n = m.len();
+            *m.entry(i).or_insert(n)
+        };
+        let mut detail_list = Vec::new();
+        for &h in &detailed {
+            let row = &hits.rows[h];
+            let Some(host) = host_of(row) else { continue };
+            let at = micros(hits.get(row, "_time"));
+            let Some(me) = forest.find(&host, hits.get(row, "process_guid").filter(|s| !s.is_empty()), hits.get(row, "process_id").filter(|s| !s.is_empty()), at) else {
+                continue;
+            };
+            let ancestors = forest.ancestors(me, 8);
+            let kids: Vec<usize> = forest.children(me).iter().take(100).copied().collect();
+            let servers: Vec<usize> = forest.msi_servers(me).to_vec();
+            let client = forest.msi_client(me);
+            let mut flows_here: Vec<usize> = flows_of.get(&me).cloned().unwrap_or_default();
+            for s in &servers {
+                flows_here.extend(flows_of.get(s).into_iter().flatten());
+            }
+            flows_here.sort_by_key(|&fi| (flows[fi].time_us, fi));
+            let flows_total = flows_here.len();
+            flows_here.truncate(opts.max_flows_per_hit);
+            detail_list.push((h, me, ancestors, kids, servers, client, flows_here, flows_total));
+        }
+        for (h, me, ancestors, kids, servers, client, flows_here, flows_total) in detail_list {
+            let mut tree = serde_json::Map::new();
+            tree.insert("self".into(), keep(&mut keep_p, me).into());
+            tree.insert("anc".into(), ancestors.iter().map(|&a| keep(&mut keep_p, a)).collect::<Vec<_>>().into());
+            tree.insert("kids".into(), kids.iter().map(|&k| keep(&mut keep_p, k)).collect::<Vec<_>>().into());
+            // Each child's own children count, so the page can say there are more.
+            tree.insert("kid_kids".into(), kids.iter().map(|&k| forest.children(k).len()).collect::<Vec<_>>().into());
+            tree.insert("msi_servers".into(), servers.iter().map(|&s| keep(&mut keep_p, s)).collect::<Vec<_>>().into());
+            if let Some(c) = client {
+                let anc: Vec<usize> = forest.ancestors(c, 8).iter().map(|&a| keep(&mut keep_p, a)).collect();
+                tree.insert("msi_client".into(), keep(&mut keep_p, c).into());
+                tree.insert("msi_client_anc".into(), anc.into());
+            }
+            let root_parent = ancestors.last().copied().unwrap_or(me);
+            tree.insert("top_known_parent".into(), (forest.parent(root_parent).is_none()).into());
+            tree.insert("flows".into(), flows_here.iter().map(|&fi| keep(&mut keep_f, fi)).collect::<Vec<_>>().into());
+            tree.insert("flows_total".into(), flows_total.into());
+            details.insert(h.to_string(), Value::Object(tree));
+        }
+        // Rows in the order their first reference gave them.
+        let mut p_order: Vec<(usize, usize)> = keep_p.into_iter().collect();
+        p_order.sort_by_key(|&(_, n)| n);
+        let mut f_order: Vec<(usize, usize)> = keep_f.into_iter().collect();
+        f_order.sort_by_key(|&(_, n)| n);
+        let pick = |r: &Rows, order: &[(usize, usize)], dict: &mut Dict| -> Value {
+            let rows: Vec<Value> = order.iter().map(|&(i, _)| Value::from(r.rows[i].iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
+            json!({ "cols": r.columns, "rows": rows })
+        };
+        procs_json = pick(&p, &p_order, &mut dict);
+        flows_json = pick(&f, &f_order, &mut dict);
+    }
+    let hits_json = hits.encode(|_| true, &mut dict);
+    let incidents_json = incidents.encode(|_| true, &mut dict);
+    let data = json!({
+        "lake": lake,
+        "generated": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "earliest": earliest.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "latest": latest.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "total_hits": total,
+        "notes": notes,
+        "detections": meta,
+        "counts": counts,
+        "dict": dict.list,
+        "hits": hits_json,
+        "details": details,
+        "procs": procs_json,
+        "flows": flows_json,
+        "timeline": timeline,
+        "incidents": incidents_json,
+    });
+    Ok(Report {
+        html: render(&data),
+        earliest,
+        latest,
+        hits: total,
+        listed: hits.rows.len(),
+        detailed: details.len(),
+        incidents: incidents.rows.len(),
+        notes,
+    })
+}
+
+/// The page with `data` inline. In a `<script>` element only `</script` (and `<!--`) could end
+/// or change it early: every `<` in the JSON is written `\u003c`, which JSON reads back as `<`.
+pub fn render(data: &Value) -> String {
+    let json = data.to_string().replace('<', "\\u003c").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+    PAGE.replacen("/*REPORT-DATA*/null", &json, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_cannot_close_the_script_element() {
+        let page = render(&json!({ "dict": ["</script><script>alert(1)</script>", "<!-- x", "a\u{2028}b"] }));
+        let script_start = page.find("/*REPORT-DATA-START*/").expect("marker");
+        let rest = &page[script_start..];
+        let end = rest.find("</script>").expect("the data script ends");
+        assert!(!rest[..end].contains('<'), "a raw < in the data: {}", &rest[..end]);
+        assert!(rest[..end].contains("\\u003c/script>"));
+    }
+
+    #[test]
+    fn technique_names_as_attack_writes_them() {
+        let t = techniques();
+        assert!(t.len() > 600, "{}", t.len());
+        assert_eq!(technique_name("T1218.007", &t).as_deref(), Some("System Binary Proxy Execution: Msiexec"));
+        assert_eq!(technique_name("T1059", &t).as_deref(), Some("Command and Scripting Interpreter"));
+        assert_eq!(t["T1218.007"].1, "Defense Evasion");
+        assert_eq!(technique_name("T9999", &t), None);
+    }
+
+    #[test]
+    fn strings_are_stored_once() {
+        let mut d = Dict::default();
+        assert_eq!((d.code(Some("a")), d.code(Some("b")), d.code(Some("a")), d.code(None)), (0, 1, 0, -1));
+        assert_eq!(d.list, vec!["a", "b"]);
+    }
+}
