@@ -60,6 +60,11 @@ pub struct ScheduleArgs {
     #[arg(long, num_args = 2, value_names = ["FROM", "TO"], allow_hyphen_values = true)]
     pub backfill: Option<Vec<String>>,
 
+    /// After each tick, write a report (`cimlake report`) of every detection window it ran into
+    /// DIR: `report-<window end>.html`, and `latest.html`, the newest window's, replaced whole.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+
     /// Risk score over 24 hours above which a risk object becomes an incident.
     #[arg(long, default_value_t = 100)]
     pub risk_threshold: i64,
@@ -154,7 +159,8 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
         let to = parse_time(&range[1], clock.now()).context("--backfill TO")?;
         anyhow::ensure!(from < to, "--backfill: FROM ({from}) must be before TO ({to})");
         let report = tick(&lake, &catalog, &opts, clock.now(), Some((from, to))).await?;
-        return finish(&report);
+        let code = finish(&report)?;
+        return Ok(write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await.unwrap_or(ExitCode::FAILURE).max_failure(code));
     }
     loop {
         let now = clock.now();
@@ -171,6 +177,7 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
             Err(e) => return Err(e.into()),
         };
         let code = finish(&report)?;
+        let code = write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await.unwrap_or(ExitCode::FAILURE).max_failure(code);
         if args.once {
             return Ok(code);
         }
@@ -186,6 +193,71 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
         }
         let wait = (next - clock.now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Of two exit codes, the failure if either is one.
+trait MaxFailure {
+    fn max_failure(self, other: ExitCode) -> ExitCode;
+}
+
+impl MaxFailure for ExitCode {
+    fn max_failure(self, other: ExitCode) -> ExitCode {
+        if self == ExitCode::SUCCESS { other } else { self }
+    }
+}
+
+/// With `--report-dir`: one report per detection window the tick ran (successfully), and
+/// `latest.html`, the newest's. A report that cannot be written is an error of the tick (its runs
+/// stand: they are published); `Err` carries nothing, the error is printed.
+async fn write_reports(
+    lake: &Lake,
+    catalog: &crate::detect::Catalog,
+    opts: &SchedulerOptions,
+    report: &crate::schedule::TickReport,
+    dir: Option<&Path>,
+) -> Result<ExitCode, ()> {
+    let Some(dir) = dir else { return Ok(ExitCode::SUCCESS) };
+    let mut windows: Vec<(i64, i64)> =
+        report.runs.iter().filter(|r| r.job != runs::INCIDENTS_JOB && r.status == RunStatus::Ok).map(|r| (r.earliest_us, r.latest_us)).collect();
+    windows.sort();
+    windows.dedup();
+    if windows.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result: anyhow::Result<()> = async {
+        std::fs::create_dir_all(dir).with_context(|| format!("--report-dir {}", dir.display()))?;
+        let engine_opts = crate::engine::EngineOptions { memory_limit: opts.memory_limit, engine: opts.engine.clone(), as_of: None };
+        let ctx = crate::detect::runner::session(lake, catalog, &engine_opts).await?;
+        let last = windows.len() - 1;
+        for (n, (earliest, latest)) in windows.into_iter().enumerate() {
+            let at = |us| DateTime::from_timestamp_micros(us).context("a window's time");
+            let (earliest, latest) = (at(earliest)?, at(latest)?);
+            let ropts = crate::report::ReportOptions { earliest: Some(earliest), latest: Some(latest), lookback: opts.lookback, ..Default::default() };
+            let built = crate::report::build(&ctx, catalog, &lake.location(), &ropts).await?;
+            let path = dir.join(format!("report-{}.html", latest.format("%Y%m%dT%H%M%SZ")));
+            super::report::write(&path, &built.html)?;
+            if n == last {
+                super::report::write(&dir.join("latest.html"), &built.html)?;
+            }
+            println!(
+                "report {}: {} hits, {} incidents, window [{}, {})",
+                crate::output::escape_controls(&path.display().to_string()),
+                built.hits,
+                built.incidents,
+                fmt(earliest.timestamp_micros()),
+                fmt(latest.timestamp_micros())
+            );
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: writing the reports: {}", crate::output::escape_controls(&format!("{e:#}")));
+            Err(())
+        }
     }
 }
 

@@ -169,3 +169,36 @@ fn report_windows_caps_and_errors() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn the_scheduler_writes_a_report_per_window() {
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", "data/logs/sysmon"]);
+    let dir = TempDir::new().unwrap();
+    let reports = dir.path().join("reports");
+    let out = cimlake_ok(
+        lake.path(),
+        &["schedule", "--backfill", "2026-11-03T14:00:00Z", "2026-11-03T16:00:00Z", "--report-dir", reports.to_str().unwrap()],
+    );
+    let early = reports.join("report-20261103T135000Z.html");
+    let late = reports.join("report-20261103T145000Z.html");
+    assert!(out.contains(&format!("report {}: 0 hits, 0 incidents, window [2026-11-03T12:50:00Z, 2026-11-03T13:50:00Z)", early.display())), "{out}");
+    assert!(out.contains(&format!("report {}: 4 hits, 0 incidents, window [2026-11-03T13:50:00Z, 2026-11-03T14:50:00Z)", late.display())), "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&reports).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["latest.html", "report-20261103T135000Z.html", "report-20261103T145000Z.html"], "no temporary file left");
+    let (latest, late) = (std::fs::read_to_string(reports.join("latest.html")).unwrap(), std::fs::read_to_string(&late).unwrap());
+    assert_eq!(latest, late, "latest.html is the newest window's report");
+    assert!(late.contains("\"total_hits\":4") && late.contains("T1218.007_JScript.msi"), "the window's hits are in its page");
+    assert!(std::fs::read_to_string(&early).unwrap().contains("\"total_hits\":0"));
+    // A report directory that cannot be made fails the tick; its runs are published all the same.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let fresh = TempDir::new().unwrap();
+    cimlake_ok(fresh.path(), &["ingest", "data/logs/sysmon"]);
+    let out = cimlake(fresh.path(), &["schedule", "--backfill", "2026-11-03T15:00:00Z", "2026-11-03T16:00:00Z", "--report-dir", blocked.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error: writing the reports: --report-dir"), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = cimlake_ok(fresh.path(), &["query", "SELECT count(*) AS n FROM detections.results", "--format", "csv"]);
+    assert_eq!(count.trim(), "n\n4");
+}
