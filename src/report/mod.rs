@@ -269,6 +269,10 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
     let (earliest, latest) = window(ctx, opts).await?;
     let mut notes = Vec::new();
     let in_window = format!("_time >= {} AND _time < {}", ts(earliest), ts(latest));
+    // A hit is the window's when its event time is in it, or when the run that found it searched
+    // a window inside it (a process that started before its run's window, found by the
+    // look-back, belongs to that run's report).
+    let hit_in_window = format!("(({in_window}) OR (window_earliest >= {} AND window_latest <= {}))", ts(earliest), ts(latest));
     let only = if opts.detections.is_empty() {
         String::new()
     } else {
@@ -277,16 +281,18 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
     let has = |t: &str| ctx.table_exist(t).unwrap_or(false);
     let (mut hits, mut total, mut counts) = (Rows { columns: vec![], rows: vec![] }, 0u64, json!({}));
     if has("detections.results") {
-        let agg = rows(ctx, &format!("SELECT count(*) AS n FROM detections.results WHERE {in_window}{only}")).await?;
+        let agg = rows(ctx, &format!("SELECT count(*) AS n FROM detections.results WHERE {hit_in_window}{only}")).await?;
         total = agg.rows.first().and_then(|r| agg.get(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
-        hits = rows(ctx, &format!("SELECT * FROM detections.results WHERE {in_window}{only} ORDER BY _time, detection LIMIT {}", opts.max_hits)).await?;
-        let host = if hits.col("dvc").is_some() { "coalesce(dvc, dest)" } else { "dest" };
+        hits = rows(ctx, &format!("SELECT * FROM detections.results WHERE {hit_in_window}{only} ORDER BY _time, detection LIMIT {}", opts.max_hits)).await?;
+        let schema = ctx.table("detections.results").await?.schema().clone();
+        let has_column = |c: &str| schema.field_with_unqualified_name(c).is_ok();
+        let host = if has_column("dvc") { "coalesce(dvc, dest)" } else { "dest" };
         let mut c = serde_json::Map::new();
         for (key, expr) in [("detection", "detection"), ("host", host), ("user", "user")] {
-            if key == "user" && hits.col("user").is_none() || key == "host" && hits.col("dest").is_none() {
+            if key == "user" && !has_column("user") || key == "host" && !has_column("dest") {
                 continue;
             }
-            let r = rows(ctx, &format!("SELECT {expr} AS k, count(*) AS n FROM detections.results WHERE {in_window}{only} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")).await?;
+            let r = rows(ctx, &format!("SELECT {expr} AS k, count(*) AS n FROM detections.results WHERE {hit_in_window}{only} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")).await?;
             c.insert(key.into(), Value::from(r.rows.iter().map(|row| json!([row[0], row[1].as_deref().and_then(|n| n.parse::<u64>().ok())])).collect::<Vec<_>>()));
         }
         counts = Value::Object(c);

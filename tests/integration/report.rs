@@ -202,3 +202,31 @@ fn the_scheduler_writes_a_report_per_window() {
     let count = cimlake_ok(fresh.path(), &["query", "SELECT count(*) AS n FROM detections.results", "--format", "csv"]);
     assert_eq!(count.trim(), "n\n4");
 }
+
+#[test]
+fn a_hit_found_by_the_look_back_is_in_its_runs_window() {
+    // msiexec.exe starts at 14:20 and connects at 15:05: the run of [14:50, 15:50) finds it by the
+    // process look-back, and its result's time is the process's, 14:20, before that window.
+    let sample = std::fs::read_to_string(repo().join("data/logs/sysmon/t1218_007_msiexec_sysmon.log")).unwrap();
+    let lines: Vec<&str> = sample.lines().collect();
+    let (process, flow) = (lines[7], lines[8]);
+    assert!(process.contains("<EventID>1</EventID>") && process.contains("<Data Name='ProcessId'>5312</Data>"));
+    assert!(flow.contains("<EventID>3</EventID>") && flow.contains("2026-11-03T14:20:05.8803391Z"));
+    let flow = flow.replace("2026-11-03T14:20:05.8803391Z", "2026-11-03T15:05:05.8803391Z").replace("2026-11-03 14:20:05.880", "2026-11-03 15:05:05.880");
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("late-connection.log");
+    std::fs::write(&log, format!("{process}\n{flow}\n")).unwrap();
+    let lake = TempDir::new().unwrap();
+    cimlake_ok(lake.path(), &["ingest", log.to_str().unwrap()]);
+    let reports = dir.path().join("reports");
+    let out = cimlake_ok(lake.path(), &["schedule", "--backfill", "2026-11-03T16:00:00Z", "2026-11-03T17:00:00Z", "--report-dir", reports.to_str().unwrap()]);
+    assert!(out.contains("[2026-11-03T14:50:00Z, 2026-11-03T15:50:00Z) backfill: 1 results"), "{out}");
+    assert!(out.contains("report-20261103T155000Z.html: 1 hits"), "the run's window report has its hit: {out}");
+    let page = std::fs::read_to_string(reports.join("report-20261103T155000Z.html")).unwrap();
+    assert!(page.contains("2026-11-03T14:20:05.301770Z") && page.contains("\"total_hits\":1"));
+    // By event time, the hour of 14:20 has it too; an hour with neither has nothing.
+    for (from, to, hits) in [("2026-11-03T14:00:00Z", "2026-11-03T14:30:00Z", 1), ("2026-11-03T16:00:00Z", "2026-11-03T17:00:00Z", 0)] {
+        let out = cimlake_ok(lake.path(), &["report", "--earliest", from, "--latest", to, "-o", dir.path().join("r.html").to_str().unwrap()]);
+        assert!(out.contains(&format!(": {hits} hits")), "{from}: {out}");
+    }
+}
