@@ -81,6 +81,14 @@ fn the_report_of_the_bundled_data_in_a_real_browser() {
     let summary = seen["summary"].as_str().unwrap();
     assert!(summary.contains(&format!("{HOST}\tsystem\t290")), "incidents first, with the host's score: {summary}");
 
+    // Sortable: the hits by time reversed; the hits per host by count.
+    let by_time: Vec<String> = strings(&seen["rows_by_time_desc"]).into_iter().map(|r| r[0].clone()).collect();
+    let mut want: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    want.sort_by(|a, b| b.cmp(a));
+    assert_eq!(by_time, want);
+    let counts: Vec<u64> = strings(&seen["hosts_by_count_asc"]).iter().map(|r| r[1].parse().unwrap()).collect();
+    assert!(counts.len() >= 2 && counts.windows(2).all(|w| w[0] <= w[1]) && counts[0] < counts[counts.len() - 1], "{counts:?}");
+
     // The hit's process tree: the T1218.007 chain, with the installer's server process.
     let paths: Vec<Vec<(String, String, String)>> = seen["paths"]
         .as_array()

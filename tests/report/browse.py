@@ -80,6 +80,12 @@ def main():
         out["timeline"]["red_pixels"] = sum(1 for row in px for (r, g, b) in row if r > 180 and g < 150 and b < 150)
         out["timeline"]["dark_pixels"] = sum(1 for row in px for (r, g, b) in row if r < 60 and g < 60 and b < 80)
         page.screenshot(path=shot, full_page=False)
+        # Sorting: the hits by time, reversed; the hits per host by count, ascending.
+        page.click("#hits th[data-col=_time]")
+        out["rows_by_time_desc"] = page.evaluate(cells)
+        page.click("#hits th[data-col=_time]")
+        page.click("#by-host th:nth-child(2)")
+        out["hosts_by_count_asc"] = page.evaluate("Array.from(document.querySelectorAll('#by-host tbody tr')).map(tr => Array.from(tr.cells).map(td => td.textContent))")
         # Open one hit: its process tree, from the root to every leaf.
         want = spec["click"]
         index = next(i for i, r in enumerate(out["rows"]) if [r[2], r[3], r[4], r[5]] == want)
