@@ -7,6 +7,7 @@ SPEC: {"click": [detection, host, user, process_name]: the hit row to open,
        "host": a host to filter the hits by}
 """
 import json
+import os
 import struct
 import sys
 import zlib
@@ -56,7 +57,7 @@ def main():
     report, shot, spec = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
     out = {"errors": []}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=spec.get("chromium", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=os.environ.get("CIMLAKE_CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda m: out["errors"].append(m.type + ": " + m.text) if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: out["errors"].append("page error: " + str(e)))
@@ -111,7 +112,6 @@ def main():
     print(json.dumps(out))
     # Leave without the interpreter's teardown racing the driver's threads.
     sys.stdout.flush()
-    import os
     os._exit(0)
 
 
