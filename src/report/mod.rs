@@ -116,6 +116,7 @@ impl Dict {
 }
 
 /// Rows as text, by column name.
+#[derive(Default)]
 struct Rows {
     columns: Vec<String>,
     rows: Vec<Vec<Option<String>>>,
@@ -143,6 +144,12 @@ impl Rows {
 
     fn get<'a>(&'a self, row: &'a [Option<String>], name: &str) -> Option<&'a str> {
         self.col(name).and_then(|i| row[i].as_deref())
+    }
+
+    /// The host of a result row: `dvc` (a rule over connections, whose `dest` is the remote
+    /// end), else `dest`.
+    fn host<'a>(&'a self, row: &'a [Option<String>]) -> Option<&'a str> {
+        self.get(row, "dvc").or_else(|| self.get(row, "dest"))
     }
 
     fn encode(&self, keep: impl Fn(usize) -> bool, dict: &mut Dict) -> Value {
@@ -279,24 +286,7 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
         format!(" AND detection IN ({})", opts.detections.iter().map(|d| quote(d)).collect::<Vec<_>>().join(", "))
     };
     let has = |t: &str| ctx.table_exist(t).unwrap_or(false);
-    let (mut hits, mut total, mut counts) = (Rows { columns: vec![], rows: vec![] }, 0u64, json!({}));
-    if has("detections.results") {
-        let agg = rows(ctx, &format!("SELECT count(*) AS n FROM detections.results WHERE {hit_in_window}{only}")).await?;
-        total = agg.rows.first().and_then(|r| agg.get(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
-        hits = rows(ctx, &format!("SELECT * FROM detections.results WHERE {hit_in_window}{only} ORDER BY _time, detection LIMIT {}", opts.max_hits)).await?;
-        let schema = ctx.table("detections.results").await?.schema().clone();
-        let has_column = |c: &str| schema.field_with_unqualified_name(c).is_ok();
-        let host = if has_column("dvc") { "coalesce(dvc, dest)" } else { "dest" };
-        let mut c = serde_json::Map::new();
-        for (key, expr) in [("detection", "detection"), ("host", host), ("user", "user")] {
-            if key == "user" && !has_column("user") || key == "host" && !has_column("dest") {
-                continue;
-            }
-            let r = rows(ctx, &format!("SELECT {expr} AS k, count(*) AS n FROM detections.results WHERE {hit_in_window}{only} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")).await?;
-            c.insert(key.into(), Value::from(r.rows.iter().map(|row| json!([row[0], row[1].as_deref().and_then(|n| n.parse::<u64>().ok())])).collect::<Vec<_>>()));
-        }
-        counts = Value::Object(c);
-    }
+    let (hits, total, counts) = if has("detections.results") { hits_in(ctx, &hit_in_window, &only, opts.max_hits).await? } else { (Rows::default(), 0, json!({})) };
     if !has("detections.results") || hits.rows.is_empty() {
         notes.push(format!(
             "No scheduled run wrote results in this window. `cimlake schedule` writes them as it runs; for past data, `cimlake schedule --backfill {} {}`.",
@@ -326,7 +316,7 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
         .await?;
         timeline = r.rows.iter().map(|row| json!([row[0], row[1], row[2].as_deref().and_then(|v| v.parse::<i64>().ok()), row[3].as_deref().and_then(|v| v.parse::<f64>().ok()), row[4].as_deref().and_then(|v| v.parse::<i64>().ok())])).collect();
     }
-    let mut incidents = Rows { columns: vec![], rows: vec![] };
+    let mut incidents = Rows::default();
     if has("risk.incidents") {
         // Each run of the incident rule reports the 24 hours before its window's end: the same
         // object appears once per run. One row per object: its highest score.
@@ -358,123 +348,14 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
             hits.rows.len()
         ));
     }
-    let host_of = |row: &[Option<String>]| hits.get(row, "dvc").or_else(|| hits.get(row, "dest")).map(str::to_string);
-    let hosts: HashSet<String> = detailed.iter().filter_map(|&i| host_of(&hits.rows[i])).collect();
+    let hosts: HashSet<String> = detailed.iter().filter_map(|&i| hits.host(&hits.rows[i]).map(str::to_string)).collect();
 
     let mut dict = Dict::default();
-    let (mut procs_json, mut flows_json, mut details) = (json!({"cols": [], "rows": []}), json!({"cols": [], "rows": []}), serde_json::Map::new());
-    if !hosts.is_empty() && has("endpoint.processes") && has("network_traffic.all_traffic") {
-        let schema = Arc::new(Schema::new(vec![Field::new("host", DataType::Utf8, false)]));
-        let list: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(list))])?;
-        ctx.register_table("report_hosts", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
-        let from = ts(earliest - opts.lookback);
-        let to = ts(latest);
-        let p = rows(
-            ctx,
-            &format!(
-                "SELECT _time, CAST(_time AS BIGINT) AS t_us, dest, user, process_name, process, process_id, process_guid, parent_process_name, parent_process, \
-                 parent_process_id, parent_process_guid, process_path, source, source_record \
-                 FROM endpoint.processes WHERE _time >= {from} AND _time < {to} AND dest IN (SELECT host FROM report_hosts) ORDER BY _time"
-            ),
-        )
-        .await?;
-        let f = rows(
-            ctx,
-            &format!(
-                "SELECT _time, CAST(_time AS BIGINT) AS t_us, dvc, process_name, process_id, process_guid, src_ip, src_port, dest_ip, dest_port, dest_hostname, \
-                 transport, action, bytes, source, source_record \
-                 FROM network_traffic.all_traffic WHERE _time >= {from} AND _time < {to} AND dvc IN (SELECT host FROM report_hosts) ORDER BY _time"
-            ),
-        )
-        .await?;
-        ctx.deregister_table("report_hosts")?;
-        let num = |r: &Rows, row: &[Option<String>]| r.get(row, "t_us").and_then(|v| v.parse::<i64>().ok()).unwrap_or(i64::MIN);
-        let own = |r: &Rows, row: &[Option<String>], c: &str| r.get(row, c).filter(|s| !s.is_empty()).map(str::to_string);
-        let procs: Vec<Proc> = p
-            .rows
-            .iter()
-            .map(|row| Proc {
-                time_us: num(&p, row),
-                host: own(&p, row, "dest").unwrap_or_default(),
-                guid: own(&p, row, "process_guid"),
-                pid: own(&p, row, "process_id"),
-                parent_guid: own(&p, row, "parent_process_guid"),
-                parent_pid: own(&p, row, "parent_process_id"),
-                name: own(&p, row, "process_name").unwrap_or_default(),
-                command: own(&p, row, "process").unwrap_or_default(),
-            })
-            .collect();
-        let flows: Vec<Flow> = f
-            .rows
-            .iter()
-            .map(|row| Flow { time_us: num(&f, row), host: own(&f, row, "dvc").unwrap_or_default(), guid: own(&f, row, "process_guid"), pid: own(&f, row, "process_id") })
-            .collect();
-        let forest = Forest::new(&procs);
-        let owners = forest.owners(&flows);
-        let mut flows_of: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (fi, o) in owners.iter().enumerate() {
-            if let Some(o) = o {
-                flows_of.entry(*o).or_default().push(fi);
-            }
-        }
-        let (mut keep_p, mut keep_f) = (BTreeMap::new(), BTreeMap::new());
-        let keep = |m: &mut BTreeMap<usize, usize>, i: usize| {
-            let n = m.len();
-            *m.entry(i).or_insert(n)
-        };
-        let mut detail_list = Vec::new();
-        for &h in &detailed {
-            let row = &hits.rows[h];
-            let Some(host) = host_of(row) else { continue };
-            let at = micros(hits.get(row, "_time"));
-            let Some(me) = forest.find(&host, hits.get(row, "process_guid").filter(|s| !s.is_empty()), hits.get(row, "process_id").filter(|s| !s.is_empty()), at) else {
-                continue;
-            };
-            let ancestors = forest.ancestors(me, 8);
-            let kids: Vec<usize> = forest.children(me).iter().take(100).copied().collect();
-            let servers: Vec<usize> = forest.msi_servers(me).to_vec();
-            let client = forest.msi_client(me);
-            let mut flows_here: Vec<usize> = flows_of.get(&me).cloned().unwrap_or_default();
-            for s in &servers {
-                flows_here.extend(flows_of.get(s).into_iter().flatten());
-            }
-            flows_here.sort_by_key(|&fi| (flows[fi].time_us, fi));
-            let flows_total = flows_here.len();
-            flows_here.truncate(opts.max_flows_per_hit);
-            detail_list.push((h, me, ancestors, kids, servers, client, flows_here, flows_total));
-        }
-        for (h, me, ancestors, kids, servers, client, flows_here, flows_total) in detail_list {
-            let mut tree = serde_json::Map::new();
-            tree.insert("self".into(), keep(&mut keep_p, me).into());
-            tree.insert("anc".into(), ancestors.iter().map(|&a| keep(&mut keep_p, a)).collect::<Vec<_>>().into());
-            tree.insert("kids".into(), kids.iter().map(|&k| keep(&mut keep_p, k)).collect::<Vec<_>>().into());
-            // Each child's own children count, so the page can say there are more.
-            tree.insert("kid_kids".into(), kids.iter().map(|&k| forest.children(k).len()).collect::<Vec<_>>().into());
-            tree.insert("msi_servers".into(), servers.iter().map(|&s| keep(&mut keep_p, s)).collect::<Vec<_>>().into());
-            if let Some(c) = client {
-                let anc: Vec<usize> = forest.ancestors(c, 8).iter().map(|&a| keep(&mut keep_p, a)).collect();
-                tree.insert("msi_client".into(), keep(&mut keep_p, c).into());
-                tree.insert("msi_client_anc".into(), anc.into());
-            }
-            let root_parent = ancestors.last().copied().unwrap_or(me);
-            tree.insert("top_known_parent".into(), (forest.parent(root_parent).is_none()).into());
-            tree.insert("flows".into(), flows_here.iter().map(|&fi| keep(&mut keep_f, fi)).collect::<Vec<_>>().into());
-            tree.insert("flows_total".into(), flows_total.into());
-            details.insert(h.to_string(), Value::Object(tree));
-        }
-        // Rows in the order their first reference gave them.
-        let mut p_order: Vec<(usize, usize)> = keep_p.into_iter().collect();
-        p_order.sort_by_key(|&(_, n)| n);
-        let mut f_order: Vec<(usize, usize)> = keep_f.into_iter().collect();
-        f_order.sort_by_key(|&(_, n)| n);
-        let pick = |r: &Rows, order: &[(usize, usize)], dict: &mut Dict| -> Value {
-            let rows: Vec<Value> = order.iter().map(|&(i, _)| Value::from(r.rows[i].iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
-            json!({ "cols": r.columns, "rows": rows })
-        };
-        procs_json = pick(&p, &p_order, &mut dict);
-        flows_json = pick(&f, &f_order, &mut dict);
-    }
+    let trees = if !hosts.is_empty() && has("endpoint.processes") && has("network_traffic.all_traffic") {
+        trees(ctx, &hits, &detailed, &hosts, opts, earliest, latest, &mut dict).await?
+    } else {
+        Trees::default()
+    };
     let hits_json = hits.encode(|_| true, &mut dict);
     let incidents_json = incidents.encode(|_| true, &mut dict);
     let data = json!({
@@ -488,9 +369,9 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
         "counts": counts,
         "dict": dict.list,
         "hits": hits_json,
-        "details": details,
-        "procs": procs_json,
-        "flows": flows_json,
+        "details": trees.details,
+        "procs": trees.procs,
+        "flows": trees.flows,
         "timeline": timeline,
         "incidents": incidents_json,
     });
@@ -500,10 +381,170 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
         latest,
         hits: total,
         listed: hits.rows.len(),
-        detailed: details.len(),
+        detailed: trees.details.len(),
         incidents: incidents.rows.len(),
         notes,
     })
+}
+
+/// The hits of the window (at most `max_hits`, by time), how many there are in all, and the
+/// counts by detection, host and user of all of them.
+async fn hits_in(ctx: &SessionContext, filter: &str, only: &str, max_hits: usize) -> Result<(Rows, u64, Value), ReportError> {
+    let agg = rows(ctx, &format!("SELECT count(*) AS n FROM detections.results WHERE {filter}{only}")).await?;
+    let total = agg.rows.first().and_then(|r| agg.get(r, "n")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let hits = rows(ctx, &format!("SELECT * FROM detections.results WHERE {filter}{only} ORDER BY _time, detection LIMIT {}", max_hits)).await?;
+    let schema = ctx.table("detections.results").await?.schema().clone();
+    let has_column = |c: &str| schema.field_with_unqualified_name(c).is_ok();
+    let host = if has_column("dvc") { "coalesce(dvc, dest)" } else { "dest" };
+    let mut c = serde_json::Map::new();
+    for (key, expr) in [("detection", "detection"), ("host", host), ("user", "user")] {
+        if key == "user" && !has_column("user") || key == "host" && !has_column("dest") {
+            continue;
+        }
+        let r = rows(ctx, &format!("SELECT {expr} AS k, count(*) AS n FROM detections.results WHERE {filter}{only} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")).await?;
+        c.insert(key.into(), Value::from(r.rows.iter().map(|row| json!([row[0], row[1].as_deref().and_then(|n| n.parse::<u64>().ok())])).collect::<Vec<_>>()));
+    }
+    Ok((hits, total, Value::Object(c)))
+}
+
+/// The process trees and connections of the hits with details, as the page reads them.
+struct Trees {
+    /// The process rows the trees name, and the flow rows.
+    procs: Value,
+    flows: Value,
+    /// Hit index → its tree (indexes into `procs`) and connections (into `flows`).
+    details: serde_json::Map<String, Value>,
+}
+
+impl Default for Trees {
+    fn default() -> Self {
+        Trees { procs: json!({"cols": [], "rows": []}), flows: json!({"cols": [], "rows": []}), details: serde_json::Map::new() }
+    }
+}
+
+/// Reads the processes and connections of `hosts` from the window (and the look-back before it)
+/// and builds the tree of each hit in `detailed`.
+#[allow(clippy::too_many_arguments)]
+async fn trees(
+    ctx: &SessionContext,
+    hits: &Rows,
+    detailed: &[usize],
+    hosts: &HashSet<String>,
+    opts: &ReportOptions,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    dict: &mut Dict,
+) -> Result<Trees, ReportError> {
+    let mut details = serde_json::Map::new();
+    let schema = Arc::new(Schema::new(vec![Field::new("host", DataType::Utf8, false)]));
+    let list: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(list))])?;
+    ctx.register_table("report_hosts", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+    let from = ts(earliest - opts.lookback);
+    let to = ts(latest);
+    let p = rows(
+        ctx,
+        &format!(
+            "SELECT _time, CAST(_time AS BIGINT) AS t_us, dest, user, process_name, process, process_id, process_guid, parent_process_name, parent_process, \
+             parent_process_id, parent_process_guid, process_path, source, source_record \
+             FROM endpoint.processes WHERE _time >= {from} AND _time < {to} AND dest IN (SELECT host FROM report_hosts) ORDER BY _time"
+        ),
+    )
+    .await?;
+    let f = rows(
+        ctx,
+        &format!(
+            "SELECT _time, CAST(_time AS BIGINT) AS t_us, dvc, process_name, process_id, process_guid, src_ip, src_port, dest_ip, dest_port, dest_hostname, \
+             transport, action, bytes, source, source_record \
+             FROM network_traffic.all_traffic WHERE _time >= {from} AND _time < {to} AND dvc IN (SELECT host FROM report_hosts) ORDER BY _time"
+        ),
+    )
+    .await?;
+    ctx.deregister_table("report_hosts")?;
+    let num = |r: &Rows, row: &[Option<String>]| r.get(row, "t_us").and_then(|v| v.parse::<i64>().ok()).unwrap_or(i64::MIN);
+    let own = |r: &Rows, row: &[Option<String>], c: &str| r.get(row, c).filter(|s| !s.is_empty()).map(str::to_string);
+    let procs: Vec<Proc> = p
+        .rows
+        .iter()
+        .map(|row| Proc {
+            time_us: num(&p, row),
+            host: own(&p, row, "dest").unwrap_or_default(),
+            guid: own(&p, row, "process_guid"),
+            pid: own(&p, row, "process_id"),
+            parent_guid: own(&p, row, "parent_process_guid"),
+            parent_pid: own(&p, row, "parent_process_id"),
+            name: own(&p, row, "process_name").unwrap_or_default(),
+            command: own(&p, row, "process").unwrap_or_default(),
+        })
+        .collect();
+    let flows: Vec<Flow> = f
+        .rows
+        .iter()
+        .map(|row| Flow { time_us: num(&f, row), host: own(&f, row, "dvc").unwrap_or_default(), guid: own(&f, row, "process_guid"), pid: own(&f, row, "process_id") })
+        .collect();
+    let forest = Forest::new(&procs);
+    let owners = forest.owners(&flows);
+    let mut flows_of: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (fi, o) in owners.iter().enumerate() {
+        if let Some(o) = o {
+            flows_of.entry(*o).or_default().push(fi);
+        }
+    }
+    let (mut keep_p, mut keep_f) = (BTreeMap::new(), BTreeMap::new());
+    let keep = |m: &mut BTreeMap<usize, usize>, i: usize| {
+        let n = m.len();
+        *m.entry(i).or_insert(n)
+    };
+    let mut detail_list = Vec::new();
+    for &h in detailed {
+        let row = &hits.rows[h];
+        let Some(host) = hits.host(row) else { continue };
+        let at = micros(hits.get(row, "_time"));
+        let Some(me) = forest.find(host, hits.get(row, "process_guid").filter(|s| !s.is_empty()), hits.get(row, "process_id").filter(|s| !s.is_empty()), at) else {
+            continue;
+        };
+        let ancestors = forest.ancestors(me, 8);
+        let kids: Vec<usize> = forest.children(me).iter().take(100).copied().collect();
+        let servers: Vec<usize> = forest.msi_servers(me).to_vec();
+        let client = forest.msi_client(me);
+        let mut flows_here: Vec<usize> = flows_of.get(&me).cloned().unwrap_or_default();
+        for s in &servers {
+            flows_here.extend(flows_of.get(s).into_iter().flatten());
+        }
+        flows_here.sort_by_key(|&fi| (flows[fi].time_us, fi));
+        let flows_total = flows_here.len();
+        flows_here.truncate(opts.max_flows_per_hit);
+        detail_list.push((h, me, ancestors, kids, servers, client, flows_here, flows_total));
+    }
+    for (h, me, ancestors, kids, servers, client, flows_here, flows_total) in detail_list {
+        let mut tree = serde_json::Map::new();
+        tree.insert("self".into(), keep(&mut keep_p, me).into());
+        tree.insert("anc".into(), ancestors.iter().map(|&a| keep(&mut keep_p, a)).collect::<Vec<_>>().into());
+        tree.insert("kids".into(), kids.iter().map(|&k| keep(&mut keep_p, k)).collect::<Vec<_>>().into());
+        // Each child's own children count, so the page can say there are more.
+        tree.insert("kid_kids".into(), kids.iter().map(|&k| forest.children(k).len()).collect::<Vec<_>>().into());
+        tree.insert("msi_servers".into(), servers.iter().map(|&s| keep(&mut keep_p, s)).collect::<Vec<_>>().into());
+        if let Some(c) = client {
+            let anc: Vec<usize> = forest.ancestors(c, 8).iter().map(|&a| keep(&mut keep_p, a)).collect();
+            tree.insert("msi_client".into(), keep(&mut keep_p, c).into());
+            tree.insert("msi_client_anc".into(), anc.into());
+        }
+        let root_parent = ancestors.last().copied().unwrap_or(me);
+        tree.insert("top_known_parent".into(), (forest.parent(root_parent).is_none()).into());
+        tree.insert("flows".into(), flows_here.iter().map(|&fi| keep(&mut keep_f, fi)).collect::<Vec<_>>().into());
+        tree.insert("flows_total".into(), flows_total.into());
+        details.insert(h.to_string(), Value::Object(tree));
+    }
+    // Rows in the order their first reference gave them.
+    let mut p_order: Vec<(usize, usize)> = keep_p.into_iter().collect();
+    p_order.sort_by_key(|&(_, n)| n);
+    let mut f_order: Vec<(usize, usize)> = keep_f.into_iter().collect();
+    f_order.sort_by_key(|&(_, n)| n);
+    let pick = |r: &Rows, order: &[(usize, usize)], dict: &mut Dict| -> Value {
+        let rows: Vec<Value> = order.iter().map(|&(i, _)| Value::from(r.rows[i].iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
+        json!({ "cols": r.columns, "rows": rows })
+    };
+    Ok(Trees { procs: pick(&p, &p_order, dict), flows: pick(&f, &f_order, dict), details })
 }
 
 /// The page with `data` inline. In a `<script>` element only `</script` (and `<!--`) could end
