@@ -15,7 +15,7 @@
 
 pub mod tree;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
@@ -152,9 +152,10 @@ impl Rows {
         self.get(row, "dvc").or_else(|| self.get(row, "dest"))
     }
 
-    fn encode(&self, keep: impl Fn(usize) -> bool, dict: &mut Dict) -> Value {
-        let rows: Vec<Value> =
-            self.rows.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| Value::from(r.iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
+    /// The rows `which` (indexes, in that order) as the page reads them: column names, and each
+    /// cell as its string's code in `dict`.
+    fn encode(&self, which: impl IntoIterator<Item = usize>, dict: &mut Dict) -> Value {
+        let rows: Vec<Value> = which.into_iter().map(|i| Value::from(self.rows[i].iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
         json!({ "cols": self.columns, "rows": rows })
     }
 }
@@ -305,12 +306,11 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
     // Risk over time per object (hourly), and the incidents whose events fall in the window.
     let mut timeline = Vec::new();
     if has("risk.all_risk") {
-        let only_risk = only.clone();
         let r = rows(
             ctx,
             &format!(
                 "SELECT risk_object, risk_object_type, CAST(date_trunc('hour', _time) AS BIGINT) AS hour, sum(risk_score) AS score, count(*) AS events \
-                 FROM risk.all_risk WHERE {in_window}{only_risk} GROUP BY 1, 2, 3 ORDER BY 1, 3"
+                 FROM risk.all_risk WHERE {in_window}{only} GROUP BY 1, 2, 3 ORDER BY 1, 3"
             ),
         )
         .await?;
@@ -339,7 +339,7 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
         hits.get(row, "rule_level").map(str::to_string).or_else(|| hits.get(row, "detection").and_then(|d| meta.get(d)).and_then(|m| m["level"].as_str()).map(str::to_string)).unwrap_or_default()
     };
     let mut order: Vec<usize> = (0..hits.rows.len()).collect();
-    order.sort_by_key(|&i| (level_rank(&level_of(&hits.rows[i])), micros(hits.get(&hits.rows[i], "_time")), i));
+    order.sort_by_cached_key(|&i| (level_rank(&level_of(&hits.rows[i])), micros(hits.get(&hits.rows[i], "_time")), i));
     let detailed: Vec<usize> = order.into_iter().take(opts.max_detailed).collect();
     if hits.rows.len() > detailed.len() {
         notes.push(format!(
@@ -356,8 +356,8 @@ pub async fn build(ctx: &SessionContext, catalog: &Catalog, lake: &str, opts: &R
     } else {
         Trees::default()
     };
-    let hits_json = hits.encode(|_| true, &mut dict);
-    let incidents_json = incidents.encode(|_| true, &mut dict);
+    let hits_json = hits.encode(0..hits.rows.len(), &mut dict);
+    let incidents_json = incidents.encode(0..incidents.rows.len(), &mut dict);
     let data = json!({
         "lake": lake,
         "generated": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -405,6 +405,27 @@ async fn hits_in(ctx: &SessionContext, filter: &str, only: &str, max_hits: usize
         c.insert(key.into(), Value::from(r.rows.iter().map(|row| json!([row[0], row[1].as_deref().and_then(|n| n.parse::<u64>().ok())])).collect::<Vec<_>>()));
     }
     Ok((hits, total, Value::Object(c)))
+}
+
+/// Rows a page names, each given its place in the page's table on first use.
+#[derive(Default)]
+struct Named {
+    place: HashMap<usize, usize>,
+    /// The rows, in the order of their places.
+    order: Vec<usize>,
+}
+
+impl Named {
+    fn id(&mut self, row: usize) -> usize {
+        *self.place.entry(row).or_insert_with(|| {
+            self.order.push(row);
+            self.order.len() - 1
+        })
+    }
+
+    fn ids(&mut self, rows: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        rows.into_iter().map(|r| self.id(r)).collect()
+    }
 }
 
 /// The process trees and connections of the hits with details, as the page reads them.
@@ -490,12 +511,8 @@ async fn trees(
             flows_of.entry(*o).or_default().push(fi);
         }
     }
-    let (mut keep_p, mut keep_f) = (BTreeMap::new(), BTreeMap::new());
-    let keep = |m: &mut BTreeMap<usize, usize>, i: usize| {
-        let n = m.len();
-        *m.entry(i).or_insert(n)
-    };
-    let mut detail_list = Vec::new();
+    // The process and flow rows the trees name, each once, in the order first named.
+    let (mut procs_named, mut flows_named) = (Named::default(), Named::default());
     for &h in detailed {
         let row = &hits.rows[h];
         let Some(host) = hits.host(row) else { continue };
@@ -503,48 +520,31 @@ async fn trees(
         let Some(me) = forest.find(host, hits.get(row, "process_guid").filter(|s| !s.is_empty()), hits.get(row, "process_id").filter(|s| !s.is_empty()), at) else {
             continue;
         };
-        let ancestors = forest.ancestors(me, 8);
         let kids: Vec<usize> = forest.children(me).iter().take(100).copied().collect();
-        let servers: Vec<usize> = forest.msi_servers(me).to_vec();
-        let client = forest.msi_client(me);
+        let servers = forest.msi_servers(me);
         let mut flows_here: Vec<usize> = flows_of.get(&me).cloned().unwrap_or_default();
-        for s in &servers {
+        for s in servers {
             flows_here.extend(flows_of.get(s).into_iter().flatten());
         }
         flows_here.sort_by_key(|&fi| (flows[fi].time_us, fi));
         let flows_total = flows_here.len();
         flows_here.truncate(opts.max_flows_per_hit);
-        detail_list.push((h, me, ancestors, kids, servers, client, flows_here, flows_total));
-    }
-    for (h, me, ancestors, kids, servers, client, flows_here, flows_total) in detail_list {
         let mut tree = serde_json::Map::new();
-        tree.insert("self".into(), keep(&mut keep_p, me).into());
-        tree.insert("anc".into(), ancestors.iter().map(|&a| keep(&mut keep_p, a)).collect::<Vec<_>>().into());
-        tree.insert("kids".into(), kids.iter().map(|&k| keep(&mut keep_p, k)).collect::<Vec<_>>().into());
+        tree.insert("self".into(), procs_named.id(me).into());
+        tree.insert("anc".into(), procs_named.ids(forest.ancestors(me, 8)).into());
+        tree.insert("kids".into(), procs_named.ids(kids.iter().copied()).into());
         // Each child's own children count, so the page can say there are more.
         tree.insert("kid_kids".into(), kids.iter().map(|&k| forest.children(k).len()).collect::<Vec<_>>().into());
-        tree.insert("msi_servers".into(), servers.iter().map(|&s| keep(&mut keep_p, s)).collect::<Vec<_>>().into());
-        if let Some(c) = client {
-            let anc: Vec<usize> = forest.ancestors(c, 8).iter().map(|&a| keep(&mut keep_p, a)).collect();
-            tree.insert("msi_client".into(), keep(&mut keep_p, c).into());
-            tree.insert("msi_client_anc".into(), anc.into());
+        tree.insert("msi_servers".into(), procs_named.ids(servers.iter().copied()).into());
+        if let Some(c) = forest.msi_client(me) {
+            tree.insert("msi_client_anc".into(), procs_named.ids(forest.ancestors(c, 8)).into());
+            tree.insert("msi_client".into(), procs_named.id(c).into());
         }
-        let root_parent = ancestors.last().copied().unwrap_or(me);
-        tree.insert("top_known_parent".into(), (forest.parent(root_parent).is_none()).into());
-        tree.insert("flows".into(), flows_here.iter().map(|&fi| keep(&mut keep_f, fi)).collect::<Vec<_>>().into());
+        tree.insert("flows".into(), flows_named.ids(flows_here).into());
         tree.insert("flows_total".into(), flows_total.into());
         details.insert(h.to_string(), Value::Object(tree));
     }
-    // Rows in the order their first reference gave them.
-    let mut p_order: Vec<(usize, usize)> = keep_p.into_iter().collect();
-    p_order.sort_by_key(|&(_, n)| n);
-    let mut f_order: Vec<(usize, usize)> = keep_f.into_iter().collect();
-    f_order.sort_by_key(|&(_, n)| n);
-    let pick = |r: &Rows, order: &[(usize, usize)], dict: &mut Dict| -> Value {
-        let rows: Vec<Value> = order.iter().map(|&(i, _)| Value::from(r.rows[i].iter().map(|c| dict.code(c.as_deref())).collect::<Vec<i64>>())).collect();
-        json!({ "cols": r.columns, "rows": rows })
-    };
-    Ok(Trees { procs: pick(&p, &p_order, dict), flows: pick(&f, &f_order, dict), details })
+    Ok(Trees { procs: p.encode(procs_named.order, dict), flows: f.encode(flows_named.order, dict), details })
 }
 
 /// The page with `data` inline. In a `<script>` element only `</script` (and `<!--`) could end
