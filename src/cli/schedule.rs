@@ -160,7 +160,8 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
         anyhow::ensure!(from < to, "--backfill: FROM ({from}) must be before TO ({to})");
         let report = tick(&lake, &catalog, &opts, clock.now(), Some((from, to))).await?;
         let code = finish(&report)?;
-        return Ok(write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await.unwrap_or(ExitCode::FAILURE).max_failure(code));
+        let reports = write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await;
+        return Ok(if reports { code } else { ExitCode::FAILURE });
     }
     loop {
         let now = clock.now();
@@ -177,7 +178,8 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
             Err(e) => return Err(e.into()),
         };
         let code = finish(&report)?;
-        let code = write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await.unwrap_or(ExitCode::FAILURE).max_failure(code);
+        let reports = write_reports(&lake, &catalog, &opts, &report, args.report_dir.as_deref()).await;
+        let code = if reports { code } else { ExitCode::FAILURE };
         if args.once {
             return Ok(code);
         }
@@ -196,34 +198,23 @@ pub async fn run(lake_dir: &Path, args: ScheduleArgs) -> anyhow::Result<ExitCode
     }
 }
 
-/// Of two exit codes, the failure if either is one.
-trait MaxFailure {
-    fn max_failure(self, other: ExitCode) -> ExitCode;
-}
-
-impl MaxFailure for ExitCode {
-    fn max_failure(self, other: ExitCode) -> ExitCode {
-        if self == ExitCode::SUCCESS { other } else { self }
-    }
-}
-
 /// With `--report-dir`: one report per detection window the tick ran (successfully), and
 /// `latest.html`, the newest's. A report that cannot be written is an error of the tick (its runs
-/// stand: they are published); `Err` carries nothing, the error is printed.
+/// stand: they are published): printed, and `false`.
 async fn write_reports(
     lake: &Lake,
     catalog: &crate::detect::Catalog,
     opts: &SchedulerOptions,
     report: &crate::schedule::TickReport,
     dir: Option<&Path>,
-) -> Result<ExitCode, ()> {
-    let Some(dir) = dir else { return Ok(ExitCode::SUCCESS) };
+) -> bool {
+    let Some(dir) = dir else { return true };
     let mut windows: Vec<(i64, i64)> =
         report.runs.iter().filter(|r| r.job != runs::INCIDENTS_JOB && r.status == RunStatus::Ok).map(|r| (r.earliest_us, r.latest_us)).collect();
     windows.sort();
     windows.dedup();
     if windows.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return true;
     }
     let result: anyhow::Result<()> = async {
         std::fs::create_dir_all(dir).with_context(|| format!("--report-dir {}", dir.display()))?;
@@ -252,13 +243,10 @@ async fn write_reports(
         Ok(())
     }
     .await;
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("error: writing the reports: {}", crate::output::escape_controls(&format!("{e:#}")));
-            Err(())
-        }
+    if let Err(e) = &result {
+        eprintln!("error: writing the reports: {}", crate::output::escape_controls(&format!("{e:#}")));
     }
+    result.is_ok()
 }
 
 fn finish(report: &crate::schedule::TickReport) -> anyhow::Result<ExitCode> {
