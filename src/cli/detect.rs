@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::Utc;
 use clap::Args;
 use datafusion::physical_plan::displayable;
 
@@ -16,7 +15,7 @@ use crate::detect::{self, Mode, Search, Window};
 use crate::engine;
 use crate::lake::Lake;
 use crate::output::{self, Format};
-use crate::time::{parse_duration, parse_time};
+use crate::time::parse_duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct DetectArgs {
@@ -103,12 +102,7 @@ impl DetectArgs {
     }
 
     pub fn search(&self) -> anyhow::Result<Search> {
-        let now = Utc::now();
-        let earliest = self.earliest.as_deref().map(|s| parse_time(s, now)).transpose().context("--earliest")?;
-        let latest = self.latest.as_deref().map(|s| parse_time(s, now)).transpose().context("--latest")?;
-        if let (Some(e), Some(l)) = (earliest, latest) {
-            anyhow::ensure!(e < l, "--earliest ({e}) must be before --latest ({l})");
-        }
+        let (earliest, latest) = super::window_args(self.earliest.as_deref(), self.latest.as_deref())?;
         let lookback = parse_duration(&self.lookback).context("--lookback")?;
         Ok(Search { window: Window::between(earliest, latest), lookback })
     }

@@ -87,6 +87,22 @@ impl AsOfArgs {
     }
 }
 
+/// A window's ends, either left open.
+pub type WindowEnds = (Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>);
+
+/// `--earliest` and `--latest` (Splunk relative times from now, or RFC 3339); when both are
+/// given, the first must be before the second.
+pub fn window_args(earliest: Option<&str>, latest: Option<&str>) -> anyhow::Result<WindowEnds> {
+    use anyhow::Context as _;
+    let now = chrono::Utc::now();
+    let earliest = earliest.map(|s| crate::time::parse_time(s, now)).transpose().context("--earliest")?;
+    let latest = latest.map(|s| crate::time::parse_time(s, now)).transpose().context("--latest")?;
+    if let (Some(e), Some(l)) = (earliest, latest) {
+        anyhow::ensure!(e < l, "--earliest ({e}) must be before --latest ({l})");
+    }
+    Ok((earliest, latest))
+}
+
 /// Where detections come from.
 #[derive(Debug, Clone, Args)]
 pub struct SqlArgs {

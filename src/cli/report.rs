@@ -4,14 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::Utc;
 use clap::Args;
 
 use super::{AsOfArgs, EngineArgs, SqlArgs};
 use crate::engine;
 use crate::lake::Lake;
 use crate::report::{self, ReportOptions};
-use crate::time::{parse_duration, parse_time};
+use crate::time::parse_duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -58,9 +57,7 @@ pub struct ReportArgs {
 impl ReportArgs {
     /// The report options and the detections the args name.
     pub fn options(&self, catalog: &crate::detect::Catalog) -> anyhow::Result<ReportOptions> {
-        let now = Utc::now();
-        let earliest = self.earliest.as_deref().map(|s| parse_time(s, now)).transpose().context("--earliest")?;
-        let latest = self.latest.as_deref().map(|s| parse_time(s, now)).transpose().context("--latest")?;
+        let (earliest, latest) = super::window_args(self.earliest.as_deref(), self.latest.as_deref())?;
         let mut detections = Vec::new();
         for name in &self.detections {
             detections.extend(catalog.select(name)?.into_iter().map(|d| d.name.clone()));
