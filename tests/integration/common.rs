@@ -272,3 +272,15 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     // Fields 14 and 15 of stat(5), counted from the state (field 3).
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// The Python of a virtual environment made by a setup script of the repository: the path in
+/// the environment variable `var` (set by `.ci/run`), else what `bash script` prints (it makes the
+/// environment on first use). `what` says what the script provides, for its failure.
+pub fn setup_python(var: &str, script: &str, what: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash").arg(repo().join(script)).output().expect("bash runs");
+    assert!(out.status.success(), "{script} could not make {what}:\n{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

@@ -9,20 +9,13 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::{cimlake, cimlake_ok, repo};
+use crate::common::{cimlake, cimlake_ok, repo, setup_python};
 
 /// The Python with Playwright: `CIMLAKE_REPORT_PYTHON` (set by `.ci/run`), else made here by
 /// `tests/report/setup.sh`, which also installs Chromium when it is missing.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CIMLAKE_REPORT_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash").arg(repo().join("tests/report/setup.sh")).output().expect("bash runs");
-        assert!(out.status.success(), "tests/report/setup.sh could not install the browser or its driver:\n{}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    PYTHON.get_or_init(|| setup_python("CIMLAKE_REPORT_PYTHON", "tests/report/setup.sh", "the browser or its driver"))
 }
 
 /// Opens `report` in headless Chromium and returns what `tests/report/browse.py` saw.

@@ -20,14 +20,7 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// `.ci/run`), else made here by `tests/flightsql/venv.sh` (Python 3 and PyPI needed).
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CIMLAKE_TEST_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash").arg(repo().join("tests/flightsql/venv.sh")).output().expect("bash runs");
-        assert!(out.status.success(), "tests/flightsql/venv.sh could not make the Python client:\n{}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    PYTHON.get_or_init(|| setup_python("CIMLAKE_TEST_PYTHON", "tests/flightsql/venv.sh", "the Python client"))
 }
 
 /// A running `cimlake serve`, stopped when dropped.
