@@ -20,7 +20,9 @@ pub struct LakeArgs {
 pub enum LakeCommand {
     /// Give every table a Delta log up to date with the lake's records: the ingested tables with
     /// the commits, the tables scheduled runs write with the run records (a lake made before they
-    /// had one, or after a killed ingest); ingest and the scheduler do this themselves.
+    /// had one, or after a killed ingest); ingest and the scheduler do this themselves. A lake
+    /// whose records are JSON files (made by an earlier cimlake) has them moved into the record
+    /// tables first.
     Upgrade,
     /// Merge each partition's files (table, date, hour) into one: fewer, larger files with the
     /// same rows, for every reader. The replaced files stay for `--as-of` until `vacuum`.
@@ -63,6 +65,9 @@ pub fn run(lake_dir: &Path, args: LakeArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         LakeCommand::Upgrade => {
             require_lake()?;
+            for (dir, moved) in lake.upgrade_records()? {
+                writeln!(out, "{dir}: {moved} record(s) moved from JSON files into its Delta table")?;
+            }
             for p in lake.publish_tables()? {
                 writeln!(
                     out,

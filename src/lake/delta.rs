@@ -6,15 +6,16 @@
 //! (`date=2026-11-03/hour=14/…`). Any Delta reader (the `deltalake` Python package, Polars,
 //! DuckDB's `delta_scan`, Spark) then reads the same rows `cimlake query` does.
 //!
-//! The lake's commit log (`_cimlake/commits/`) stays the record of what is in the lake; the Delta
-//! logs follow it. Each Delta commit carries an application transaction
+//! The lake's commits (the record table `_cimlake/commits`, [`super::records`]) stay the record of
+//! what is in the lake; the tables' Delta logs follow them. Each Delta commit carries an application transaction
 //! ([`COMMITS_APP_ID`], version = the last lake commit it covers), so a Delta log says itself
 //! how far it has followed, and one per input it takes in ([`INPUT_APP_ID_PREFIX`] and the input's
 //! content hash, version = its lake commit), in the same Delta commit as the input's files, so
 //! the log says which inputs it holds. [`publish`] appends the files of the lake commits after that
-//! point, one Delta commit per table however many inputs it covers. It runs under the lake's
-//! commit lock: when an ingest starts (catching up after a killed one), every so often during a
-//! long ingest, and when it ends. A Delta log is never ahead of the commit log: a reader of it
+//! point, one Delta commit per table however many inputs it covers. It runs when an ingest starts
+//! (catching up after a killed one), every so often during a long ingest, and when it ends; two
+//! publishers at once carry the same application transaction, so Delta's conflict check turns
+//! one away, and it reads the log again ([`Lake::publish_ingest_tables`]). A Delta log is never ahead of the commit log: a reader of it
 //! sees whole inputs only, and at most the inputs committed since its last publish are missing.
 //!
 //! A compaction (`lake optimize`) becomes one Delta version that removes the files it merged and
@@ -85,8 +86,8 @@ pub struct Published {
     pub added: usize,
 }
 
-/// Brings the Delta log of every table ingest writes up to the lake's commit log. The caller holds
-/// the commit lock. Nothing is created in a lake without commits.
+/// Brings the Delta log of every table ingest writes up to the lake's commits. Nothing is created
+/// in a lake without commits.
 pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
     let mut out = Vec::new();
     let mut commits: Option<(u64, Vec<Commit>)> = None;
@@ -144,7 +145,7 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
 }
 
 /// Brings the Delta log of every table scheduled runs write (`detections.results`,
-/// `risk.all_risk`, `risk.incidents`) up to the run records. The caller holds the commit lock.
+/// `risk.all_risk`, `risk.incidents`) up to the run records.
 ///
 /// A table's Delta log holds the files of the current runs (the latest successful run of each
 /// job, mode and window: a rerun of a window replaces the earlier run's rows, as in cimlake's own
@@ -343,13 +344,23 @@ pub fn table_name(lake: &Lake, table: Table) -> PathBuf {
 /// Where a table's Delta log is: its URL, the object store it is in (none: the local file
 /// system), and how errors name it.
 #[derive(Clone)]
-struct TableLocation {
-    url: Url,
+pub(crate) struct TableLocation {
+    pub(crate) url: Url,
     store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
-    name: PathBuf,
+    pub(crate) name: PathBuf,
 }
 
 impl TableLocation {
+    /// The Delta table in directory `dir` of the lake (one of its record tables).
+    pub(crate) fn at(lake: &Lake, dir: &str) -> Result<TableLocation, LakeError> {
+        let name = match lake.remote() {
+            Some(r) => r.display(dir),
+            None => lake.root().join(dir),
+        };
+        let url = lake.base_url()?.join(&format!("{dir}/")).map_err(|e| LakeError::BadLocation { location: name.display().to_string(), reason: e.to_string() })?;
+        Ok(TableLocation { url, store: lake.remote().map(|r| r.store()), name })
+    }
+
     fn of(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
         let dir = delta_dir(table).expect("a table with a Delta log");
         let name = table_name(lake, table);
@@ -361,7 +372,7 @@ impl TableLocation {
     }
 
     /// A builder for the table, over the lake's object store when it is in one.
-    fn builder(&self) -> Result<DeltaTableBuilder, DeltaTableError> {
+    pub(crate) fn builder(&self) -> Result<DeltaTableBuilder, DeltaTableError> {
         let b = DeltaTableBuilder::from_url(self.url.clone())?;
         Ok(match &self.store {
             Some(store) => {

@@ -10,11 +10,12 @@
 //!   compaction older than the retention period replaced it (`--as-of` a point before that
 //!   compaction then finds its files gone, as in Delta Lake);
 //! - it is older than the retention period (by modification time);
-//! - for an ingested table, the ingest session in its name is not alive (its lock is free);
+//! - for an ingested table, the ingest session in its name is not alive (its lock is free), so a
+//!   file on its way into a commit is never taken.
 //!
-//! and all of it under the commit lock, so no commit is published while it decides. It also
-//! removes, once older than the retention period, the staging of dead ingest sessions and
-//! records whose writer died while writing them (`.tmp-*.json`).
+//! It also removes, once older than the retention period, the staging of dead ingest sessions and
+//! the files of the record tables ([`super::records`]) their Delta logs do not name (a writer
+//! killed before its Delta commit).
 //!
 //! In an object store ([`super::remote`]) there is neither lock nor session to ask: an object no
 //! record names goes once older than the retention period, which must be longer than an ingest
@@ -24,7 +25,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{COMMITS_DIR, Lake, LakeError, RUNS_DIR, check_data_path};
+use super::{Lake, LakeError, check_data_path};
 use crate::cim::Table;
 
 /// What a vacuum removed (or, on a dry run, would remove).
@@ -51,7 +52,6 @@ impl Lake {
         if let Some(remote) = self.remote() {
             return self.vacuum_remote(remote, retention, dry_run);
         }
-        let _lock = self.commit_lock()?;
         let now = SystemTime::now();
         let (named, replaced) = self.named_files(now, retention)?;
         out.kept_replaced += replaced.iter().filter(|f| self.root().join(&f.path).exists()).count();
@@ -112,18 +112,17 @@ impl Lake {
                 out.removed.push((format!("{rel}/"), 0));
             }
         }
-        // Records being written when their writer died.
-        for dir in [COMMITS_DIR, RUNS_DIR] {
-            let dir = self.root().join(dir);
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        // Record files no record table names: of a writer killed before its Delta commit.
+        for dir in super::records::DIRS {
+            let live = super::records::live_files(self, dir)?;
+            for entry in std::fs::read_dir(self.root().join(dir)).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp-") && name.ends_with(".json") && old(&entry.path())? {
-                    let rel = entry.path().strip_prefix(self.root()).expect("under the lake").to_string_lossy().into_owned();
+                if name.ends_with(".parquet") && !live.contains(&name) && old(&entry.path())? {
                     let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
                     if !dry_run {
                         let _ = std::fs::remove_file(entry.path());
                     }
-                    out.removed.push((rel, bytes));
+                    out.removed.push((format!("{dir}/{name}"), bytes));
                 }
             }
         }
@@ -189,6 +188,21 @@ impl Lake {
                 out.kept += 1;
             }
         }
+        // Record files no record table names, as on disk.
+        for dir in super::records::DIRS {
+            let live = super::records::live_files(self, dir)?;
+            for (rel, bytes, modified) in remote.list(dir)? {
+                let Some(name) = rel.strip_prefix(&format!("{dir}/")) else { continue };
+                if name.contains('/') || !name.ends_with(".parquet") || live.contains(name) {
+                    continue;
+                }
+                if now.duration_since(modified).is_ok_and(|age| age >= retention) {
+                    unnamed.push((rel, bytes));
+                } else {
+                    out.kept += 1;
+                }
+            }
+        }
         if !dry_run {
             remote.delete_all(&unnamed.iter().map(|(rel, _)| rel.clone()).collect::<Vec<_>>())?;
         }
@@ -199,18 +213,11 @@ impl Lake {
 }
 
 impl Lake {
-    /// Publishes a compaction in an object store: with the next number, by a conditional put,
-    /// unless a compaction published since this one read the lake (`seen`) replaced one of the
-    /// same files (two `optimize` runs on two machines): then this one is refused and its files
-    /// are not named, so no row is there twice.
-    fn publish_compaction_remote(
-        &self,
-        remote: &super::remote::Remote,
-        seen: u64,
-        through_commit: u64,
-        removed: Vec<super::DataFile>,
-        added: Vec<super::DataFile>,
-    ) -> Result<super::Compaction, LakeError> {
+    /// Publishes a compaction with the next number, unless a compaction published since this
+    /// one read the lake (`seen`) replaced one of the same files (two `optimize` runs at once, on
+    /// one machine or two): then this one is refused and its files are not named, so no row is
+    /// there twice.
+    fn publish_compaction(&self, seen: u64, through_commit: u64, removed: Vec<super::DataFile>, added: Vec<super::DataFile>) -> Result<super::Compaction, LakeError> {
         let mut record = super::Compaction {
             id: 0,
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -219,20 +226,18 @@ impl Lake {
             added,
         };
         let replacing: HashSet<String> = record.removed.iter().map(|f| f.path.clone()).collect();
-        loop {
+        let published = super::records::publish(self, super::COMPACTIONS_DIR, |id| {
             let since: Vec<super::Compaction> = self.compactions()?.into_iter().filter(|c| c.id > seen).collect();
             if let Some(other) = since.iter().find(|c| c.removed.iter().any(|f| replacing.contains(&f.path))) {
                 return Err(LakeError::Busy {
-                    path: remote.display(super::COMPACTIONS_DIR),
+                    path: self.record_dir(super::COMPACTIONS_DIR),
                     reason: format!("compaction {} merged some of the same files first; nothing was replaced (run `lake optimize` again)", other.id),
                 });
             }
-            record.id = since.last().map_or(seen, |c| c.id) + 1;
-            let json = serde_json::to_vec_pretty(&record).expect("serialises");
-            if remote.create_numbered(super::COMPACTIONS_DIR, record.id, json)? {
-                return Ok(record);
-            }
-        }
+            record.id = id;
+            Ok(Some((record.clone(), Vec::new())))
+        })?;
+        Ok(published.expect("a compaction is always published"))
     }
 }
 
@@ -367,20 +372,7 @@ impl Lake {
         }
         crate::fault::point("optimize-before-publish");
         let moved = added.clone();
-        let published = if let Some(remote) = self.remote() {
-            self.publish_compaction_remote(remote, seen_compaction, through_commit, removed, added)
-        } else {
-            let _commit = self.commit_lock()?;
-            let first = self.compactions()?.last().map_or(1, |c| c.id + 1);
-            let record = super::Compaction {
-                id: 0,
-                committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                through_commit,
-                removed,
-                added,
-            };
-            super::publish_numbered(&self.root().join(super::COMPACTIONS_DIR), first, record, |c, id| c.id = id)
-        };
+        let published = self.publish_compaction(seen_compaction, through_commit, removed, added);
         let record = match published {
             Ok(r) => r,
             Err(e) => {

@@ -20,15 +20,16 @@
 //!                                                                   following the runs
 //!   cimlake/runs/_delta_log/, cimlake/runs/runs-<seq>.parquet        `cimlake.runs` as a Delta
 //!                                                                   table, for outside readers
-//!   _cimlake/                                 [`META_DIR`]: the lake's own records
-//!     commits/00000001.json                   [`COMMITS_DIR`]: one per ingested input: its content
+//!   _cimlake/                                 [`META_DIR`]: the lake's own records, each
+//!                                             kind a Delta table of numbered JSON records
+//!                                             ([`records`]): `_delta_log/` and one
+//!                                             `00000042-<token>.parquet` per record
+//!     commits/                                [`COMMITS_DIR`]: one per ingested input: its content
 //!                                             hash, shapes, stats and data files ([`Commit`])
-//!     commit.lock                             [`COMMIT_LOCK`]: held while a commit is checked and
-//!                                             published
-//!     compactions/00000001.json               [`COMPACTIONS_DIR`]: one per `lake optimize`: the
+//!     compactions/                            [`COMPACTIONS_DIR`]: one per `lake optimize`: the
 //!                                             files it merged and the ones it wrote ([`Compaction`])
 //!     optimize.lock                           [`OPTIMIZE_LOCK`]: held while it runs
-//!     runs/00000001.json                      [`RUNS_DIR`]: one per scheduled run: job, window,
+//!     runs/                                   [`RUNS_DIR`]: one per scheduled run: job, window,
 //!                                             status, counts and files ([`runs::RunRecord`])
 //!     schedule/<detection>.<mode>.json        [`SCHEDULE_DIR`]: the scheduler's checkpoint per job
 //!     staging/<session>/                      [`STAGING_DIR`]: files being written by one ingest
@@ -38,26 +39,27 @@
 //! ```
 //!
 //! cimlake reads `cimlake.runs` from `_cimlake/runs/` (its Delta table is for outside readers).
-//! A record's name is its number, and a name starting with `.` is a record being written.
 //!
 //! # Guarantees
 //!
 //! A file becomes part of the lake only when a commit or run naming it is published, and a record
-//! is published by one atomic link of a complete file: readers see a whole input or nothing of it.
-//! The commits together are the manifest of ingested inputs, keyed by content hash, so ingesting
-//! the same bytes twice adds nothing, even from two processes at once: the check and the publish
-//! happen under one lock ([`Transactions`]). Data file names carry the ingest session, so two
-//! sessions never write the same path. A session killed mid-way leaves files no commit names; the
-//! next ingest removes them ([`IngestSession::begin`]). Every path read from a record is checked
-//! to be a data file of a table before anything reads or removes it. The ingested tables' Delta
-//! logs follow the commits and are never ahead of them ([`delta`]).
+//! is published by one Delta commit of its record table: readers see a whole input or nothing of
+//! it. The commits together are the manifest of ingested inputs, keyed by content hash, so
+//! ingesting the same bytes twice adds nothing, even from two processes at once: every publish
+//! carries the same Delta application transaction, so Delta's conflict check lets one of two
+//! writers in and sends the other back to look again ([`records::publish`]). Data file names carry
+//! the ingest session, so two sessions never write the same path. A session killed mid-way leaves
+//! files no commit names; the next ingest removes them ([`IngestSession::begin`]). Every path read
+//! from a record is checked to be a data file of a table before anything reads or removes it. The
+//! ingested tables' Delta logs follow the commits and are never ahead of them ([`delta`]).
 //!
 //! A lake may also be in an object store (`s3://bucket/prefix`, [`remote`]): the same layout under
-//! the prefix, records created by conditional puts instead of links under a lock, and data files
+//! the prefix, Delta log entries created by conditional puts instead of links, and data files
 //! staged in a local directory ([`Lake::root`]) and uploaded before the commit naming them.
 
 pub mod delta;
 pub mod maintenance;
+pub mod records;
 pub mod remote;
 mod runtime;
 pub mod runs;
@@ -90,8 +92,6 @@ pub const OPTIMIZE_LOCK: &str = "_cimlake/optimize.lock";
 pub const SCHEDULE_DIR: &str = "_cimlake/schedule";
 /// Ingest sessions' staging areas.
 pub const STAGING_DIR: &str = "_cimlake/staging";
-/// Held while a commit is checked and published.
-pub const COMMIT_LOCK: &str = "_cimlake/commit.lock";
 /// In a session's staging directory: the lake paths it moved files to, one per line, written
 /// before each move.
 const MOVED_JOURNAL: &str = "moved";
@@ -120,6 +120,9 @@ pub enum LakeError {
     /// `--as-of` a point whose files `lake vacuum` removed.
     #[error("{path}: as of {as_of}: its files were replaced by compaction {compaction} ({at}) and removed by `lake vacuum` after its retention period; the lake can be read as of that compaction or later")]
     Vacuumed { path: PathBuf, as_of: AsOf, compaction: u64, at: String },
+    /// A lake whose records are still JSON files: made by a cimlake before the record tables.
+    #[error("{path}: this lake keeps its records as JSON files, as lakes made by an earlier cimlake do; run `cimlake lake upgrade` (it moves them into Delta tables, keeping every record)")]
+    OldLayout { path: PathBuf },
     /// A `--lake` that names no place a lake can be.
     #[error("lake {location}: {reason}")]
     BadLocation { location: String, reason: String },
@@ -280,12 +283,14 @@ pub struct Lake {
     /// stage files in before they are uploaded.
     root: PathBuf,
     remote: Option<std::sync::Arc<remote::Remote>>,
+    /// The lake's record tables as this process has read them.
+    records: std::sync::Arc<records::Logs>,
 }
 
 impl Lake {
     /// A lake at `root`; nothing is created until something is written.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Lake { root: root.into(), remote: None }
+        Lake { root: root.into(), remote: None, records: Default::default() }
     }
 
     /// The lake `--lake` names: a directory (a path or `file://` URL) or an object store URL
@@ -307,7 +312,7 @@ impl Lake {
         let key = blake3::hash(url.as_str().as_bytes()).to_hex()[..16].to_string();
         let staging = std::env::var_os("CIMLAKE_STAGING").map_or_else(|| std::env::temp_dir().join("cimlake-staging"), PathBuf::from);
         let remote = remote::Remote::open(url)?;
-        Ok(Lake { root: staging.join(key), remote: Some(std::sync::Arc::new(remote)) })
+        Ok(Lake { root: staging.join(key), remote: Some(std::sync::Arc::new(remote)), records: Default::default() })
     }
 
     /// The lake's directory (for a lake in an object store, its local staging directory).
@@ -353,61 +358,34 @@ impl Lake {
         self.root.join(STAGING_DIR)
     }
 
-    /// Whether the lake has a commit log yet.
+    /// Whether the lake has records yet (commits or runs).
     pub fn exists(&self) -> bool {
         match &self.remote {
             // An unreachable store is reported by whatever reads it next.
-            Some(r) => r.has_commits().unwrap_or(true),
+            Some(_) => records::last(self, COMMITS_DIR).map(|(n, _)| n > 0).unwrap_or(true) || records::last(self, RUNS_DIR).map(|(n, _)| n > 0).unwrap_or(true),
             None => self.root.join(META_DIR).is_dir(),
         }
     }
 
     /// The records of `dir` numbered after `after`, in order, wherever the lake is.
-    pub(crate) fn records_after<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        dir: &str,
-        after: u64,
-        files: impl Fn(&T) -> &[DataFile],
-    ) -> Result<Vec<T>, LakeError> {
-        match &self.remote {
-            Some(r) => r.read_numbered_after(dir, after, files),
-            None => read_numbered_after(&self.root.join(dir), after, files),
-        }
-    }
-
-    fn count_records(&self, dir: &str) -> Result<usize, LakeError> {
-        match &self.remote {
-            Some(r) => Ok(r.numbered(dir, 0)?.len()),
-            None => count_numbered(&self.root.join(dir)),
-        }
+    pub(crate) fn records_after<T: serde::de::DeserializeOwned>(&self, dir: &'static str, after: u64, files: impl Fn(&T) -> Vec<&[DataFile]>) -> Result<Vec<T>, LakeError> {
+        records::read_after(self, dir, after, files)
     }
 
     /// Every published commit, in commit order.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
-        self.records_after(COMMITS_DIR, 0, |c: &Commit| &c.files)
+        self.records_after(COMMITS_DIR, 0, |c: &Commit| vec![&c.files])
     }
 
     /// Commit `id`.
     pub fn commit(&self, id: u64) -> Result<Commit, LakeError> {
-        let path = self.commits_dir().join(format!("{id:08}.json"));
-        if self.remote.is_some() {
-            let found = self.records_after(COMMITS_DIR, id.saturating_sub(1), |c: &Commit| &c.files)?.into_iter().find(|c| c.id == id);
-            return found.ok_or_else(|| LakeError::io(&path, std::io::ErrorKind::NotFound.into()));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
-        let commit: Commit = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
-        check_files(&path, &commit.files)?;
-        Ok(commit)
+        let found = self.records_after(COMMITS_DIR, id.saturating_sub(1), |c: &Commit| vec![&c.files])?.into_iter().find(|c| c.id == id);
+        found.ok_or_else(|| LakeError::NoSuchCommit { path: self.commits_dir(), asked: id, has: records::last(self, COMMITS_DIR).map_or(0, |(n, _)| n) })
     }
 
     /// Every published compaction, in order.
     pub fn compactions(&self) -> Result<Vec<Compaction>, LakeError> {
-        let dir = self.record_dir(COMPACTIONS_DIR);
-        let all: Vec<Compaction> = self.records_after(COMPACTIONS_DIR, 0, |c: &Compaction| &c.added)?;
-        for c in &all {
-            check_files(&dir.join(format!("{:08}.json", c.id)), &c.removed)?;
-        }
-        Ok(all)
+        self.records_after(COMPACTIONS_DIR, 0, |c: &Compaction| vec![&c.added, &c.removed])
     }
 
     /// What a reader sees: the whole lake, or the lake as it was at `as_of`.
@@ -477,93 +455,85 @@ impl Lake {
         Ok(self.view(None)?.ingested_files().into_iter().filter(|f| f.table == table.qualified_name()).collect())
     }
 
-    /// A cheap marker of what the lake has published: how many commits (and compactions) and run
-    /// records it has (names only, no file is read). The logs only grow, so a new marker means
-    /// new data or new files.
-    pub fn version(&self) -> Result<(usize, usize), LakeError> {
-        let commits = self.count_records(COMMITS_DIR)? + self.count_records(COMPACTIONS_DIR)?;
-        Ok((commits, self.count_records(RUNS_DIR)?))
+    /// A cheap marker of what the lake has published: the Delta versions of its record tables
+    /// (commits and compactions, and runs). They only grow, so a new marker means new data or
+    /// new files.
+    pub fn version(&self) -> Result<(i64, i64), LakeError> {
+        let commits = records::last(self, COMMITS_DIR)?.1 + records::last(self, COMPACTIONS_DIR)?.1;
+        Ok((commits, records::last(self, RUNS_DIR)?.1))
     }
 
     /// Commits after `id`, in commit order (only their files are read).
     pub fn commits_after(&self, id: u64) -> Result<Vec<Commit>, LakeError> {
-        self.records_after(COMMITS_DIR, id, |c: &Commit| &c.files)
+        self.records_after(COMMITS_DIR, id, |c: &Commit| vec![&c.files])
     }
 
     /// Publishes the commit of an input, unless a commit of the same bytes (same hash) is in the
-    /// log, published by this process or another. The check and the publish hold the lake's commit
-    /// lock; `known` is brought up to date under it by reading only the commits it has not seen.
-    pub(crate) fn publish_input(&self, commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
-        if let Some(remote) = &self.remote {
-            return self.publish_input_remote(remote, commit, known);
-        }
-        let _lock = self.commit_lock()?;
-        let mut known = known.lock().expect("no panics while held");
-        known.catch_up(self)?;
-        if let Some(first) = known.get(&commit.input.hash) {
-            return Ok(Published::Already(first.clone()));
-        }
-        let commit = publish_numbered(&self.commits_dir(), known.last + 1, commit, |c, id| c.id = id)?;
-        known.add(&commit);
-        Ok(Published::New(Box::new(commit)))
-    }
-
-    /// [`Lake::publish_input`] for a lake in an object store: the files (staged under the local
-    /// root) are uploaded, then the commit is created with the next number by a conditional put;
-    /// when another writer took that number, the commits it missed are read and the hash checked
-    /// again. The uploads are removed when the input turns out to be in already, or on an error.
-    fn publish_input_remote(&self, remote: &remote::Remote, mut commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
+    /// lake, published by this process or another ([`records::publish`]: Delta's conflict check
+    /// keeps two writers from publishing at once). `known` is brought up to date before each try
+    /// by reading only the commits it has not seen. In an object store, the files (staged under
+    /// the local root) are uploaded first; the uploads are removed when the input turns out to be
+    /// in already, or on an error.
+    pub(crate) fn publish_input(&self, mut commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
+        let hash = commit.input.hash.clone();
+        let mut already = None;
+        let mut look = |known: &mut KnownInputs| -> Result<bool, LakeError> {
+            known.catch_up(self)?;
+            already = known.get(&hash).cloned();
+            Ok(already.is_some())
+        };
         let rels: Vec<String> = commit.files.iter().map(|f| f.path.clone()).collect();
         let mut uploaded = false;
-        let mut outcome = || {
-            // A first look: an input in the lake already is not uploaded.
-            {
-                let mut known = known.lock().expect("no panics while held");
-                known.catch_up(self)?;
-                if let Some(first) = known.get(&commit.input.hash) {
-                    return Ok(Published::Already(first.clone()));
+        let mut outcome = || -> Result<Option<Commit>, LakeError> {
+            if let Some(remote) = &self.remote {
+                // A first look: an input in the lake already is not uploaded.
+                if look(&mut known.lock().expect("no panics while held"))? {
+                    return Ok(None);
                 }
-            }
-            // The uploads hold no lock: the jobs of one ingest upload at once.
-            for rel in &rels {
-                remote.upload(&self.root.join(rel), rel)?;
-            }
-            uploaded = true;
-            crate::fault::point("ingest-after-upload");
-            let mut known = known.lock().expect("no panics while held");
-            loop {
-                known.catch_up(self)?;
-                if let Some(first) = known.get(&commit.input.hash) {
-                    return Ok(Published::Already(first.clone()));
+                // The uploads hold no lock: the jobs of one ingest upload at once.
+                for rel in &rels {
+                    remote.upload(&self.root.join(rel), rel)?;
                 }
-                commit.id = known.last + 1;
-                let json = serde_json::to_vec_pretty(&commit).expect("serialises");
-                if remote.create_numbered(COMMITS_DIR, commit.id, json)? {
-                    known.add(&commit);
-                    return Ok(Published::New(Box::new(commit.clone())));
-                }
+                uploaded = true;
+                crate::fault::point("ingest-after-upload");
             }
+            let key = format!("{}{hash}", delta::INPUT_APP_ID_PREFIX);
+            records::publish(self, COMMITS_DIR, |next| {
+                if look(&mut known.lock().expect("no panics while held"))? {
+                    return Ok(None);
+                }
+                commit.id = next;
+                Ok(Some((commit.clone(), vec![key.clone()])))
+            })
         };
         let outcome = outcome();
-        match &outcome {
-            Ok(Published::New(_)) => {
-                // The staged copies, and the directories that leaves empty.
-                for rel in &rels {
-                    let path = self.root.join(rel);
-                    let _ = std::fs::remove_file(&path);
-                    let mut dir = path.parent();
-                    while let Some(d) = dir.filter(|d| d.starts_with(&self.root) && *d != self.root) {
-                        if std::fs::remove_dir(d).is_err() {
-                            break;
+        if let Some(remote) = &self.remote {
+            match &outcome {
+                Ok(Some(_)) => {
+                    // The staged copies, and the directories that leaves empty.
+                    for rel in &rels {
+                        let path = self.root.join(rel);
+                        let _ = std::fs::remove_file(&path);
+                        let mut dir = path.parent();
+                        while let Some(d) = dir.filter(|d| d.starts_with(&self.root) && *d != self.root) {
+                            if std::fs::remove_dir(d).is_err() {
+                                break;
+                            }
+                            dir = d.parent();
                         }
-                        dir = d.parent();
                     }
                 }
+                _ if uploaded => remote.delete(&rels),
+                _ => {}
             }
-            _ if uploaded => remote.delete(&rels),
-            _ => {}
         }
-        outcome
+        match outcome? {
+            Some(commit) => {
+                known.lock().expect("no panics while held").add(&commit);
+                Ok(Published::New(Box::new(commit)))
+            }
+            None => Ok(Published::Already(already.expect("set when nothing was published"))),
+        }
     }
 
     /// Brings every table's Delta log up to the lake's records: the ingested tables' to the commit
@@ -585,39 +555,26 @@ impl Lake {
         self.publishing(delta::publish_derived)
     }
 
-    /// Runs a Delta publish under the commit lock. In an object store, where there is no lock,
-    /// two publishers at once make one of them lose its Delta commit (both carry the same
-    /// application transaction): it reads the log again and takes in what is still missing.
+    /// Runs a Delta publish. Two publishers at once (two processes) make one of them lose its
+    /// Delta commit (both carry the same application transaction): it reads the log again and
+    /// takes in what is still missing.
     fn publishing(&self, publish: fn(&Lake) -> Result<Vec<delta::Published>, LakeError>) -> Result<Vec<delta::Published>, LakeError> {
-        if self.remote.is_some() {
-            if !self.exists() {
-                return Ok(Vec::new());
-            }
-            let mut tries = 0;
-            return loop {
-                match publish(self) {
-                    Err(LakeError::Delta { source, .. }) if tries < 8 && matches!(*source, deltalake_core::DeltaTableError::Transaction { .. }) => {
-                        tries += 1;
-                    }
-                    other => break other,
-                }
-            };
-        }
-        if !self.root.join(COMMITS_DIR).is_dir() && !self.root.join(RUNS_DIR).is_dir() {
+        if !self.exists() {
             return Ok(Vec::new());
         }
-        let _lock = self.commit_lock()?;
-        publish(self)
+        let mut tries = 0;
+        loop {
+            match publish(self) {
+                Err(LakeError::Delta { source, .. })
+                    if tries < 50 && matches!(*source, deltalake_core::DeltaTableError::Transaction { .. } | deltalake_core::DeltaTableError::VersionAlreadyExists(_)) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5 * tries));
+                }
+                other => break other,
+            }
+        }
     }
-
-    fn commit_lock(&self) -> Result<std::fs::File, LakeError> {
-        let p = self.root.join(COMMIT_LOCK);
-        std::fs::create_dir_all(self.root.join(META_DIR)).map_err(|e| LakeError::io(&p, e))?;
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| LakeError::io(&p, e))?;
-        f.lock().map_err(|e| LakeError::io(&p, e))?;
-        Ok(f)
-    }
-
 }
 
 /// The inputs already in a lake, by content hash, as far as commit `last`.
@@ -675,46 +632,7 @@ impl KnownInputs {
 pub(crate) fn committed_us(at: &str, dir: &Path, id: u64) -> Result<i64, LakeError> {
     chrono::DateTime::parse_from_rfc3339(at)
         .map(|t| t.timestamp_micros())
-        .map_err(|e| LakeError::BadRecord { path: dir.join(format!("{id:08}.json")), reason: format!("committed_at {at:?}: {e}") })
-}
-
-/// Writes `item` as `dir/<n>.json` for the first free `n >= first`, atomically: the file is
-/// complete before it is linked into place, and a taken number is never overwritten.
-pub(crate) fn publish_numbered<T: Serialize>(
-    dir: &Path,
-    first: u64,
-    mut item: T,
-    set_number: impl Fn(&mut T, u64),
-) -> Result<T, LakeError> {
-    std::fs::create_dir_all(dir).map_err(|e| LakeError::io(dir, e))?;
-    let mut id = first;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".tmp-{}-{n}.json", std::process::id()));
-    {
-        loop {
-            set_number(&mut item, id);
-            let json = serde_json::to_vec_pretty(&item).expect("serialises");
-            {
-                let mut f = std::fs::File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
-                f.write_all(&json).map_err(|e| LakeError::io(&tmp, e))?;
-                f.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
-            }
-            let target = dir.join(format!("{id:08}.json"));
-            match std::fs::hard_link(&tmp, &target) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    sync_dir(dir);
-                    return Ok(item);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(LakeError::io(&target, e));
-                }
-            }
-        }
-    }
+        .map_err(|e| LakeError::BadRecord { path: dir.to_path_buf(), reason: format!("record {id}: committed_at {at:?}: {e}") })
 }
 
 /// What [`Lake::publish_input`] did.
@@ -822,7 +740,6 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
     if dead.is_empty() {
         return Ok(());
     }
-    let _commit = lake.commit_lock()?;
     let mut named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
     named.extend(lake.compactions()?.into_iter().flat_map(|c| c.added).map(|f| f.path));
     for (lock_path, _held) in dead {
@@ -845,49 +762,6 @@ fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
         let _ = std::fs::remove_file(&lock_path);
     }
     Ok(())
-}
-
-/// How many published records `dir` holds.
-fn count_numbered(dir: &Path) -> Result<usize, LakeError> {
-    Ok(numbered_paths(dir, 0)?.len())
-}
-
-/// The records in `dir` (`00000042.json`; hidden files are partial writes), in name order,
-/// skipping those numbered `after` or lower.
-fn numbered_paths(dir: &Path, after: u64) -> Result<Vec<PathBuf>, LakeError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(LakeError::io(dir, e)),
-    };
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| LakeError::io(dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".json") && !name.starts_with('.') {
-            let number = name.trim_end_matches(".json").parse::<u64>().ok();
-            if number.is_none_or(|n| n > after) {
-                paths.push(entry.path());
-            }
-        }
-    }
-    paths.sort();
-    Ok(paths)
-}
-
-/// Reads the records in `dir` numbered after `after` (by name, `00000042.json`), in order; `files`
-/// gives the data files each names, which are checked ([`check_files`]).
-fn read_numbered_after<T: serde::de::DeserializeOwned>(dir: &Path, after: u64, files: impl Fn(&T) -> &[DataFile]) -> Result<Vec<T>, LakeError> {
-    let paths = numbered_paths(dir, after)?;
-    let mut out = Vec::with_capacity(paths.len());
-    for path in paths {
-        let bytes = std::fs::read(&path).map_err(|e| LakeError::io(&path, e))?;
-        let record: T = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
-        check_files(&path, files(&record))?;
-        out.push(record);
-    }
-    Ok(out)
 }
 
 /// `a/./b/../c` as `a/c`, lexically: the lake's URL must not depend on directories that exist
@@ -940,10 +814,10 @@ mod tests {
         ];
         for (dir, text, error) in cases {
             let root = tempfile::tempdir().unwrap();
+            super::records::publish_raw(&Lake::new(root.path()), dir, text);
+            let file = record_file(&root.path().join(dir));
+            // A new process reads it from its table.
             let lake = Lake::new(root.path());
-            std::fs::create_dir_all(root.path().join(dir)).unwrap();
-            let file = root.path().join(dir).join("00000001.json");
-            std::fs::write(&file, text).unwrap();
             let read = if dir == COMMITS_DIR { lake.commits().map(|c| c.len()) } else { lake.runs().map(|r| r.len()) };
             match (read, error) {
                 (Err(e), Some(what)) => {
@@ -960,6 +834,33 @@ mod tests {
                 (other, _) => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    /// The one record file in a record table's directory.
+    fn record_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    /// A record file that is not one (damaged on disk) is an error naming it; so is a lake whose
+    /// records are still JSON files, which names the command that upgrades it.
+    #[test]
+    fn a_damaged_record_file_and_a_lake_of_json_records_are_errors_naming_them() {
+        let root = tempfile::tempdir().unwrap();
+        super::records::publish_raw(&Lake::new(root.path()), RUNS_DIR, "{}");
+        let file = record_file(&root.path().join(RUNS_DIR));
+        std::fs::write(&file, b"PAR1 not really").unwrap();
+        let e = Lake::new(root.path()).runs().unwrap_err();
+        assert!(matches!(e, LakeError::BadRecord { .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&file.display().to_string()), "{e}");
+
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(COMMITS_DIR)).unwrap();
+        std::fs::write(root.path().join(COMMITS_DIR).join("00000001.json"), "{}").unwrap();
+        let e = Lake::new(root.path()).commits().unwrap_err();
+        assert!(matches!(e, LakeError::OldLayout { .. }), "{e:?}");
+        assert!(e.to_string().contains("run `cimlake lake upgrade`"), "{e}");
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! how a record is published and how files get there, since an object store has no locks, links
 //! or renames:
 //!
-//! * A record (`_cimlake/commits/00000042.json`) is created by a conditional put
-//!   (`If-None-Match: *`): it succeeds only if no record of that number exists. Two writers that
-//!   race for the same number get one success and one refusal; the refused one reads the new
-//!   records and checks again whether its input is in already ([`super::Lake::publish_input`]).
-//!   This is the store feature Delta Lake's own commits rely on: S3 (since 2024), GCS and Azure
-//!   have it; an S3-compatible server without it refuses the put and the ingest fails rather
-//!   than risk a second copy.
+//! * A record (a commit in `_cimlake/commits`, [`super::records`]) is published by a Delta
+//!   commit, whose log entry is created by a conditional put (`If-None-Match: *`): it succeeds
+//!   only if no entry of that version exists. Two writers that race get one success and one
+//!   refusal; the refused one reads the new records and checks again whether its input is in
+//!   already ([`super::Lake::publish_input`]). S3 (since 2024), GCS and Azure have conditional
+//!   puts; an S3-compatible server without them refuses the put and the ingest fails rather than
+//!   risk a second copy.
 //! * Data files are written to a local staging directory as for a lake on disk, then uploaded to
 //!   their final names (which carry the ingest session, so two writers never write the same
 //!   object) before the commit that names them is created. A killed ingest may leave uploaded
@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 use super::runtime::block_on;
-use super::{DataFile, LakeError, check_files};
+use super::LakeError;
 
 /// URL schemes of the object stores a lake may be in.
 pub const SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
@@ -115,62 +115,6 @@ impl Remote {
         LakeError::Store { location: self.display(rel), source: Box::new(source) }
     }
 
-    /// The numbered records in `dir` (relative to the lake) after `after`, in order, each checked
-    /// as a record on disk is.
-    pub fn read_numbered_after<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        dir: &str,
-        after: u64,
-        files: impl Fn(&T) -> &[DataFile],
-    ) -> Result<Vec<T>, LakeError> {
-        let names = self.numbered(dir, after)?;
-        let store = self.store.clone();
-        let objects: Vec<(String, StorePath)> = names.iter().map(|(_, name)| (format!("{dir}/{name}"), self.object(&format!("{dir}/{name}")))).collect();
-        let fetched = block_on(async move {
-            use futures::StreamExt;
-            let mut out = Vec::with_capacity(objects.len());
-            // A few requests at a time: a lake of thousands of commits is read in seconds.
-            let mut reads = futures::stream::iter(objects.into_iter().map(|(rel, obj)| {
-                let store = store.clone();
-                async move { (rel, store.get(&obj).await.map(|r| r.bytes())) }
-            }))
-            .buffered(16);
-            while let Some((rel, got)) = reads.next().await {
-                let bytes = match got {
-                    Ok(b) => b.await,
-                    Err(e) => Err(e),
-                };
-                out.push((rel, bytes));
-            }
-            out
-        });
-        let mut out = Vec::with_capacity(fetched.len());
-        for (rel, bytes) in fetched {
-            let bytes = bytes.map_err(|e| self.err(&rel, e))?;
-            let path = self.display(&rel);
-            let record: T = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadCommit { path: path.clone(), source })?;
-            check_files(&path, files(&record))?;
-            out.push(record);
-        }
-        Ok(out)
-    }
-
-    /// The numbers and names of the records in `dir` after `after`, in order (names that are not
-    /// `<number>.json` are not records).
-    pub fn numbered(&self, dir: &str, after: u64) -> Result<Vec<(u64, String)>, LakeError> {
-        let mut out: Vec<(u64, String)> = self
-            .list(dir)?
-            .into_iter()
-            .filter_map(|(rel, _, _)| {
-                let name = rel.rsplit('/').next()?.to_string();
-                let n = name.strip_suffix(".json")?.parse::<u64>().ok()?;
-                (n > after && name.len() == 13).then_some((n, name))
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
     /// Every object under `dir` (relative to the lake): its path relative to the lake, size and
     /// last modification.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64, std::time::SystemTime)>, LakeError> {
@@ -190,21 +134,6 @@ impl Remote {
                 Some((rel, m.size, m.last_modified.into()))
             })
             .collect())
-    }
-
-    /// Creates record `n` of `dir` unless it exists: `Ok(false)` when another writer has it.
-    pub fn create_numbered(&self, dir: &str, n: u64, bytes: Vec<u8>) -> Result<bool, LakeError> {
-        let rel = format!("{dir}/{n:08}.json");
-        let (store, obj) = (self.store.clone(), self.object(&rel));
-        let put = block_on(async move {
-            store.put_opts(&obj, PutPayload::from(bytes), PutOptions { mode: PutMode::Create, ..Default::default() }).await
-        });
-        match put {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.err(&rel, e)),
-        }
     }
 
     /// Uploads a local file to `rel` (multipart for large files).
@@ -292,11 +221,6 @@ impl Remote {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(rel, e)),
         }
-    }
-
-    /// Whether the lake has a commit log yet.
-    pub fn has_commits(&self) -> Result<bool, LakeError> {
-        Ok(!self.numbered(super::COMMITS_DIR, 0)?.is_empty())
     }
 }
 

@@ -1,13 +1,13 @@
 //! Run records: what each scheduled (or back-filled, or re-run) job did, and the Parquet files of
 //! the derived tables it wrote (`detections.results`, `risk.all_risk`, `risk.incidents`).
 //!
-//! A run writes its files first, then publishes its record (`_cimlake/runs/<n>.json`) atomically.
+//! A run writes its files first, then publishes its record (in the record table `_cimlake/runs`,
+//! [`super::records`]) in one Delta commit.
 //! The *current* output of a job for a window is that of its latest successful run: re-running a
 //! window replaces its results, and a run that died before publishing left only files no record
 //! names, which no query reads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use arrow::array::TimestampMicrosecondArray;
 use arrow::datatypes::SchemaRef;
@@ -17,7 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::{DataFile, Lake, LakeError, RUNS_DIR, publish_numbered, sync_dir};
+use super::{DataFile, Lake, LakeError, RUNS_DIR, sync_dir};
 
 /// The job that computes risk incidents.
 pub const INCIDENTS_JOB: &str = "risk_incidents";
@@ -72,31 +72,18 @@ impl RunRecord {
 }
 
 impl Lake {
-    fn runs_dir(&self) -> PathBuf {
-        self.root().join(RUNS_DIR)
-    }
-
     /// Every run record, in publication order.
     pub fn runs(&self) -> Result<Vec<RunRecord>, LakeError> {
-        self.records_after(RUNS_DIR, 0, |r: &RunRecord| &r.files)
+        self.records_after(RUNS_DIR, 0, |r: &RunRecord| vec![&r.files])
     }
 
-    /// Publishes a run record (its files already in place).
-    pub fn publish_run(&self, run: RunRecord) -> Result<RunRecord, LakeError> {
-        let first = self.runs()?.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
-        if let Some(remote) = self.remote() {
-            // The first free number, by conditional puts (see `remote`).
-            let mut run = run;
-            run.seq = first;
-            loop {
-                let json = serde_json::to_vec_pretty(&run).expect("serialises");
-                if remote.create_numbered(RUNS_DIR, run.seq, json)? {
-                    return Ok(run);
-                }
-                run.seq += 1;
-            }
-        }
-        publish_numbered(&self.runs_dir(), first, run, |r, seq| r.seq = seq)
+    /// Publishes a run record (its files already in place), with the next number.
+    pub fn publish_run(&self, mut run: RunRecord) -> Result<RunRecord, LakeError> {
+        let published = super::records::publish(self, RUNS_DIR, |seq| {
+            run.seq = seq;
+            Ok(Some((run.clone(), Vec::new())))
+        })?;
+        Ok(published.expect("a run record is always published"))
     }
 
     /// Writes `batches` as one Parquet file at `rel` (relative to the lake), through staging.

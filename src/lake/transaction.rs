@@ -15,8 +15,9 @@
 //! The Delta logs ([`super::delta`]) follow the commit log: `begin` catches them up (after a
 //! killed run), a long run publishes every [`PUBLISH_EVERY`], and `finish` at its end.
 //!
-//! What makes it safe (atomic publish, the commit lock, the journal of moved files, sweeping
-//! dead sessions) is in the module above ([`super`]).
+//! What makes it safe (a commit published by one Delta commit of the record table, Delta's
+//! conflict check between writers, the journal of moved files, sweeping dead sessions) is in the
+//! modules above ([`super`], [`super::records`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -187,10 +188,14 @@ mod tests {
         InputRecord { path: format!("{hash}.log"), hash: hash.into(), head_hash: None, bytes: 1, container: None, sourcetypes: vec![], stats: Default::default() }
     }
 
+    /// The data files under `dir` (the lake's record tables, in `_cimlake`, are not counted).
     fn parquet_files(dir: &std::path::Path) -> usize {
         let mut n = 0;
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
+            if p.file_name().is_some_and(|n| n == crate::lake::META_DIR) {
+                continue;
+            }
             if p.is_dir() {
                 n += parquet_files(&p);
             } else if p.extension().is_some_and(|x| x == "parquet") {

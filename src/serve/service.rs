@@ -72,7 +72,7 @@ pub struct LakeService {
     limits: Limits,
     auth: Arc<Auth>,
     /// The session over the lake as of a [`Lake::version`]; rebuilt when the lake has new commits or runs.
-    snapshot: tokio::sync::Mutex<Option<((usize, usize), SessionContext)>>,
+    snapshot: tokio::sync::Mutex<Option<((i64, i64), SessionContext)>>,
     queries: AtomicU64,
     /// One permit per query being planned or run.
     slots: Arc<tokio::sync::Semaphore>,

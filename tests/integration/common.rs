@@ -96,19 +96,104 @@ pub fn query_csv(lake: &Path, sql: &str, extra: &[&str]) -> Vec<String> {
     cimlake_ok(lake, &args).lines().map(str::to_string).collect()
 }
 
-/// The published records of one of the lake's logs (`_cimlake/commits`, `_cimlake/compactions`),
-/// parsed, in order: `00000001.json`, …; a name starting with `.` (`.tmp-*.json`) is a record being
-/// written, which a run killed there never published. None when the log does not exist.
+/// The published records of one of the lake's record tables (`_cimlake/commits`,
+/// `_cimlake/compactions`, `_cimlake/runs`) on disk, parsed, in number order; none when the table
+/// does not exist. Read as any Delta reader would ([`delta_records`]), not through cimlake.
 pub fn published_records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(d) => d
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-            .collect(),
-        Err(_) => Vec::new(),
+    let logs: Vec<String> = match std::fs::read_dir(dir.join("_delta_log")) {
+        Ok(d) => d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => return Vec::new(),
     };
-    names.sort();
-    names.iter().map(|n| serde_json::from_slice(&std::fs::read(n).unwrap()).unwrap()).collect()
+    delta_records(logs, |rel| std::fs::read(dir.join(rel)).unwrap())
+}
+
+/// The records of a record table from its Delta log: `logs` names the files in `_delta_log/`,
+/// `read` gives the bytes of a path relative to the table. The live files are those the log's
+/// commits (`00000000000000000003.json`) add and do not remove; each is a Parquet file of `id`
+/// and `record` (JSON). In number order.
+pub fn delta_records(mut logs: Vec<String>, read: impl Fn(&str) -> Vec<u8>) -> Vec<serde_json::Value> {
+    use arrow::array::{Array, AsArray};
+    logs.retain(|n| n.len() == 25 && n.ends_with(".json"));
+    logs.sort();
+    let mut live = std::collections::BTreeSet::new();
+    for log in logs {
+        let text = String::from_utf8(read(&format!("_delta_log/{log}"))).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(p) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                live.insert(p.to_string());
+            }
+            if let Some(p) = action.pointer("/remove/path").and_then(|p| p.as_str()) {
+                live.remove(p);
+            }
+        }
+    }
+    let mut out: Vec<(i64, serde_json::Value)> = Vec::new();
+    for file in live {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(read(&file))).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("id").unwrap().as_primitive::<arrow::datatypes::Int64Type>().clone();
+            let records = batch.column_by_name("record").unwrap().as_string::<i32>().clone();
+            for i in 0..batch.num_rows() {
+                assert!(!ids.is_null(i) && !records.is_null(i));
+                out.push((ids.value(i), serde_json::from_str(records.value(i)).unwrap()));
+            }
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// One Parquet file of records as the record tables hold them (`id`, `record` JSON).
+pub fn record_file(records: &[(u64, serde_json::Value)]) -> Vec<u8> {
+    use std::sync::Arc;
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("record", arrow::datatypes::DataType::Utf8, false),
+    ]));
+    let ids = arrow::array::Int64Array::from_iter_values(records.iter().map(|(id, _)| *id as i64));
+    let texts = arrow::array::StringArray::from_iter_values(records.iter().map(|(_, r)| r.to_string()));
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(texts)]).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+/// Rewrites record `id` of the record table in `dir` in place (a crafted record, as a hostile
+/// writer could leave): its file keeps its name, so the Delta log still names it. Returns the file.
+pub fn replace_record(dir: &Path, id: u64, record: &serde_json::Value) -> PathBuf {
+    let prefix = format!("{id:08}-");
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix) && p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap_or_else(|| panic!("no file of record {id} in {}", dir.display()));
+    std::fs::write(&file, record_file(&[(id, record.clone())])).unwrap();
+    file
+}
+
+/// Makes `dir` a record table of one version holding `records` in one file, written by hand as
+/// the Delta protocol lays it out (not by cimlake). Returns the file.
+pub fn write_record_table(dir: &Path, records: &[(u64, serde_json::Value)]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("_delta_log")).unwrap();
+    let bytes = record_file(records);
+    let file = dir.join("00000001-crafted.parquet");
+    std::fs::write(&file, &bytes).unwrap();
+    let schema = r#"{"type":"struct","fields":[{"name":"id","type":"long","nullable":false,"metadata":{}},{"name":"record","type":"string","nullable":false,"metadata":{}}]}"#;
+    let last = records.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    let actions = [
+        serde_json::json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}),
+        serde_json::json!({"metaData": {"id": "00000000-0000-0000-0000-000000000001", "format": {"provider": "parquet", "options": {}},
+            "schemaString": schema, "partitionColumns": [], "configuration": {}, "createdTime": 0}}),
+        serde_json::json!({"txn": {"appId": "cimlake.record", "version": last}}),
+        serde_json::json!({"add": {"path": "00000001-crafted.parquet", "partitionValues": {}, "size": bytes.len(), "modificationTime": 0, "dataChange": true}}),
+    ];
+    let log: String = actions.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(dir.join("_delta_log/00000000000000000000.json"), log).unwrap();
+    file
 }
 
 /// The Parquet files under `dir`, at any depth (not Delta checkpoints).

@@ -96,7 +96,7 @@ fn an_outside_delta_reader_reads_the_rows_cimlake_reads() {
     // version creates the table.
     let h = history(lake.path(), "endpoint.processes");
     assert_eq!(h.iter().map(|v| v.0).collect::<Vec<_>>(), vec![2, 1, 0], "{h:?}");
-    let ingested = std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count();
+    let ingested = published_records(&lake.path().join("_cimlake/commits")).len();
     assert_eq!(h[0].1, ingested.to_string(), "the gen run's one commit");
     assert_eq!(h[1].1, format!("1-{}", ingested - 1), "the ingest run's commits, in one version");
     assert_eq!(h[2].1, "", "the version that created the table names no commit");
@@ -139,7 +139,7 @@ fn a_lake_without_delta_logs_is_upgraded_and_a_killed_ingest_reaches_them_on_the
         }
     }
     let out = cimlake_ok(lake.path(), &["lake", "upgrade"]);
-    let commits = std::fs::read_dir(lake.path().join("_cimlake/commits")).unwrap().count();
+    let commits = published_records(&lake.path().join("_cimlake/commits")).len();
     assert!(out.contains(&format!("endpoint.processes: Delta version 1, through lake commit {commits}")), "{out}");
     let before = assert_outside_reader_agrees(lake.path());
     // Nothing new: upgrading again adds nothing.
@@ -165,6 +165,64 @@ fn a_lake_without_delta_logs_is_upgraded_and_a_killed_ingest_reaches_them_on_the
     let e = cimlake(empty.path(), &["lake", "upgrade"]);
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("no lake here"), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A lake made by the cimlake that kept its records as JSON files (`tests/data/legacy-lake`,
+/// its README says how): refused with the command that upgrades it, then upgraded in place with
+/// every row, every record and every input's "already ingested" kept, and no JSON record left.
+#[test]
+fn a_lake_whose_records_are_json_files_is_upgraded_with_nothing_lost() {
+    let root = TempDir::new().unwrap();
+    let lake = root.path().join("lake");
+    copy_tree(Path::new("tests/data/legacy-lake"), &lake);
+    std::fs::remove_file(lake.join("README.md")).unwrap();
+    let counts = [("endpoint.processes", "44"), ("network_traffic.all_traffic", "40"), ("detections.results", "4"), ("risk.all_risk", "8"), ("cimlake.runs", "4")];
+    let out = cimlake(&lake, &["query", "SELECT count(*) FROM endpoint.processes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("_cimlake/commits: this lake keeps its records as JSON files") && stderr.contains("run `cimlake lake upgrade`"), "{stderr}");
+    let out = cimlake(&lake, &["ingest", "data/logs/sysmon/t1218_007_msiexec_sysmon.log"]);
+    assert_eq!(out.status.code(), Some(1), "an ingest into the old layout must not write");
+
+    let up = cimlake_ok(&lake, &["lake", "upgrade"]);
+    for moved in ["_cimlake/commits: 6 record(s) moved", "_cimlake/compactions: 1 record(s) moved", "_cimlake/runs: 4 record(s) moved"] {
+        assert!(up.contains(moved), "{moved}: {up}");
+    }
+    for dir in ["_cimlake/commits", "_cimlake/compactions", "_cimlake/runs"] {
+        let json = std::fs::read_dir(lake.join(dir)).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count();
+        assert_eq!(json, 0, "{dir}: JSON records left");
+    }
+    assert!(!lake.join("_cimlake/commit.lock").exists());
+    let commits = published_records(&lake.join("_cimlake/commits"));
+    assert_eq!(commits.iter().map(|c| c["id"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+    assert_eq!(published_records(&lake.join("_cimlake/runs")).len(), 4);
+    for (table, n) in counts {
+        assert_eq!(query_csv(&lake, &format!("SELECT count(*) AS n FROM {table}"), &[])[1], n, "{table}");
+    }
+    // As of commit 5, before `again.log` (11 processes) and the compaction of its files.
+    assert_eq!(query_csv(&lake, "SELECT count(*) AS n FROM endpoint.processes", &["--as-of", "5"])[1], "33");
+    // Every input is still known as ingested; a new one is committed as commit 7.
+    let again = cimlake_ok(&lake, &["ingest", "data/logs/sysmon/t1218_007_msiexec_sysmon.log", "data/logs/json/t1218_007_msiexec_winlogbeat8.json"]);
+    assert!(again.contains("0 ingested, 2 already in the lake"), "{again}");
+    cimlake_ok(&lake, &["ingest", "data/logs/nvm/security_content_example_flow.json"]);
+    assert_eq!(published_records(&lake.join("_cimlake/commits")).last().unwrap()["id"], 7);
+    assert_outside_reader_agrees(&lake);
+    // Upgrading again moves nothing.
+    let up = cimlake_ok(&lake, &["lake", "upgrade"]);
+    assert!(!up.contains("moved"), "{up}");
 }
 
 /// The number of the last commit in the lake, and its `committed_at`.
@@ -285,7 +343,7 @@ fn the_tables_scheduled_runs_write_are_delta_tables_of_the_current_runs() {
     assert_eq!(lines.next(), Some("version\tcommitted_at\toperation\truns\tfiles"));
     let versions: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
     assert_eq!(versions.len(), 3, "create, then one version per tick: {h}");
-    let runs = std::fs::read_dir(lake.path().join("_cimlake/runs")).unwrap().count();
+    let runs = published_records(&lake.path().join("_cimlake/runs")).len();
     assert_eq!(versions[0][3], format!("{}-{runs}", runs / 2 + 1), "{h}");
     // `lake upgrade` finds them up to date.
     let up = cimlake_ok(lake.path(), &["lake", "upgrade"]);

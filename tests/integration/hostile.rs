@@ -320,20 +320,20 @@ fn paths_in_the_lakes_own_records_must_stay_inside_it() {
 
     // A commit naming a file outside the lake (a real Parquet file of the table's schema): once
     // read by every query. Now the commit is refused, by name, and nothing outside is read.
-    let commit_path = lake.join("_cimlake/commits/00000001.json");
-    let mut commit: serde_json::Value = serde_json::from_slice(&std::fs::read(&commit_path).unwrap()).unwrap();
+    let commits = lake.join("_cimlake/commits");
+    let mut commit = published_records(&commits).remove(0);
     let inside = commit["files"][0]["path"].as_str().unwrap().to_string();
     std::fs::copy(lake.join(&inside), root.path().join("outside.parquet")).unwrap();
-    for bad in ["../outside.parquet", "endpoint/processes/../../../outside.parquet", "/etc/passwd", "_cimlake/commits/00000001.json"] {
+    for bad in ["../outside.parquet", "endpoint/processes/../../../outside.parquet", "/etc/passwd", "_cimlake/commits/_delta_log/00000000000000000000.json"] {
         commit["files"][0]["path"] = serde_json::json!(bad);
-        std::fs::write(&commit_path, serde_json::to_vec(&commit).unwrap()).unwrap();
+        let commit_path = replace_record(&commits, 1, &commit);
         let out = cimlake(&lake, &["query", count]);
         assert_eq!(out.status.code(), Some(1), "{bad}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&format!("{}: refused: it names", commit_path.display())) && stderr.contains(&format!("{bad:?}")), "{bad}: {stderr}");
     }
     commit["files"][0]["path"] = serde_json::json!(inside);
-    std::fs::write(&commit_path, serde_json::to_vec(&commit).unwrap()).unwrap();
+    replace_record(&commits, 1, &commit);
     assert_eq!(query_csv(&lake, count, &[])[1], "11");
 
     // A dead session's journal of moved files listing paths outside the lake: once deleted by the
@@ -359,14 +359,13 @@ fn paths_in_the_lakes_own_records_must_stay_inside_it() {
     // A compaction record (`lake optimize`) naming a file outside the lake among the files it
     // replaced or wrote: refused by queries and by vacuum, which removes nothing.
     let compactions = lake.join("_cimlake/compactions");
-    std::fs::create_dir_all(&compactions).unwrap();
-    let record_path = compactions.join("00000001.json");
     for (field, bad) in [("removed", victim.display().to_string()), ("added", "../victim.txt".to_string())] {
         let mut named = commit["files"][0].clone();
         named["path"] = serde_json::json!(bad);
         let mut record = serde_json::json!({"id": 1, "committed_at": "2026-01-01T00:00:00.000Z", "through_commit": 1, "removed": [], "added": []});
         record[field] = serde_json::json!([named]);
-        std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(&compactions);
+        let record_path = write_record_table(&compactions, &[(1, record)]);
         for args in [vec!["query", count], vec!["lake", "vacuum", "--retention", "0"]] {
             let out = cimlake(&lake, &args);
             assert_eq!(out.status.code(), Some(1), "{field} {bad}: {args:?}");
@@ -375,7 +374,7 @@ fn paths_in_the_lakes_own_records_must_stay_inside_it() {
         }
         assert!(victim.exists(), "{bad} was deleted");
     }
-    std::fs::remove_file(&record_path).unwrap();
+    std::fs::remove_dir_all(&compactions).unwrap();
     cimlake_ok(&lake, &["ingest", sample_dir().join("security_content_example_events.log").to_str().unwrap()]);
 }
 

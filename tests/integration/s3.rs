@@ -114,20 +114,22 @@ impl S3Lake {
         self.commits().iter().flat_map(|c| c["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string())).collect()
     }
 
+    /// The lake's commits, read from its record table in the bucket as a Delta reader would.
     fn commits(&self) -> Vec<serde_json::Value> {
-        let prefix = format!("{}/_cimlake/commits/", self.url.trim_start_matches(&format!("s3://{BUCKET}/")));
-        let keys: Vec<String> = self.objects().into_iter().filter(|k| k.starts_with("_cimlake/commits/")).collect();
-        let store = bucket();
-        block_on(async move {
-            let mut out = Vec::new();
-            for k in keys {
-                let name = k.trim_start_matches("_cimlake/commits/").to_string();
-                let bytes = store.get(&object_store::path::Path::from(format!("{prefix}{name}"))).await.unwrap().bytes().await.unwrap();
-                out.push(serde_json::from_slice(&bytes).unwrap());
-            }
-            out
+        let table = format!("{}/_cimlake/commits", self.url.trim_start_matches(&format!("s3://{BUCKET}/")));
+        let logs: Vec<String> = self.objects().into_iter().filter_map(|k| k.strip_prefix("_cimlake/commits/_delta_log/").map(str::to_string)).collect();
+        delta_records(logs, |rel| {
+            let store = bucket();
+            let object = object_store::path::Path::from(format!("{table}/{rel}"));
+            block_on(async move { store.get(&object).await.unwrap().bytes().await.unwrap().to_vec() })
         })
     }
+}
+
+/// Whether an object of the lake is a data file of a table (not a record of `_cimlake/`, not a
+/// Delta checkpoint).
+fn is_data_object(rel: &str) -> bool {
+    rel.ends_with(".parquet") && !rel.starts_with("_cimlake/") && !rel.contains("_delta_log/")
 }
 
 /// The bucket, as the tests look into it.
@@ -188,7 +190,7 @@ fn an_s3_lake_gives_the_rows_a_lake_on_disk_gives() {
     for table in ["endpoint/processes", "network_traffic/all_traffic", "quarantine/records"] {
         assert!(objects.contains(&format!("{table}/_delta_log/00000000000000000000.json")), "no Delta log for {table}: {objects:?}");
     }
-    let data: BTreeSet<String> = objects.iter().filter(|o| o.ends_with(".parquet")).cloned().collect();
+    let data: BTreeSet<String> = objects.iter().filter(|o| is_data_object(o)).cloned().collect();
     assert_eq!(data, s3.named(), "data objects that no commit names, or commits naming missing objects");
 
     // The same bytes again: nothing new.
@@ -343,7 +345,7 @@ fn two_ingests_racing_for_the_same_commit_on_s3_commit_the_input_once() {
     let hashes: BTreeSet<&str> = commits.iter().map(|c| c["input"]["hash"].as_str().unwrap()).collect();
     assert_eq!(hashes.len(), 3, "an input committed twice");
     // The loser removed the files it had uploaded.
-    let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect();
+    let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| is_data_object(o)).collect();
     assert_eq!(data, s3.named());
     assert_eq!(counts(&s3), want);
 }
@@ -371,7 +373,7 @@ fn a_killed_ingest_on_s3_leaves_whole_inputs_and_a_rerun_completes_it() {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "{fault}: {status}");
         assert_eq!(s3.commits().len(), commits_left, "{fault}");
-        let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect();
+        let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| is_data_object(o)).collect();
         assert_eq!(data != s3.named(), orphans, "{fault}");
         assert_eq!(counts(&s3), first, "{fault}: a reader sees the first input whole, nothing of the second");
         // Vacuum removes what the killed ingest uploaded and no commit names, and nothing else.
@@ -414,7 +416,7 @@ fn optimize_on_s3_leaves_one_file_per_partition_with_the_same_rows_and_vacuum_fr
     let before = counts(&s3);
     let detect = s3.run_ok(&["detect", "--format", "csv"]);
     let partitions = |files: &BTreeSet<String>| -> BTreeSet<String> { files.iter().map(|f| f.rsplit_once('/').unwrap().0.to_string()).collect() };
-    let data = |s3: &S3Lake| -> BTreeSet<String> { s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect() };
+    let data = |s3: &S3Lake| -> BTreeSet<String> { s3.objects().into_iter().filter(|o| is_data_object(o)).collect() };
     let small = data(&s3);
     assert!(small.len() > partitions(&small).len() * 2, "{} files in {} partitions", small.len(), partitions(&small).len());
 
@@ -475,7 +477,7 @@ fn two_optimizes_on_two_machines_replace_the_files_once() {
     assert_eq!(counts(&s3), before, "rows twice after two compactions of the same files");
     // The refused one's merged files were removed; vacuum leaves one file per partition.
     s3.run_ok(&["lake", "vacuum", "--retention", "0"]);
-    let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| o.ends_with(".parquet")).collect();
+    let data: BTreeSet<String> = s3.objects().into_iter().filter(|o| is_data_object(o)).collect();
     let partitions: BTreeSet<&str> = data.iter().map(|f| f.rsplit_once('/').unwrap().0).collect();
     assert_eq!(data.len(), partitions.len(), "{data:?}");
     assert_eq!(counts(&s3), before);
