@@ -2,9 +2,8 @@
 //!
 //! A data file is part of the lake only once a commit or a run record names it, so a file in a
 //! table's directory that none names is a leftover: of an ingest killed after it moved the file
-//! into place, or of a scheduled run that died before publishing its record. (The next ingest
-//! also removes a killed ingest's leftovers; vacuum does it without ingesting, and covers runs.)
-//! Vacuum removes such a file only when
+//! into place, or of a scheduled run that died before publishing its record. Vacuum removes such a
+//! file only when
 //!
 //! - no record names it, superseded runs included (`--as-of` still reads their files), or a
 //!   compaction older than the retention period replaced it (`--as-of` a point before that
@@ -346,7 +345,7 @@ impl Lake {
                 let rel = format!("{dir}/optimized-{}-{n}.parquet", session.token);
                 added.push(match self.remote() {
                     Some(remote) => super::writer::upload_into_lake(remote, &merged, rel, "optimize-after-move")?,
-                    None => super::writer::move_into_lake(self, &session, &merged, rel, "optimize-after-move")?,
+                    None => super::writer::move_into_lake(self, &merged, rel, "optimize-after-move")?,
                 });
                 if self.remote().is_some() {
                     // The fetched copies.

@@ -33,8 +33,7 @@
 //!                                             status, counts and files ([`runs::RunRecord`])
 //!     schedule/<detection>.<mode>.json        [`SCHEDULE_DIR`]: the scheduler's checkpoint per job
 //!     staging/<session>/                      [`STAGING_DIR`]: files being written by one ingest
-//!                                             process (never read); `moved` lists the files it
-//!                                             moved into the tables
+//!                                             process (never read)
 //!     staging/<session>.lock                  held by that process while it lives
 //! ```
 //!
@@ -49,7 +48,8 @@
 //! carries the same Delta application transaction, so Delta's conflict check lets one of two
 //! writers in and sends the other back to look again ([`records::publish`]). Data file names carry
 //! the ingest session, so two sessions never write the same path. A session killed mid-way leaves
-//! files no commit names; the next ingest removes them ([`IngestSession::begin`]). Every path read
+//! files no commit names, which no reader reads; `lake vacuum` removes them once the session is dead
+//! and the files are older than its retention period ([`maintenance`]). Every path read
 //! from a record is checked to be a data file of a table before anything reads or removes it. The
 //! ingested tables' Delta logs follow the commits and are never ahead of them ([`delta`]).
 //!
@@ -68,7 +68,6 @@ pub mod transaction;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,9 +91,6 @@ pub const OPTIMIZE_LOCK: &str = "_cimlake/optimize.lock";
 pub const SCHEDULE_DIR: &str = "_cimlake/schedule";
 /// Ingest sessions' staging areas.
 pub const STAGING_DIR: &str = "_cimlake/staging";
-/// In a session's staging directory: the lake paths it moved files to, one per line, written
-/// before each move.
-const MOVED_JOURNAL: &str = "moved";
 
 /// Errors of the lake layer, each naming the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +99,7 @@ pub enum LakeError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: unreadable commit: {source}")]
     BadCommit { path: PathBuf, source: serde_json::Error },
-    /// A record (commit, run, journal) that names a file outside the lake's tables.
+    /// A record (commit, compaction, run) that names a file outside the lake's tables.
     #[error("{path}: refused: {reason}")]
     BadRecord { path: PathBuf, reason: String },
     #[error("writing Parquet {path}: {source}")]
@@ -643,7 +639,7 @@ pub(crate) enum Published {
     Already(IngestedAs),
 }
 
-/// One ingest process's staging area. It holds `<session>.lock` while it lives, so a later ingest
+/// One ingest process's staging area. It holds `<session>.lock` while it lives, so `lake vacuum`
 /// can tell a dead session's leftovers from a running one's.
 #[derive(Debug)]
 pub struct IngestSession {
@@ -654,12 +650,11 @@ pub struct IngestSession {
 }
 
 impl IngestSession {
-    /// Starts a session, first removing what dead sessions left: their staging files, and the
-    /// data files they moved into the lake that no commit names.
+    /// Starts a session. What dead sessions left (their staging, and data files they moved into
+    /// the lake that no commit names) stays until `lake vacuum` removes it.
     pub fn begin(lake: &Lake) -> Result<IngestSession, LakeError> {
         let staging = lake.staging_dir();
         std::fs::create_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
-        sweep_dead_sessions(lake)?;
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -678,15 +673,6 @@ impl IngestSession {
         self.dir.join(stem)
     }
 
-    pub(crate) fn journal_path(&self) -> PathBuf {
-        self.dir.join(MOVED_JOURNAL)
-    }
-}
-
-/// Notes, durably, in a session's journal that a file is about to be moved to `rel` in the lake.
-pub(crate) fn journal_move(journal: &Path, rel: &str) -> Result<(), LakeError> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(journal).map_err(|e| LakeError::io(journal, e))?;
-    f.write_all(format!("{rel}\n").as_bytes()).and_then(|()| f.sync_data()).map_err(|e| LakeError::io(journal, e))
 }
 
 impl Drop for IngestSession {
@@ -732,36 +718,6 @@ pub(crate) fn sessions(lake: &Lake) -> Result<Sessions, LakeError> {
         }
     }
     Ok(Sessions { live, dead })
-}
-
-/// Removes what sessions whose process is gone left behind.
-fn sweep_dead_sessions(lake: &Lake) -> Result<(), LakeError> {
-    let dead = sessions(lake)?.dead;
-    if dead.is_empty() {
-        return Ok(());
-    }
-    let mut named: std::collections::HashSet<String> = lake.commits()?.into_iter().flat_map(|c| c.files).map(|f| f.path).collect();
-    named.extend(lake.compactions()?.into_iter().flat_map(|c| c.added).map(|f| f.path));
-    for (lock_path, _held) in dead {
-        let dir = lock_path.with_extension("");
-        let journal = dir.join(MOVED_JOURNAL);
-        if let Ok(moved) = std::fs::read_to_string(&journal) {
-            let listed: Vec<&str> = moved.lines().filter(|l| !l.is_empty()).collect();
-            // Nothing is removed unless every path the journal lists is a lake data file.
-            for (n, rel) in listed.iter().enumerate() {
-                check_data_path(rel).map_err(|e| LakeError::BadRecord {
-                    path: journal.clone(),
-                    reason: format!("line {}: {e}; nothing was removed (check the lake, then delete {})", n + 1, dir.display()),
-                })?;
-            }
-            for rel in listed.into_iter().filter(|l| !named.contains(*l)) {
-                let _ = std::fs::remove_file(lake.root.join(rel));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_file(&lock_path);
-    }
-    Ok(())
 }
 
 /// `a/./b/../c` as `a/c`, lexically: the lake's URL must not depend on directories that exist

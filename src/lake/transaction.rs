@@ -16,8 +16,9 @@
 //! killed run), a long run publishes every [`PUBLISH_EVERY`], and `finish` at its end.
 //!
 //! What makes it safe (a commit published by one Delta commit of the record table, Delta's
-//! conflict check between writers, the journal of moved files, sweeping dead sessions) is in the
-//! modules above ([`super`], [`super::records`]).
+//! conflict check between writers, data files named by their session) is in the modules above
+//! ([`super`], [`super::records`]); what a killed run leaves, `lake vacuum` removes
+//! ([`super::maintenance`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

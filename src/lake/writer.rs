@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{DataFile, IngestSession, Lake, LakeError, journal_move, sync_dir};
+use super::{DataFile, IngestSession, Lake, LakeError, sync_dir};
 use crate::cim::Table;
 
 pub(crate) const HOUR_US: i64 = 3_600_000_000;
@@ -182,7 +182,7 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
             };
             let dir = table.lake_dir().expect("ingested tables are stored in the lake");
             let rel = format!("{dir}/{}/{stem}-{}-{n}.parquet", partition_dir(hour), session.token);
-            placed.push(move_into_lake(lake, session, &file, rel, "ingest-after-move")?);
+            placed.push(move_into_lake(lake, &file, rel, "ingest-after-move")?);
         }
         Ok(())
     })();
@@ -205,15 +205,15 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
     }
 }
 
-/// Moves a finished file into the lake at `rel` (a path under its table's directory): synced,
-/// noted in the session's journal before the rename (so what a killed process moved is found and
-/// removed), its directory synced after. `fault` is the fault point reached after the rename.
-pub(crate) fn move_into_lake(lake: &Lake, session: &IngestSession, file: &StagedFile, rel: String, fault: &str) -> Result<DataFile, LakeError> {
+/// Moves a finished file into the lake at `rel` (a path under its table's directory, named by
+/// the session): synced before the rename, its directory synced after. No record names it yet: a
+/// process killed now leaves it for `lake vacuum`, which takes it only once the session is dead.
+/// `fault` is the fault point reached after the rename.
+pub(crate) fn move_into_lake(lake: &Lake, file: &StagedFile, rel: String, fault: &str) -> Result<DataFile, LakeError> {
     let target = lake.root().join(&rel);
     let parent = target.parent().expect("a partition directory");
     std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
     File::open(&file.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&file.staged, e))?;
-    journal_move(&session.journal_path(), &rel)?;
     std::fs::rename(&file.staged, &target).map_err(|e| LakeError::io(&target, e))?;
     crate::fault::point(fault);
     sync_dir(parent);

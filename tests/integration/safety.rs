@@ -178,9 +178,11 @@ fn an_ingest_killed_at_random_points_leaves_a_whole_lake_and_a_rerun_completes_i
             let seen = assert_whole(lake.path());
             assert!(seen.0 <= want.0 && seen.1 <= want.1, "lake {lake_no} round {round}: {seen:?} > {want:?}");
         }
-        // A rerun completes the lake to exactly the reference, and removes what the killed runs
-        // left.
+        // A rerun completes the lake to exactly the reference; `lake vacuum` removes what the
+        // killed runs left (their files and staging), and nothing queries read.
         cimlake_ok(lake.path(), &["ingest", "-j", "2", "--piece-size", "256K", dir_arg]);
+        assert_eq!(assert_whole(lake.path()), want);
+        cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
         assert_eq!(assert_whole(lake.path()), want);
         let (commits, named) = commits(lake.path());
         assert_eq!(commits.len(), 4);
@@ -307,13 +309,16 @@ fn kills_after_files_are_moved_and_after_a_commit_leave_a_whole_lake() {
         assert_eq!(left.len(), commits_left, "{fault}");
         let on_disk = data_files(lake.path());
         assert_eq!(on_disk != named, orphans_left, "{fault}: files that no commit names: {:?}", on_disk.difference(&named).count());
-        // Whole as it is; a rerun completes it and removes what the killed run left.
+        // Whole as it is; a rerun completes it, and `lake vacuum` removes what the killed run left.
         assert_whole(lake.path());
         cimlake_ok(lake.path(), &["ingest", "-j", "1", dir_arg]);
         assert_eq!(assert_whole(lake.path()), want, "{fault}");
         let (done, named) = commits(lake.path());
         assert_eq!(done.len(), 3, "{fault}");
-        assert_eq!(data_files(lake.path()), named, "{fault}: data files that no commit names");
+        assert_eq!(data_files(lake.path()) != named, orphans_left, "{fault}: the rerun removed or left files");
+        cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
+        assert_eq!(data_files(lake.path()), named, "{fault}: data files that no commit names after vacuum");
+        assert_eq!(assert_whole(lake.path()), want, "{fault}: vacuum changed what queries read");
     }
 }
 
@@ -481,9 +486,12 @@ fn optimize_leaves_one_file_per_partition_with_the_same_rows_and_vacuum_frees_th
     assert!(cimlake_ok(lake.path(), &["lake", "optimize"]).contains("nothing to merge"));
 
     // The replaced files stay while the compaction is younger than the retention period (an
-    // earlier --as-of reads them), and then go, with what the killed run left.
+    // earlier --as-of reads them), and then go, with what the killed run left: the files it had
+    // merged and moved into place, which nothing names.
+    let killed_left = data_files(lake.path()).into_iter().filter(|f| !files_before.contains(f) && !files_after.contains(f)).count();
+    assert!(killed_left > 0, "the killed optimize moved no file into place");
     let out = cimlake_ok(lake.path(), &["lake", "vacuum"]);
-    assert!(out.contains(&format!("removed 0 file(s), 0 bytes; kept 0 unnamed file(s) younger than 7d or of a running ingest, and {} file(s) replaced by compactions younger than 7d", files_before.len())), "{out}");
+    assert!(out.contains(&format!("removed 0 file(s), 0 bytes; kept {killed_left} unnamed file(s) younger than 7d or of a running ingest, and {} file(s) replaced by compactions younger than 7d", files_before.len())), "{out}");
     let last = commits(lake.path()).0.len().to_string();
     assert_eq!(query_csv(lake.path(), rows_sql, &["--as-of", &last]), rows_before);
     cimlake_ok(lake.path(), &["lake", "vacuum", "--retention", "0"]);
