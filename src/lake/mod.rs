@@ -473,8 +473,10 @@ impl Lake {
     pub(crate) fn publish_input(&self, mut commit: Commit, known: &std::sync::Mutex<KnownInputs>) -> Result<Published, LakeError> {
         let hash = commit.input.hash.clone();
         let mut already = None;
+        // What this process read of the commits just before (a commit published since makes the
+        // publish fail, and the next try reads it).
         let mut look = |known: &mut KnownInputs| -> Result<bool, LakeError> {
-            known.catch_up(self)?;
+            known.catch_up_cached(self)?;
             already = known.get(&hash).cloned();
             Ok(already.is_some())
         };
@@ -482,7 +484,8 @@ impl Lake {
         let mut uploaded = false;
         let mut outcome = || -> Result<Option<Commit>, LakeError> {
             if let Some(remote) = &self.remote {
-                // A first look: an input in the lake already is not uploaded.
+                // A first look, at the lake as it is now: an input in it already is not uploaded.
+                known.lock().expect("no panics while held").catch_up(self)?;
                 if look(&mut known.lock().expect("no panics while held"))? {
                     return Ok(None);
                 }
@@ -601,6 +604,15 @@ impl KnownInputs {
     /// Adds the commits published since the last look.
     fn catch_up(&mut self, lake: &Lake) -> Result<(), LakeError> {
         for c in lake.commits_after(self.last)? {
+            self.add(&c);
+        }
+        Ok(())
+    }
+
+    /// [`KnownInputs::catch_up`] from the commits this process has read, without reading the
+    /// lake again.
+    fn catch_up_cached(&mut self, lake: &Lake) -> Result<(), LakeError> {
+        for c in records::read_after_cached(lake, COMMITS_DIR, self.last, |c: &Commit| vec![&c.files])? {
             self.add(&c);
         }
         Ok(())

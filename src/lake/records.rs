@@ -33,6 +33,8 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::logstore::LogStoreRef;
+use deltalake_core::table::state::DeltaTableState;
 use deltalake_core::{DeltaTable, DeltaTableError};
 
 use super::delta::TableLocation;
@@ -47,14 +49,26 @@ pub const NUMBER_APP_ID: &str = "cimlake.record";
 /// records of the files it names (read once each: a record file never changes).
 #[derive(Default)]
 pub(crate) struct Log {
-    table: Option<DeltaTable>,
+    table: Option<Table>,
     /// By file name (relative to the table): its records, `(id, json)`.
     files: HashMap<String, Vec<(u64, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("version", &self.table.as_ref().and_then(DeltaTable::version)).field("files", &self.files.len()).finish()
+        f.debug_struct("Log").field("version", &self.table.as_ref().map(|t| t.state.version())).field("files", &self.files.len()).finish()
+    }
+}
+
+/// A record table at one version, and its log store.
+struct Table {
+    state: DeltaTableState,
+    store: LogStoreRef,
+}
+
+impl Table {
+    fn of(t: &DeltaTable) -> Result<Table, DeltaTableError> {
+        Ok(Table { state: t.snapshot()?.clone(), store: t.log_store() })
     }
 }
 
@@ -84,6 +98,23 @@ pub(crate) fn read_after<T: serde::de::DeserializeOwned>(
     files: impl Fn(&T) -> Vec<&[DataFile]>,
 ) -> Result<Vec<T>, LakeError> {
     let (_, rows) = refresh(lake, dir)?;
+    parse(lake, dir, rows, after, files)
+}
+
+/// [`read_after`] of what this process read last, without looking at the table again: what a
+/// publish asks its caller with (the table was read just before; a record published since makes
+/// the publish fail and ask again).
+pub(crate) fn read_after_cached<T: serde::de::DeserializeOwned>(
+    lake: &Lake,
+    dir: &'static str,
+    after: u64,
+    files: impl Fn(&T) -> Vec<&[DataFile]>,
+) -> Result<Vec<T>, LakeError> {
+    let rows = lake.records.tables.lock().expect("no panics while held").get(dir).map(Log::rows).unwrap_or_default();
+    parse(lake, dir, rows, after, files)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(lake: &Lake, dir: &'static str, rows: Vec<Row>, after: u64, files: impl Fn(&T) -> Vec<&[DataFile]>) -> Result<Vec<T>, LakeError> {
     let mut out = Vec::new();
     for row in rows.into_iter().filter(|r| r.id > after) {
         let path = file_name(lake, dir, &row.file);
@@ -143,13 +174,13 @@ fn refresh(lake: &Lake, dir: &'static str) -> Result<(i64, Vec<Row>), LakeError>
     let table = match log.table.take() {
         Some(mut t) => {
             block_on(async move {
-                t.update_state().await?;
+                t.state.update(t.store.as_ref(), None).await?;
                 Ok::<_, DeltaTableError>(t)
             })
             .map_err(delta_error)?
         }
         None => match load(&loc).map_err(delta_error)? {
-            Some(t) => t,
+            Some(t) => Table::of(&t).map_err(delta_error)?,
             None => {
                 if has_legacy(lake, dir)? {
                     return Err(LakeError::OldLayout { path: table_name(lake, dir) });
@@ -158,8 +189,8 @@ fn refresh(lake: &Lake, dir: &'static str) -> Result<(i64, Vec<Row>), LakeError>
             }
         },
     };
-    let live: Vec<String> = table.snapshot().map_err(delta_error)?.log_data().into_iter().map(|f| f.path().to_string()).collect();
-    let version = table.version().map_or(-1, |v| v as i64);
+    let live: Vec<String> = table.state.log_data().into_iter().map(|f| f.path().to_string()).collect();
+    let version = table.state.version() as i64;
     log.table = Some(table);
     let live_set: HashSet<&str> = live.iter().map(String::as_str).collect();
     log.files.retain(|f, _| live_set.contains(f.as_str()));
@@ -175,10 +206,22 @@ fn refresh(lake: &Lake, dir: &'static str) -> Result<(i64, Vec<Row>), LakeError>
         let rows = decode(bytes).map_err(|reason| LakeError::BadRecord { path: file_name(lake, dir, &file), reason })?;
         log.files.insert(file, rows);
     }
-    let mut rows: Vec<Row> =
-        log.files.iter().flat_map(|(file, rows)| rows.iter().map(|(id, json)| Row { id: *id, file: file.clone(), json: json.clone() })).collect();
-    rows.sort_by_key(|r| r.id);
-    Ok((version, rows))
+    Ok((version, log.rows()))
+}
+
+impl Log {
+    /// Every record read, in number order.
+    fn rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> =
+            self.files.iter().flat_map(|(file, rows)| rows.iter().map(|(id, json)| Row { id: *id, file: file.clone(), json: json.clone() })).collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// The number of the last record read.
+    fn last(&self) -> u64 {
+        self.files.values().flat_map(|rows| rows.iter().map(|(id, _)| *id)).max().unwrap_or(0)
+    }
 }
 
 /// The table at `loc`, or `None` when it has no Delta log.
@@ -250,11 +293,20 @@ pub(crate) fn publish<T: serde::Serialize>(
     let _turn = lake.records.publishing.lock().expect("no panics while held");
     let mut conflicts = 0u32;
     loop {
-        let (last, _) = last(lake, dir)?;
+        // The first try starts from the table as this process last read or wrote it; a try that
+        // lost reads it again.
+        let cached = lake.records.tables.lock().expect("no panics while held").get(dir).filter(|l| l.table.is_some()).map(Log::last);
+        let last = match cached {
+            Some(n) if conflicts == 0 => n,
+            _ => last(lake, dir)?.0,
+        };
         let Some((record, keys)) = attempt(last + 1)? else { return Ok(None) };
         let json = serde_json::to_string(&record).expect("serialises");
-        match write(lake, dir, &[(last + 1, json)], &keys, "WRITE") {
-            Ok(()) => return Ok(Some(record)),
+        match write(lake, dir, &[(last + 1, json)], &keys, Write::Append) {
+            Ok(()) => {
+                merge_files(lake, dir);
+                return Ok(Some(record));
+            }
             Err(Conflict::Lost) if conflicts < 10_000 => {
                 conflicts += 1;
                 // Many writers at once: wait a little, longer the more often this one lost.
@@ -271,7 +323,38 @@ pub(crate) fn publish<T: serde::Serialize>(
 /// Publishes `json` as record 1 of table `dir`, whatever it holds (for tests of damaged records).
 #[cfg(test)]
 pub(crate) fn publish_raw(lake: &Lake, dir: &'static str, json: &str) {
-    assert!(write(lake, dir, &[(1, json.to_string())], &[], "WRITE").is_ok());
+    assert!(write(lake, dir, &[(1, json.to_string())], &[], Write::Append).is_ok());
+}
+
+/// A record table whose Delta log names this many files has them merged into one.
+const MERGE_AT_FILES: usize = 64;
+
+/// Merges the files of table `dir` into one once it has [`MERGE_AT_FILES`] (one Delta version
+/// that removes them and adds the merged file, `dataChange: false`): a record is one file when it
+/// is published, and a table of many files costs every reader, and every publish, a file each.
+/// Best effort: when another writer publishes first, the merge waits for a later publish. The
+/// merged files stay on disk for readers of earlier versions until `lake vacuum`.
+fn merge_files(lake: &Lake, dir: &'static str) {
+    let (files, rows) = {
+        let logs = lake.records.tables.lock().expect("no panics while held");
+        let Some(log) = logs.get(dir) else { return };
+        if log.files.len() < MERGE_AT_FILES || log.table.is_none() {
+            return;
+        }
+        (log.files.keys().cloned().collect::<Vec<_>>(), log.rows())
+    };
+    let rows: Vec<(u64, String)> = rows.into_iter().map(|r| (r.id, r.json.to_string())).collect();
+    let _ = write(lake, dir, &rows, &[], Write::Merge(files));
+}
+
+/// What a [`write`] does.
+enum Write {
+    /// Adds records numbered after the table's last.
+    Append,
+    /// Imports records of a legacy lake (`lake upgrade`).
+    Upgrade,
+    /// Replaces these files by one holding the same records.
+    Merge(Vec<String>),
 }
 
 /// Why a record was not published.
@@ -285,7 +368,7 @@ enum Conflict {
 /// first when it has none) that carries [`NUMBER_APP_ID`] at the last row's number and `keys`.
 /// The table must not have changed since this process last read it, else [`Conflict::Lost`]
 /// (and the file is removed).
-fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String], operation: &str) -> Result<(), Conflict> {
+fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String], how: Write) -> Result<(), Conflict> {
     let loc = TableLocation::at(lake, dir).map_err(Conflict::Error)?;
     let delta_error = |source: DeltaTableError| -> Conflict {
         if matches!(source, DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)) {
@@ -293,7 +376,7 @@ fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String]
         }
         Conflict::Error(LakeError::Delta { path: loc.name.clone(), source: Box::new(source) })
     };
-    let last = rows.last().expect("at least one record").0;
+    let (first, last) = (rows[0].0, rows.last().expect("at least one record").0);
     let token = {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -320,13 +403,34 @@ fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String]
         }
     };
     crate::fault::point("record-before-commit");
-    let table = lake.records.tables.lock().expect("no panics while held").get_mut(dir).and_then(|l| l.table.take());
+    // The table and the records as read together: the records must follow on from them.
+    let table = {
+        let mut logs = lake.records.tables.lock().expect("no panics while held");
+        let log = logs.entry(dir).or_default();
+        let follows = match &how {
+            Write::Merge(files) => log.last() == last && files.iter().all(|f| log.files.contains_key(f)),
+            Write::Append | Write::Upgrade => log.last() + 1 == first,
+        };
+        match log.table.take() {
+            Some(t) if !follows => {
+                log.table = Some(t);
+                remove();
+                return Err(Conflict::Lost);
+            }
+            t => t,
+        }
+    };
+    let merging = matches!(how, Write::Merge(_));
+    if merging && table.is_none() {
+        remove();
+        return Err(Conflict::Lost);
+    }
     let add = Add {
         path: file.clone(),
         partition_values: HashMap::new(),
         size,
         modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: true,
+        data_change: !merging,
         stats: Some(format!(r#"{{"numRecords":{}}}"#, rows.len())),
         tags: None,
         deletion_vector: None,
@@ -336,42 +440,72 @@ fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String]
     };
     let mut txns = vec![Transaction::new(NUMBER_APP_ID, i64::try_from(last).unwrap_or(i64::MAX))];
     txns.extend(keys.iter().map(|k| Transaction::new(k.clone(), i64::try_from(last).unwrap_or(i64::MAX))));
-    let first = rows[0].0;
     let about = [("cimlake.records".to_string(), serde_json::json!([first, last]))];
-    let operation = operation.to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let removed: Vec<String> = match &how {
+        Write::Merge(files) => files.clone(),
+        _ => Vec::new(),
+    };
+    let mut actions: Vec<Action> = removed
+        .iter()
+        .map(|f| {
+            Action::Remove(deltalake_core::kernel::Remove {
+                path: f.clone(),
+                data_change: false,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(false),
+                partition_values: Some(HashMap::new()),
+                size: None,
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            })
+        })
+        .collect();
+    actions.push(Action::Add(add));
+    let op = match how {
+        Write::Append => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
+        Write::Upgrade => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: Some("imported from the JSON records".into()) },
+        Write::Merge(_) => DeltaOperation::Optimize { predicate: None, target_size: 0 },
+    };
     let committed = block_on({
         let loc = loc.clone();
         async move {
             let t = match table {
                 Some(t) => t,
-                None => create(&loc).await?,
+                None => {
+                    // Not read by this process yet (or made now): its last number from its log.
+                    let t = create(&loc).await?;
+                    let have = t.snapshot()?.transaction_version(t.log_store().as_ref(), NUMBER_APP_ID).await?;
+                    if have.unwrap_or(0) != i64::try_from(first).unwrap_or(i64::MAX) - 1 {
+                        return Ok(None);
+                    }
+                    Table::of(&t)?
+                }
             };
-            // The records must follow on from the table as this commit reads it; a table read
-            // again since the numbers were chosen may hold more.
-            let have = t.snapshot()?.transaction_version(t.log_store().as_ref(), NUMBER_APP_ID).await?;
-            if have.unwrap_or(0) != i64::try_from(first).unwrap_or(i64::MAX) - 1 {
-                return Ok(false);
-            }
             let props = CommitProperties::default().with_application_transactions(txns).with_metadata(about).with_cleanup_expired_logs(Some(false));
-            let op = match operation.as_str() {
-                "UPGRADE" => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: Some("imported from the JSON records".into()) },
-                _ => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
-            };
-            // No retries: a concurrent commit is a conflict this caller resolves itself.
-            CommitBuilder::from(props.with_max_retries(0)).with_actions(vec![Action::Add(add)]).build(Some(t.snapshot()?), t.log_store(), op).await?;
-            Ok::<_, DeltaTableError>(true)
+            // No retries: a table that moved since it was read, or a concurrent commit, is a
+            // conflict this caller resolves itself.
+            let done = CommitBuilder::from(props.with_max_retries(0)).with_actions(actions).build(Some(&t.state), t.store.clone(), op).await?;
+            Ok::<_, DeltaTableError>(Some(Table { state: done.snapshot(), store: t.store }))
         }
     });
     match committed {
-        Ok(true) => {
+        Ok(Some(t)) => {
             let mut logs = lake.records.tables.lock().expect("no panics while held");
             let log = logs.entry(dir).or_default();
-            // The table is read again at the next look (its version moved).
-            log.table = None;
+            // The table as this commit left it, with its records: the next publish of this process
+            // starts from there without reading the table again (Delta refuses it if another
+            // writer published meanwhile).
+            log.table = Some(t);
+            for f in &removed {
+                log.files.remove(f);
+            }
             log.files.insert(file, rows.iter().map(|(id, json)| (*id, Arc::from(json.as_str()))).collect());
             Ok(())
         }
-        Ok(false) => {
+        Ok(None) => {
             remove();
             Err(Conflict::Lost)
         }
@@ -445,10 +579,7 @@ pub(crate) fn import_legacy(lake: &Lake, dir: &'static str, key: impl Fn(&serde_
     }
     let mut moved = 0;
     loop {
-        let have = match refresh_table_only(lake, dir)? {
-            Some(last) => last,
-            None => 0,
-        };
+        let have = refresh_table_only(lake, dir)?.unwrap_or_default();
         let mut rows = Vec::new();
         let mut keys = Vec::new();
         for (n, rel) in names.range(have + 1..) {
@@ -472,7 +603,7 @@ pub(crate) fn import_legacy(lake: &Lake, dir: &'static str, key: impl Fn(&serde_
             });
         }
         let count = rows.len();
-        match write(lake, dir, &rows, &keys, "UPGRADE") {
+        match write(lake, dir, &rows, &keys, Write::Upgrade) {
             Ok(()) => {
                 moved = count;
                 break;
@@ -568,5 +699,28 @@ mod tests {
         // The files of the writers turned away are gone: one file per record.
         let files = std::fs::read_dir(root.path().join(super::super::RUNS_DIR)).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count();
         assert_eq!(files as u64, writers * each);
+    }
+
+    /// A table of many records has its files merged as it grows: its Delta log names few files,
+    /// every record is read back once, and `lake vacuum` takes the merged files.
+    #[test]
+    fn a_growing_table_has_its_files_merged_and_keeps_every_record() {
+        let root = tempfile::tempdir().unwrap();
+        let lake = Lake::new(root.path());
+        let n = (MERGE_AT_FILES * 2 + 5) as u64;
+        for i in 0..n {
+            publish(&lake, super::super::COMPACTIONS_DIR, |id| Ok(Some((serde_json::json!({"id": id, "committed_at": "2026-01-01T00:00:00.000Z", "through_commit": i, "removed": [], "added": []}), Vec::new())))).unwrap();
+        }
+        let fresh = Lake::new(root.path());
+        let (_, rows) = refresh(&fresh, super::super::COMPACTIONS_DIR).unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+        let live = live_files(&fresh, super::super::COMPACTIONS_DIR).unwrap();
+        assert!(live.len() < MERGE_AT_FILES, "{} files named", live.len());
+        let on_disk = std::fs::read_dir(root.path().join(super::super::COMPACTIONS_DIR)).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count();
+        assert!(on_disk as u64 > n, "the merged files stay until vacuum: {on_disk}");
+        fresh.vacuum(std::time::Duration::ZERO, false).unwrap();
+        let on_disk = std::fs::read_dir(root.path().join(super::super::COMPACTIONS_DIR)).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count();
+        assert_eq!(on_disk, live.len());
+        assert_eq!(refresh(&Lake::new(root.path()), super::super::COMPACTIONS_DIR).unwrap().1.len() as u64, n);
     }
 }

@@ -285,7 +285,7 @@ fn kills_after_files_are_moved_and_after_a_commit_leave_a_whole_lake() {
     let want = assert_whole(reference.path());
     // Files per input, as an uninterrupted ingest moves them.
     let files_of = |n: usize| -> usize {
-        let c: serde_json::Value = published_records(&reference.path().join("_cimlake/commits"))[n as usize - 1].clone();
+        let c: serde_json::Value = published_records(&reference.path().join("_cimlake/commits"))[n - 1].clone();
         c["files"].as_array().unwrap().len()
     };
     let (first, second) = (files_of(1), files_of(2));
