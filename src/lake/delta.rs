@@ -231,18 +231,7 @@ fn publish_runs_table(lake: &Lake, runs: &[super::runs::RunRecord], last: u64) -
     if through > 0 {
         let old = runs_file(through);
         let rel = old.strip_prefix(&format!("{RUNS_TABLE_DIR}/")).expect("under the table").to_string();
-        actions.push(Action::Remove(Remove {
-            path: rel,
-            data_change: true,
-            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-            extended_file_metadata: Some(false),
-            partition_values: Some(HashMap::new()),
-            size: None,
-            tags: None,
-            deletion_vector: None,
-            base_row_id: None,
-            default_row_commit_version: None,
-        }));
+        actions.push(Action::Remove(remove_unpartitioned(&rel, true)));
     }
     actions.push(Action::Add(add_action(lake, table, &file, true)?));
     let about = [(RUNS_INFO_KEY.to_string(), serde_json::json!([through + 1, last])), (FILES_INFO_KEY.to_string(), serde_json::json!(1))];
@@ -550,6 +539,22 @@ async fn commit(
     CommitBuilder::from(props).with_actions(actions).build(Some(t.snapshot()?), t.log_store(), op).await?;
     t.update_state().await?;
     Ok(t)
+}
+
+/// The Delta `remove` of file `path` (relative to its table) of an unpartitioned table, now.
+pub(crate) fn remove_unpartitioned(path: &str, data_change: bool) -> Remove {
+    Remove {
+        path: path.to_string(),
+        data_change,
+        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+        extended_file_metadata: Some(false),
+        partition_values: Some(HashMap::new()),
+        size: None,
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+    }
 }
 
 /// The Delta `remove` of a file a compaction replaced.

@@ -441,27 +441,13 @@ fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String]
     let mut txns = vec![Transaction::new(NUMBER_APP_ID, i64::try_from(last).unwrap_or(i64::MAX))];
     txns.extend(keys.iter().map(|k| Transaction::new(k.clone(), i64::try_from(last).unwrap_or(i64::MAX))));
     let about = [("cimlake.records".to_string(), serde_json::json!([first, last]))];
-    let now = chrono::Utc::now().timestamp_millis();
     let removed: Vec<String> = match &how {
         Write::Merge(files) => files.clone(),
         _ => Vec::new(),
     };
     let mut actions: Vec<Action> = removed
         .iter()
-        .map(|f| {
-            Action::Remove(deltalake_core::kernel::Remove {
-                path: f.clone(),
-                data_change: false,
-                deletion_timestamp: Some(now),
-                extended_file_metadata: Some(false),
-                partition_values: Some(HashMap::new()),
-                size: None,
-                tags: None,
-                deletion_vector: None,
-                base_row_id: None,
-                default_row_commit_version: None,
-            })
-        })
+        .map(|f| Action::Remove(super::delta::remove_unpartitioned(f, false)))
         .collect();
     actions.push(Action::Add(add));
     let op = match how {
