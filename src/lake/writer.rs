@@ -212,9 +212,19 @@ pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Ve
 pub(crate) fn move_into_lake(lake: &Lake, file: &StagedFile, rel: String, fault: &str) -> Result<DataFile, LakeError> {
     let target = lake.root().join(&rel);
     let parent = target.parent().expect("a partition directory");
-    std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
     File::open(&file.staged).and_then(|h| h.sync_all()).map_err(|e| LakeError::io(&file.staged, e))?;
-    std::fs::rename(&file.staged, &target).map_err(|e| LakeError::io(&target, e))?;
+    let mut tries = 0;
+    loop {
+        std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+        match std::fs::rename(&file.staged, &target) {
+            Ok(()) => break,
+            // For a lake in an object store this is a local staging directory, and another job
+            // that uploaded its files removes the directories it leaves empty: one may go between
+            // the two calls above.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 && file.staged.exists() => tries += 1,
+            Err(e) => return Err(LakeError::io(&target, e)),
+        }
+    }
     crate::fault::point(fault);
     sync_dir(parent);
     let bytes = std::fs::metadata(&target).map_err(|e| LakeError::io(&target, e))?.len();
