@@ -201,10 +201,17 @@ pub async fn run(lake_dir: &Path, args: DetectArgs) -> anyhow::Result<ExitCode> 
             println!("-- {} of {} Sigma rules have a guard; these run on every row: {}", many.len() - unguarded.len(), many.len(), unguarded.join(", "));
             for source in detect::sigma::fields::Logsource::ALL {
                 if let Some(df) = detect::sigma::many::plan(&ctx, source, &many, &search).await? {
-                    let plan = df.create_physical_plan().await?;
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "-- Sigma {} rules: one scan, every rule's condition on each batch ({} mode)", source.category(), args.mode)?;
-                    writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
+                    if engine::is_cluster(&ctx) {
+                        // What the cluster is sent: the rules' node over the scan.
+                        let plan = df.into_optimized_plan()?;
+                        writeln!(out, "-- Sigma {} rules: one scan, every rule's condition on each batch, on the executors ({} mode)", source.category(), args.mode)?;
+                        writeln!(out, "{}", plan.display_indent())?;
+                    } else {
+                        let plan = df.create_physical_plan().await?;
+                        writeln!(out, "-- Sigma {} rules: one scan, every rule's condition on each batch ({} mode)", source.category(), args.mode)?;
+                        writeln!(out, "{}", displayable(plan.as_ref()).indent(true))?;
+                    }
                 }
             }
             return Ok(ExitCode::SUCCESS);

@@ -168,6 +168,8 @@ pub fn install_tls_provider() {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     install_tls_provider();
+    // Cluster plans carry the Sigma rules' matcher (clients, scheduler and executors alike).
+    crate::engine::codec::set_nodes(std::sync::Arc::new(crate::detect::sigma::node::Codec));
     match cli.command {
         Command::Ingest(args) => ingest::run(&cli.lake, args),
         Command::Detect(args) => detect::run(&cli.lake, args).await,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 
-use crate::engine::codec::LakeCodec;
+use crate::engine::codec::{LakeCodec, LakePhysicalCodec};
 use super::{SchedulerAddr, host_for_url};
 
 /// How an executor runs.
@@ -101,6 +101,7 @@ pub async fn run(opts: ExecutorOptions) -> anyhow::Result<()> {
         grpc_max_encoding_message_size: super::GRPC_MESSAGE_BYTES as u32,
         memory_pool_size: opts.memory_limit.map(|b| b as u64),
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
+        override_physical_codec: Some(Arc::new(LakePhysicalCodec::default())),
         // Reads the lake's files by URL, from a bucket when the lake is in one (no shared file
         // system needed then).
         override_runtime_producer: Some({

@@ -8,7 +8,7 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
-use crate::engine::codec::LakeCodec;
+use crate::engine::codec::{LakeCodec, LakePhysicalCodec};
 use super::{GRPC_MESSAGE_BYTES, host_for_url};
 
 /// Runs a scheduler on `bind` (`IP:PORT`; port 0 picks a free one) until Ctrl-C or SIGTERM.
@@ -38,11 +38,14 @@ pub async fn run(bind: &str, external_host: Option<String>) -> anyhow::Result<()
         grpc_server_max_decoding_message_size: GRPC_MESSAGE_BYTES as u32,
         grpc_server_max_encoding_message_size: GRPC_MESSAGE_BYTES as u32,
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
+        override_physical_codec: Some(Arc::new(LakePhysicalCodec::default())),
         // Plans name the lake's files by URL; a lake in an object store is listed from the bucket.
         override_session_builder: Some(Arc::new(|config| {
             let state = ballista_core::utils::default_session_builder(config)?;
             let runtime = crate::engine::stores::runtime(datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env()))?;
-            Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+            let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
+            // Plans cimlake's own plan nodes (the Sigma rules' matcher) too.
+            Ok(crate::engine::codec::with_node_planner(state))
         })),
         ..Default::default()
     };

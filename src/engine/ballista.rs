@@ -93,7 +93,9 @@ impl std::str::FromStr for SchedulerAddr {
 pub async fn remote_context(scheduler: &SchedulerAddr, config: SessionConfig) -> Result<SessionContext, EngineError> {
     let addr = scheduler.to_string();
     reach(&addr, Duration::from_secs(10)).await.map_err(|reason| EngineError::Unreachable { scheduler: scheduler.clone(), reason })?;
-    let mut config = config.with_ballista_logical_extension_codec(Arc::new(super::codec::LakeCodec::default()));
+    let mut config = config
+        .with_ballista_logical_extension_codec(Arc::new(super::codec::LakeCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(super::codec::LakePhysicalCodec::default()));
     if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
         config = config.with_target_partitions(DEFAULT_TARGET_PARTITIONS);
     }

@@ -10,24 +10,34 @@
 //!   the query started is not half-seen.
 //! * `cimlake.runs`, a `MemTable`: its rows, as an Arrow IPC stream.
 //!
+//! Plan nodes of the layers above the engine (the Sigma rules' matcher) travel the same way, as
+//! a logical node from the client to the scheduler and as an execution plan from the scheduler to
+//! the executors ([`NodeCodec`], [`LakePhysicalCodec`]); the scheduler plans them with
+//! [`NodePlanner`].
+//!
 //! Everything else goes to Ballista's own codec. The scheduler and the executors started by
 //! `cimlake cluster` carry this codec; a stock Ballista scheduler does not, and refuses the plan
 //! with "LogicalExtensionCodec is not provided".
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use ballista_core::serde::BallistaLogicalExtensionCodec;
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::execution::SessionState;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::lake::DataFile;
@@ -38,6 +48,48 @@ use crate::lake::table::LakeTable;
 const MAGIC: &[u8] = b"cimlake2";
 const LAKE_TABLE: u8 = b'L';
 const MEM_TABLE: u8 = b'M';
+/// A [`NodeCodec`]'s node: a logical node, or its execution plan.
+const NODE: u8 = b'N';
+const NODE_EXEC: u8 = b'X';
+
+/// A plan node of a layer above the engine that travels in a cluster plan: how to write it and
+/// read it back, as a logical node and as its execution plan, and how to plan it.
+pub trait NodeCodec: std::fmt::Debug + Send + Sync {
+    /// Writes `node` if it is this codec's (`false`: it is not, and nothing was written).
+    fn encode_logical(&self, node: &dyn UserDefinedLogicalNode, buf: &mut Vec<u8>) -> bool;
+    fn decode_logical(&self, buf: &[u8], inputs: &[LogicalPlan]) -> Result<Arc<dyn UserDefinedLogicalNode>>;
+    /// Writes `plan` if it is this codec's (`false`: it is not, and nothing was written).
+    fn encode_exec(&self, plan: &dyn ExecutionPlan, buf: &mut Vec<u8>) -> bool;
+    fn decode_exec(&self, buf: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Arc<dyn ExecutionPlan>>;
+    /// Plans the logical node as its execution plan.
+    fn planner(&self) -> Arc<dyn ExtensionPlanner + Send + Sync>;
+}
+
+static NODES: OnceLock<Arc<dyn NodeCodec>> = OnceLock::new();
+
+/// Sets the plan nodes this process's cluster plans can carry (once, at start-up: the command
+/// line does it before any command runs). Later calls change nothing.
+pub fn set_nodes(nodes: Arc<dyn NodeCodec>) {
+    let _ = NODES.set(nodes);
+}
+
+fn nodes() -> Result<&'static Arc<dyn NodeCodec>> {
+    NODES.get().ok_or_else(|| DataFusionError::Internal("no codec for cimlake's plan nodes in this process (engine::codec::set_nodes)".into()))
+}
+
+/// Reads a framed node: cimlake's magic, then `kind`. `None`: not cimlake's.
+fn framed<'a>(buf: &'a [u8], kind: u8, what: &str) -> Result<Option<&'a [u8]>> {
+    match buf.strip_prefix(MAGIC) {
+        Some(ours) => match ours.split_first() {
+            Some((k, rest)) if *k == kind => Ok(Some(rest)),
+            _ => Err(DataFusionError::Plan(format!("{what} in a cluster plan: not one cimlake writes here"))),
+        },
+        None if buf.starts_with(b"cimlake") => {
+            Err(DataFusionError::Plan(format!("{what} in a cluster plan: encoded by another version of cimlake: run the same version on clients, scheduler and executors")))
+        }
+        None => Ok(None),
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct LakeTableProto {
@@ -57,10 +109,20 @@ fn codec_err(table: &TableReference, what: impl std::fmt::Display) -> DataFusion
 
 impl LogicalExtensionCodec for LakeCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
-        self.inner.try_decode(buf, inputs, ctx)
+        match framed(buf, NODE, "a plan node")? {
+            Some(rest) => Ok(Extension { node: nodes()?.decode_logical(rest, inputs)? }),
+            None => self.inner.try_decode(buf, inputs, ctx),
+        }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(nodes) = NODES.get() {
+            let mut ours = [MAGIC, &[NODE]].concat();
+            if nodes.encode_logical(node.node.as_ref(), &mut ours) {
+                buf.extend_from_slice(&ours);
+                return Ok(());
+            }
+        }
         self.inner.try_encode(node, buf)
     }
 
@@ -128,6 +190,56 @@ impl LogicalExtensionCodec for LakeCodec {
     fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
         self.inner.try_encode_file_format(buf, node)
     }
+}
+
+/// Ballista's physical codec, plus the execution plans of cimlake's plan nodes: what the scheduler
+/// sends its executors.
+#[derive(Debug, Default)]
+pub struct LakePhysicalCodec {
+    inner: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for LakePhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match framed(buf, NODE_EXEC, "an execution plan")? {
+            Some(rest) => nodes()?.decode_exec(rest, inputs),
+            None => self.inner.try_decode(buf, inputs, ctx, proto_converter),
+        }
+    }
+
+    fn try_encode(&self, node: Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>, proto_converter: &dyn PhysicalProtoConverterExtension) -> Result<()> {
+        if let Some(nodes) = NODES.get() {
+            let mut ours = [MAGIC, &[NODE_EXEC]].concat();
+            if nodes.encode_exec(node.as_ref(), &mut ours) {
+                buf.extend_from_slice(&ours);
+                return Ok(());
+            }
+        }
+        self.inner.try_encode(node, buf, proto_converter)
+    }
+}
+
+/// DataFusion's planner, plus cimlake's plan nodes: the scheduler's query planner.
+#[derive(Debug, Default)]
+pub struct NodePlanner;
+
+#[async_trait::async_trait]
+impl QueryPlanner for NodePlanner {
+    async fn create_physical_plan(&self, logical_plan: &LogicalPlan, session: &dyn datafusion::catalog::Session) -> Result<Arc<dyn ExecutionPlan>> {
+        let planners = NODES.get().map(|n| vec![n.planner()]).unwrap_or_default();
+        DefaultPhysicalPlanner::with_extension_planners(planners).create_physical_plan(logical_plan, session).await
+    }
+}
+
+/// `state` with [`NodePlanner`] as its query planner.
+pub fn with_node_planner(state: SessionState) -> SessionState {
+    datafusion::execution::SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(NodePlanner)).build()
 }
 
 #[cfg(test)]

@@ -127,6 +127,11 @@ pub fn memory_pool(bytes: usize) -> Arc<dyn datafusion::execution::memory_pool::
 }
 
 /// A session over the lake, with options. The tables are the same on either engine.
+/// Whether `ctx`'s queries run on a Ballista cluster ([`session_with`] of `Engine::Ballista`).
+pub fn is_cluster(ctx: &SessionContext) -> bool {
+    ctx.state().config().options().extensions.get::<ballista_core::config::BallistaConfig>().is_some()
+}
+
 pub async fn session_with(lake: &Lake, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_…`).
     let mut config = SessionConfig::from_env()?

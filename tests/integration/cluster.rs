@@ -134,6 +134,19 @@ fn a_ballista_cluster_gives_the_rows_the_in_process_engine_gives() {
         same_on_both(&cluster, lake, &window);
     }
 
+    // Every SigmaHQ rule of both log sources, over all time and over one window: the plan carries
+    // the rules, the executors match the rows they scan, and the matches are the in-process ones.
+    let rules = corpus().join("sigma/rules/windows");
+    let rules = rules.to_str().unwrap();
+    let all = same_on_both(&cluster, lake, &["detect", "--sql-dir", rules, "--detection", "sigma:process_creation", "--format", "csv"]);
+    let window = ["--earliest", "2026-11-02T06:00:00Z", "--latest", "2026-11-02T18:00:00Z"];
+    let part = same_on_both(&cluster, lake, &[&["detect", "--sql-dir", rules, "--detection", "sigma:process_creation", "--format", "csv"][..], &window].concat());
+    assert!(part.lines().count() > 1 && part.lines().count() < all.lines().count(), "{part}\n{all}");
+    same_on_both(&cluster, lake, &["detect", "--sql-dir", rules, "--detection", "sigma:network_connection", "--format", "csv"]);
+    let explain = cluster.run_ok(lake, &["detect", "--sql-dir", rules, "--detection", "sigma", "--explain"]);
+    assert!(explain.contains("SigmaMatch: 1182 process_creation rules") && explain.contains("on the executors"), "{explain}");
+    assert!(!cimlake_ok(lake, &["detect", "--sql-dir", rules, "--detection", "sigma", "--explain"]).contains("SigmaMatch"));
+
     // Queries over every kind of table: CIM, quarantine, a detection view, a join, windows.
     let queries = [
         "SELECT count(*) AS n, count(DISTINCT dest) AS hosts, min(_time) AS first, max(_time) AS last FROM endpoint.processes",

@@ -4,11 +4,13 @@
 //! they mean the same thing; every test is two-valued (a null value fails it, never makes it
 //! unknown), so `not` reads as Sigma means it.
 
+use serde::{Deserialize, Serialize};
+
 use super::fields::{Column, Kind};
 use super::values::{Pattern, Piece};
 
 /// A condition over one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cond {
     /// Always true (a lone `*`).
     True,
@@ -37,7 +39,7 @@ pub enum Cond {
 }
 
 /// A comparison of numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Gt,
     Gte,
@@ -66,7 +68,7 @@ impl Op {
 }
 
 /// How `|fieldref` compares the two values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum How {
     Equals,
     Contains,

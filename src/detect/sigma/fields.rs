@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 use crate::cim::Table;
 
 /// A Sigma log source cimlake has a table for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Logsource {
     /// `category: process_creation` → `endpoint.processes`.
     ProcessCreation,
@@ -124,8 +124,13 @@ impl Logsource {
             .fields()
             .iter()
             .find(|(sigma, _)| sigma.eq_ignore_ascii_case(field))?;
+        Some(Column { name, kind: self.kind_of(name) })
+    }
+
+    /// How the values of one of this log source's mapped columns compare.
+    fn kind_of(self, name: &str) -> Kind {
         let schema = self.table().schema();
-        let kind = match schema
+        match schema
             .field_with_name(name)
             .expect("mapped columns are in the table's schema")
             .data_type()
@@ -133,20 +138,40 @@ impl Logsource {
             DataType::Int32 | DataType::Int64 => Kind::Int,
             DataType::Boolean => Kind::Bool,
             _ => Kind::Text,
-        };
-        Some(Column { name, kind })
+        }
     }
 }
 
 /// A column a field maps to.
+///
+/// In a cluster plan it travels as its name and kind, and is read back only as a column some log
+/// source maps a field to, with that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
     pub name: &'static str,
     pub kind: Kind,
 }
 
+impl serde::Serialize for Column {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.name, self.kind).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Column {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (name, kind) = <(String, Kind)>::deserialize(d)?;
+        Logsource::ALL
+            .iter()
+            .flat_map(|s| s.fields().iter().map(move |(_, c)| (*s, *c)))
+            .find(|(s, c)| *c == name && s.kind_of(c) == kind)
+            .map(|(_, name)| Column { name, kind })
+            .ok_or_else(|| serde::de::Error::custom(format!("{name:?} ({kind:?}) is not a column any Sigma log source maps a field to")))
+    }
+}
+
 /// How a column's values compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Text,
     Int,

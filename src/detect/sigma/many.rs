@@ -32,6 +32,7 @@ use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 
 use super::eval::{Columns, Program, Reads, Scratch, lower};
 use super::fields::Logsource;
@@ -82,31 +83,67 @@ fn of_source<'a>(source: Logsource, rules: &[&'a Detection]) -> Vec<(&'a Detecti
         .collect()
 }
 
-/// The scan of `source`'s table that the rules of `source` among `rules` read (`None` when there
-/// are none): what `--explain` shows.
+/// What `--explain` shows of the rules of `source` among `rules` (`None` when there are none): the
+/// scan of its table; on a cluster, the scan under the node that matches it on the executors.
 pub async fn plan(
     ctx: &SessionContext,
     source: Logsource,
     rules: &[&Detection],
     search: &Search,
 ) -> Result<Option<DataFrame>, DataFusionError> {
-    Ok(Compiled::new(ctx, source, rules, search)
-        .await?
-        .map(|c| c.scan))
+    let Some(c) = Compiled::new(ctx, source, rules, search).await? else {
+        return Ok(None);
+    };
+    if crate::engine::is_cluster(ctx) {
+        return Ok(Some(DataFrame::new(ctx.state(), super::node::plan(c.scan.logical_plan().clone(), c.set)?)));
+    }
+    Ok(Some(c.scan))
+}
+
+/// One single-event rule as the evaluator runs it: what it shows with a match, its condition and
+/// its guard. Owned, so that a cluster plan can carry it ([`super::node`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    pub level: String,
+    /// The tags, comma-separated.
+    pub tags: String,
+    pub cond: super::cond::Cond,
+    /// Clauses of (column, text) that must all hold; `None`: the rule runs on every row.
+    pub guard: Option<Vec<Vec<(String, String)>>>,
+}
+
+impl Rule {
+    /// The rule of a single-event Sigma detection.
+    pub fn of(d: &Detection, info: &SigmaInfo) -> Result<Rule, DataFusionError> {
+        Ok(Rule {
+            id: d.name.clone(),
+            title: d.meta.name.clone(),
+            level: info.level.clone(),
+            tags: info.tags.join(","),
+            cond: info.cond.clone().ok_or_else(|| DataFusionError::Internal(format!("{}: no compiled condition", d.name)))?,
+            guard: info.guard.as_ref().map(|g| g.iter().map(|clause| clause.iter().map(|(c, t)| (c.to_string(), t.clone())).collect()).collect()),
+        })
+    }
+}
+
+/// The rules of one log source over the scanned columns `names` (the shown columns first): all a
+/// matcher needs besides the rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSet {
+    pub source: Logsource,
+    pub names: Vec<String>,
+    pub rules: Vec<Rule>,
 }
 
 /// The rules of one log source, ready to run.
 struct Compiled<'a> {
-    source: Logsource,
-    rules: Vec<(&'a Detection, &'a SigmaInfo)>,
-    programs: Vec<Program>,
+    /// Each rule's SQL condition, for `CIMLAKE_SIGMA_EVALUATOR=datafusion`.
+    conditions: Vec<&'a str>,
     /// The scan: the columns shown, then any other a rule reads.
     scan: DataFrame,
-    /// The scanned columns' names, and what the programs and guards read of each.
-    names: Vec<String>,
-    reads: Vec<Reads>,
-    /// Per rule: the scanned columns its condition reads.
-    reads_of: Vec<Vec<usize>>,
+    set: RuleSet,
 }
 
 impl<'a> Compiled<'a> {
@@ -146,35 +183,33 @@ impl<'a> Compiled<'a> {
                     .and(time.lt(ts(search.window.latest_us()))),
             )?
             .select(names.iter().map(col).collect::<Vec<_>>())?;
-        let mut reads = vec![Reads::default(); names.len()];
-        let mut programs = Vec::with_capacity(rules.len());
-        let mut reads_of = Vec::with_capacity(rules.len());
-        for (d, info) in &rules {
-            let c = cond(d, info)?;
-            programs.push(Program::new(c, &names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", d.name)))?);
-            reads_of.push(c.columns().iter().filter_map(|c| names.iter().position(|n| n == c)).collect());
+        let set = RuleSet {
+            source,
+            names,
+            rules: rules.iter().map(|(d, info)| Rule::of(d, info)).collect::<Result<_, _>>()?,
+        };
+        // Each condition compiles over the scanned columns (checked here, before anything runs).
+        let mut reads = vec![Reads::default(); set.names.len()];
+        for r in &set.rules {
+            Program::new(&r.cond, &set.names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", r.id)))?;
         }
         Ok(Some(Compiled {
-            source,
-            rules,
-            programs,
+            conditions: rules.iter().map(|(_, i)| i.condition.as_str()).collect(),
             scan,
-            names,
-            reads,
-            reads_of,
+            set,
         }))
     }
 
     /// Each rule's SQL condition, planned by the engine over the scanned columns.
     async fn reference(&self, ctx: &SessionContext) -> Result<Vec<Arc<dyn PhysicalExpr>>, DataFusionError> {
-        let table = ctx.table(self.source.table().qualified_name()).await?;
+        let table = ctx.table(self.set.source.table().qualified_name()).await?;
         let scanned = DFSchema::try_from(self.scan.schema().as_arrow().clone())?;
-        self.rules
+        self.conditions
             .iter()
-            .map(|(_, info)| {
+            .map(|condition| {
                 // Columns as the scan's output names them: unqualified.
                 let e = table
-                    .parse_sql_expr(&info.condition)?
+                    .parse_sql_expr(condition)?
                     .transform_up(|e| match &e {
                         Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name.clone())))),
                         _ => Ok(Transformed::no(e)),
@@ -191,32 +226,21 @@ impl<'a> Compiled<'a> {
             Ok("cimlake") | Err(_) => None,
             Ok(other) => return Err(DataFusionError::Configuration(format!("{EVALUATOR_ENV}={other}: use cimlake or datafusion"))),
         };
-        let schema = output_schema(self.source);
+        let schema = output_schema(self.set.source);
+        if crate::engine::is_cluster(ctx) {
+            if reference.is_some() {
+                return Err(DataFusionError::Configuration(format!("{EVALUATOR_ENV}=datafusion runs in process only")));
+            }
+            // On a cluster, the executors match their partitions ([`super::node`]); the client
+            // gets the matches.
+            let (logsource, rules) = (self.set.source, self.set.rules.len());
+            let plan = super::node::plan(self.scan.logical_plan().clone(), self.set)?;
+            let batches = DataFrame::new(ctx.state(), plan).collect().await?;
+            let batches = sorted(&schema, batches)?;
+            return Ok(Matches { logsource, rules, schema, batches });
+        }
         let streams = self.scan.clone().execute_stream_partitioned().await?;
-        let mut reads = self.reads;
-        let guards = Guards::new(&self.rules, &self.names, &mut reads)?;
-        // A rule whose columns are all guarded ones (whose values get ids per batch) remembers
-        // its answer for each combination of their values.
-        let keys = self.reads_of.iter().map(|cols| {
-            let at: Vec<usize> = cols.iter().filter_map(|c| guards.columns.iter().position(|(g, _, _)| g == c)).collect();
-            (at.len() == cols.len() && at.len() <= KEY).then_some(at)
-        }).collect();
-        let me = Arc::new(Shared {
-            ids: self.rules.iter().map(|(d, _)| d.name.clone()).collect(),
-            titles: self
-                .rules
-                .iter()
-                .map(|(d, _)| d.meta.name.clone())
-                .collect(),
-            levels: self.rules.iter().map(|(_, i)| i.level.clone()).collect(),
-            tags: self.rules.iter().map(|(_, i)| i.tags.join(",")).collect(),
-            guards,
-            keys,
-            programs: self.programs,
-            reference,
-            reads,
-            schema: schema.clone(),
-        });
+        let me = Arc::new(Shared::new(&self.set, reference)?);
         // One task per partition of the scan: the partitions are matched in parallel.
         let tasks: Vec<_> = streams
             .into_iter()
@@ -225,7 +249,7 @@ impl<'a> Compiled<'a> {
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     // The rows of each clause, kept from batch to batch so their buffers are reused.
-                    let mut holds: Vec<Vec<u32>> = vec![Vec::new(); me.guards.total];
+                    let mut holds = me.holds();
                     while let Some(batch) = stream.next().await {
                         out.extend(me.matches(&batch?, &mut holds)?);
                     }
@@ -242,7 +266,7 @@ impl<'a> Compiled<'a> {
         }
         let batches = sorted(&schema, batches)?;
         Ok(Matches {
-            logsource: self.source,
+            logsource: self.set.source,
             rules: me.ids.len(),
             schema,
             batches,
@@ -250,8 +274,8 @@ impl<'a> Compiled<'a> {
     }
 }
 
-/// What every partition's task reads.
-struct Shared {
+/// What every partition's matcher reads.
+pub(super) struct Shared {
     ids: Vec<String>,
     titles: Vec<String>,
     levels: Vec<String>,
@@ -265,6 +289,50 @@ struct Shared {
     guards: Guards,
     reads: Vec<Reads>,
     schema: SchemaRef,
+}
+
+impl Shared {
+    /// The matcher of `set`: each rule's program and guard over the scanned columns.
+    pub(super) fn new(set: &RuleSet, reference: Option<Vec<Arc<dyn PhysicalExpr>>>) -> Result<Shared, DataFusionError> {
+        let mut reads = vec![Reads::default(); set.names.len()];
+        let mut programs = Vec::with_capacity(set.rules.len());
+        let mut reads_of = Vec::with_capacity(set.rules.len());
+        for r in &set.rules {
+            programs.push(Program::new(&r.cond, &set.names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", r.id)))?);
+            reads_of.push(r.cond.columns().iter().filter_map(|c| set.names.iter().position(|n| n == c)).collect::<Vec<usize>>());
+        }
+        let guards = Guards::new(&set.rules, &set.names, &mut reads)?;
+        // A rule whose columns are all guarded ones (whose values get ids per batch) remembers
+        // its answer for each combination of their values.
+        let keys = reads_of
+            .iter()
+            .map(|cols| {
+                let at: Vec<usize> = cols.iter().filter_map(|c| guards.columns.iter().position(|(g, _, _)| g == c)).collect();
+                (at.len() == cols.len() && at.len() <= KEY).then_some(at)
+            })
+            .collect();
+        Ok(Shared {
+            ids: set.rules.iter().map(|r| r.id.clone()).collect(),
+            titles: set.rules.iter().map(|r| r.title.clone()).collect(),
+            levels: set.rules.iter().map(|r| r.level.clone()).collect(),
+            tags: set.rules.iter().map(|r| r.tags.clone()).collect(),
+            guards,
+            keys,
+            programs,
+            reference,
+            reads,
+            schema: output_schema(set.source),
+        })
+    }
+
+    /// A buffer of rows per guard clause, for [`Shared::matches`] to reuse from batch to batch.
+    pub(super) fn holds(&self) -> Vec<Vec<u32>> {
+        vec![Vec::new(); self.guards.total]
+    }
+
+    pub(super) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
 }
 
 /// `CIMLAKE_SIGMA_GUARDS=off` runs every rule's condition on every row (to measure what the guards
@@ -307,18 +375,18 @@ fn automaton<'t>(texts: impl Iterator<Item = &'t str>) -> Result<AhoCorasick, Da
 
 impl Guards {
     /// The guards of `rules` over the scanned columns `names` (which they read as text).
-    fn new(rules: &[(&Detection, &SigmaInfo)], names: &[String], reads: &mut [Reads]) -> Result<Guards, DataFusionError> {
+    fn new(rules: &[Rule], names: &[String], reads: &mut [Reads]) -> Result<Guards, DataFusionError> {
         let mut texts: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
         let mut clauses = Vec::with_capacity(rules.len());
         let mut total = 0;
         let off = std::env::var(GUARDS_ENV).is_ok_and(|v| v == "off");
-        for (_, info) in rules {
-            match info.guard.as_ref().filter(|_| !off) {
+        for rule in rules {
+            match rule.guard.as_ref().filter(|_| !off) {
                 Some(g) => {
                     clauses.push(Some(total..total + g.len()));
                     for clause in g {
                         for (c, t) in clause {
-                            texts.entry(c).or_default().entry(t.as_str()).or_default().push(total as u32);
+                            texts.entry(c.as_str()).or_default().entry(t.as_str()).or_default().push(total as u32);
                         }
                         total += 1;
                     }
@@ -329,11 +397,11 @@ impl Guards {
         let texts: Vec<(usize, BTreeMap<&str, Vec<u32>>)> = texts
             .into_iter()
             .map(|(c, by_text)| {
-                let at = names.iter().position(|l| l == c).expect("guarded columns are scanned");
+                let at = names.iter().position(|l| l == c).ok_or_else(|| DataFusionError::Plan(format!("a guard reads {c:?}, which is not scanned")))?;
                 reads[at].text = true;
-                (at, by_text)
+                Ok((at, by_text))
             })
-            .collect();
+            .collect::<Result<_, DataFusionError>>()?;
         // The automata are built side by side, one thread per column.
         let automata: Vec<AhoCorasick> = std::thread::scope(|scope| {
             let handles: Vec<_> = texts.iter().map(|(_, by_text)| scope.spawn(|| automaton(by_text.keys().copied()))).collect();
@@ -437,7 +505,7 @@ impl Guards {
 
 impl Shared {
     /// The (row, rule) matches of one scanned batch, as output rows.
-    fn matches(&self, batch: &RecordBatch, holds: &mut [Vec<u32>]) -> Result<Vec<RecordBatch>, DataFusionError> {
+    pub(super) fn matches(&self, batch: &RecordBatch, holds: &mut [Vec<u32>]) -> Result<Vec<RecordBatch>, DataFusionError> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -515,7 +583,7 @@ impl Shared {
 
 /// The output schema: `_time`, the shown columns and provenance, then the rule's id, title, level
 /// and tags: the columns of a single rule's SQL.
-fn output_schema(source: Logsource) -> SchemaRef {
+pub(super) fn output_schema(source: Logsource) -> SchemaRef {
     let table = source.table().schema();
     let mut fields: Vec<Field> = super::shown_columns(source)
         .into_iter()

@@ -8,7 +8,7 @@ use rsigma_parser::{Modifier, SigmaString, SigmaValue, SpecialChar, StringPart};
 use super::Unsupported;
 
 /// One piece of a pattern: literal text or a wildcard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Piece {
     Text(String),
     /// `*`: any run of characters.
@@ -18,7 +18,7 @@ pub enum Piece {
 }
 
 /// A value to match: pieces in order. Literal text is never empty.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Pattern(pub Vec<Piece>);
 
 impl Pattern {
