@@ -9,7 +9,7 @@
 //! The lake's commits (the record table `_cimlake/commits`, [`super::records`]) stay the record of
 //! what is in the lake; the tables' Delta logs follow them. Each Delta commit carries an application transaction
 //! ([`COMMITS_APP_ID`], version = the last lake commit it covers), so a Delta log says itself
-//! how far it has followed, and one per input it takes in ([`INPUT_APP_ID_PREFIX`] and the input's
+//! how far it has followed, and one per input it takes in ([`super::delta_store::INPUT_APP_ID_PREFIX`] and the input's
 //! content hash, version = its lake commit), in the same Delta commit as the input's files, so
 //! the log says which inputs it holds. [`publish`] appends the files of the lake commits after that
 //! point, one Delta commit per table however many inputs it covers. It runs when an ingest starts
@@ -35,9 +35,9 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, Remove, StructField, StructType, Transaction};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
-use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use url::Url;
+use deltalake_core::{DeltaTable, DeltaTableError};
 
+use super::delta_store::{INPUT_APP_ID_PREFIX, TableLocation, remove_unpartitioned};
 use super::runtime::block_on;
 use super::{Commit, Compaction, DataFile, Lake, LakeError};
 use crate::cim::Table;
@@ -46,11 +46,6 @@ use crate::cim::Table;
 /// the id of the last lake commit the Delta log has taken in.
 pub const COMMITS_APP_ID: &str = "cimlake.commits";
 
-/// The application id of the transaction recording an input in the Delta commit that adds its
-/// files: this prefix, then the input's content hash (BLAKE3, hex); the version is its lake
-/// commit. Every ingested table's log records every input, whether or not it added files there, so
-/// each log says by itself which inputs it holds.
-pub const INPUT_APP_ID_PREFIX: &str = "cimlake.input.";
 
 /// In a Delta commit's `commitInfo`: the first and last lake commit whose files it adds, and
 /// how many files.
@@ -93,7 +88,7 @@ pub(crate) fn publish(lake: &Lake) -> Result<Vec<Published>, LakeError> {
     let mut commits: Option<(u64, Vec<Commit>)> = None;
     let compactions = lake.compactions()?;
     for table in Table::STORED {
-        let loc = TableLocation::of(lake, table)?;
+        let loc = location(lake, table)?;
         let dir = loc.name.clone();
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
         let state = block_on(open(loc.clone())).map_err(delta_error)?;
@@ -158,7 +153,7 @@ pub(crate) fn publish_derived(lake: &Lake) -> Result<Vec<Published>, LakeError> 
     let Some(last) = runs.iter().map(|r| r.seq).max() else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for table in Table::ALL_TABLES.into_iter().filter(|t| t.filled() == crate::cim::Filled::ByRuns) {
-        let loc = TableLocation::of(lake, table)?;
+        let loc = location(lake, table)?;
         let dir = loc.name.clone();
         let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
         let arrow_schema = if table == Table::Results {
@@ -218,7 +213,7 @@ fn following_runs(lake: &Lake, loc: &TableLocation, table: Table, wanted: Struct
 /// every run replaces the previous one in one version.
 fn publish_runs_table(lake: &Lake, runs: &[super::runs::RunRecord], last: u64) -> Result<Published, LakeError> {
     let table = Table::Runs;
-    let loc = TableLocation::of(lake, table)?;
+    let loc = location(lake, table)?;
     let dir = loc.name.clone();
     let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
     let (mut t, through) = following_runs(lake, &loc, table, schema(table).map_err(delta_error)?)?;
@@ -290,7 +285,7 @@ pub struct Version {
 
 /// A table's Delta history, newest first (empty when it has no Delta log yet).
 pub fn history(lake: &Lake, table: Table) -> Result<Vec<Version>, LakeError> {
-    let loc = TableLocation::of(lake, table)?;
+    let loc = location(lake, table)?;
     let dir = loc.name.clone();
     let delta_error = |source| LakeError::Delta { path: dir.clone(), source: Box::new(source) };
     block_on(async move {
@@ -330,75 +325,9 @@ pub fn table_name(lake: &Lake, table: Table) -> PathBuf {
     }
 }
 
-/// Where a table's Delta log is: its URL, the object store it is in (none: the local file
-/// system), and how errors name it.
-#[derive(Clone)]
-pub(crate) struct TableLocation {
-    pub(crate) url: Url,
-    store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
-    pub(crate) name: PathBuf,
-}
-
-impl TableLocation {
-    /// The Delta table in directory `dir` of the lake (one of its record tables).
-    pub(crate) fn at(lake: &Lake, dir: &str) -> Result<TableLocation, LakeError> {
-        let name = match lake.remote() {
-            Some(r) => r.display(dir),
-            None => lake.root().join(dir),
-        };
-        let url = lake.base_url()?.join(&format!("{dir}/")).map_err(|e| LakeError::BadLocation { location: name.display().to_string(), reason: e.to_string() })?;
-        Ok(TableLocation { url, store: lake.remote().map(|r| r.store()), name })
-    }
-
-    fn of(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
-        let dir = delta_dir(table).expect("a table with a Delta log");
-        let name = table_name(lake, table);
-        let url = lake
-            .base_url()?
-            .join(&format!("{dir}/"))
-            .map_err(|e| LakeError::BadLocation { location: name.display().to_string(), reason: e.to_string() })?;
-        Ok(TableLocation { url, store: lake.remote().map(|r| r.store()), name })
-    }
-
-    /// A builder for the table, over the lake's object store when it is in one.
-    pub(crate) fn builder(&self) -> Result<DeltaTableBuilder, DeltaTableError> {
-        let b = DeltaTableBuilder::from_url(self.url.clone())?;
-        Ok(match &self.store {
-            Some(store) => {
-                register_object_store_schemes();
-                b.with_storage_backend(store.clone(), self.url.clone())
-            }
-            None => b,
-        })
-    }
-}
-
-/// The Delta library finds a log store by URL scheme and knows `file://` and `memory://` only
-/// (its cloud crates add the others, with their own clients). cimlake hands it the lake's object
-/// store itself, so the default log store serves every scheme: its commits are conditional puts
-/// (`PutMode::Create`), which S3, GCS and Azure honour.
-fn register_object_store_schemes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[derive(Debug)]
-        struct Default;
-        impl deltalake_core::logstore::LogStoreFactory for Default {
-            fn with_options(
-                &self,
-                prefixed_store: deltalake_core::logstore::ObjectStoreRef,
-                root_store: deltalake_core::logstore::ObjectStoreRef,
-                location: &Url,
-                options: &deltalake_core::logstore::StorageConfig,
-            ) -> deltalake_core::DeltaResult<std::sync::Arc<dyn deltalake_core::logstore::LogStore>> {
-                Ok(deltalake_core::logstore::default_logstore(prefixed_store, root_store, location, options))
-            }
-        }
-        let registry = deltalake_core::logstore::logstore_factories();
-        for scheme in super::remote::SCHEMES {
-            let url = Url::parse(&format!("{scheme}://")).expect("a scheme");
-            registry.entry(url).or_insert_with(|| std::sync::Arc::new(Default));
-        }
-    });
+/// Where `table`'s Delta log is.
+fn location(lake: &Lake, table: Table) -> Result<TableLocation, LakeError> {
+    TableLocation::at(lake, delta_dir(table).expect("a table with a Delta log"))
 }
 
 /// The table at `loc` and how far it follows the commit log and the compactions, or `None` when
@@ -539,22 +468,6 @@ async fn commit(
     CommitBuilder::from(props).with_actions(actions).build(Some(t.snapshot()?), t.log_store(), op).await?;
     t.update_state().await?;
     Ok(t)
-}
-
-/// The Delta `remove` of file `path` (relative to its table) of an unpartitioned table, now.
-pub(crate) fn remove_unpartitioned(path: &str, data_change: bool) -> Remove {
-    Remove {
-        path: path.to_string(),
-        data_change,
-        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-        extended_file_metadata: Some(false),
-        partition_values: Some(HashMap::new()),
-        size: None,
-        tags: None,
-        deletion_vector: None,
-        base_row_id: None,
-        default_row_commit_version: None,
-    }
 }
 
 /// The Delta `remove` of a file a compaction replaced.

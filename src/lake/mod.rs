@@ -58,6 +58,7 @@
 //! staged in a local directory ([`Lake::root`]) and uploaded before the commit naming them.
 
 pub mod delta;
+pub(crate) mod delta_store;
 pub mod maintenance;
 pub mod records;
 pub mod remote;
@@ -496,7 +497,7 @@ impl Lake {
                 uploaded = true;
                 crate::fault::point("ingest-after-upload");
             }
-            let key = format!("{}{hash}", delta::INPUT_APP_ID_PREFIX);
+            let key = format!("{}{hash}", delta_store::INPUT_APP_ID_PREFIX);
             records::publish(self, COMMITS_DIR, |next| {
                 if look(&mut known.lock().expect("no panics while held"))? {
                     return Ok(None);

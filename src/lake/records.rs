@@ -6,7 +6,7 @@
 //! [`super::runs::RunRecord`]), one Parquet file per record (`00000042-<token>.parquet`). A
 //! record is published by one Delta commit that adds its file and carries the application
 //! transaction [`NUMBER_APP_ID`] with the record's number as its version, plus any the caller
-//! adds (a commit carries [`super::delta::INPUT_APP_ID_PREFIX`] and its input's content hash).
+//! adds (a commit carries [`super::delta_store::INPUT_APP_ID_PREFIX`] and its input's content hash).
 //!
 //! Delta's own concurrency control is what numbers records and keeps an input from being
 //! committed twice: every publish carries the same application transaction, so of two writers
@@ -37,7 +37,7 @@ use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::table::state::DeltaTableState;
 use deltalake_core::{DeltaTable, DeltaTableError};
 
-use super::delta::TableLocation;
+use super::delta_store::{INPUT_APP_ID_PREFIX, TableLocation, remove_unpartitioned};
 use super::runtime::block_on;
 use super::{DataFile, Lake, LakeError, check_files};
 
@@ -165,8 +165,14 @@ fn table_name(lake: &Lake, dir: &str) -> PathBuf {
 }
 
 /// Brings this process's copy of table `dir` up to its latest version: its Delta version (-1
-/// when it has no log) and every record in it, in number order.
+/// when it has no log) and every record in it, in number order. A lake whose records of `dir` are
+/// still JSON files is refused ([`LakeError::OldLayout`]).
 fn refresh(lake: &Lake, dir: &'static str) -> Result<(i64, Vec<Row>), LakeError> {
+    refresh_with(lake, dir, true)
+}
+
+/// [`refresh`], refusing a lake of JSON records only when `legacy_check`.
+fn refresh_with(lake: &Lake, dir: &'static str, legacy_check: bool) -> Result<(i64, Vec<Row>), LakeError> {
     let mut logs = lake.records.tables.lock().expect("no panics while held");
     let log = logs.entry(dir).or_default();
     let loc = TableLocation::at(lake, dir)?;
@@ -182,7 +188,7 @@ fn refresh(lake: &Lake, dir: &'static str) -> Result<(i64, Vec<Row>), LakeError>
         None => match load(&loc).map_err(delta_error)? {
             Some(t) => Table::of(&t).map_err(delta_error)?,
             None => {
-                if has_legacy(lake, dir)? {
+                if legacy_check && has_legacy(lake, dir)? {
                     return Err(LakeError::OldLayout { path: table_name(lake, dir) });
                 }
                 return Ok((-1, Vec::new()));
@@ -447,7 +453,7 @@ fn write(lake: &Lake, dir: &'static str, rows: &[(u64, String)], keys: &[String]
     };
     let mut actions: Vec<Action> = removed
         .iter()
-        .map(|f| Action::Remove(super::delta::remove_unpartitioned(f, false)))
+        .map(|f| Action::Remove(remove_unpartitioned(f, false)))
         .collect();
     actions.push(Action::Add(add));
     let op = match how {
@@ -565,7 +571,7 @@ pub(crate) fn import_legacy(lake: &Lake, dir: &'static str, key: impl Fn(&serde_
     }
     let mut moved = 0;
     loop {
-        let have = refresh_table_only(lake, dir)?.unwrap_or_default();
+        let have = last_without_legacy_check(lake, dir)?;
         let mut rows = Vec::new();
         let mut keys = Vec::new();
         for (n, rel) in names.range(have + 1..) {
@@ -616,13 +622,11 @@ pub(crate) fn import_legacy(lake: &Lake, dir: &'static str, key: impl Fn(&serde_
     Ok(moved)
 }
 
-/// The last record number of table `dir`, read without the legacy check (`None`: no table).
-fn refresh_table_only(lake: &Lake, dir: &'static str) -> Result<Option<u64>, LakeError> {
-    let loc = TableLocation::at(lake, dir)?;
-    if load(&loc).map_err(|source| LakeError::Delta { path: loc.name.clone(), source: Box::new(source) })?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(last(lake, dir)?.0))
+/// The last record number of table `dir` (0 when it has none, or no table), read without the
+/// legacy check.
+fn last_without_legacy_check(lake: &Lake, dir: &'static str) -> Result<u64, LakeError> {
+    let (_, rows) = refresh_with(lake, dir, false)?;
+    Ok(rows.last().map_or(0, |r| r.id))
 }
 
 impl Lake {
@@ -630,7 +634,7 @@ impl Lake {
     /// moves them into its Delta table ([`import_legacy`]); returns the tables and how many
     /// records each took in. The lock file those lakes kept goes too.
     pub fn upgrade_records(&self) -> Result<Vec<(&'static str, usize)>, LakeError> {
-        let input_key = |v: &serde_json::Value| v.pointer("/input/hash").and_then(|h| h.as_str()).map(|h| format!("{}{h}", super::delta::INPUT_APP_ID_PREFIX));
+        let input_key = |v: &serde_json::Value| v.pointer("/input/hash").and_then(|h| h.as_str()).map(|h| format!("{INPUT_APP_ID_PREFIX}{h}"));
         let mut out = Vec::new();
         for dir in DIRS {
             let moved = if dir == super::COMMITS_DIR { import_legacy(self, dir, input_key)? } else { import_legacy(self, dir, |_| None)? };
