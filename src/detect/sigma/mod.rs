@@ -14,6 +14,7 @@ pub mod fields;
 pub mod guard;
 pub mod info;
 pub mod many;
+pub mod matcher;
 pub mod node;
 pub mod values;
 

@@ -27,7 +27,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
-use super::many::{RuleSet, Shared, output_schema};
+use super::matcher::{RuleSet, Shared, output_schema};
 
 /// A rule set as a node carries it: the rules, their encoding, and the matcher built from them on
 /// first use.
@@ -304,7 +304,7 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::super::fields::Logsource;
-    use super::super::many::{Rule, RuleSet};
+    use super::super::matcher::{Rule, RuleSet};
     use super::*;
     use crate::engine::codec::LakePhysicalCodec;
 
