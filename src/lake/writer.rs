@@ -216,6 +216,8 @@ pub(crate) fn move_into_lake(lake: &Lake, file: &StagedFile, rel: String, fault:
     let mut tries = 0;
     loop {
         std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+        #[cfg(test)]
+        tests::BETWEEN_DIR_AND_RENAME.with(|hook| hook.borrow_mut().as_mut().map(|f| f(parent)));
         match std::fs::rename(&file.staged, &target) {
             Ok(()) => break,
             // For a lake in an object store this is a local staging directory, and another job
@@ -441,6 +443,46 @@ impl PartitionedWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Called by [`move_into_lake`] between making the partition directory and the rename: a
+        /// test plays the other job there.
+        pub(super) static BETWEEN_DIR_AND_RENAME: std::cell::RefCell<Option<Box<dyn FnMut(&Path)>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Another job removing the (empty) partition directory between its creation and the rename,
+    /// as jobs that uploaded their files to an object store do: the move makes it again and goes
+    /// on. If it never stays, the move gives up with an error naming the target, not a loop.
+    #[test]
+    fn a_partition_directory_removed_before_the_rename_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().join("lake")).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let rel = "endpoint/processes/date=2026-11-02/hour=00/a.parquet".to_string();
+        for (removals, works) in [(3, true), (1000, false)] {
+            let file = staged(staging.path(), "a.parquet", &processes(5, 0));
+            let mut left = removals;
+            BETWEEN_DIR_AND_RENAME.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move |parent: &Path| {
+                    if left > 0 {
+                        left -= 1;
+                        std::fs::remove_dir(parent).unwrap();
+                    }
+                }))
+            });
+            let moved = move_into_lake(&lake, &file, rel.clone(), "none");
+            BETWEEN_DIR_AND_RENAME.with(|h| *h.borrow_mut() = None);
+            if works {
+                let moved = moved.unwrap();
+                assert_eq!((moved.path.as_str(), moved.rows), (rel.as_str(), 5));
+                assert!(lake.root().join(&rel).is_file() && !file.staged.exists());
+                std::fs::remove_file(lake.root().join(&rel)).unwrap();
+            } else {
+                let err = moved.unwrap_err().to_string();
+                assert!(err.contains("hour=00/a.parquet") && file.staged.exists(), "{err}");
+            }
+        }
+    }
 
     /// Processes `first_us` + 1 µs apart, with a command line per row.
     fn processes(n: usize, first_us: i64) -> RecordBatch {
