@@ -4,7 +4,7 @@
 //! ```text
 //! client:     Extension(SigmaMatch { rules }) over the scan      → scheduler (logical plan)
 //! scheduler:  SigmaMatchExec over the scan's partitions          → executors (one task each)
-//! executor:   each batch of its partition → the (row, rule) matches ([`super::many`]'s matcher)
+//! executor:   each batch of its partition → the (row, rule) matches ([`super::matcher`])
 //! ```
 //!
 //! The node carries the rules as JSON ([`RuleSet`]: each rule's compiled condition and guard), so
@@ -83,11 +83,17 @@ impl Prepared {
 
 /// `set`'s rules over `scan` (which yields `set.names`, in that order), as a logical plan.
 pub fn plan(scan: LogicalPlan, set: RuleSet) -> Result<LogicalPlan> {
-    let names: Vec<&str> = scan.schema().fields().iter().map(|f| f.name().as_str()).collect();
-    if names != set.names.iter().map(String::as_str).collect::<Vec<_>>() {
-        return Err(DataFusionError::Internal(format!("the Sigma scan yields {names:?}, not the columns the rules read {:?}", set.names)));
-    }
     Ok(LogicalPlan::Extension(Extension { node: Arc::new(SigmaMatch::new(scan, Arc::new(Prepared::new(set)?))?) }))
+}
+
+/// Whether the input yields the columns the rules read, in their order: the matcher reads them by
+/// position. A plan that says otherwise (another version, a crafted one) is refused.
+fn check_input<'a>(input: impl Iterator<Item = &'a str>, rules: &Prepared) -> Result<()> {
+    let names: Vec<&str> = input.collect();
+    if names != rules.set.names.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(DataFusionError::Plan(format!("the Sigma rules read {:?}, but their scan yields {names:?}", rules.set.names)));
+    }
+    Ok(())
 }
 
 /// The logical node: the rules over their scan.
@@ -100,6 +106,7 @@ pub struct SigmaMatch {
 
 impl SigmaMatch {
     pub fn new(input: LogicalPlan, rules: Arc<Prepared>) -> Result<SigmaMatch> {
+        check_input(input.schema().fields().iter().map(|f| f.name().as_str()), &rules)?;
         let schema = Arc::new(DFSchema::try_from(output_schema(rules.set.source).as_ref().clone())?);
         Ok(SigmaMatch { input, rules, schema })
     }
@@ -179,7 +186,7 @@ impl ExtensionPlanner for SigmaPlanner {
         let [input] = physical_inputs else {
             return Err(DataFusionError::Internal("SigmaMatch has one input".into()));
         };
-        Ok(Some(Arc::new(SigmaMatchExec::new(input.clone(), node.rules.clone()))))
+        Ok(Some(Arc::new(SigmaMatchExec::try_new(input.clone(), node.rules.clone())?)))
     }
 }
 
@@ -192,14 +199,15 @@ pub struct SigmaMatchExec {
 }
 
 impl SigmaMatchExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, rules: Arc<Prepared>) -> SigmaMatchExec {
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, rules: Arc<Prepared>) -> Result<SigmaMatchExec> {
+        check_input(input.schema().fields().iter().map(|f| f.name().as_str()), &rules)?;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(output_schema(rules.set.source)),
             Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
             input.pipeline_behavior(),
             input.boundedness(),
         );
-        SigmaMatchExec { input, rules, properties: Arc::new(properties) }
+        Ok(SigmaMatchExec { input, rules, properties: Arc::new(properties) })
     }
 
     pub fn rules(&self) -> &Arc<Prepared> {
@@ -232,7 +240,7 @@ impl ExecutionPlan for SigmaMatchExec {
 
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let input = children.pop().filter(|_| children.is_empty()).ok_or_else(|| DataFusionError::Internal("SigmaMatchExec has one input".into()))?;
-        Ok(Arc::new(SigmaMatchExec::new(input, self.rules.clone())))
+        Ok(Arc::new(SigmaMatchExec::try_new(input, self.rules.clone())?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -283,7 +291,7 @@ impl crate::engine::codec::NodeCodec for Codec {
         let [input] = inputs else {
             return Err(DataFusionError::Internal("SigmaMatchExec has one input".into()));
         };
-        Ok(Arc::new(SigmaMatchExec::new(input.clone(), Prepared::decode(buf)?)))
+        Ok(Arc::new(SigmaMatchExec::try_new(input.clone(), Prepared::decode(buf)?)?))
     }
 
     fn planner(&self) -> Arc<dyn ExtensionPlanner + Send + Sync> {
@@ -384,7 +392,7 @@ mod tests {
         let set = rule_set();
         let b = batch(&set);
         let scan = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(&[vec![b.clone()]], b.schema(), None).unwrap();
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(SigmaMatchExec::new(scan.clone(), Arc::new(Prepared::new(set.clone()).unwrap())));
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(SigmaMatchExec::try_new(scan.clone(), Arc::new(Prepared::new(set.clone()).unwrap())).unwrap());
         let codec = codec();
         let mut buf = Vec::new();
         codec.try_encode(exec.clone(), &mut buf, &DefaultPhysicalProtoConverter {}).unwrap();
@@ -412,13 +420,18 @@ mod tests {
         let codec = codec();
         let set = rule_set();
         let json = String::from_utf8(Prepared::new(set.clone()).unwrap().encode().to_vec()).unwrap();
-        let scan: Arc<dyn ExecutionPlan> = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(Schema::empty())));
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(batch(&set).schema()));
         let decode = |framed: Vec<u8>| codec.try_decode(&framed, std::slice::from_ref(&scan), &TaskContext::default(), &DefaultPhysicalProtoConverter {}).map(|_| ()).unwrap_err().to_string();
         let ours = |body: &str| [b"cimlake2X".as_slice(), body.as_bytes()].concat();
         // A column no log source maps a field to.
         assert!(json.contains(r#"["process_path","Text"]"#), "{json}");
         let err = decode(ours(&json.replacen(r#"["process_path","Text"]"#, r#"["/etc/passwd","Text"]"#, 1)));
         assert!(err.contains("\"/etc/passwd\"") && err.contains("not a column"), "{err}");
+        // Rules whose columns are not the scan's (the matcher reads them by position).
+        let mut other = set.clone();
+        other.names.swap(0, 1);
+        let err = decode(ours(std::str::from_utf8(Prepared::new(other).unwrap().encode()).unwrap()));
+        assert!(err.contains("but their scan yields"), "{err}");
         // Cut short, another kind, another version.
         assert!(decode(ours(&json[..json.len() / 2])).contains("do not read"));
         assert!(decode([b"cimlake2Q".as_slice(), json.as_bytes()].concat()).contains("not one cimlake writes"));
