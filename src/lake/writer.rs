@@ -444,10 +444,13 @@ impl PartitionedWriter {
 mod tests {
     use super::*;
 
+    /// What a test does to the partition directory (its argument) before the rename.
+    type Hook = Box<dyn FnMut(&Path)>;
+
     thread_local! {
         /// Called by [`move_into_lake`] between making the partition directory and the rename: a
         /// test plays the other job there.
-        pub(super) static BETWEEN_DIR_AND_RENAME: std::cell::RefCell<Option<Box<dyn FnMut(&Path)>>> = const { std::cell::RefCell::new(None) };
+        pub(super) static BETWEEN_DIR_AND_RENAME: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
     }
 
     /// Another job removing the (empty) partition directory between its creation and the rename,
