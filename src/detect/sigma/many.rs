@@ -33,7 +33,6 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::eval::{Program, Reads};
 use super::fields::Logsource;
 use super::matcher::{Rule, RuleSet, Shared, output_schema};
 use super::SigmaInfo;
@@ -152,10 +151,7 @@ impl<'a> Compiled<'a> {
             rules: rules.iter().map(|(d, info)| Rule::of(d, info)).collect::<Result<_, _>>()?,
         };
         // Each condition compiles over the scanned columns (checked here, before anything runs).
-        let mut reads = vec![Reads::default(); set.names.len()];
-        for r in &set.rules {
-            Program::new(&r.cond, &set.names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", r.id)))?;
-        }
+        super::matcher::programs(&set)?;
         Ok(Some(Compiled {
             conditions: rules.iter().map(|(_, i)| i.condition.as_str()).collect(),
             scan,

@@ -76,16 +76,23 @@ pub(super) struct Shared {
     schema: SchemaRef,
 }
 
+/// Each rule's condition of `set` compiled over its scanned columns, and what the programs read of
+/// each column; an error names the rule whose condition does not compile there.
+pub(super) fn programs(set: &RuleSet) -> Result<(Vec<Program>, Vec<Reads>), DataFusionError> {
+    let mut reads = vec![Reads::default(); set.names.len()];
+    let programs = set
+        .rules
+        .iter()
+        .map(|r| Program::new(&r.cond, &set.names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", r.id))))
+        .collect::<Result<_, _>>()?;
+    Ok((programs, reads))
+}
+
 impl Shared {
     /// The matcher of `set`: each rule's program and guard over the scanned columns.
     pub(super) fn new(set: &RuleSet, reference: Option<Vec<Arc<dyn PhysicalExpr>>>) -> Result<Shared, DataFusionError> {
-        let mut reads = vec![Reads::default(); set.names.len()];
-        let mut programs = Vec::with_capacity(set.rules.len());
-        let mut reads_of = Vec::with_capacity(set.rules.len());
-        for r in &set.rules {
-            programs.push(Program::new(&r.cond, &set.names, &mut reads).map_err(|e| DataFusionError::Plan(format!("{}: {e}", r.id)))?);
-            reads_of.push(r.cond.columns().iter().filter_map(|c| set.names.iter().position(|n| n == c)).collect::<Vec<usize>>());
-        }
+        let (programs, mut reads) = programs(set)?;
+        let reads_of: Vec<Vec<usize>> = set.rules.iter().map(|r| r.cond.columns().iter().filter_map(|c| set.names.iter().position(|n| n == c)).collect()).collect();
         let guards = Guards::new(&set.rules, &set.names, &mut reads)?;
         // A rule whose columns are all guarded ones (whose values get ids per batch) remembers
         // its answer for each combination of their values.
