@@ -53,7 +53,6 @@ fn convert_parser<T: std::io::Read + std::io::Seek>(
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
     let mut parser = parser.with_configuration(ParserSettings::new().num_threads(1));
-    let mut parsed = WinEvent::default();
     for record in parser.records() {
         out.record();
         match record {
@@ -66,6 +65,7 @@ fn convert_parser<T: std::io::Read + std::io::Seek>(
                     offset: None,
                     reason,
                 };
+                let mut parsed = WinEvent::default();
                 if let Err(reason) = xml_event::parse_into(&r.data, &mut parsed) {
                     out.bad(bad(reason.0))?;
                     continue;

@@ -8,6 +8,7 @@
 //! an EVTX file and its evtx_dump JSON give the same rows. A document that is not JSON, has no
 //! `Event`, or is cut short is a bad record with the line it starts on.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use serde_json::{Map, Value};
@@ -95,7 +96,6 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
     let mut start: Option<(i64, i64)> = None;
     // After a damaged document: lines are skipped until the next document starts.
     let mut resync = false;
-    let mut ev = WinEvent::default();
     while let Some(Line { number, offset, bytes, cut }) = lines.next_line(source)? {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -132,7 +132,9 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
         }
         out.record();
         out.raw(doc.trim_end().as_bytes());
-        match serde_json::from_str::<Value>(&doc).map_err(|e| Unreadable(format!("not JSON: {e}"))).and_then(|v| to_win_event(&v, &mut ev)) {
+        let value = serde_json::from_str::<Value>(&doc).map_err(|e| Unreadable(format!("not JSON: {e}")));
+        let mut ev = WinEvent::default();
+        match value.as_ref().map_err(Clone::clone).and_then(|v| to_win_event(v, &mut ev)) {
             Ok(()) => {
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(at) };
                 super::windows::convert_event(&ev, prov, out)?;
@@ -151,14 +153,14 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
 
 /// The text of a JSON value as the XML rendering of the same record has it: strings as they are,
 /// numbers and booleans printed, null as empty, `{"#text": …}` as its text.
-fn text(v: &Value) -> String {
+fn text(v: &Value) -> Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Number(n) => Cow::Owned(n.to_string()),
+        Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         Value::Object(o) if o.contains_key("#text") => text(&o["#text"]),
-        other => other.to_string(),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -168,10 +170,10 @@ fn attribute<'a>(obj: Option<&'a Value>, name: &str) -> Option<&'a Value> {
 }
 
 /// Fills `ev` from one document.
-fn to_win_event(doc: &Value, ev: &mut WinEvent) -> Result<(), Unreadable> {
+fn to_win_event<'a>(doc: &'a Value, ev: &mut WinEvent<'a>) -> Result<(), Unreadable> {
     let event = doc.get("Event").and_then(Value::as_object).ok_or_else(|| Unreadable("no \"Event\" object".into()))?;
     let system = event.get("System").and_then(Value::as_object).ok_or_else(|| Unreadable("no \"Event.System\" object".into()))?;
-    let some = |v: Option<&Value>| v.map(text).filter(|s| !s.is_empty());
+    let some = |v: Option<&'a Value>| v.map(text).filter(|s| !s.is_empty());
     *ev = WinEvent {
         provider: some(attribute(system.get("Provider"), "Name")),
         event_id: some(system.get("EventID")),
@@ -190,12 +192,12 @@ fn to_win_event(doc: &Value, ev: &mut WinEvent) -> Result<(), Unreadable> {
 
 /// `EventData`'s named values. Unnamed `Data` (a `{"Data": …}` object or array) is kept under the
 /// name `Data`, as the XML rendering has no name for it either.
-fn push_data(data: &Map<String, Value>, out: &mut Vec<(String, String)>) {
+fn push_data<'a>(data: &'a Map<String, Value>, out: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>) {
     for (name, value) in data {
         if name == "#attributes" {
             continue;
         }
-        out.push((name.clone(), text(value)));
+        out.push((Cow::Borrowed(name), text(value)));
     }
 }
 

@@ -147,8 +147,8 @@ mod tests {
         assert_eq!(integrity_level("Mandatory Label\\Odd Mandatory Level"), "Mandatory Label\\Odd Mandatory Level");
     }
 
-    fn event(data: &[(&str, &str)]) -> WinEvent {
-        WinEvent { data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
+    fn event<'a>(data: &[(&'a str, &'a str)]) -> WinEvent<'a> {
+        WinEvent { data: data.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(), ..Default::default() }
     }
 
     #[test]
@@ -176,9 +176,9 @@ mod tests {
         let mut sink = VecSink::default();
         let stats = {
             let mut out = Emitter::new(&mut sink);
-            let mut ev = WinEvent::default();
             for (i, xml) in text.split("<Event xmlns").skip(1).enumerate() {
                 let xml = format!("<Event xmlns{}", &xml[..xml.find("</Event>").unwrap() + 8]);
+                let mut ev = WinEvent::default();
                 if keep(&xml) {
                     super::super::xml_event::parse_into(&xml, &mut ev).unwrap();
                     let prov = Provenance { source: file, sourcetype: "XmlWinEventLog", record: Some(i as i64 + 1), offset: None };

@@ -14,6 +14,7 @@
 //! NXLog's `ProcessID` / `ExecutionProcessID` and Winlogbeat's `process_id` (the pid of the process
 //! that wrote the event) are never read as Sysmon's `ProcessId`.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use serde_json::{Map, Value};
@@ -77,11 +78,11 @@ pub fn layout(obj: &Map<String, Value>) -> Option<Layout> {
 }
 
 /// A JSON value as event text: strings as they are, numbers and booleans printed, others none.
-fn text(v: Option<&Value>) -> Option<String> {
+fn text(v: Option<&Value>) -> Option<Cow<'_, str>> {
     match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -95,11 +96,11 @@ fn path<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
     cur.get(*last)
 }
 
-fn data_from(map: Option<&Value>, ev: &mut WinEvent) {
+fn data_from<'a>(map: Option<&'a Value>, ev: &mut WinEvent<'a>) {
     if let Some(Value::Object(m)) = map {
         for (k, v) in m {
             if let Some(t) = text(Some(v)) {
-                ev.data.push((k.clone(), t));
+                ev.data.push((Cow::Borrowed(k), t));
             }
         }
     }
@@ -116,7 +117,7 @@ const FLATTENED_META: &[&str] = &[
 ];
 
 /// Fills `ev` from one JSON object.
-pub fn to_win_event(obj: &Map<String, Value>, ev: &mut WinEvent) -> Result<Layout, Unreadable> {
+pub fn to_win_event<'a>(obj: &'a Map<String, Value>, ev: &mut WinEvent<'a>) -> Result<Layout, Unreadable> {
     *ev = WinEvent::default();
     let layout = layout(obj).ok_or_else(|| {
         let keys: Vec<&str> = obj.keys().take(8).map(String::as_str).collect();
@@ -159,7 +160,7 @@ pub fn to_win_event(obj: &Map<String, Value>, ev: &mut WinEvent) -> Result<Layou
             for (k, v) in obj {
                 if !FLATTENED_META.contains(&k.as_str()) {
                     if let Some(t) = text(Some(v)) {
-                        ev.data.push((k.clone(), t));
+                        ev.data.push((Cow::Borrowed(k), t));
                     }
                 }
             }
@@ -175,8 +176,8 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
 
 /// Converts the lines of a piece of a stream that begins at `at` (a line start).
 pub fn convert_part<R: BufRead>(reader: R, source: &str, at: Position, out: &mut Emitter<'_>) -> Result<(), ConvertError> {
-    let mut ev = WinEvent::default();
     super::jsonlines::for_each_object(reader, source, at, out, |obj, line, offset, out| {
+        let mut ev = WinEvent::default();
         let bad = |reason: String| BadRecord { source: source.to_string(), record: Some(line), offset: Some(offset), reason };
         match to_win_event(obj, &mut ev) {
             Ok(_) => {

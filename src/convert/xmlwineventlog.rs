@@ -123,7 +123,6 @@ pub fn convert_part<R: BufRead>(
 ) -> Result<(), ConvertError> {
     let mut lines = super::lines::Lines::starting_at(reader, at);
     let mut event = String::new();
-    let mut parsed = WinEvent::default();
     let mut state = State::Outside;
     let bad = |line: i64, offset: i64, reason: String| BadRecord {
         source: source.to_string(),
@@ -202,7 +201,7 @@ pub fn convert_part<R: BufRead>(
             if line.contains("</Event>") {
                 let (start, start_off, too_big) = (*start, *start_off, *too_big);
                 state = State::Outside;
-                finish_event(&event, too_big, source, start, start_off, &mut parsed, out)?;
+                finish_event(&event, too_big, source, start, start_off, out)?;
             }
             continue;
         }
@@ -214,7 +213,7 @@ pub fn convert_part<R: BufRead>(
                 match rest.find("</Event>") {
                     Some(i) => {
                         let end = i + "</Event>".len();
-                        finish_event(&rest[..end], false, source, line_no, line_offset, &mut parsed, out)?;
+                        finish_event(&rest[..end], false, source, line_no, line_offset, out)?;
                         rest = rest[end..].trim();
                         if rest.is_empty() {
                             break;
@@ -268,7 +267,6 @@ fn finish_event(
     source: &str,
     line: i64,
     offset: i64,
-    parsed: &mut WinEvent,
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
     out.record();
@@ -284,11 +282,12 @@ fn finish_event(
     }
     // Text after </Event> on the closing line is not part of the event.
     let end = xml.find("</Event>").map_or(xml.len(), |i| i + "</Event>".len());
-    if let Err(reason) = xml_event::parse_into(&xml[..end], parsed) {
+    let mut parsed = WinEvent::default();
+    if let Err(reason) = xml_event::parse_into(&xml[..end], &mut parsed) {
         return out.bad(bad(reason.0));
     }
     let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };
-    super::windows::convert_event(parsed, prov, out)
+    super::windows::convert_event(&parsed, prov, out)
 }
 
 #[cfg(test)]
