@@ -14,10 +14,10 @@ use crate::convert::formats::FORMATS;
 use crate::convert::{Emitter, Stats, VecSink, input, split};
 
 /// The targets that are not one format's: see [`targets`].
-const OTHER_TARGETS: [&str; 3] = ["relative_time", "input", "split"];
+const OTHER_TARGETS: [&str; 4] = ["relative_time", "input", "split", "xml_event"];
 
 /// The fuzz targets, by name: one per input format ([`FORMATS`], named as on the command line
-/// with `_` for `-`, e.g. `nvm_kv`), then `relative_time`, `input` and `split`.
+/// with `_` for `-`, e.g. `nvm_kv`), then `relative_time`, `input`, `split` and `xml_event`.
 pub fn targets() -> Vec<String> {
     FORMATS.iter().map(|f| format_target(*f)).chain(OTHER_TARGETS.iter().map(|t| t.to_string())).collect()
 }
@@ -35,6 +35,7 @@ pub fn run(name: &str, data: &[u8]) {
         "relative_time" => relative_time(data),
         "input" => whole_input(data),
         "split" => split_anywhere(data),
+        "xml_event" => xml_event(data),
         other => match FORMATS.iter().find(|f| format_target(**f) == other) {
             Some(format) => one_format(*format, data),
             None => panic!("no fuzz target {other:?}"),
@@ -107,6 +108,14 @@ fn split_anywhere(data: &[u8]) {
     }
 }
 
+/// One event's XML read by the fast path and by quick-xml: where the fast path reads it, quick-xml
+/// reads the same ([`crate::convert::xml_event::check_fast_path`]).
+fn xml_event(data: &[u8]) {
+    if let Ok(xml) = std::str::from_utf8(data) {
+        crate::convert::xml_event::check_fast_path(xml);
+    }
+}
+
 /// Rows written match rows counted, and every bad record is quarantined.
 fn accounted(sink: &VecSink, stats: &Stats) {
     let rows = |cim: bool| -> u64 {
@@ -135,7 +144,7 @@ mod tests {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut ran = 0;
         let targets = super::targets();
-        assert_eq!(targets, ["evtx", "evtx_json", "nvm_json", "winevent_json", "nvm_kv", "xmlwineventlog", "relative_time", "input", "split"]);
+        assert_eq!(targets, ["evtx", "evtx_json", "nvm_json", "winevent_json", "nvm_kv", "xmlwineventlog", "relative_time", "input", "split", "xml_event"]);
         for target in &targets {
             let dir = root.join("fuzz/regressions").join(target);
             let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}: every target keeps its saved cases", dir.display()));
@@ -150,7 +159,7 @@ mod tests {
             assert!(saved > 0, "{}: no saved cases", dir.display());
             ran += saved;
         }
-        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json"), ("evtx_json", "json"), ("input", "sysmon"), ("input", "json"), ("input", "nvm")] {
+        for (target, dir) in [("xmlwineventlog", "sysmon"), ("nvm_kv", "nvm"), ("nvm_json", "nvm"), ("winevent_json", "json"), ("evtx_json", "json"), ("input", "sysmon"), ("input", "json"), ("input", "nvm"), ("xml_event", "sysmon")] {
             for entry in std::fs::read_dir(root.join("data/logs").join(dir)).unwrap().flatten() {
                 super::run(target, &std::fs::read(entry.path()).unwrap());
                 ran += 1;

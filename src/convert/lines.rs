@@ -12,12 +12,22 @@ pub struct Position {
     pub offset: i64,
 }
 
-/// A line reader over a [`BufRead`]: any buffer size gives the same lines.
-pub struct Lines<R> {
+/// A line reader over a [`BufRead`]: any buffer size gives the same lines. A line that lies
+/// whole in the reader's buffer is lent from there; only a line across buffer refills is copied.
+pub struct Lines<R: BufRead> {
     reader: R,
     buf: Vec<u8>,
     line: i64,
     offset: i64,
+    /// Bytes of the reader's buffer lent as the last line, consumed at the next call.
+    lent: usize,
+}
+
+/// The last line lent is consumed, so the reader goes on after it.
+impl<R: BufRead> Drop for Lines<R> {
+    fn drop(&mut self) {
+        self.reader.consume(std::mem::take(&mut self.lent));
+    }
 }
 
 impl<R: BufRead> Lines<R> {
@@ -28,15 +38,33 @@ impl<R: BufRead> Lines<R> {
     /// A reader over a piece of a larger input that begins at `at` (line numbers and offsets
     /// then count from the start of the whole input).
     pub fn starting_at(reader: R, at: Position) -> Self {
-        Lines { reader, buf: Vec::with_capacity(4096), line: at.lines_before, offset: at.offset }
+        Lines { reader, buf: Vec::with_capacity(4096), line: at.lines_before, offset: at.offset, lent: 0 }
     }
 
     /// The next line, or `None` at the end. A line longer than [`MAX_LINE_BYTES`] is read to
     /// its end but only its first [`MAX_LINE_BYTES`] are kept (`cut`), so memory stays bounded
     /// whatever the input. `source` names the input in a read error.
     pub fn next_line(&mut self, source: &str) -> Result<Option<Line<'_>>, ConvertError> {
+        self.reader.consume(std::mem::take(&mut self.lent));
         self.buf.clear();
         let io = |e| ConvertError::io(std::path::Path::new(source), e);
+        // The whole line in the reader's buffer: lent, not copied.
+        let whole = loop {
+            match self.reader.fill_buf() {
+                Ok(chunk) => break memchr::memchr(b'\n', chunk).map(|i| i + 1).filter(|n| *n <= MAX_LINE_BYTES),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            }
+        };
+        if let Some(n) = whole {
+            self.lent = n;
+            self.line += 1;
+            let start = self.offset;
+            self.offset += n as i64;
+            // The buffer holds the line still: `fill_buf` returns it without reading.
+            let bytes = &self.reader.fill_buf().map_err(io)?[..n];
+            return Ok(Some(Line { number: self.line, offset: start, bytes, cut: false }));
+        }
         let mut n = 0usize;
         let mut cut = false;
         loop {
@@ -96,7 +124,38 @@ pub struct Line<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
+
+    #[test]
+    fn any_buffer_gives_the_same_lines_and_the_reader_goes_on_after_the_last_one() {
+        let input = b"first\r\nsecond line\n\nfourth, long enough to cross a small buffer\nlast without end";
+        let all = |cap: usize| {
+            let mut lines = Lines::new(std::io::BufReader::with_capacity(cap, &input[..]));
+            let mut got = Vec::new();
+            while let Some(l) = lines.next_line("in").unwrap() {
+                got.push((l.number, l.offset, l.bytes.to_vec(), l.cut));
+            }
+            got
+        };
+        let want = all(1 << 16);
+        assert_eq!(want.len(), 5);
+        assert_eq!((want[1].1, &want[1].2[..]), (7, &b"second line\n"[..]));
+        for cap in [1, 2, 7, 16, 40] {
+            assert_eq!(all(cap), want, "buffer of {cap}");
+        }
+        // Two lines read, then the reader is used on its own: it starts at the third line.
+        let mut reader = std::io::BufReader::with_capacity(64, &input[..]);
+        {
+            let mut lines = Lines::new(&mut reader);
+            lines.next_line("in").unwrap();
+            assert_eq!(lines.next_line("in").unwrap().unwrap().bytes, b"second line\n");
+        }
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).unwrap();
+        assert!(rest.starts_with("\nfourth"), "{rest:?}");
+    }
 
     #[test]
     fn a_line_longer_than_the_limit_is_cut_and_the_next_line_read_whole() {

@@ -259,7 +259,7 @@ impl<'s> Emitter<'s> {
             return Ok(());
         }
         self.processes.append(&row.clone().with_names_from_paths());
-        *self.stats.rows.entry(Table::Processes.qualified_name().into()).or_default() += 1;
+        self.count_row(Table::Processes);
         if self.processes.len() >= self.batch_size {
             let b = self.processes.finish()?;
             self.sink.write_batch(Table::Processes, b)?;
@@ -272,12 +272,21 @@ impl<'s> Emitter<'s> {
             return Ok(());
         }
         self.traffic.append(row);
-        *self.stats.rows.entry(Table::AllTraffic.qualified_name().into()).or_default() += 1;
+        self.count_row(Table::AllTraffic);
         if self.traffic.len() >= self.batch_size {
             let b = self.traffic.finish()?;
             self.sink.write_batch(Table::AllTraffic, b)?;
         }
         Ok(())
+    }
+
+    /// One more row in `table` (its name is allocated once, not per row).
+    fn count_row(&mut self, table: Table) {
+        let name = table.qualified_name();
+        match self.stats.rows.get_mut(name) {
+            Some(n) => *n += 1,
+            None => drop(self.stats.rows.insert(name.to_string(), 1)),
+        }
     }
 
     pub fn skip(&mut self, reason: impl Into<String>) {

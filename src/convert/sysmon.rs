@@ -120,14 +120,16 @@ fn flag(s: Option<&str>) -> Option<bool> {
     }
 }
 
-/// One algorithm's hash from Sysmon's `Hashes` (`MD5=…,SHA256=…,IMPHASH=…`), upper case.
-fn hash_of(hashes: Option<&str>, algorithm: &str) -> Option<String> {
+/// One algorithm's hash from Sysmon's `Hashes` (`MD5=…,SHA256=…,IMPHASH=…`), upper case
+/// (borrowed when it is already).
+fn hash_of<'a>(hashes: Option<&'a str>, algorithm: &str) -> Option<std::borrow::Cow<'a, str>> {
     hashes?
         .split(',')
         .filter_map(|pair| pair.split_once('='))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case(algorithm))
-        .map(|(_, v)| v.trim().to_ascii_uppercase())
+        .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty())
+        .map(|v| if v.bytes().any(|b| b.is_ascii_lowercase()) { v.to_ascii_uppercase().into() } else { v.into() })
 }
 
 /// A name the configuration gave, `-` meaning none.

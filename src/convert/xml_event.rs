@@ -44,7 +44,7 @@ impl WinEvent<'_> {
     pub fn data(&self, name: &str) -> Option<&str> {
         self.data
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.len() == name.len() && n.bytes().zip(name.bytes()).all(|(a, b)| a == b))
             .map(|(_, v)| v.as_ref())
             .filter(|v| !v.is_empty())
     }

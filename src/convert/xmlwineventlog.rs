@@ -198,10 +198,12 @@ pub fn convert_part<R: BufRead>(
                     event.clear();
                 }
             }
-            if line.contains("</Event>") {
+            if let Some(at) = find_end(line) {
                 let (start, start_off, too_big) = (*start, *start_off, *too_big);
                 state = State::Outside;
-                finish_event(&event, too_big, source, start, start_off, out)?;
+                // The event ends on this line, the last of `event`; text after it is not part of it.
+                let end = if too_big { event.len() } else { event.len() - line.len() + at };
+                finish_event(&event, end, too_big, source, start, start_off, out)?;
             }
             continue;
         }
@@ -210,10 +212,9 @@ pub fn convert_part<R: BufRead>(
             // One or more events on this line; the last may go on over the next lines.
             let mut rest: &str = trimmed;
             loop {
-                match rest.find("</Event>") {
-                    Some(i) => {
-                        let end = i + "</Event>".len();
-                        finish_event(&rest[..end], false, source, line_no, line_offset, out)?;
+                match find_end(rest) {
+                    Some(end) => {
+                        finish_event(&rest[..end], end, false, source, line_no, line_offset, out)?;
                         rest = rest[end..].trim();
                         if rest.is_empty() {
                             break;
@@ -261,8 +262,19 @@ pub fn convert_part<R: BufRead>(
     Ok(())
 }
 
+/// Where the first `</Event>` in `text` ends.
+fn find_end(text: &str) -> Option<usize> {
+    static END: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(END_TAG));
+    END.find(text.as_bytes()).map(|i| i + END_TAG.len())
+}
+
+const END_TAG: &str = "</Event>";
+
+/// One event: `raw` as read, the event itself `raw[..end]` (text after `</Event>` on its last
+/// line is not part of it).
 fn finish_event(
-    xml: &str,
+    raw: &str,
+    end: usize,
     too_big: bool,
     source: &str,
     line: i64,
@@ -270,7 +282,7 @@ fn finish_event(
     out: &mut Emitter<'_>,
 ) -> Result<(), ConvertError> {
     out.record();
-    out.raw(xml.as_bytes());
+    out.raw(raw.as_bytes());
     let bad = |reason: String| BadRecord {
         source: source.to_string(),
         record: Some(line),
@@ -280,10 +292,8 @@ fn finish_event(
     if too_big {
         return out.bad(bad(format!("event larger than {MAX_EVENT_BYTES} bytes")));
     }
-    // Text after </Event> on the closing line is not part of the event.
-    let end = xml.find("</Event>").map_or(xml.len(), |i| i + "</Event>".len());
     let mut parsed = WinEvent::default();
-    if let Err(reason) = xml_event::parse_into(&xml[..end], &mut parsed) {
+    if let Err(reason) = xml_event::parse_into(&raw[..end], &mut parsed) {
         return out.bad(bad(reason.0));
     }
     let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(offset) };

@@ -22,10 +22,14 @@ fn is_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
-/// Text with its entity references decoded, borrowed when it has none; `None` for a reference
-/// quick-xml would refuse.
+/// Text with its entity references decoded; `None` for a reference quick-xml would refuse.
 fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    if s.as_bytes().contains(&b'&') { quick_xml::escape::unescape(s).ok() } else { Some(Cow::Borrowed(s)) }
+    quick_xml::escape::unescape(s).ok()
+}
+
+/// Whether two short names are the same (an inline loop: the names are a few bytes long).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The attribute of a field element that holds its value, if it has one.
@@ -79,20 +83,27 @@ fn start_tag<'a>(xml: &'a str, mut at: usize, want: Option<&[u8]>) -> Option<Sta
             return None;
         }
         let value_start = at + 2;
-        let value_end = value_start + memchr::memchr(quote, &b[value_start..])?;
-        let raw = &xml[value_start..value_end];
-        if raw.as_bytes().contains(&b'<') {
-            return None;
+        // The closing quote, past any entity reference; a `<` is left to quick-xml.
+        let mut value_end = value_start;
+        let mut entity = false;
+        loop {
+            value_end += memchr::memchr3(quote, b'<', b'&', &b[value_end..])?;
+            match b[value_end] {
+                b'<' => return None,
+                b'&' => (entity, value_end) = (true, value_end + 1),
+                _ => break,
+            }
         }
+        let raw = &xml[value_start..value_end];
         at = value_end + 1;
         if let Some(want) = want {
-            if key.contains(&b':') || n_keys == keys.len() || keys[..n_keys].contains(&key) {
+            if key.contains(&b':') || n_keys == keys.len() || keys[..n_keys].iter().any(|k| same(k, key)) {
                 return None;
             }
             keys[n_keys] = key;
             n_keys += 1;
-            if key == want {
-                value = Some(unescape(raw)?);
+            if same(key, want) {
+                value = Some(if entity { unescape(raw)? } else { Cow::Borrowed(raw) });
             }
         }
     }
@@ -113,18 +124,32 @@ pub(super) fn scan<'a>(xml: &'a str, event: &mut WinEvent<'a>) -> Option<()> {
     let mut data_name: Cow<'a, str> = Cow::Borrowed("");
     let mut at = 0usize;
     loop {
-        let lt = at + memchr::memchr(b'<', &b[at..])?;
+        // The next tag, and whether the text before it holds an entity reference.
+        let mut lt = at;
+        let mut entity = false;
+        if b.get(at) != Some(&b'<') {
+            loop {
+                lt += memchr::memchr2(b'<', b'&', &b[lt..])?;
+                if b[lt] == b'<' {
+                    break;
+                }
+                (entity, lt) = (true, lt + 1);
+            }
+        }
         if target != Target::None && lt > at {
             if text.is_some() {
                 return None;
             }
-            text = Some(unescape(&xml[at..lt])?);
+            let raw = &xml[at..lt];
+            text = Some(if entity { unescape(raw)? } else { Cow::Borrowed(raw) });
         }
         match *b.get(lt + 1)? {
             b'/' => {
+                // `</name>`, naming the element open.
                 let name_start = lt + 2;
-                let gt = name_start + memchr::memchr(b'>', &b[name_start..])?;
-                if depth == 0 || &b[name_start..gt] != open[depth - 1] {
+                let name = *open.get(depth.wrapping_sub(1))?;
+                let gt = name_start + name.len();
+                if depth == 0 || b.get(gt) != Some(&b'>') || !same(&b[name_start..gt], name) {
                     return None;
                 }
                 depth -= 1;
