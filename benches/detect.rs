@@ -13,8 +13,9 @@
 //! (e.g. for `benches/duckdb/compare.py`); its files per table and hour are printed.
 //!
 //! Window pruning on lakes made beforehand with `cimlake gen`: `CIMLAKE_BENCH_LAKES=A,B` and
-//! `CIMLAKE_BENCH_HOUR=2026-11-08T12:00:00Z` time that hour (24 h look-back) on each lake, side by
-//! side in one run, after checking that each lake gives the same rows every time.
+//! `CIMLAKE_BENCH_HOUR=2026-11-08T12:00:00Z` time that hour (24 h look-back), then the whole lake,
+//! on each lake, side by side in one run, after checking that each lake gives the same rows every
+//! time.
 
 use std::hint::black_box;
 
@@ -34,16 +35,18 @@ fn bench_existing_lakes(c: &mut Criterion, lakes: &str) {
     let catalog = Catalog::builtin().unwrap();
     let detection = &catalog.detections[0];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let mut g = c.benchmark_group(format!("detect/hour {}", hour.format("%Y-%m-%dT%H")));
-    g.sample_size(20);
-    for dir in lakes.split(',') {
-        let lake = Lake::new(dir);
-        let runner = Runner::new(&lake, &catalog, EngineOptions::default());
-        let run = || rt.block_on(runner.run(detection, Mode::Cimlake, &window)).unwrap().rows();
-        let rows = run();
-        g.bench_function(format!("{dir} ({rows} rows)"), |b| b.iter(|| assert_eq!(black_box(run()), rows)));
+    for (name, search) in [(format!("hour {}", hour.format("%Y-%m-%dT%H")), window), ("whole lake".to_string(), Search::all_time())] {
+        let mut g = c.benchmark_group(format!("detect/{name}"));
+        g.sample_size(20);
+        for dir in lakes.split(',') {
+            let lake = Lake::new(dir);
+            let runner = Runner::new(&lake, &catalog, EngineOptions::default());
+            let run = || rt.block_on(runner.run(detection, Mode::Cimlake, &search)).unwrap().rows();
+            let rows = run();
+            g.bench_function(format!("{dir} ({rows} rows)"), |b| b.iter(|| assert_eq!(black_box(run()), rows)));
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn bench_detect(c: &mut Criterion) {
