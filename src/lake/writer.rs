@@ -20,10 +20,17 @@ use crate::cim::Table;
 pub(crate) const HOUR_US: i64 = 3_600_000_000;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// Hours behind the newest row seen after which an hour's file is closed. Time-ordered input
-/// then keeps a handful of files open whatever its size; a row arriving later for a closed hour
-/// starts another file for that hour, which [`place`] merges with the others of that hour.
-pub const KEEP_OPEN_HOURS: i64 = 2;
+/// Files a writer keeps open at most (one per table and hour it is writing). Past it, or past
+/// [`MAX_OPEN_BYTES`], the file written least recently is closed: time-ordered input then keeps
+/// its latest hours open whatever its size, and input whose hours interleave (late rows, a merged
+/// export) keeps writing each hour's one file instead of starting a new one whenever an older hour
+/// comes back. A row for an hour already closed starts another file for that hour, which
+/// [`place`] merges with the others of that hour. Every file started costs a row group's column
+/// writers (a zstd context each) here and again when it is merged.
+pub const MAX_OPEN_FILES: usize = 64;
+/// Memory a writer's open files may hold (their row groups not yet written, as parquet estimates
+/// it) before the least recently written is closed.
+pub const MAX_OPEN_BYTES: usize = 256 << 20;
 
 /// `date=YYYY-MM-DD/hour=HH` for an hour bucket (µs / 1h).
 pub fn partition_dir(hour_bucket: i64) -> String {
@@ -37,6 +44,8 @@ pub fn partition_dir(hour_bucket: i64) -> String {
 struct OpenFile {
     writer: ArrowWriter<File>,
     staged: PathBuf,
+    /// When it was last written, in the writer's count of writes.
+    last_write: u64,
     rows: u64,
     min_time: i64,
     max_time: i64,
@@ -62,7 +71,7 @@ pub struct PartitionedWriter {
     open: BTreeMap<(Table, i64), OpenFile>,
     closed: Vec<StagedFile>,
     files_started: usize,
-    newest_hour: i64,
+    writes: u64,
 }
 
 impl PartitionedWriter {
@@ -83,7 +92,7 @@ impl PartitionedWriter {
             open: BTreeMap::new(),
             closed: Vec::new(),
             files_started: 0,
-            newest_hour: i64::MIN,
+            writes: 0,
         })
     }
 
@@ -99,10 +108,12 @@ impl PartitionedWriter {
                 .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
             self.open.insert(
                 (table, hour),
-                OpenFile { writer, staged, rows: 0, min_time: min, max_time: max },
+                OpenFile { writer, staged, last_write: 0, rows: 0, min_time: min, max_time: max },
             );
         }
+        self.writes += 1;
         let f = self.open.get_mut(&(table, hour)).expect("just inserted");
+        f.last_write = self.writes;
         f.writer
             .write(batch)
             .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
@@ -112,15 +123,19 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    /// Closes the files of hours more than [`KEEP_OPEN_HOURS`] behind the newest.
-    fn close_old(&mut self) -> Result<(), LakeError> {
-        let cutoff = self.newest_hour.saturating_sub(KEEP_OPEN_HOURS);
-        let old: Vec<(Table, i64)> = self.open.keys().filter(|(_, h)| *h < cutoff).copied().collect();
-        for key in old {
+    /// Closes the least recently written files while more than [`MAX_OPEN_FILES`] are open or
+    /// they hold more than [`MAX_OPEN_BYTES`].
+    fn close_over_limits(&mut self) -> Result<(), LakeError> {
+        loop {
+            let over = self.open.len() > MAX_OPEN_FILES
+                || (self.open.len() > 1 && self.open.values().map(|f| f.writer.memory_size()).sum::<usize>() > MAX_OPEN_BYTES);
+            if !over {
+                return Ok(());
+            }
+            let key = *self.open.iter().min_by_key(|(_, f)| f.last_write).expect("files are open").0;
             let f = self.open.remove(&key).expect("listed");
             self.closed.push(close(key, f)?);
         }
-        Ok(())
     }
 
     /// Closes every file. The files stay in staging: [`place`] merges and moves them.
@@ -156,10 +171,11 @@ impl PartitionedWriter {
 /// part of the lake until a commit names them; on an error the staged files are removed and
 /// nothing stays in the lake.
 ///
-/// An input whose rows are not in time order (a merged export, hosts one after another) comes to
-/// the writer as many short runs of each hour, each closed once rows run
-/// [`KEEP_OPEN_HOURS`] ahead of it: here they become one file per hour again. Merging streams the
-/// rows (one row group in memory), in the order of the runs' first times.
+/// An input whose rows are not in time order (a merged export, hosts one after another), or that
+/// spans more hours than a writer keeps open ([`MAX_OPEN_FILES`]), comes to the writer as several
+/// runs of some hours, each closed when it was written least recently: here they become one file
+/// per hour again. Merging streams the rows (one row group in memory), in the order of the runs'
+/// first times.
 pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Vec<StagedFile>) -> Result<Vec<DataFile>, LakeError> {
     let mut groups: BTreeMap<(Table, i64), Vec<StagedFile>> = BTreeMap::new();
     for f in staged {
@@ -416,9 +432,6 @@ impl PartitionedWriter {
             .expect("_time is the first column");
         let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(HOUR_US)).collect();
         let first = hours.first().copied().unwrap_or(0);
-        if let Some(max) = hours.iter().max() {
-            self.newest_hour = self.newest_hour.max(*max);
-        }
         let result = if hours.iter().all(|h| *h == first) {
             self.write_part(table, first, &batch)
         } else {
@@ -436,7 +449,7 @@ impl PartitionedWriter {
             }
             r
         };
-        result.and_then(|()| self.close_old())
+        result.and_then(|()| self.close_over_limits())
     }
 }
 
@@ -485,6 +498,45 @@ mod tests {
                 assert!(err.contains("hour=00/a.parquet") && file.staged.exists(), "{err}");
             }
         }
+    }
+
+    /// Hours that come back while others are written keep their one file; past
+    /// [`MAX_OPEN_FILES`] hours, the least recently written is closed, not the one being written.
+    #[test]
+    fn a_writer_keeps_one_file_per_hour_while_hours_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().join("lake")).unwrap();
+        let session = IngestSession::begin(&lake).unwrap();
+        let files_per_hour = |staged: &[StagedFile]| {
+            let mut n: BTreeMap<i64, usize> = BTreeMap::new();
+            for f in staged {
+                *n.entry(f.hour).or_default() += 1;
+            }
+            n
+        };
+        // Rows of hours 0, 5 and 23 in turn, as flows that trail their processes come: each hour
+        // is met again long after a later one.
+        let mut w = PartitionedWriter::new(&lake, &session, "interleaved").unwrap();
+        for round in 0..20 {
+            for hour in [0, 5, 23] {
+                w.write(Table::Processes, processes(10, hour * HOUR_US + round * 10)).unwrap();
+            }
+        }
+        let staged = w.close().unwrap();
+        assert_eq!(files_per_hour(&staged), BTreeMap::from([(0, 1), (5, 1), (23, 1)]));
+        assert_eq!(staged.iter().map(StagedFile::rows).sum::<u64>(), 600);
+        // Hours in order, more than a writer keeps open: one file each all the same, and the
+        // oldest hours are closed on the way, not at the end.
+        let hours = MAX_OPEN_FILES as i64 + 10;
+        let mut w = PartitionedWriter::new(&lake, &session, "in-order").unwrap();
+        for hour in 0..hours {
+            w.write(Table::Processes, processes(3, hour * HOUR_US)).unwrap();
+            assert!(w.open.len() <= MAX_OPEN_FILES);
+        }
+        assert_eq!(w.closed.len(), 10);
+        assert!(w.closed.iter().all(|f| f.hour < 10), "the oldest hours were closed");
+        let staged = w.close().unwrap();
+        assert_eq!(files_per_hour(&staged), (0..hours).map(|h| (h, 1)).collect());
     }
 
     /// Processes `first_us` + 1 µs apart, with a command line per row.
