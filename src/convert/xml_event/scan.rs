@@ -197,9 +197,18 @@ pub(super) fn scan<'a>(xml: &'a str, event: &mut WinEvent<'a>) -> Option<()> {
                 if depth == 2 {
                     let value = tag.value;
                     target = match name {
-                        b"Provider" if in_system => (event.provider = value, Target::None).1,
-                        b"TimeCreated" if in_system => (event.system_time = value, Target::None).1,
-                        b"Security" if in_system => (event.user_id = value, Target::None).1,
+                        b"Provider" if in_system => {
+                            event.provider = value;
+                            Target::None
+                        }
+                        b"TimeCreated" if in_system => {
+                            event.system_time = value;
+                            Target::None
+                        }
+                        b"Security" if in_system => {
+                            event.user_id = value;
+                            Target::None
+                        }
                         b"EventID" if in_system => Target::EventId,
                         b"EventRecordID" if in_system => Target::RecordId,
                         b"Channel" if in_system => Target::Channel,
