@@ -20,13 +20,21 @@ use crate::cim::Table;
 pub(crate) const HOUR_US: i64 = 3_600_000_000;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// An hour's file is closed once the writer has gone on without it: the newest hour seen moved
+/// more than this many hours past where it was at the file's last write, and [`IDLE_ROWS`] rows
+/// went to other files since. Time-ordered input then keeps a handful of files open whatever
+/// its size, while input whose hours interleave (flows that trail their processes, a merged export,
+/// hosts one after another) keeps writing each hour's one file instead of starting a new one
+/// whenever an older hour comes back.
+pub const KEEP_OPEN_HOURS: i64 = 2;
+/// Rows written to other files after which a file the writer has gone on without is closed
+/// ([`KEEP_OPEN_HOURS`]).
+pub const IDLE_ROWS: u64 = 32 * 1024;
 /// Files a writer keeps open at most (one per table and hour it is writing). Past it, or past
-/// [`MAX_OPEN_BYTES`], the file written least recently is closed: time-ordered input then keeps
-/// its latest hours open whatever its size, and input whose hours interleave (late rows, a merged
-/// export) keeps writing each hour's one file instead of starting a new one whenever an older hour
-/// comes back. A row for an hour already closed starts another file for that hour, which
-/// [`place`] merges with the others of that hour. Every file started costs a row group's column
-/// writers (a zstd context each) here and again when it is merged.
+/// [`MAX_OPEN_BYTES`], the file written least recently is closed. A row for an hour already closed
+/// starts another file for that hour, which [`place`] merges with the others of that hour. Every
+/// file started costs a row group's column writers (a zstd context each) here and again when it is
+/// merged.
 pub const MAX_OPEN_FILES: usize = 64;
 /// Memory a writer's open files may hold (their row groups not yet written, as parquet estimates
 /// it) before the least recently written is closed.
@@ -46,6 +54,9 @@ struct OpenFile {
     staged: PathBuf,
     /// When it was last written, in the writer's count of writes.
     last_write: u64,
+    /// The writer's newest hour and rows written at its last write.
+    newest_at_write: i64,
+    rows_at_write: u64,
     rows: u64,
     min_time: i64,
     max_time: i64,
@@ -72,6 +83,11 @@ pub struct PartitionedWriter {
     closed: Vec<StagedFile>,
     files_started: usize,
     writes: u64,
+    newest_hour: i64,
+    /// Rows written, to all files.
+    rows_written: u64,
+    /// [`IDLE_ROWS`] (a test sets fewer).
+    idle_rows: u64,
 }
 
 impl PartitionedWriter {
@@ -93,6 +109,9 @@ impl PartitionedWriter {
             closed: Vec::new(),
             files_started: 0,
             writes: 0,
+            newest_hour: i64::MIN,
+            rows_written: 0,
+            idle_rows: IDLE_ROWS,
         })
     }
 
@@ -108,12 +127,13 @@ impl PartitionedWriter {
                 .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
             self.open.insert(
                 (table, hour),
-                OpenFile { writer, staged, last_write: 0, rows: 0, min_time: min, max_time: max },
+                OpenFile { writer, staged, last_write: 0, newest_at_write: 0, rows_at_write: 0, rows: 0, min_time: min, max_time: max },
             );
         }
         self.writes += 1;
+        self.rows_written += batch.num_rows() as u64;
         let f = self.open.get_mut(&(table, hour)).expect("just inserted");
-        f.last_write = self.writes;
+        (f.last_write, f.newest_at_write, f.rows_at_write) = (self.writes, self.newest_hour, self.rows_written);
         f.writer
             .write(batch)
             .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
@@ -123,9 +143,22 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    /// Closes the least recently written files while more than [`MAX_OPEN_FILES`] are open or
-    /// they hold more than [`MAX_OPEN_BYTES`].
+    /// Closes the files the writer has gone on without ([`KEEP_OPEN_HOURS`]), then the least
+    /// recently written while more than [`MAX_OPEN_FILES`] are open or they hold more than
+    /// [`MAX_OPEN_BYTES`].
     fn close_over_limits(&mut self) -> Result<(), LakeError> {
+        let left: Vec<(Table, i64)> = self
+            .open
+            .iter()
+            .filter(|(_, f)| {
+                self.newest_hour.saturating_sub(f.newest_at_write) > KEEP_OPEN_HOURS && self.rows_written - f.rows_at_write >= self.idle_rows
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in left {
+            let f = self.open.remove(&key).expect("listed");
+            self.closed.push(close(key, f)?);
+        }
         loop {
             let over = self.open.len() > MAX_OPEN_FILES
                 || (self.open.len() > 1 && self.open.values().map(|f| f.writer.memory_size()).sum::<usize>() > MAX_OPEN_BYTES);
@@ -432,6 +465,9 @@ impl PartitionedWriter {
             .expect("_time is the first column");
         let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(HOUR_US)).collect();
         let first = hours.first().copied().unwrap_or(0);
+        if let Some(max) = hours.iter().max() {
+            self.newest_hour = self.newest_hour.max(*max);
+        }
         let result = if hours.iter().all(|h| *h == first) {
             self.write_part(table, first, &batch)
         } else {
@@ -500,8 +536,9 @@ mod tests {
         }
     }
 
-    /// Hours that come back while others are written keep their one file; past
-    /// [`MAX_OPEN_FILES`] hours, the least recently written is closed, not the one being written.
+    /// Hours that come back while others are written keep their one file; hours the writer has
+    /// gone on without are closed; past [`MAX_OPEN_FILES`], the least recently written is closed,
+    /// not the one being written.
     #[test]
     fn a_writer_keeps_one_file_per_hour_while_hours_interleave() {
         let dir = tempfile::tempdir().unwrap();
@@ -537,6 +574,29 @@ mod tests {
         assert!(w.closed.iter().all(|f| f.hour < 10), "the oldest hours were closed");
         let staged = w.close().unwrap();
         assert_eq!(files_per_hour(&staged), (0..hours).map(|h| (h, 1)).collect());
+        // Hours the writer has gone on without (here, 12 rows written elsewhere since and the
+        // newest hour 3 past): closed on the way, a handful stay open.
+        let mut w = PartitionedWriter::new(&lake, &session, "gone-on").unwrap();
+        w.idle_rows = 12;
+        for hour in 0..20 {
+            for part in 0..3 {
+                w.write(Table::Processes, processes(3, hour * HOUR_US + part * 10)).unwrap();
+            }
+            assert!(w.open.len() <= KEEP_OPEN_HOURS as usize + 2, "{} open at hour {hour}", w.open.len());
+        }
+        let staged = w.close().unwrap();
+        assert_eq!(files_per_hour(&staged), (0..20).map(|h| (h, 1)).collect());
+        // More interleaved hours than a writer keeps open: the least recently written is closed,
+        // never the one being written.
+        let mut w = PartitionedWriter::new(&lake, &session, "many").unwrap();
+        let many = MAX_OPEN_FILES as i64 + 6;
+        for round in 0..3 {
+            for hour in 0..many {
+                w.write(Table::Processes, processes(2, hour * HOUR_US + round * 10)).unwrap();
+                assert!(w.open.len() <= MAX_OPEN_FILES && w.open.contains_key(&(Table::Processes, hour)));
+            }
+        }
+        assert_eq!(w.close().unwrap().iter().map(StagedFile::rows).sum::<u64>(), 2 * 3 * many as u64);
     }
 
     /// Processes `first_us` + 1 µs apart, with a command line per row.
