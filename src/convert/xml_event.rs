@@ -44,7 +44,7 @@ impl WinEvent<'_> {
     pub fn data(&self, name: &str) -> Option<&str> {
         self.data
             .iter()
-            .find(|(n, _)| n.len() == name.len() && n.bytes().zip(name.bytes()).all(|(a, b)| a == b))
+            .find(|(n, _)| same(n.as_bytes(), name.as_bytes()))
             .map(|(_, v)| v.as_ref())
             .filter(|v| !v.is_empty())
     }
@@ -70,6 +70,12 @@ enum Target {
     Channel,
     Computer,
     Data,
+}
+
+/// Whether two short names are the same (an inline loop: the names are a few bytes long, and a
+/// call to `memcmp` for each costs more than comparing them).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Deepest element nesting accepted; a Windows event is four deep.

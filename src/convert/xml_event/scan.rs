@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::{MAX_DEPTH, Target, WinEvent};
+use super::{MAX_DEPTH, Target, WinEvent, same};
 
 /// Bytes quick-xml counts as whitespace inside a tag.
 fn is_space(b: u8) -> bool {
@@ -25,11 +25,6 @@ fn is_name(b: u8) -> bool {
 /// Text with its entity references decoded; `None` for a reference quick-xml would refuse.
 fn unescape(s: &str) -> Option<Cow<'_, str>> {
     quick_xml::escape::unescape(s).ok()
-}
-
-/// Whether two short names are the same (an inline loop: the names are a few bytes long).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The attribute of a field element that holds its value, if it has one.
