@@ -132,9 +132,13 @@ pub fn convert<R: BufRead>(reader: R, source: &str, out: &mut Emitter<'_>) -> Re
         }
         out.record();
         out.raw(doc.trim_end().as_bytes());
-        let value = serde_json::from_str::<Value>(&doc).map_err(|e| Unreadable(format!("not JSON: {e}")));
+        let value = serde_json::from_str::<Value>(&doc);
         let mut ev = WinEvent::default();
-        match value.as_ref().map_err(Clone::clone).and_then(|v| to_win_event(v, &mut ev)) {
+        let read = match &value {
+            Ok(v) => to_win_event(v, &mut ev),
+            Err(e) => Err(Unreadable(format!("not JSON: {e}"))),
+        };
+        match read {
             Ok(()) => {
                 let prov = Provenance { source, sourcetype: SOURCETYPE, record: Some(line), offset: Some(at) };
                 super::windows::convert_event(&ev, prov, out)?;
