@@ -52,9 +52,8 @@ pub fn partition_dir(hour_bucket: i64) -> String {
 struct OpenFile {
     writer: ArrowWriter<File>,
     staged: PathBuf,
-    /// When it was last written, in the writer's count of writes.
-    last_write: u64,
-    /// The writer's newest hour and rows written at its last write.
+    /// The writer's newest hour and rows written at its last write (the batches are never
+    /// empty, so the latter also orders the files by their last write).
     newest_at_write: i64,
     rows_at_write: u64,
     rows: u64,
@@ -82,7 +81,6 @@ pub struct PartitionedWriter {
     open: BTreeMap<(Table, i64), OpenFile>,
     closed: Vec<StagedFile>,
     files_started: usize,
-    writes: u64,
     newest_hour: i64,
     /// Rows written, to all files.
     rows_written: u64,
@@ -108,7 +106,6 @@ impl PartitionedWriter {
             open: BTreeMap::new(),
             closed: Vec::new(),
             files_started: 0,
-            writes: 0,
             newest_hour: i64::MIN,
             rows_written: 0,
             idle_rows: IDLE_ROWS,
@@ -127,13 +124,12 @@ impl PartitionedWriter {
                 .map_err(|source| LakeError::Parquet { path: staged.clone(), source })?;
             self.open.insert(
                 (table, hour),
-                OpenFile { writer, staged, last_write: 0, newest_at_write: 0, rows_at_write: 0, rows: 0, min_time: min, max_time: max },
+                OpenFile { writer, staged, newest_at_write: 0, rows_at_write: 0, rows: 0, min_time: min, max_time: max },
             );
         }
-        self.writes += 1;
         self.rows_written += batch.num_rows() as u64;
         let f = self.open.get_mut(&(table, hour)).expect("just inserted");
-        (f.last_write, f.newest_at_write, f.rows_at_write) = (self.writes, self.newest_hour, self.rows_written);
+        (f.newest_at_write, f.rows_at_write) = (self.newest_hour, self.rows_written);
         f.writer
             .write(batch)
             .map_err(|source| LakeError::Parquet { path: f.staged.clone(), source })?;
@@ -165,7 +161,7 @@ impl PartitionedWriter {
             if !over {
                 return Ok(());
             }
-            let key = *self.open.iter().min_by_key(|(_, f)| f.last_write).expect("files are open").0;
+            let key = *self.open.iter().min_by_key(|(_, f)| f.rows_at_write).expect("files are open").0;
             let f = self.open.remove(&key).expect("listed");
             self.closed.push(close(key, f)?);
         }
@@ -204,11 +200,10 @@ impl PartitionedWriter {
 /// part of the lake until a commit names them; on an error the staged files are removed and
 /// nothing stays in the lake.
 ///
-/// An input whose rows are not in time order (a merged export, hosts one after another), or that
-/// spans more hours than a writer keeps open ([`MAX_OPEN_FILES`]), comes to the writer as several
-/// runs of some hours, each closed when it was written least recently: here they become one file
-/// per hour again. Merging streams the rows (one row group in memory), in the order of the runs'
-/// first times.
+/// An input whose rows come back to an hour after the writer closed its file (an hour it had gone
+/// on without, [`KEEP_OPEN_HOURS`], or one closed past [`MAX_OPEN_FILES`] or [`MAX_OPEN_BYTES`])
+/// comes to the writer as several runs of that hour: here they become one file per hour again.
+/// Merging streams the rows (one row group in memory), in the order of the runs' first times.
 pub(crate) fn place(lake: &Lake, session: &IngestSession, stem: &str, staged: Vec<StagedFile>) -> Result<Vec<DataFile>, LakeError> {
     let mut groups: BTreeMap<(Table, i64), Vec<StagedFile>> = BTreeMap::new();
     for f in staged {
